@@ -13,4 +13,3 @@ pub use message::{
 };
 pub use topic::{DeviceKind, Stream, Topic, TOPIC_PREFIX};
 pub use validate::{decode, Body, Decoded, Limits, RejectReason, Rejection};
-

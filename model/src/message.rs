@@ -3,9 +3,10 @@
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Which tools of a cleaning vehicle are working. Missing flags are off.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkState {
     /// Brush / sweep disc down.
@@ -25,7 +26,7 @@ impl WorkState {
 }
 
 /// One GPS fix with the vehicle's work state at that instant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fix {
     /// Device time of the fix.
@@ -62,7 +63,7 @@ pub struct Fix {
 }
 
 /// Topic stream `fixes`: a batch of fixes from one vehicle or wearable.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FixBatch {
     /// When present it must equal the topic's device id.
@@ -72,7 +73,7 @@ pub struct FixBatch {
 }
 
 /// Topic stream `reading` of a smart bin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BinReading {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,7 +95,7 @@ pub struct BinReading {
 }
 
 /// Topic stream `reading` of a public toilet.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToiletReading {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,7 +122,7 @@ pub struct ToiletReading {
 }
 
 /// Topic stream `ticket` of a transfer-station weighbridge.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WeighbridgeTicket {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,7 +139,7 @@ pub struct WeighbridgeTicket {
 }
 
 /// Topic stream `sample` of an inspector's scale: dust weighed from a known area.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InspectionSample {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,7 +163,7 @@ fn one_square_metre() -> f64 {
     1.0
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceState {
     Online,
@@ -179,7 +180,7 @@ impl DeviceState {
 }
 
 /// Topic stream `status`: the birth message (`online`) and the MQTT last will (`offline`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]

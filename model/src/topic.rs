@@ -1,11 +1,17 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
 /// Every topic of contract v1 starts with this.
 pub const TOPIC_PREFIX: &str = "cleanfleet/v1";
 
 /// The kind of device, the third level of a topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
     Sweeper,
     WasherSweeper,

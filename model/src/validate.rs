@@ -378,13 +378,19 @@ fn check_position(prefix: &str, lat: f64, lon: f64) -> Result<(), Rejection> {
 
 fn check_fixes(fixes: &[Fix], window: &TimeWindow) -> Result<(), Rejection> {
     if fixes.is_empty() {
-        return Err(reject(RejectReason::EmptyBatch, "fixes: the batch is empty"));
+        return Err(reject(
+            RejectReason::EmptyBatch,
+            "fixes: the batch is empty",
+        ));
     }
     let max = window.limits.max_fixes_per_message;
     if fixes.len() > max {
         return Err(reject(
             RejectReason::TooManyFixes,
-            format!("fixes: {} fixes in one message; the limit is {max}", fixes.len()),
+            format!(
+                "fixes: {} fixes in one message; the limit is {max}",
+                fixes.len()
+            ),
         ));
     }
     for (i, f) in fixes.iter().enumerate() {
@@ -393,7 +399,12 @@ fn check_fixes(fixes: &[Fix], window: &TimeWindow) -> Result<(), Rejection> {
         opt_range(&format!("{p}speed_kmh"), f.speed_kmh, 0.0, 300.0)?;
         opt_range(&format!("{p}heading_deg"), f.heading_deg, 0.0, 360.0)?;
         opt_range(&format!("{p}hdop"), f.hdop, 0.0, 100.0)?;
-        opt_range(&format!("{p}water_tank_ratio"), f.water_tank_ratio, 0.0, 1.0)?;
+        opt_range(
+            &format!("{p}water_tank_ratio"),
+            f.water_tank_ratio,
+            0.0,
+            1.0,
+        )?;
         opt_range(&format!("{p}load_kg"), f.load_kg, 0.0, 100_000.0)?;
         opt_range(&format!("{p}odometer_m"), f.odometer_m, 0.0, 1e10)?;
         window.check(&format!("{p}time"), f.time)?;

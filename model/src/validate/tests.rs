@@ -20,7 +20,9 @@ fn reason(topic: &str, payload: &str) -> RejectReason {
 const FIXES: &str = "cleanfleet/v1/sweeper/sw-01/fixes";
 
 fn fix_json(extra: &str) -> String {
-    format!(r#"{{"fixes":[{{"time":"2026-11-21T07:59:00Z","seq":1,"lat":32.0,"lon":120.9,"speed_kmh":6.5{extra}}}]}}"#)
+    format!(
+        r#"{{"fixes":[{{"time":"2026-11-21T07:59:00Z","seq":1,"lat":32.0,"lon":120.9,"speed_kmh":6.5{extra}}}]}}"#
+    )
 }
 
 #[test]
@@ -47,11 +49,26 @@ fn accepts_a_valid_fix_batch() {
 #[test]
 fn accepts_each_stream() {
     let ok = [
-        ("cleanfleet/v1/bin/b-1/reading", r#"{"time":"2026-11-21T07:00:00Z","fill_ratio":0.8,"temperature_c":21.5,"tilted":false,"lid_open":false,"battery_ratio":0.9}"#),
-        ("cleanfleet/v1/toilet/t-1/reading", r#"{"time":"2026-11-21T07:00:00Z","nh3_mg_m3":0.2,"h2s_mg_m3":0.005,"occupancy":2,"footfall":14}"#),
-        ("cleanfleet/v1/weighbridge/wb-1/ticket", r#"{"ticket_id":"T1","vehicle_id":"ct-1","time_in":"2026-11-21T07:00:00Z","time_out":"2026-11-21T07:05:00Z","gross_kg":15000,"tare_kg":9000,"net_kg":6000}"#),
-        ("cleanfleet/v1/scale/sc-1/sample", r#"{"sample_id":"S1","time":"2026-11-21T07:00:00Z","lat":32,"lon":120.9,"grams":4.2,"inspector":"insp-1"}"#),
-        ("cleanfleet/v1/sweeper/sw-01/status", r#"{"state":"online","time":"2026-11-21T07:00:00Z","firmware":"1.2"}"#),
+        (
+            "cleanfleet/v1/bin/b-1/reading",
+            r#"{"time":"2026-11-21T07:00:00Z","fill_ratio":0.8,"temperature_c":21.5,"tilted":false,"lid_open":false,"battery_ratio":0.9}"#,
+        ),
+        (
+            "cleanfleet/v1/toilet/t-1/reading",
+            r#"{"time":"2026-11-21T07:00:00Z","nh3_mg_m3":0.2,"h2s_mg_m3":0.005,"occupancy":2,"footfall":14}"#,
+        ),
+        (
+            "cleanfleet/v1/weighbridge/wb-1/ticket",
+            r#"{"ticket_id":"T1","vehicle_id":"ct-1","time_in":"2026-11-21T07:00:00Z","time_out":"2026-11-21T07:05:00Z","gross_kg":15000,"tare_kg":9000,"net_kg":6000}"#,
+        ),
+        (
+            "cleanfleet/v1/scale/sc-1/sample",
+            r#"{"sample_id":"S1","time":"2026-11-21T07:00:00Z","lat":32,"lon":120.9,"grams":4.2,"inspector":"insp-1"}"#,
+        ),
+        (
+            "cleanfleet/v1/sweeper/sw-01/status",
+            r#"{"state":"online","time":"2026-11-21T07:00:00Z","firmware":"1.2"}"#,
+        ),
         ("cleanfleet/v1/bin/b-1/status", r#"{"state":"offline"}"#),
     ];
     for (topic, payload) in ok {

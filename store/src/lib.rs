@@ -1,0 +1,161 @@
+//! The store: where accepted device data and dead letters are kept durably.
+//!
+//! [`Store`] is the seam between ingestion / the API and a backend. The embedded default is
+//! [`SqliteStore`]; a server backend (InfluxDB) implements the same trait, so callers do not
+//! change. **A `write_batch` that returned `Ok` is durable**: ingestion acknowledges MQTT
+//! messages only after it. **Writes are idempotent**: a record is keyed by device and device
+//! time (or ticket / sample id), so a redelivered or retransmitted message is stored once.
+
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use cleanfleet_model::{
+    BinReading, Decoded, DeviceKind, DeviceState, Fix, RejectReason, ToiletReading,
+};
+use jiff::Timestamp;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub use sqlite::{SqliteConfig, SqliteStore, Synchronous};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the database schema version {found} is newer than this build knows ({known})")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("a store worker thread failed: {0}")]
+    Worker(String),
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// One MQTT message as ingestion hands it to the store.
+#[derive(Debug, Clone)]
+pub enum IngestItem {
+    Accepted {
+        message: Decoded,
+        received: Timestamp,
+    },
+    Rejected {
+        topic: String,
+        payload: Vec<u8>,
+        reason: RejectReason,
+        detail: String,
+        received: Timestamp,
+    },
+}
+
+/// What one `write_batch` changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// New rows of device data (fixes, readings, tickets, samples, status changes).
+    pub records_inserted: u64,
+    pub fixes_inserted: u64,
+    /// Records already stored (redelivery, device retransmit): not stored again.
+    pub duplicate_records: u64,
+    /// Rejected messages kept; a dead letter seen before only has its count raised.
+    pub dead_letters_inserted: u64,
+}
+
+/// A device and its latest known state.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct DeviceSummary {
+    pub device_id: String,
+    pub kind: DeviceKind,
+    /// When ingestion first and last received a message from it.
+    pub first_received: Timestamp,
+    pub last_received: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<DeviceState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_time: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+    /// The fix with the latest device time (vehicles, wearables).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_fix: Option<Fix>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_bin_reading: Option<BinReading>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_toilet_reading: Option<ToiletReading>,
+}
+
+/// A page of devices, ordered by id.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceQuery {
+    pub kinds: Vec<DeviceKind>,
+    /// Return devices whose id sorts after this (keyset pagination).
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterQuery {
+    pub reason: Option<RejectReason>,
+    /// Return dead letters with a smaller id (newest first, keyset pagination).
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub topic: String,
+    pub reason: String,
+    pub detail: String,
+    pub payload: Vec<u8>,
+    pub first_received: Timestamp,
+    pub last_received: Timestamp,
+    pub times_seen: u64,
+}
+
+/// Row counts of what the store holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct StoreStats {
+    pub devices: u64,
+    pub fixes: u64,
+    pub bin_readings: u64,
+    pub toilet_readings: u64,
+    pub weighbridge_tickets: u64,
+    pub inspection_samples: u64,
+    pub status_changes: u64,
+    pub dead_letters: u64,
+    /// Dead letters (distinct messages) by reject reason.
+    pub dead_letters_by_reason: BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_fix: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newest_fix: Option<Timestamp>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Write one batch atomically and durably; idempotent per record.
+    async fn write_batch(&self, items: Vec<IngestItem>) -> Result<WriteReport, StoreError>;
+    async fn devices(&self, query: DeviceQuery) -> Result<Vec<DeviceSummary>, StoreError>;
+    async fn device(&self, device_id: &str) -> Result<Option<DeviceSummary>, StoreError>;
+    /// Fixes of one device with `from <= time < to`, in device-time order, at most `limit`.
+    async fn track(
+        &self,
+        device_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Fix>, StoreError>;
+    async fn dead_letters(&self, query: DeadLetterQuery) -> Result<Vec<DeadLetter>, StoreError>;
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
+    /// Delete device data whose device time is before `before`; returns rows deleted.
+    async fn prune(&self, before: Timestamp) -> Result<u64, StoreError>;
+    /// Cheap liveness check for readiness probes.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Flush everything to the backing files and refuse further writes.
+    async fn close(&self) -> Result<(), StoreError>;
+}

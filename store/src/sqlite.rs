@@ -1,0 +1,736 @@
+//! The embedded backend: one SQLite file in WAL mode. One writer connection commits whole
+//! batches in a transaction; a small pool of reader connections serves the API concurrently.
+//! All SQLite calls run on Tokio's blocking threads, never on the async workers.
+
+mod schema;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use cleanfleet_model::{
+    BinReading, Body, Decoded, DeviceKind, DeviceState, Fix, ToiletReading, WorkState,
+};
+use jiff::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use serde::Deserialize;
+
+use crate::{
+    DeadLetter, DeadLetterQuery, DeviceQuery, DeviceSummary, IngestItem, Store, StoreError,
+    StoreStats, WriteReport,
+};
+
+/// SQLite's `synchronous` setting. `full` survives power loss after a commit; `normal` survives
+/// a process crash but may lose the last commits on power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    Normal,
+    #[default]
+    Full,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    pub path: PathBuf,
+    pub synchronous: Synchronous,
+    /// Reader connections kept open for the API.
+    pub max_idle_readers: usize,
+}
+
+impl SqliteConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteConfig {
+            path: path.into(),
+            synchronous: Synchronous::default(),
+            max_idle_readers: 4,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: SqliteConfig,
+    /// `None` once closed.
+    writer: Mutex<Option<Connection>>,
+    idle_readers: Mutex<Vec<Connection>>,
+}
+
+fn open_connection(config: &SqliteConfig) -> Result<Connection, StoreError> {
+    let conn = Connection::open(&config.path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let sync = match config.synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "cache_size", -32_000)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database file and bring its schema up to date.
+    pub fn open(config: SqliteConfig) -> Result<Self, StoreError> {
+        if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let mut writer = open_connection(&config)?;
+        schema::migrate(&mut writer)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                config,
+                writer: Mutex::new(Some(writer)),
+                idle_readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.config.path
+    }
+
+    async fn with_writer<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut guard = inner.writer.lock().expect("writer lock poisoned");
+            let conn = guard.as_mut().ok_or(StoreError::Closed)?;
+            f(conn)
+        })
+        .await
+    }
+
+    async fn with_reader<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let pooled = inner.idle_readers.lock().expect("pool lock poisoned").pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => {
+                    if inner.writer.lock().expect("writer lock poisoned").is_none() {
+                        return Err(StoreError::Closed);
+                    }
+                    open_connection(&inner.config)?
+                }
+            };
+            let result = f(&conn);
+            let mut idle = inner.idle_readers.lock().expect("pool lock poisoned");
+            if idle.len() < inner.config.max_idle_readers {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))?
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+const BRUSH: i64 = 1;
+const VACUUM: i64 = 2;
+const WATER_PUMP: i64 = 4;
+const SPRAY: i64 = 8;
+
+fn work_flags(w: &WorkState) -> i64 {
+    [
+        (w.brush, BRUSH),
+        (w.vacuum, VACUUM),
+        (w.water_pump, WATER_PUMP),
+        (w.spray, SPRAY),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, bit)| bit)
+    .sum()
+}
+
+fn work_state(flags: i64) -> WorkState {
+    WorkState {
+        brush: flags & BRUSH != 0,
+        vacuum: flags & VACUUM != 0,
+        water_pump: flags & WATER_PUMP != 0,
+        spray: flags & SPRAY != 0,
+    }
+}
+
+/// The device time that keys a status change: a last will carries none, so its receive time.
+fn status_time(message: &Decoded, received: Timestamp) -> Option<(Timestamp, DeviceState)> {
+    match &message.body {
+        Body::Status(s) => Some((s.time.unwrap_or(received), s.state)),
+        _ => None,
+    }
+}
+
+fn write_items(tx: &Transaction, items: &[IngestItem]) -> Result<WriteReport, StoreError> {
+    let mut report = WriteReport::default();
+    let mut device_keys: HashMap<&str, i64> = HashMap::new();
+    for item in items {
+        match item {
+            IngestItem::Accepted { message, received } => {
+                let key = upsert_device(tx, message, *received)?;
+                device_keys.insert(&message.device_id, key);
+                let (inserted, fixes) = insert_body(tx, key, message, *received)?;
+                report.records_inserted += inserted;
+                report.fixes_inserted += fixes;
+                report.duplicate_records += record_count(&message.body) - inserted;
+            }
+            IngestItem::Rejected {
+                topic,
+                payload,
+                reason,
+                detail,
+                received,
+            } => {
+                let digest = xxhash_rust::xxh3::xxh3_128(
+                    &[topic.as_bytes(), b"\0", payload.as_slice()].concat(),
+                )
+                .to_be_bytes();
+                let times_seen: i64 = tx
+                    .prepare_cached(
+                        "INSERT INTO dead_letters (digest, topic, reason, detail, payload,
+                             first_received_ms, last_received_ms, times_seen)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1)
+                         ON CONFLICT (digest) DO UPDATE SET
+                             times_seen = times_seen + 1,
+                             first_received_ms = min(first_received_ms, excluded.first_received_ms),
+                             last_received_ms = max(last_received_ms, excluded.last_received_ms)
+                         RETURNING times_seen",
+                    )?
+                    .query_row(
+                        params![
+                            &digest[..],
+                            topic,
+                            reason.as_str(),
+                            detail,
+                            payload,
+                            ms(*received)
+                        ],
+                        |r| r.get(0),
+                    )?;
+                if times_seen == 1 {
+                    report.dead_letters_inserted += 1;
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn record_count(body: &Body) -> u64 {
+    match body {
+        Body::Fixes(f) => f.len() as u64,
+        _ => 1,
+    }
+}
+
+fn upsert_device(tx: &Transaction, m: &Decoded, received: Timestamp) -> Result<i64, StoreError> {
+    Ok(tx
+        .prepare_cached(
+            "INSERT INTO devices (device_id, kind, first_received_ms, last_received_ms)
+             VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (device_id) DO UPDATE SET
+                 first_received_ms = min(first_received_ms, excluded.first_received_ms),
+                 last_received_ms = max(last_received_ms, excluded.last_received_ms)
+             RETURNING device_key",
+        )?
+        .query_row(params![m.device_id, m.kind.as_str(), ms(received)], |r| {
+            r.get(0)
+        })?)
+}
+
+/// Insert the records of one message; returns (rows inserted, of which fixes).
+fn insert_body(
+    tx: &Transaction,
+    key: i64,
+    m: &Decoded,
+    received: Timestamp,
+) -> Result<(u64, u64), StoreError> {
+    let rec = ms(received);
+    let inserted = match &m.body {
+        Body::Fixes(fixes) => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO fixes (device_key, time_ms, seq, lat, lon, speed_kmh, heading_deg,
+                     hdop, satellites, work_flags, water_tank_ratio, load_kg, odometer_m,
+                     lifter_cycles, sos, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                 ON CONFLICT DO NOTHING",
+            )?;
+            let mut n = 0;
+            for f in fixes {
+                n += stmt.execute(params![
+                    key,
+                    ms(f.time),
+                    f.seq.map(|s| s as i64),
+                    f.lat,
+                    f.lon,
+                    f.speed_kmh,
+                    f.heading_deg,
+                    f.hdop,
+                    f.satellites,
+                    work_flags(&f.work),
+                    f.water_tank_ratio,
+                    f.load_kg,
+                    f.odometer_m,
+                    f.lifter_cycles.map(|c| c as i64),
+                    f.sos,
+                    rec
+                ])? as u64;
+            }
+            return Ok((n, n));
+        }
+        Body::Bin(r) => tx
+            .prepare_cached(
+                "INSERT INTO bin_readings (device_key, time_ms, seq, fill_ratio, temperature_c,
+                     tilted, lid_open, battery_ratio, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                key,
+                ms(r.time),
+                r.seq.map(|s| s as i64),
+                r.fill_ratio,
+                r.temperature_c,
+                r.tilted,
+                r.lid_open,
+                r.battery_ratio,
+                rec
+            ])?,
+        Body::Toilet(r) => tx
+            .prepare_cached(
+                "INSERT INTO toilet_readings (device_key, time_ms, seq, nh3_mg_m3, h2s_mg_m3,
+                     occupancy, footfall, water_m3, power_kwh, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                key,
+                ms(r.time),
+                r.seq.map(|s| s as i64),
+                r.nh3_mg_m3,
+                r.h2s_mg_m3,
+                r.occupancy,
+                r.footfall,
+                r.water_m3,
+                r.power_kwh,
+                rec
+            ])?,
+        Body::Ticket(t) => tx
+            .prepare_cached(
+                "INSERT INTO weighbridge_tickets (device_key, ticket_id, vehicle_id, time_in_ms,
+                     time_out_ms, gross_kg, tare_kg, net_kg, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                key,
+                t.ticket_id,
+                t.vehicle_id,
+                ms(t.time_in),
+                ms(t.time_out),
+                t.gross_kg,
+                t.tare_kg,
+                t.net_kg,
+                rec
+            ])?,
+        Body::Sample(s) => tx
+            .prepare_cached(
+                "INSERT INTO inspection_samples (device_key, sample_id, time_ms, lat, lon, grams,
+                     area_m2, inspector, litter_count, photo_ref, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                key,
+                s.sample_id,
+                ms(s.time),
+                s.lat,
+                s.lon,
+                s.grams,
+                s.area_m2,
+                s.inspector,
+                s.litter_count,
+                s.photo_ref,
+                rec
+            ])?,
+        Body::Status(s) => {
+            let (time, state) = status_time(m, received).expect("status body");
+            tx.prepare_cached(
+                "INSERT INTO status_changes (device_key, time_ms, state, firmware, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![key, ms(time), state.as_str(), s.firmware, rec])?
+        }
+    };
+    Ok((inserted as u64, 0))
+}
+
+const FIX_COLUMNS: &str = "time_ms, seq, lat, lon, speed_kmh, heading_deg, hdop, satellites,
+    work_flags, water_tank_ratio, load_kg, odometer_m, lifter_cycles, sos";
+
+fn fix_from_row(r: &Row) -> rusqlite::Result<Fix> {
+    Ok(Fix {
+        time: ts(r.get(0)?),
+        seq: r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
+        lat: r.get(2)?,
+        lon: r.get(3)?,
+        speed_kmh: r.get(4)?,
+        heading_deg: r.get(5)?,
+        hdop: r.get(6)?,
+        satellites: r.get(7)?,
+        work: work_state(r.get(8)?),
+        water_tank_ratio: r.get(9)?,
+        load_kg: r.get(10)?,
+        odometer_m: r.get(11)?,
+        lifter_cycles: r.get::<_, Option<i64>>(12)?.map(|c| c as u64),
+        sos: r.get(13)?,
+    })
+}
+
+fn summarize(conn: &Connection, key: i64, row: DeviceRow) -> Result<DeviceSummary, StoreError> {
+    let status = conn
+        .prepare_cached(
+            "SELECT time_ms, state, firmware FROM status_changes WHERE device_key = ?1
+             ORDER BY time_ms DESC, state DESC LIMIT 1",
+        )?
+        .query_row([key], |r| {
+            Ok((
+                ts(r.get(0)?),
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })
+        .optional()?;
+    let mut summary = DeviceSummary {
+        device_id: row.device_id,
+        kind: row.kind,
+        first_received: ts(row.first_received_ms),
+        last_received: ts(row.last_received_ms),
+        status: status.as_ref().map(|(_, s, _)| {
+            if s == "online" {
+                DeviceState::Online
+            } else {
+                DeviceState::Offline
+            }
+        }),
+        status_time: status.as_ref().map(|(t, _, _)| *t),
+        firmware: status.and_then(|(_, _, f)| f),
+        latest_fix: None,
+        latest_bin_reading: None,
+        latest_toilet_reading: None,
+    };
+    match row.kind {
+        k if k.reports_fixes() => {
+            summary.latest_fix = conn
+                .prepare_cached(&format!(
+                    "SELECT {FIX_COLUMNS} FROM fixes WHERE device_key = ?1
+                     ORDER BY time_ms DESC LIMIT 1"
+                ))?
+                .query_row([key], fix_from_row)
+                .optional()?;
+        }
+        DeviceKind::Bin => {
+            summary.latest_bin_reading = conn
+                .prepare_cached(
+                    "SELECT time_ms, seq, fill_ratio, temperature_c, tilted, lid_open,
+                         battery_ratio FROM bin_readings WHERE device_key = ?1
+                     ORDER BY time_ms DESC LIMIT 1",
+                )?
+                .query_row([key], |r| {
+                    Ok(BinReading {
+                        device_id: None,
+                        time: ts(r.get(0)?),
+                        seq: r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
+                        fill_ratio: r.get(2)?,
+                        temperature_c: r.get(3)?,
+                        tilted: r.get(4)?,
+                        lid_open: r.get(5)?,
+                        battery_ratio: r.get(6)?,
+                    })
+                })
+                .optional()?;
+        }
+        DeviceKind::Toilet => {
+            summary.latest_toilet_reading = conn
+                .prepare_cached(
+                    "SELECT time_ms, seq, nh3_mg_m3, h2s_mg_m3, occupancy, footfall, water_m3,
+                         power_kwh FROM toilet_readings WHERE device_key = ?1
+                     ORDER BY time_ms DESC LIMIT 1",
+                )?
+                .query_row([key], |r| {
+                    Ok(ToiletReading {
+                        device_id: None,
+                        time: ts(r.get(0)?),
+                        seq: r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
+                        nh3_mg_m3: r.get(2)?,
+                        h2s_mg_m3: r.get(3)?,
+                        occupancy: r.get(4)?,
+                        footfall: r.get(5)?,
+                        water_m3: r.get(6)?,
+                        power_kwh: r.get(7)?,
+                    })
+                })
+                .optional()?;
+        }
+        _ => {}
+    }
+    Ok(summary)
+}
+
+struct DeviceRow {
+    device_id: String,
+    kind: DeviceKind,
+    first_received_ms: i64,
+    last_received_ms: i64,
+}
+
+const DEVICE_COLUMNS: &str = "device_key, device_id, kind, first_received_ms, last_received_ms";
+
+fn device_row(r: &Row) -> rusqlite::Result<(i64, DeviceRow)> {
+    let kind: String = r.get(2)?;
+    let kind = kind.parse().map_err(|()| {
+        rusqlite::Error::FromSqlConversionFailure(
+            2,
+            rusqlite::types::Type::Text,
+            format!("unknown device kind {kind:?}").into(),
+        )
+    })?;
+    Ok((
+        r.get(0)?,
+        DeviceRow {
+            device_id: r.get(1)?,
+            kind,
+            first_received_ms: r.get(3)?,
+            last_received_ms: r.get(4)?,
+        },
+    ))
+}
+
+fn count(conn: &Connection, table: &str) -> Result<u64, StoreError> {
+    Ok(
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64,
+    )
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn write_batch(&self, items: Vec<IngestItem>) -> Result<WriteReport, StoreError> {
+        self.with_writer(move |conn| {
+            let tx = conn.transaction()?;
+            let report = write_items(&tx, &items)?;
+            tx.commit()?;
+            Ok(report)
+        })
+        .await
+    }
+
+    async fn devices(&self, query: DeviceQuery) -> Result<Vec<DeviceSummary>, StoreError> {
+        self.with_reader(move |conn| {
+            let kinds: Vec<&str> = query.kinds.iter().map(|k| k.as_str()).collect();
+            let kind_filter = if kinds.is_empty() {
+                String::new()
+            } else {
+                format!("AND kind IN ({})", vec!["?"; kinds.len()].join(", "))
+            };
+            let sql = format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id > ? {kind_filter}
+                 ORDER BY device_id LIMIT ?"
+            );
+            let mut values: Vec<rusqlite::types::Value> =
+                vec![query.after.unwrap_or_default().into()];
+            values.extend(kinds.iter().map(|k| k.to_string().into()));
+            values.push(i64::from(query.limit).into());
+            let rows = conn
+                .prepare_cached(&sql)?
+                .query_map(rusqlite::params_from_iter(values), device_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(key, row)| summarize(conn, key, row))
+                .collect()
+        })
+        .await
+    }
+
+    async fn device(&self, device_id: &str) -> Result<Option<DeviceSummary>, StoreError> {
+        let device_id = device_id.to_owned();
+        self.with_reader(move |conn| {
+            let row = conn
+                .prepare_cached(&format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ?1"
+                ))?
+                .query_row([device_id], device_row)
+                .optional()?;
+            row.map(|(key, row)| summarize(conn, key, row)).transpose()
+        })
+        .await
+    }
+
+    async fn track(
+        &self,
+        device_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Fix>, StoreError> {
+        let device_id = device_id.to_owned();
+        self.with_reader(move |conn| {
+            let fixes = conn
+                .prepare_cached(&format!(
+                    "SELECT {FIX_COLUMNS} FROM fixes
+                     WHERE device_key = (SELECT device_key FROM devices WHERE device_id = ?1)
+                       AND time_ms >= ?2 AND time_ms < ?3
+                     ORDER BY time_ms LIMIT ?4"
+                ))?
+                .query_map(params![device_id, ms(from), ms(to), limit], fix_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(fixes)
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, query: DeadLetterQuery) -> Result<Vec<DeadLetter>, StoreError> {
+        self.with_reader(move |conn| {
+            let letters = conn
+                .prepare_cached(
+                    "SELECT id, topic, reason, detail, payload, first_received_ms,
+                         last_received_ms, times_seen
+                     FROM dead_letters
+                     WHERE id < ?1 AND (?2 IS NULL OR reason = ?2)
+                     ORDER BY id DESC LIMIT ?3",
+                )?
+                .query_map(
+                    params![
+                        query.before_id.unwrap_or(i64::MAX),
+                        query.reason.map(|r| r.as_str()),
+                        query.limit
+                    ],
+                    |r| {
+                        Ok(DeadLetter {
+                            id: r.get(0)?,
+                            topic: r.get(1)?,
+                            reason: r.get(2)?,
+                            detail: r.get(3)?,
+                            payload: r.get(4)?,
+                            first_received: ts(r.get(5)?),
+                            last_received: ts(r.get(6)?),
+                            times_seen: r.get::<_, i64>(7)? as u64,
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(letters)
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.with_reader(|conn| {
+            let mut by_reason = BTreeMap::new();
+            let mut stmt =
+                conn.prepare_cached("SELECT reason, count(*) FROM dead_letters GROUP BY reason")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                by_reason.insert(r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64);
+            }
+            let (oldest, newest): (Option<i64>, Option<i64>) =
+                conn.query_row("SELECT min(time_ms), max(time_ms) FROM fixes", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            Ok(StoreStats {
+                devices: count(conn, "devices")?,
+                fixes: count(conn, "fixes")?,
+                bin_readings: count(conn, "bin_readings")?,
+                toilet_readings: count(conn, "toilet_readings")?,
+                weighbridge_tickets: count(conn, "weighbridge_tickets")?,
+                inspection_samples: count(conn, "inspection_samples")?,
+                status_changes: count(conn, "status_changes")?,
+                dead_letters: count(conn, "dead_letters")?,
+                dead_letters_by_reason: by_reason,
+                oldest_fix: oldest.map(ts),
+                newest_fix: newest.map(ts),
+            })
+        })
+        .await
+    }
+
+    async fn prune(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.with_writer(move |conn| {
+            let tx = conn.transaction()?;
+            let mut deleted = 0;
+            for (table, column) in [
+                ("fixes", "time_ms"),
+                ("bin_readings", "time_ms"),
+                ("toilet_readings", "time_ms"),
+                ("status_changes", "time_ms"),
+                ("inspection_samples", "time_ms"),
+                ("weighbridge_tickets", "time_out_ms"),
+                ("dead_letters", "last_received_ms"),
+            ] {
+                deleted += tx.execute(
+                    &format!("DELETE FROM {table} WHERE {column} < ?1"),
+                    [ms(before)],
+                )? as u64;
+            }
+            tx.commit()?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_reader(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            inner
+                .idle_readers
+                .lock()
+                .expect("pool lock poisoned")
+                .clear();
+            let writer = inner.writer.lock().expect("writer lock poisoned").take();
+            if let Some(conn) = writer {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+                conn.close().map_err(|(_, e)| e)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

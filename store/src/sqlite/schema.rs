@@ -1,0 +1,134 @@
+//! Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+//! Never edit a released migration: append a new one.
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the foundation schema. Device data is keyed by (device_key, device time) so that
+    // redelivered and retransmitted messages are stored once.
+    r#"
+    CREATE TABLE devices (
+        device_key        INTEGER PRIMARY KEY,
+        device_id         TEXT NOT NULL UNIQUE,
+        kind              TEXT NOT NULL,
+        first_received_ms INTEGER NOT NULL,
+        last_received_ms  INTEGER NOT NULL
+    );
+    CREATE INDEX devices_by_kind ON devices (kind, device_id);
+
+    CREATE TABLE fixes (
+        device_key       INTEGER NOT NULL,
+        time_ms          INTEGER NOT NULL,
+        seq              INTEGER,
+        lat              REAL NOT NULL,
+        lon              REAL NOT NULL,
+        speed_kmh        REAL,
+        heading_deg      REAL,
+        hdop             REAL,
+        satellites       INTEGER,
+        work_flags       INTEGER NOT NULL,
+        water_tank_ratio REAL,
+        load_kg          REAL,
+        odometer_m       REAL,
+        lifter_cycles    INTEGER,
+        sos              INTEGER,
+        received_ms      INTEGER NOT NULL,
+        PRIMARY KEY (device_key, time_ms)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE bin_readings (
+        device_key    INTEGER NOT NULL,
+        time_ms       INTEGER NOT NULL,
+        seq           INTEGER,
+        fill_ratio    REAL NOT NULL,
+        temperature_c REAL,
+        tilted        INTEGER,
+        lid_open      INTEGER,
+        battery_ratio REAL,
+        received_ms   INTEGER NOT NULL,
+        PRIMARY KEY (device_key, time_ms)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE toilet_readings (
+        device_key  INTEGER NOT NULL,
+        time_ms     INTEGER NOT NULL,
+        seq         INTEGER,
+        nh3_mg_m3   REAL,
+        h2s_mg_m3   REAL,
+        occupancy   INTEGER,
+        footfall    INTEGER,
+        water_m3    REAL,
+        power_kwh   REAL,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (device_key, time_ms)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE weighbridge_tickets (
+        device_key  INTEGER NOT NULL,
+        ticket_id   TEXT NOT NULL,
+        vehicle_id  TEXT NOT NULL,
+        time_in_ms  INTEGER NOT NULL,
+        time_out_ms INTEGER NOT NULL,
+        gross_kg    REAL NOT NULL,
+        tare_kg     REAL NOT NULL,
+        net_kg      REAL NOT NULL,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (device_key, ticket_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE inspection_samples (
+        device_key   INTEGER NOT NULL,
+        sample_id    TEXT NOT NULL,
+        time_ms      INTEGER NOT NULL,
+        lat          REAL NOT NULL,
+        lon          REAL NOT NULL,
+        grams        REAL NOT NULL,
+        area_m2      REAL NOT NULL,
+        inspector    TEXT NOT NULL,
+        litter_count INTEGER,
+        photo_ref    TEXT,
+        received_ms  INTEGER NOT NULL,
+        PRIMARY KEY (device_key, sample_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE status_changes (
+        device_key  INTEGER NOT NULL,
+        time_ms     INTEGER NOT NULL,
+        state       TEXT NOT NULL,
+        firmware    TEXT,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (device_key, time_ms, state)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE dead_letters (
+        id                INTEGER PRIMARY KEY,
+        digest            BLOB NOT NULL UNIQUE,
+        topic             TEXT NOT NULL,
+        reason            TEXT NOT NULL,
+        detail            TEXT NOT NULL,
+        payload           BLOB NOT NULL,
+        first_received_ms INTEGER NOT NULL,
+        last_received_ms  INTEGER NOT NULL,
+        times_seen        INTEGER NOT NULL
+    );
+    CREATE INDEX dead_letters_by_reason ON dead_letters (reason, id);
+    "#,
+];
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(version = index + 1, "applied store migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,326 @@
+use cleanfleet_model::{decode, Limits, RejectReason};
+
+use super::*;
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+const RECEIVED: &str = "2026-11-21T08:00:00Z";
+
+fn accepted(topic: &str, payload: &str) -> IngestItem {
+    IngestItem::Accepted {
+        message: decode(topic, payload.as_bytes(), t(RECEIVED), &Limits::default()).unwrap(),
+        received: t(RECEIVED),
+    }
+}
+
+fn fixes(device: &str, minutes: &[u32]) -> IngestItem {
+    let fixes: Vec<String> = minutes
+        .iter()
+        .map(|m| {
+            format!(
+                r#"{{"time":"2026-11-21T07:{m:02}:00Z","seq":{m},"lat":32.0{m:02},"lon":120.9,"speed_kmh":6,"work":{{"brush":true}}}}"#
+            )
+        })
+        .collect();
+    accepted(
+        &format!("cleanfleet/v1/sweeper/{device}/fixes"),
+        &format!(r#"{{"fixes":[{}]}}"#, fixes.join(",")),
+    )
+}
+
+fn rejected(payload: &str) -> IngestItem {
+    IngestItem::Rejected {
+        topic: "cleanfleet/v1/sweeper/sw-1/fixes".into(),
+        payload: payload.as_bytes().to_vec(),
+        reason: RejectReason::MalformedJson,
+        detail: "EOF".into(),
+        received: t(RECEIVED),
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(SqliteConfig::new(dir.path().join("sub/store.sqlite"))).unwrap()
+}
+
+#[tokio::test]
+async fn batch_is_stored_once_and_duplicates_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let report = store
+        .write_batch(vec![fixes("sw-1", &[1, 2, 3]), rejected("{")])
+        .await
+        .unwrap();
+    assert_eq!(report.fixes_inserted, 3);
+    assert_eq!(report.records_inserted, 3);
+    assert_eq!(report.duplicate_records, 0);
+    assert_eq!(report.dead_letters_inserted, 1);
+
+    let again = store
+        .write_batch(vec![fixes("sw-1", &[2, 3, 4]), rejected("{")])
+        .await
+        .unwrap();
+    assert_eq!(again.fixes_inserted, 1);
+    assert_eq!(again.duplicate_records, 2);
+    assert_eq!(again.dead_letters_inserted, 0);
+
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.fixes, 4);
+    assert_eq!(stats.devices, 1);
+    assert_eq!(stats.dead_letters, 1);
+    assert_eq!(stats.dead_letters_by_reason["malformed_json"], 1);
+    let letters = store
+        .dead_letters(DeadLetterQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(letters[0].times_seen, 2);
+    assert_eq!(letters[0].payload, b"{");
+}
+
+#[tokio::test]
+async fn latest_state_follows_device_time_not_arrival_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.write_batch(vec![fixes("sw-1", &[30])]).await.unwrap();
+    store
+        .write_batch(vec![fixes("sw-1", &[10, 20])])
+        .await
+        .unwrap();
+    let d = store.device("sw-1").await.unwrap().unwrap();
+    assert_eq!(d.latest_fix.unwrap().time, t("2026-11-21T07:30:00Z"));
+    assert_eq!(d.kind, DeviceKind::Sweeper);
+}
+
+#[tokio::test]
+async fn any_arrival_order_gives_the_same_contents() {
+    let items = vec![
+        fixes("sw-1", &[1, 5]),
+        fixes("sw-2", &[2]),
+        fixes("sw-1", &[3, 1]),
+        accepted(
+            "cleanfleet/v1/bin/b-1/reading",
+            r#"{"time":"2026-11-21T07:00:00Z","fill_ratio":0.4}"#,
+        ),
+        accepted(
+            "cleanfleet/v1/bin/b-1/reading",
+            r#"{"time":"2026-11-21T06:00:00Z","fill_ratio":0.9}"#,
+        ),
+        accepted(
+            "cleanfleet/v1/bin/b-1/status",
+            r#"{"state":"online","time":"2026-11-21T05:00:00Z"}"#,
+        ),
+        accepted(
+            "cleanfleet/v1/bin/b-1/status",
+            r#"{"state":"offline","time":"2026-11-21T07:30:00Z"}"#,
+        ),
+    ];
+    let mut outcomes = Vec::new();
+    // Forward, reversed, and one batch per message, each once and with everything repeated.
+    for variant in 0..4 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let mut order = items.clone();
+        if variant % 2 == 1 {
+            order.reverse();
+        }
+        let repeats = if variant >= 2 { 2 } else { 1 };
+        for _ in 0..repeats {
+            for item in &order {
+                store.write_batch(vec![item.clone()]).await.unwrap();
+            }
+        }
+        let devices = store
+            .devices(DeviceQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let track = store
+            .track(
+                "sw-1",
+                t("2026-11-21T00:00:00Z"),
+                t("2026-11-22T00:00:00Z"),
+                100,
+            )
+            .await
+            .unwrap();
+        let mut stats = store.stats().await.unwrap();
+        stats.dead_letters_by_reason.clear();
+        outcomes.push((devices, track, stats));
+    }
+    for o in &outcomes[1..] {
+        assert_eq!(o, &outcomes[0]);
+    }
+    let (devices, track, _) = &outcomes[0];
+    assert_eq!(
+        track.iter().map(|f| f.seq.unwrap()).collect::<Vec<_>>(),
+        vec![1, 3, 5]
+    );
+    let bin = devices.iter().find(|d| d.device_id == "b-1").unwrap();
+    assert_eq!(bin.latest_bin_reading.as_ref().unwrap().fill_ratio, 0.4);
+    assert_eq!(bin.status, Some(DeviceState::Offline));
+}
+
+#[tokio::test]
+async fn devices_page_by_id_and_filter_by_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .write_batch(vec![
+            fixes("sw-3", &[1]),
+            fixes("sw-1", &[1]),
+            fixes("sw-2", &[1]),
+            accepted(
+                "cleanfleet/v1/bin/b-1/reading",
+                r#"{"time":"2026-11-21T07:00:00Z","fill_ratio":0.4}"#,
+            ),
+        ])
+        .await
+        .unwrap();
+    let page = |after: Option<&str>, kinds: Vec<DeviceKind>| {
+        let store = store.clone();
+        let after = after.map(str::to_owned);
+        async move {
+            store
+                .devices(DeviceQuery {
+                    kinds,
+                    after,
+                    limit: 2,
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.device_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(None, vec![]).await, ["b-1", "sw-1"]);
+    assert_eq!(page(Some("sw-1"), vec![]).await, ["sw-2", "sw-3"]);
+    assert_eq!(
+        page(None, vec![DeviceKind::Sweeper]).await,
+        ["sw-1", "sw-2"]
+    );
+    assert_eq!(
+        page(None, vec![DeviceKind::Bin, DeviceKind::Toilet]).await,
+        ["b-1"]
+    );
+}
+
+#[tokio::test]
+async fn track_is_a_half_open_time_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .write_batch(vec![fixes("sw-1", &[1, 2, 3, 4])])
+        .await
+        .unwrap();
+    let track = store
+        .track(
+            "sw-1",
+            t("2026-11-21T07:02:00Z"),
+            t("2026-11-21T07:04:00Z"),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(track.len(), 2);
+    assert!(track[0].work.brush);
+    assert!(store
+        .track(
+            "nobody",
+            t("2026-11-21T07:00:00Z"),
+            t("2026-11-22T00:00:00Z"),
+            10
+        )
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn data_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .write_batch(vec![fixes("sw-1", &[1, 2])])
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    assert!(matches!(
+        store.write_batch(vec![fixes("sw-1", &[3])]).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(store.ping().await, Err(StoreError::Closed)));
+    drop(store);
+    let reopened = open(&dir);
+    assert_eq!(reopened.stats().await.unwrap().fixes, 2);
+}
+
+#[tokio::test]
+async fn prune_deletes_only_older_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .write_batch(vec![fixes("sw-1", &[1, 2, 3])])
+        .await
+        .unwrap();
+    let deleted = store.prune(t("2026-11-21T07:02:00Z")).await.unwrap();
+    assert_eq!(deleted, 1);
+    assert_eq!(store.stats().await.unwrap().fixes, 2);
+}
+
+#[tokio::test]
+async fn dead_letters_filter_and_page_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut items: Vec<IngestItem> = (0..5).map(|i| rejected(&format!("{{{i}"))).collect();
+    if let IngestItem::Rejected { reason, .. } = &mut items[4] {
+        *reason = RejectReason::OutOfRange;
+    }
+    store.write_batch(items).await.unwrap();
+    let first = store
+        .dead_letters(DeadLetterQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.iter().map(|d| d.id).collect::<Vec<_>>(), [5, 4]);
+    let next = store
+        .dead_letters(DeadLetterQuery {
+            limit: 10,
+            before_id: Some(4),
+            reason: Some(RejectReason::MalformedJson),
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.iter().map(|d| d.id).collect::<Vec<_>>(), [3, 2, 1]);
+    let out_of_range = store
+        .dead_letters(DeadLetterQuery {
+            limit: 10,
+            before_id: None,
+            reason: Some(RejectReason::OutOfRange),
+        })
+        .await
+        .unwrap();
+    assert_eq!(out_of_range.len(), 1);
+}
+
+#[test]
+fn schema_newer_than_the_build_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite");
+    drop(SqliteStore::open(SqliteConfig::new(&path)).unwrap());
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    assert!(matches!(
+        SqliteStore::open(SqliteConfig::new(&path)),
+        Err(StoreError::SchemaTooNew { found: 99, .. })
+    ));
+}
