@@ -11,5 +11,20 @@ pub use message::{
     BinReading, DeviceState, DeviceStatus, Fix, FixBatch, InspectionSample, ToiletReading,
     WeighbridgeTicket, WorkState,
 };
-pub use topic::{DeviceKind, Stream, Topic, TOPIC_PREFIX};
+pub use topic::{is_valid_device_id, DeviceKind, Stream, Topic, TOPIC_PREFIX};
 pub use validate::{decode, Body, Decoded, Limits, RejectReason, Rejection};
+
+/// Where time-dependent logic gets "now", so that tests can fix it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> jiff::Timestamp;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+}

@@ -135,6 +135,18 @@ pub enum Body {
     Status(DeviceStatus),
 }
 
+impl Body {
+    pub fn stream(&self) -> Stream {
+        match self {
+            Body::Fixes(_) => Stream::Fixes,
+            Body::Bin(_) | Body::Toilet(_) => Stream::Reading,
+            Body::Ticket(_) => Stream::Ticket,
+            Body::Sample(_) => Stream::Sample,
+            Body::Status(_) => Stream::Status,
+        }
+    }
+}
+
 /// An accepted message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {

@@ -1,0 +1,90 @@
+//! The one place where errors become HTTP responses.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{field}: {message}")]
+    InvalidParameter { field: String, message: String },
+    #[error("no {resource} {id:?}")]
+    NotFound { resource: &'static str, id: String },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("store: {0}")]
+    Store(#[from] cleanfleet_store::StoreError),
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidParameter {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Every error response: `{"error": {"code": ..., "message": ..., "field": ...}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code: `invalid_parameter`, `not_found`, `unavailable`, `internal`.
+    pub code: &'static str,
+    pub message: String,
+    /// The request field (query parameter or path segment) at fault, for `invalid_parameter`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, field, message) = match &self {
+            ApiError::InvalidParameter { field, message } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                Some(field.clone()),
+                message.clone(),
+            ),
+            ApiError::NotFound { .. } => {
+                (StatusCode::NOT_FOUND, "not_found", None, self.to_string())
+            }
+            ApiError::Unavailable(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                None,
+                why.clone(),
+            ),
+            ApiError::Store(cleanfleet_store::StoreError::Closed) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                None,
+                "the service is shutting down".into(),
+            ),
+            ApiError::Store(e) => {
+                // The cause goes to the log, never to the client.
+                tracing::error!(error = %e, "request failed in the store");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    None,
+                    "internal error; see the server log".into(),
+                )
+            }
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message,
+                field,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,52 @@
+//! Request extractors whose rejections name the offending field.
+
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Query string parsed into `T`; unknown parameters and bad values are 400s naming the field.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(Query)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.into_inner().to_string();
+                let field = if path != "." {
+                    path
+                } else {
+                    // Unknown and missing fields are named in the message: "unknown field `x`".
+                    message.split('`').nth(1).unwrap_or("query").to_owned()
+                };
+                ApiError::invalid(field, message)
+            })
+    }
+}
+
+/// A device id path segment, checked against the contract's id rules.
+pub struct DeviceId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for DeviceId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid("device_id", e.body_text()))?;
+        if !cleanfleet_model::is_valid_device_id(&id) {
+            return Err(ApiError::invalid(
+                "device_id",
+                "must be 1-64 of A-Z a-z 0-9 _ . - starting with a letter or digit",
+            ));
+        }
+        Ok(DeviceId(id))
+    }
+}

@@ -1,0 +1,71 @@
+//! The HTTP API. Handlers are thin: parse and check the request, ask the store, shape JSON.
+//! Errors become responses in one place (`error.rs`); a 5xx body never carries internals.
+
+mod error;
+mod extract;
+mod metrics;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use cleanfleet_ingest::IngestMetrics;
+use cleanfleet_model::Clock;
+use cleanfleet_store::Store;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{ApiError, ErrorBody};
+pub use metrics::ApiMetrics;
+pub use routes::ApiDoc;
+
+/// `[api]` in the config file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    /// Everything `/metrics` exposes.
+    pub registry: prometheus::Registry,
+    /// Present when ingestion runs in this process: readiness and statistics use it.
+    pub ingest: Option<IngestMetrics>,
+}
+
+/// The API's routes with request metrics.
+pub fn router(state: ApiState) -> Result<Router, prometheus::Error> {
+    let metrics = ApiMetrics::register(&state.registry)?;
+    Ok(routes::routes()
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        )))
+}
+
+/// Serve until `shutdown` is cancelled, then finish in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

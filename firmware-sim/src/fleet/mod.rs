@@ -1,0 +1,329 @@
+//! The pure, deterministic device model: no I/O and no clock. It steps in simulated time and
+//! yields the MQTT messages the devices would send.
+
+mod sensors;
+mod vehicle;
+
+use std::sync::Arc;
+
+use cleanfleet_model::{DeviceKind, Stream, Topic};
+use cleanfleet_roads::RoadNetwork;
+use jiff::{SignedDuration, Timestamp};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::drive::Core;
+use crate::{SimConfig, SimError};
+use sensors::{Bin, Toilet, Weighbridge};
+use vehicle::Vehicle;
+
+/// A simulated device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceInfo {
+    pub kind: DeviceKind,
+    pub id: String,
+    /// Where a fixed device (bin, toilet, weighbridge) stands, as (lon, lat); `None` for
+    /// vehicles.
+    pub position: Option<(f64, f64)>,
+}
+
+/// What a [`SimMessage`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// A fix batch with this many fixes.
+    Fixes(usize),
+    /// A bin or toilet reading.
+    Reading,
+    /// A weighbridge ticket.
+    Ticket,
+}
+
+/// One MQTT message a device sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimMessage {
+    /// The sender's index in [`Fleet::devices`].
+    pub device: usize,
+    pub topic: String,
+    /// JSON of contract v1.
+    pub payload: Vec<u8>,
+    /// Simulated device time at which it is sent.
+    pub time: Timestamp,
+    pub content: Content,
+}
+
+/// The simulated fleet: vehicles driving the network, bins, toilets and weighbridges.
+pub struct Fleet {
+    network: Arc<RoadNetwork>,
+    core: Core,
+    devices: Vec<DeviceInfo>,
+    vehicles: Vec<Vehicle>,
+    bins: Vec<Bin>,
+    toilets: Vec<Toilet>,
+    weighbridges: Vec<Weighbridge>,
+    tick: SignedDuration,
+    now: Timestamp,
+    batch_fixes: usize,
+    reading_interval: SignedDuration,
+    /// Offset of local solar time from UTC, for day and night patterns.
+    local_offset: SignedDuration,
+}
+
+/// Fixed devices sense this often, so threshold reports (bin full, fire) are prompt.
+const SAMPLE_INTERVAL: SignedDuration = SignedDuration::from_secs(60);
+
+/// Who a device is: what every device type is built from.
+struct Identity {
+    device: usize,
+    id: String,
+    /// The topic of its data stream.
+    topic: String,
+    rng: ChaCha8Rng,
+}
+
+/// State shared by the devices during one tick.
+struct World<'a> {
+    network: &'a RoadNetwork,
+    core: &'a Core,
+    bins: &'a mut [Bin],
+    weighbridges: &'a mut [Weighbridge],
+    out: &'a mut Vec<SimMessage>,
+    now: Timestamp,
+    dt_s: f64,
+}
+
+impl Fleet {
+    /// A fleet per `config` whose clock starts at `start`; the first messages are for the
+    /// first tick after it.
+    pub fn new(
+        network: Arc<RoadNetwork>,
+        config: &SimConfig,
+        start: Timestamp,
+    ) -> Result<Fleet, SimError> {
+        config.validate()?;
+        let core = Core::new(&network).ok_or(SimError::UndrivableNetwork)?;
+        let reading_interval = SignedDuration::from_secs_f64(config.reading_interval_s);
+        let sample_interval = SAMPLE_INTERVAL.min(reading_interval);
+        let mix = &config.fleet;
+        let centre_lon = network.bbox().center().x;
+        let local_offset = SignedDuration::from_hours((centre_lon / 15.0).round() as i64);
+
+        let mut devices = Vec::new();
+        let mut register = |kind: DeviceKind, id: String, position: Option<(f64, f64)>| {
+            devices.push(DeviceInfo {
+                kind,
+                id: id.clone(),
+                position,
+            });
+            Identity {
+                device: devices.len() - 1,
+                topic: Topic::new(kind, id.as_str(), kind.data_stream()).name(),
+                rng: device_rng(config.seed, &id),
+                id,
+            }
+        };
+
+        let mut vehicles = Vec::new();
+        for (kind, count, prefix) in [
+            (DeviceKind::Sweeper, mix.sweepers, "sw"),
+            (DeviceKind::WasherSweeper, mix.washer_sweepers, "ws"),
+            (DeviceKind::Flusher, mix.flushers, "fl"),
+            (DeviceKind::Sprinkler, mix.sprinklers, "sp"),
+            (DeviceKind::CollectionTruck, mix.collection_trucks, "ct"),
+        ] {
+            for id in device_ids(prefix, count, 2) {
+                let identity = register(kind, id, None);
+                vehicles.push(Vehicle::new(identity, kind, &network, &core, start));
+            }
+        }
+        let mut picker = device_rng(config.seed, "placement");
+        let mut free_nodes = core.nodes().to_vec();
+        let mut place = || {
+            // Distinct nodes while there are enough; shared ones after that.
+            let node = if free_nodes.is_empty() {
+                core.nodes()[picker.random_range(0..core.nodes().len())]
+            } else {
+                free_nodes.swap_remove(picker.random_range(0..free_nodes.len()))
+            };
+            (node, network.nodes()[node as usize])
+        };
+        let mut bins = Vec::new();
+        for id in device_ids("bin", mix.bins, 3) {
+            let (node, position) = place();
+            let identity = register(DeviceKind::Bin, id, Some(position));
+            bins.push(Bin::new(
+                identity,
+                node,
+                start,
+                sample_interval,
+                reading_interval,
+            ));
+        }
+        let mut toilets = Vec::new();
+        for id in device_ids("wc", mix.toilets, 2) {
+            let (_, position) = place();
+            let identity = register(DeviceKind::Toilet, id, Some(position));
+            toilets.push(Toilet::new(
+                identity,
+                start,
+                sample_interval,
+                reading_interval,
+            ));
+        }
+        let mut weighbridges = Vec::new();
+        for id in device_ids("wb", mix.weighbridges, 2) {
+            let (node, position) = place();
+            let identity = register(DeviceKind::Weighbridge, id, Some(position));
+            weighbridges.push(Weighbridge::new(identity, node));
+        }
+
+        Ok(Fleet {
+            network,
+            core,
+            devices,
+            vehicles,
+            bins,
+            toilets,
+            weighbridges,
+            tick: SignedDuration::from_secs_f64(config.fix_interval_s),
+            now: start,
+            batch_fixes: config.batch_fixes,
+            reading_interval,
+            local_offset,
+        })
+    }
+
+    /// Every device, in a fixed order: vehicles by kind, bins, toilets, weighbridges.
+    pub fn devices(&self) -> &[DeviceInfo] {
+        &self.devices
+    }
+
+    /// The simulated time stepped to so far.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// When the next step happens; stepping to an earlier time does nothing.
+    pub fn next_tick(&self) -> Timestamp {
+        self.now + self.tick
+    }
+
+    /// Steps every device through each tick up to and including `until`, returning the
+    /// messages sent, in sending order.
+    pub fn step_until(&mut self, until: Timestamp) -> Vec<SimMessage> {
+        let mut out = Vec::new();
+        while self.next_tick() <= until {
+            self.now = self.next_tick();
+            self.step(&mut out);
+        }
+        out
+    }
+
+    /// The fixes vehicles hold in unfinished batches, sent as they are (as firmware does
+    /// before it powers down).
+    pub fn flush(&mut self) -> Vec<SimMessage> {
+        let now = self.now;
+        self.vehicles
+            .iter_mut()
+            .filter_map(|v| v.take_batch(now))
+            .collect()
+    }
+
+    fn step(&mut self, out: &mut Vec<SimMessage>) {
+        let local_hour = local_hour(self.now, self.local_offset);
+        let mut world = World {
+            network: &self.network,
+            core: &self.core,
+            bins: &mut self.bins,
+            weighbridges: &mut self.weighbridges,
+            out,
+            now: self.now,
+            dt_s: self.tick.as_secs_f64(),
+        };
+        for v in &mut self.vehicles {
+            v.step(&mut world);
+            if v.pending_fixes() >= self.batch_fixes {
+                world.out.extend(v.take_batch(world.now));
+            }
+        }
+        for bin in world.bins.iter_mut() {
+            world
+                .out
+                .extend(bin.step(world.now, local_hour, self.reading_interval));
+        }
+        for toilet in &mut self.toilets {
+            world
+                .out
+                .extend(toilet.step(world.now, local_hour, self.reading_interval));
+        }
+    }
+
+    /// True positions of the vehicles now: (device, (lon, lat)).
+    #[cfg(test)]
+    fn vehicle_positions(&self) -> Vec<(usize, (f64, f64))> {
+        self.vehicles
+            .iter()
+            .map(|v| (v.device(), v.true_position(&self.network)))
+            .collect()
+    }
+}
+
+/// `{prefix}-01`, `{prefix}-02`, ... zero-padded to at least `width` digits.
+fn device_ids(prefix: &str, count: u32, width: usize) -> impl Iterator<Item = String> + '_ {
+    let width = width.max(count.to_string().len());
+    (1..=count).map(move |n| format!("{prefix}-{n:0width$}"))
+}
+
+/// Each device draws from its own stream, keyed by its id, so adding a bin does not change
+/// how the sweepers drive.
+fn device_rng(seed: u64, id: &str) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // FNV-1a: a stable hash (std's hasher may change between Rust releases).
+    let stream = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    rng.set_stream(stream);
+    rng
+}
+
+/// Hour of the day in local solar time, 0 ≤ h < 24.
+fn local_hour(t: Timestamp, offset: SignedDuration) -> f64 {
+    let seconds = (t + offset).as_second().rem_euclid(86_400);
+    seconds as f64 / 3600.0
+}
+
+fn message<T: Serialize>(
+    device: usize,
+    topic: &str,
+    body: &T,
+    time: Timestamp,
+    content: Content,
+) -> SimMessage {
+    SimMessage {
+        device,
+        topic: topic.to_owned(),
+        payload: serde_json::to_vec(body).expect("contract payloads always serialize"),
+        time,
+        content,
+    }
+}
+
+/// A standard normal sample (Box–Muller).
+fn gaussian(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+fn round_to(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
+}
+
+/// The status topic a device's birth message and last will go to.
+pub(crate) fn status_topic(device: &DeviceInfo) -> String {
+    Topic::new(device.kind, device.id.as_str(), Stream::Status).name()
+}
+
+#[cfg(test)]
+mod tests;

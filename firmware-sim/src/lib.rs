@@ -1,0 +1,18 @@
+//! Simulated cleanfleet devices that behave like firmware: cleaning vehicles and collection
+//! trucks driving a road network, smart bins, public toilets and weighbridges, publishing
+//! contract-v1 messages (`docs/mqtt.md`) over real MQTT.
+//!
+//! The model ([`Fleet`]) is pure and deterministic: it steps in simulated time from a seed and
+//! yields messages. [`run`] connects one MQTT client per device and publishes them, first
+//! replaying [`SimConfig::backfill`] of history as fast as allowed, then in real time.
+
+mod config;
+mod drive;
+mod error;
+mod fleet;
+mod mqtt;
+
+pub use config::{FleetMix, SimConfig};
+pub use error::SimError;
+pub use fleet::{Content, DeviceInfo, Fleet, SimMessage};
+pub use mqtt::{run, SimReport, FIRMWARE};

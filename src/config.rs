@@ -1,0 +1,248 @@
+//! The configuration file (`deploy/cleanfleet.example.toml` documents every key) with
+//! environment overrides: `CLEANFLEET__SECTION__KEY=value` sets `[section] key = value`
+//! (the value is read as TOML, falling back to a string).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use cleanfleet_api::ApiConfig;
+use cleanfleet_ingest::{BrokerConfig, IngestConfig};
+use cleanfleet_sim::SimConfig;
+use cleanfleet_store::Synchronous;
+use serde::Deserialize;
+
+pub const ENV_PREFIX: &str = "CLEANFLEET__";
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the embedded store and other state live. Default `data`.
+    pub data_dir: DataDir,
+    /// `tracing` filter (overridden by `RUST_LOG`). Default `info,rumqttd=warn`.
+    pub log: LogFilter,
+    /// The broker that ingest and the simulator connect to.
+    pub broker: BrokerConfig,
+    /// The in-process broker started by `demo` and `broker`.
+    pub embedded_broker: EmbeddedBrokerConfig,
+    pub ingest: IngestConfig,
+    pub store: StoreConfig,
+    pub api: ApiConfig,
+    pub sim: SimConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct DataDir(pub PathBuf);
+
+impl Default for DataDir {
+    fn default() -> Self {
+        DataDir("data".into())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct LogFilter(pub String);
+
+impl Default for LogFilter {
+    fn default() -> Self {
+        LogFilter("info,rumqttd=warn,rumqttd::server::broker=off".into())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedBrokerConfig {
+    /// Default `127.0.0.1:1883`.
+    pub listen: SocketAddr,
+    /// Default 10100: a 10,000-device fleet plus ingest and tools.
+    pub max_connections: usize,
+    /// Larger publishes are refused by the broker. Default 1048576 (1 MiB); ingest itself
+    /// dead-letters anything above `[ingest] max_payload_bytes`.
+    pub max_payload_bytes: usize,
+    /// Unacknowledged QoS 1 messages per connection. Default 100.
+    pub max_inflight: usize,
+}
+
+impl Default for EmbeddedBrokerConfig {
+    fn default() -> Self {
+        EmbeddedBrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            max_connections: 10_100,
+            max_payload_bytes: 1024 * 1024,
+            max_inflight: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Only `sqlite` for now.
+    pub backend: StoreBackend,
+    /// SQLite file. Default `<data_dir>/cleanfleet.sqlite`.
+    pub path: Option<PathBuf>,
+    /// `full` (default: a commit survives power loss) or `normal`.
+    pub synchronous: Synchronous,
+    /// Device data older than this is deleted hourly; 0 keeps everything. Default 400 days.
+    pub retention_days: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Sqlite,
+            path: None,
+            synchronous: Synchronous::Full,
+            retention_days: 400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    Sqlite,
+}
+
+impl Config {
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.store
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.0.join("cleanfleet.sqlite"))
+    }
+
+    /// Read the file (if any), apply environment overrides, check everything.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source: e,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Parse {
+                    origin: path.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        for (key, raw) in env {
+            let Some(path) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            set_path(&mut table, &parts, parse_env_value(&raw)).map_err(|message| {
+                ConfigError::Parse {
+                    origin: key.clone(),
+                    message,
+                }
+            })?;
+        }
+        Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+            origin: file
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "defaults and environment".into()),
+            message: e.to_string(),
+        })
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Err("empty key".into()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(inner) => set_path(inner, rest, value),
+                _ => Err(format!("{first} is not a section")),
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration in {origin}: {message}")]
+    Parse { origin: String, message: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example_path() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/cleanfleet.example.toml")
+    }
+
+    #[test]
+    fn shipped_example_config_parses_and_matches_the_defaults() {
+        let config = Config::load(Some(&example_path()), []).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = [
+            (
+                "CLEANFLEET__API__LISTEN".to_owned(),
+                "127.0.0.1:9999".to_owned(),
+            ),
+            (
+                "CLEANFLEET__INGEST__BATCH_MAX_MESSAGES".to_owned(),
+                "7".to_owned(),
+            ),
+            (
+                "CLEANFLEET__BROKER__URL".to_owned(),
+                "mqtt://broker:1884".to_owned(),
+            ),
+            (
+                "CLEANFLEET__DATA_DIR".to_owned(),
+                "/var/lib/cleanfleet".to_owned(),
+            ),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let config = Config::load(Some(&example_path()), env).unwrap();
+        assert_eq!(config.api.listen.port(), 9999);
+        assert_eq!(config.ingest.batch_max_messages, 7);
+        assert_eq!(config.broker.url, "mqtt://broker:1884");
+        assert_eq!(
+            config.sqlite_path(),
+            Path::new("/var/lib/cleanfleet/cleanfleet.sqlite")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let env = [("CLEANFLEET__INGEST__BATCH_SIZE".to_owned(), "7".to_owned())];
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("batch_size"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[api]\nlisten = \"not an address\"\n").unwrap();
+        let err = Config::load(Some(&file), []).unwrap_err().to_string();
+        assert!(err.contains("listen") || err.contains("address"), "{err}");
+    }
+}

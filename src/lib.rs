@@ -1,0 +1,8 @@
+//! The `cleanfleet` application: configuration and the wiring of the stages (embedded broker,
+//! ingest, store, API, simulator) into one process or several.
+
+pub mod broker;
+pub mod config;
+mod stack;
+
+pub use stack::{demo, run_sim, wait_for_shutdown_signal, Parts, Stack};

@@ -1,0 +1,96 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cleanfleet::config::Config;
+use cleanfleet::{Parts, Stack};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// cleanfleet: city sanitation fleets and facilities, from MQTT devices to the numbers a city
+/// runs on.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Configuration file (TOML); see deploy/cleanfleet.example.toml. Environment variables
+    /// CLEANFLEET__SECTION__KEY override it.
+    #[arg(long, global = true, env = "CLEANFLEET_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process: embedded MQTT broker, ingest, store, API, simulated fleet.
+    Demo {
+        /// Drive the simulated fleet on a real OpenStreetMap extract instead of the built-in
+        /// demo town.
+        #[arg(long)]
+        roads: Option<PathBuf>,
+    },
+    /// Only the embedded MQTT broker.
+    Broker,
+    /// Only ingestion, from the broker at `[broker] url` into the store.
+    Ingest,
+    /// Only the HTTP API over the store.
+    Api,
+    /// Only the simulated fleet, publishing to the broker at `[broker] url`.
+    Sim {
+        #[arg(long)]
+        roads: Option<PathBuf>,
+    },
+    /// Check the configuration and print it with every default filled in.
+    CheckConfig,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.0))
+        .context("invalid log filter")?;
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli.command, config))
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        cleanfleet::wait_for_shutdown_signal().await;
+        signal.cancel();
+    });
+    let parts = |embedded_broker, ingest, api| Parts {
+        embedded_broker,
+        ingest,
+        api,
+    };
+    match command {
+        Command::Demo { roads } => cleanfleet::demo(config, roads.as_deref(), shutdown).await,
+        Command::Sim { roads } => cleanfleet::run_sim(&config, roads.as_deref(), shutdown)
+            .await
+            .map(drop),
+        Command::CheckConfig => {
+            println!("{config:#?}");
+            Ok(())
+        }
+        Command::Broker => {
+            cleanfleet::broker::start(&config.embedded_broker)?;
+            shutdown.cancelled().await;
+            Ok(())
+        }
+        Command::Ingest | Command::Api => {
+            let parts = match command {
+                Command::Ingest => parts(false, true, false),
+                _ => parts(false, false, true),
+            };
+            let stack = Stack::start(config, parts).await?;
+            shutdown.cancelled().await;
+            stack.stop().await
+        }
+    }
+}

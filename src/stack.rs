@@ -1,0 +1,288 @@
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cleanfleet_api::ApiState;
+use cleanfleet_ingest::IngestMetrics;
+use cleanfleet_model::{Clock, SystemClock};
+use cleanfleet_roads::RoadNetwork;
+use cleanfleet_store::{SqliteConfig, SqliteStore, Store};
+use jiff::SignedDuration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+/// Which stages run in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts {
+    pub embedded_broker: bool,
+    pub ingest: bool,
+    pub api: bool,
+}
+
+impl Parts {
+    pub const ALL: Parts = Parts {
+        embedded_broker: true,
+        ingest: true,
+        api: true,
+    };
+}
+
+/// The running stages of one process.
+pub struct Stack {
+    pub broker_addr: Option<SocketAddr>,
+    pub api_addr: Option<SocketAddr>,
+    pub ingest_metrics: Option<IngestMetrics>,
+    pub store: Arc<SqliteStore>,
+    ingest: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    api: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl Stack {
+    /// Start the chosen stages. With an embedded broker, ingest connects to it whatever
+    /// `[broker] url` says.
+    pub async fn start(mut config: Config, parts: Parts) -> anyhow::Result<Stack> {
+        let broker_addr = if parts.embedded_broker {
+            let addr = crate::broker::start(&config.embedded_broker)?;
+            config.broker.url = format!("mqtt://{addr}");
+            Some(addr)
+        } else {
+            None
+        };
+        let mut sqlite = SqliteConfig::new(config.sqlite_path());
+        sqlite.synchronous = config.store.synchronous;
+        let store = Arc::new(SqliteStore::open(sqlite).with_context(|| {
+            format!("cannot open the store {}", config.sqlite_path().display())
+        })?);
+        info!(path = %store.path().display(), "store open");
+        let registry = prometheus::Registry::new();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+
+        let (ingest, ingest_metrics) = if parts.ingest {
+            let metrics = IngestMetrics::register(&registry)?;
+            let token = CancellationToken::new();
+            let task = tokio::spawn(run_ingest(
+                config.clone(),
+                store.clone(),
+                metrics.clone(),
+                clock.clone(),
+                token.clone(),
+            ));
+            (Some((token, task)), Some(metrics))
+        } else {
+            (None, None)
+        };
+
+        let (api, api_addr) = if parts.api {
+            let listener = tokio::net::TcpListener::bind(config.api.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} for HTTP", config.api.listen))?;
+            let addr = listener.local_addr()?;
+            let router = cleanfleet_api::router(ApiState {
+                store: store.clone(),
+                clock,
+                registry,
+                ingest: ingest_metrics.clone(),
+            })?;
+            let token = CancellationToken::new();
+            let serve_token = token.clone();
+            let task = tokio::spawn(async move {
+                cleanfleet_api::serve(listener, router, serve_token)
+                    .await
+                    .context("HTTP server failed")
+            });
+            info!(%addr, "HTTP API listening");
+            (Some((token, task)), Some(addr))
+        } else {
+            (None, None)
+        };
+
+        Ok(Stack {
+            broker_addr,
+            api_addr,
+            ingest_metrics,
+            store,
+            ingest,
+            api,
+        })
+    }
+
+    /// Ordered shutdown: stop intake, drain, commit and ack, disconnect; flush and close the
+    /// store; then stop HTTP.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        if let Some((token, task)) = self.ingest {
+            token.cancel();
+            result = task.await.context("ingest task panicked").and_then(|r| r);
+        }
+        self.store.close().await.context("closing the store")?;
+        info!("store flushed and closed");
+        if let Some((token, task)) = self.api {
+            token.cancel();
+            task.await.context("HTTP task panicked")??;
+        }
+        result
+    }
+}
+
+async fn run_ingest(
+    config: Config,
+    store: Arc<SqliteStore>,
+    metrics: IngestMetrics,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let retention = tokio::spawn(retention_loop(
+        store.clone(),
+        config.store.retention_days,
+        clock.clone(),
+        shutdown.clone(),
+    ));
+    let summary = cleanfleet_ingest::run(
+        config.ingest,
+        config.broker,
+        store,
+        metrics,
+        clock,
+        shutdown,
+    )
+    .await?;
+    retention.abort();
+    info!(
+        committed = summary.messages_committed,
+        acked = summary.messages_acked,
+        "ingest stopped"
+    );
+    Ok(())
+}
+
+/// Delete device data older than the retention period, hourly.
+async fn retention_loop(
+    store: Arc<SqliteStore>,
+    retention_days: u32,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) {
+    if retention_days == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let cutoff = clock.now() - SignedDuration::from_hours(24 * i64::from(retention_days));
+        match store.prune(cutoff).await {
+            Ok(0) => {}
+            Ok(rows) => info!(rows, %cutoff, "retention: deleted old device data"),
+            Err(e) => warn!(error = %e, "retention run failed"),
+        }
+    }
+}
+
+pub fn load_network(roads: Option<&Path>) -> anyhow::Result<Arc<RoadNetwork>> {
+    let network = match roads {
+        Some(path) => RoadNetwork::from_osm_pbf(path, true)
+            .with_context(|| format!("cannot load roads from {}", path.display()))?,
+        None => RoadNetwork::demo(),
+    };
+    info!(
+        segments = network.segments().len(),
+        length_km = network.total_length_m() / 1000.0,
+        "road network loaded"
+    );
+    Ok(Arc::new(network))
+}
+
+/// Run the simulated fleet against `[broker] url` until `shutdown`.
+pub async fn run_sim(
+    config: &Config,
+    roads: Option<&Path>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<cleanfleet_sim::SimReport> {
+    let network = load_network(roads)?;
+    let addr = config.broker.address()?;
+    let mut sim = config.sim.clone();
+    sim.broker_host = addr.host;
+    sim.broker_port = addr.port;
+    let report = cleanfleet_sim::run(sim, network, shutdown).await?;
+    info!(?report, "simulator stopped");
+    Ok(report)
+}
+
+/// Everything in one process: embedded broker, ingest, store, API and a simulated fleet.
+pub async fn demo(
+    config: Config,
+    roads: Option<&Path>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(config.clone(), Parts::ALL).await?;
+    let broker = stack.broker_addr.expect("demo runs the embedded broker");
+    let api = stack.api_addr.expect("demo runs the API");
+    let mut sim_config = config.clone();
+    sim_config.broker.url = format!("mqtt://{broker}");
+    let sim_stop = CancellationToken::new();
+    let sim = {
+        let roads = roads.map(Path::to_path_buf);
+        let stop = sim_stop.clone();
+        tokio::spawn(async move { run_sim(&sim_config, roads.as_deref(), stop).await })
+    };
+    info!(
+        "cleanfleet demo running. Try:\n  \
+         curl http://{api}/api/v1/vehicles\n  \
+         curl http://{api}/api/v1/bins\n  \
+         curl http://{api}/api/v1/ingest/stats\n  \
+         curl http://{api}/api/v1/dead-letters\n  \
+         curl http://{api}/metrics\n  \
+         OpenAPI: http://{api}/api/v1/openapi.json\n  \
+         MQTT: mosquitto_sub -h {host} -p {port} -t 'cleanfleet/#' -v\n\
+         Ctrl-C stops it without losing anything.",
+        host = broker.ip(),
+        port = broker.port(),
+    );
+    shutdown.cancelled().await;
+    info!("shutting down: stopping the simulated fleet");
+    sim_stop.cancel();
+    let report = sim.await.context("simulator task panicked")??;
+    if let Some(metrics) = &stack.ingest_metrics {
+        // The embedded broker's queue dies with the process: let ingest take everything the
+        // fleet handed it before stopping intake.
+        let caught_up = tokio::time::timeout(Duration::from_secs(30), async {
+            while metrics.messages_committed() < report.messages_acked {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        if caught_up.is_err() {
+            warn!(
+                committed = metrics.messages_committed(),
+                published = report.messages_acked,
+                "ingest did not catch up with the fleet within 30 s"
+            );
+        }
+    }
+    stack.stop().await?;
+    info!("demo stopped cleanly");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn wait_for_shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("cannot install the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,164 @@
+//! Shared helpers for the integration tests: a real in-process stack on port 0, a real MQTT
+//! publisher, a real HTTP client, and the rule for tests that need an external server.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use cleanfleet::config::Config;
+use cleanfleet::{Parts, Stack};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+
+/// A config for tests: every port 0, everything under `dir`.
+pub fn test_config(dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.data_dir.0 = dir.to_path_buf();
+    config.embedded_broker.listen = "127.0.0.1:0".parse().unwrap();
+    config.api.listen = "127.0.0.1:0".parse().unwrap();
+    config.store.synchronous = cleanfleet_store::Synchronous::Normal;
+    config
+}
+
+pub async fn start_stack(dir: &Path) -> Stack {
+    Stack::start(test_config(dir), Parts::ALL).await.unwrap()
+}
+
+/// Poll `check` until it returns `Some`, or panic with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A device-side MQTT client that publishes at QoS 1 and waits for the broker's PubAcks.
+pub struct Publisher {
+    client: AsyncClient,
+    eventloop: EventLoop,
+}
+
+impl Publisher {
+    pub async fn connect(broker: SocketAddr, client_id: &str) -> Publisher {
+        let mut options = MqttOptions::new(client_id, broker.ip().to_string(), broker.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
+        let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+                Ok(_) => {}
+                Err(e) => panic!("publisher cannot connect to {broker}: {e}"),
+            }
+        }
+        Publisher { client, eventloop }
+    }
+
+    /// Publish every message at QoS 1 and return once the broker has acked all of them.
+    pub async fn publish_all(&mut self, messages: &[(String, Vec<u8>)]) {
+        let mut pending = 0usize;
+        let mut next = 0usize;
+        while next < messages.len() || pending > 0 {
+            // Keep at most 50 in flight so the request channel never blocks the loop.
+            while next < messages.len() && pending < 50 {
+                let (topic, payload) = &messages[next];
+                self.client
+                    .try_publish(topic, QoS::AtLeastOnce, false, payload.clone())
+                    .expect("publish queue full");
+                next += 1;
+                pending += 1;
+            }
+            match tokio::time::timeout(Duration::from_secs(20), self.eventloop.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => pending -= 1,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("publisher lost the broker: {e}"),
+                Err(_) => panic!("no PubAck within 20 s ({pending} pending)"),
+            }
+        }
+    }
+
+    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.publish_all(&[(topic.to_owned(), payload.into())])
+            .await;
+    }
+
+    pub async fn disconnect(mut self) {
+        self.client.disconnect().await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match self.eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// `{"fixes":[...]}` for `device`, one fix per second from `first` on, `count` fixes.
+pub fn fix_batch(device: &str, first: u64, count: u64) -> String {
+    let base = jiff::Timestamp::now().as_second() - 3600;
+    let fixes: Vec<String> = (first..first + count)
+        .map(|seq| {
+            let time = jiff::Timestamp::from_second(base + seq as i64).unwrap();
+            format!(
+                r#"{{"time":"{time}","seq":{seq},"lat":{lat},"lon":120.86,"speed_kmh":7.5,"heading_deg":0,"hdop":0.8,"satellites":12,"work":{{"brush":true,"vacuum":true}}}}"#,
+                lat = 32.0 + seq as f64 * 1e-5
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"device_id":"{device}","fixes":[{}]}}"#,
+        fixes.join(",")
+    )
+}
+
+pub fn fixes_topic(device: &str) -> String {
+    format!("cleanfleet/v1/sweeper/{device}/fixes")
+}
+
+pub async fn get_json(api: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("http://{api}{path}")).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+pub async fn get_text(api: SocketAddr, path: &str) -> String {
+    reqwest::get(format!("http://{api}{path}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Tests about an external server (mosquitto, InfluxDB) run when it is installed; otherwise
+/// they say SKIPPED loudly, or fail when CLEANFLEET_REQUIRE_EXTERNAL=1 (as CI sets).
+pub fn external_program(name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("CLEANFLEET_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+            panic!("{name} is required (CLEANFLEET_REQUIRE_EXTERNAL=1) but not installed");
+        }
+        eprintln!("\n*** SKIPPED: {name} is not installed; this test needs it. ***\n");
+    }
+    found
+}
