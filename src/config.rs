@@ -18,7 +18,8 @@ pub const ENV_PREFIX: &str = "CLEANFLEET__";
 pub struct Config {
     /// Where the embedded store and other state live. Default `data`.
     pub data_dir: DataDir,
-    /// `tracing` filter (overridden by `RUST_LOG`). Default `info,rumqttd=warn`.
+    /// `tracing` filter (overridden by `RUST_LOG`). The default silences the two rumqttd
+    /// targets that log ERROR on every normal disconnect.
     pub log: LogFilter,
     /// The broker that ingest and the simulator connect to.
     pub broker: BrokerConfig,
@@ -46,7 +47,9 @@ pub struct LogFilter(pub String);
 
 impl Default for LogFilter {
     fn default() -> Self {
-        LogFilter("info,rumqttd=warn,rumqttd::server::broker=off".into())
+        LogFilter(
+            "info,rumqttd=warn,rumqttd::server::broker=off,rumqttd::router::routing=off".into(),
+        )
     }
 }
 

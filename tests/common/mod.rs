@@ -110,7 +110,8 @@ impl Publisher {
 
 /// `{"fixes":[...]}` for `device`, one fix per second from `first` on, `count` fixes.
 pub fn fix_batch(device: &str, first: u64, count: u64) -> String {
-    let base = jiff::Timestamp::now().as_second() - 3600;
+    // A day back leaves room for 86,400 fixes before one is "in the future".
+    let base = jiff::Timestamp::now().as_second() - 86_400;
     let fixes: Vec<String> = (first..first + count)
         .map(|seq| {
             let time = jiff::Timestamp::from_second(base + seq as i64).unwrap();

@@ -1,0 +1,179 @@
+//! Nothing acknowledged is lost: the ingest process (the real binary) is killed with SIGKILL
+//! in the middle of a stream and restarted; every message the broker acknowledged to the
+//! device ends up stored exactly once. Run against the embedded broker and against a real
+//! Mosquitto process.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cleanfleet_store::{SqliteConfig, SqliteStore, Store};
+use common::*;
+
+const MESSAGES: u64 = 600;
+const FIXES_PER_MESSAGE: u64 = 10;
+
+/// A child process that is killed when dropped, so a failing test leaves nothing running.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_ingest(broker: SocketAddr, data_dir: &Path) -> KillOnDrop {
+    let child = Command::new(env!("CARGO_BIN_EXE_cleanfleet"))
+        .arg("ingest")
+        .env("CLEANFLEET__BROKER__URL", format!("mqtt://{broker}"))
+        .env("CLEANFLEET__DATA_DIR", data_dir)
+        // Small batches: many commits, so the kill lands between and inside them.
+        .env("CLEANFLEET__INGEST__BATCH_MAX_MESSAGES", "8")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("cannot start the cleanfleet binary");
+    KillOnDrop(child)
+}
+
+async fn stored_fixes(store: &SqliteStore) -> u64 {
+    store.stats().await.map(|s| s.fixes).unwrap_or(0)
+}
+
+async fn kill_ingest_mid_stream_and_restart(broker: SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = spawn_ingest(broker, dir.path());
+    let store_path = dir.path().join("cleanfleet.sqlite");
+    let store = eventually(
+        "the ingest process to create its store",
+        Duration::from_secs(20),
+        || async { SqliteStore::open(SqliteConfig::new(&store_path)).ok() },
+    )
+    .await;
+    // Let the subscription exist before the device starts, as it would in a deployment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let messages: Vec<(String, Vec<u8>)> = (0..MESSAGES)
+        .map(|i| {
+            let payload = fix_batch("sw-crash", i * FIXES_PER_MESSAGE, FIXES_PER_MESSAGE);
+            (fixes_topic("sw-crash"), payload.into_bytes())
+        })
+        .collect();
+    let publisher = tokio::spawn(async move {
+        let mut publisher = Publisher::connect(broker, "dev-crash").await;
+        for chunk in messages.chunks(20) {
+            publisher.publish_all(chunk).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        publisher.disconnect().await;
+    });
+
+    let total = MESSAGES * FIXES_PER_MESSAGE;
+    // Several kills widen the chance of landing between a commit and its acks, or inside one.
+    let mut ingest = Some(ingest);
+    let mut kills = Vec::new();
+    for share in [0.1, 0.2, 0.35, 0.5, 0.6, 0.75] {
+        if ingest.is_none() {
+            ingest = Some(spawn_ingest(broker, dir.path()));
+        }
+        let target = (total as f64 * share) as u64;
+        let at = eventually(
+            "ingest to be mid-stream",
+            Duration::from_secs(30),
+            || async {
+                let n = stored_fixes(&store).await;
+                (n >= target).then_some(n)
+            },
+        )
+        .await;
+        drop(ingest.take()); // SIGKILL
+        kills.push(at);
+    }
+    let at_kill = *kills.last().unwrap();
+    assert!(
+        at_kill < total,
+        "the kills must land mid-stream ({kills:?} of {total} stored)"
+    );
+
+    // The device keeps publishing while ingest is down; the broker holds the messages.
+    publisher.await.unwrap();
+    let while_down = stored_fixes(&store).await;
+    let restarted = spawn_ingest(broker, dir.path());
+    let mut last = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while last != total {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after the restart only {last} of {total} fixes were stored (killed at {at_kill}, {while_down} while down)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = stored_fixes(&store).await;
+    }
+    drop(restarted);
+    eprintln!("killed at {kills:?} fixes, {while_down} stored while down, {total} in the end");
+
+    let all = store
+        .track(
+            "sw-crash",
+            jiff::Timestamp::UNIX_EPOCH,
+            jiff::Timestamp::now(),
+            u32::MAX,
+        )
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = all.iter().map(|f| f.seq.unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (0..total).collect::<Vec<_>>(),
+        "each fix exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_ingest_loses_nothing_with_the_embedded_broker() {
+    let mut config = cleanfleet::config::EmbeddedBrokerConfig::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let broker = cleanfleet::broker::start(&config).unwrap();
+    kill_ingest_mid_stream_and_restart(broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_ingest_loses_nothing_with_mosquitto() {
+    let Some(mosquitto) = external_program("mosquitto") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             max_queued_messages 100000\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+        ),
+    )
+    .unwrap();
+    let _broker = KillOnDrop(
+        Command::new(mosquitto)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    eventually("mosquitto to listen", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(addr).await.ok().map(drop)
+    })
+    .await;
+    kill_ingest_mid_stream_and_restart(addr).await;
+}
