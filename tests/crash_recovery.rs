@@ -136,8 +136,10 @@ async fn kill_ingest_mid_stream_and_restart(broker: SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_ingest_loses_nothing_with_the_embedded_broker() {
-    let mut config = cleanfleet::config::EmbeddedBrokerConfig::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let config = cleanfleet::config::EmbeddedBrokerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
     let broker = cleanfleet::broker::start(&config).unwrap();
     kill_ingest_mid_stream_and_restart(broker).await;
 }

@@ -12,10 +12,9 @@ pub struct IngestConfig {
     /// Default `cleanfleet/v1/#`. Several ingest processes share the load with a shared
     /// subscription, e.g. `$share/cleanfleet/cleanfleet/v1/#` (MQTT 5 brokers, EMQX, Mosquitto).
     pub topic_filter: String,
-    /// Most messages committed in one store transaction. Default 512.
+    /// Most messages committed in one store transaction: a batch is whatever has arrived
+    /// while the previous one committed, up to this. Default 512.
     pub batch_max_messages: usize,
-    /// Longest wait for a batch to fill before committing it. Default 20 ms.
-    pub batch_max_wait_ms: u64,
     /// Messages received but not yet committed; when full, ingest stops reading from the
     /// broker. Default 4096.
     pub queue_capacity: usize,
@@ -36,7 +35,6 @@ impl Default for IngestConfig {
             client_id: "cleanfleet-ingest".into(),
             topic_filter: "cleanfleet/v1/#".into(),
             batch_max_messages: 512,
-            batch_max_wait_ms: 20,
             queue_capacity: 4096,
             max_payload_bytes: limits.max_payload_bytes,
             max_fixes_per_message: limits.max_fixes_per_message,

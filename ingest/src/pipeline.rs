@@ -57,17 +57,17 @@ pub async fn run(
     let batcher_done = CancellationToken::new();
 
     info!(url = %broker.url, client_id = %config.client_id, filter = %config.topic_filter, "ingest starting");
-    let batcher = tokio::spawn(batch_loop(
-        rx,
-        client.clone(),
-        connection.clone(),
+    let batcher = Batcher {
+        client: client.clone(),
+        connection: connection.clone(),
         store,
-        metrics.clone(),
+        metrics: metrics.clone(),
         clock,
-        config.clone(),
-        shutdown.clone(),
-        batcher_done.clone(),
-    ));
+        limits: config.limits(),
+        batch_max_messages: config.batch_max_messages,
+        shutdown: shutdown.clone(),
+    };
+    let batcher = tokio::spawn(batcher.run(rx, batcher_done.clone()));
     let pump = EventPump {
         eventloop,
         client,
@@ -191,62 +191,65 @@ impl EventPump {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn batch_loop(
-    mut rx: mpsc::Receiver<Received>,
+/// Validates, commits and then acknowledges batches of received messages.
+struct Batcher {
     client: AsyncClient,
     connection: Arc<AtomicU64>,
     store: Arc<dyn Store>,
     metrics: IngestMetrics,
     clock: Arc<dyn Clock>,
-    config: IngestConfig,
+    limits: Limits,
+    batch_max_messages: usize,
     shutdown: CancellationToken,
-    done: CancellationToken,
-) -> Result<IngestSummary, IngestError> {
-    let _done = done.drop_guard();
-    let limits = config.limits();
-    let max_wait = Duration::from_millis(config.batch_max_wait_ms);
-    let mut summary = IngestSummary::default();
-    let mut batch: Vec<Received> = Vec::with_capacity(config.batch_max_messages);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        let deadline = Instant::now() + max_wait;
-        while batch.len() < config.batch_max_messages {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(next)) => batch.push(next),
-                Ok(None) | Err(_) => break,
+}
+
+impl Batcher {
+    /// Runs until the queue is closed and empty; cancels `done` when it returns.
+    async fn run(
+        self,
+        mut rx: mpsc::Receiver<Received>,
+        done: CancellationToken,
+    ) -> Result<IngestSummary, IngestError> {
+        let _done = done.drop_guard();
+        let metrics = &self.metrics;
+        let mut summary = IngestSummary::default();
+        let mut batch: Vec<Received> = Vec::with_capacity(self.batch_max_messages);
+        // Group commit: take whatever has arrived (at least one message). While one batch
+        // commits, the next accumulates, so batches grow with load without a linger timer,
+        // which would only stall a broker that holds back deliveries until we ack.
+        while rx.recv_many(&mut batch, self.batch_max_messages).await > 0 {
+            metrics.queue_depth.set(rx.len() as i64);
+            let started = Instant::now();
+            let items: Vec<IngestItem> = batch
+                .iter()
+                .map(|r| classify(&r.publish, self.clock.now(), &self.limits))
+                .collect();
+            commit(&*self.store, &items, metrics, &self.shutdown).await?;
+            metrics
+                .commit_duration
+                .observe(started.elapsed().as_secs_f64());
+            metrics.batch_size.observe(batch.len() as f64);
+            count_outcomes(&items, metrics);
+            summary.messages_committed += batch.len() as u64;
+            let connection = self.connection.load(Ordering::SeqCst);
+            for received in batch.drain(..) {
+                if received.connection != connection {
+                    continue;
+                }
+                // Cannot block for long: the request channel has room for every packet id.
+                if self.client.ack(&received.publish).await.is_err() {
+                    break;
+                }
+                summary.messages_acked += 1;
             }
         }
-        metrics.queue_depth.set(rx.len() as i64);
-        let started = Instant::now();
-        let items: Vec<IngestItem> = batch
-            .iter()
-            .map(|r| classify(&r.publish, clock.now(), &limits))
-            .collect();
-        commit(&*store, &items, &metrics, &shutdown).await?;
-        metrics
-            .commit_duration
-            .observe(started.elapsed().as_secs_f64());
-        metrics.batch_size.observe(batch.len() as f64);
-        count_outcomes(&items, &metrics);
-        summary.messages_committed += batch.len() as u64;
-        for received in batch.drain(..) {
-            if received.connection != connection.load(Ordering::SeqCst) {
-                continue;
-            }
-            // Cannot block for long: the request channel has room for every message in flight.
-            if client.ack(&received.publish).await.is_err() {
-                break;
-            }
-            summary.messages_acked += 1;
-        }
+        info!(
+            committed = summary.messages_committed,
+            acked = summary.messages_acked,
+            "ingest drained"
+        );
+        Ok(summary)
     }
-    info!(
-        committed = summary.messages_committed,
-        acked = summary.messages_acked,
-        "ingest drained"
-    );
-    Ok(summary)
 }
 
 /// Commit one batch, retrying on failure: its messages stay unacked until it succeeds.
