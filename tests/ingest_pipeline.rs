@@ -378,3 +378,36 @@ async fn shutdown_commits_everything_received_and_checkpoints_the_store() {
         "every committed message is in the file"
     );
 }
+
+/// Every `cleanfleet_*` series a shipped dashboard queries is one the process exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_query_only_exported_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = start_stack(dir.path()).await;
+    let api = stack.api_addr.unwrap();
+    get_json(api, "/healthz").await;
+    let exported = get_text(api, "/metrics").await;
+    let dashboards = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dashboards).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for name in expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("cleanfleet_"))
+                {
+                    assert!(
+                        exported.contains(&format!("\n{name}")) || exported.starts_with(name),
+                        "dashboard queries {name}, which /metrics does not export"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 10);
+    stack.stop().await.unwrap();
+}

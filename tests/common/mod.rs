@@ -150,11 +150,12 @@ pub async fn get_text(api: SocketAddr, path: &str) -> String {
 /// Tests about an external server (mosquitto, InfluxDB) run when it is installed; otherwise
 /// they say SKIPPED loudly, or fail when CLEANFLEET_REQUIRE_EXTERNAL=1 (as CI sets).
 pub fn external_program(name: &str) -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    });
+    // Debian puts mosquitto in /usr/sbin, which is not on every user's PATH.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file());
     if found.is_none() {
         if std::env::var("CLEANFLEET_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
             panic!("{name} is required (CLEANFLEET_REQUIRE_EXTERNAL=1) but not installed");
