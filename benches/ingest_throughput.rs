@@ -59,9 +59,9 @@ async fn publish(broker: std::net::SocketAddr, device: String, messages: u64, pe
     });
     let mut acked = 0;
     while acked < messages {
-        match eventloop.poll().await.expect("publisher lost the broker") {
-            Event::Incoming(Packet::PubAck(_)) => acked += 1,
-            _ => {}
+        let event = eventloop.poll().await.expect("publisher lost the broker");
+        if let Event::Incoming(Packet::PubAck(_)) = event {
+            acked += 1;
         }
     }
     let client = producer.await.unwrap();

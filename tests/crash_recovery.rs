@@ -7,7 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cleanfleet_store::{SqliteConfig, SqliteStore, Store};
@@ -15,16 +15,6 @@ use common::*;
 
 const MESSAGES: u64 = 600;
 const FIXES_PER_MESSAGE: u64 = 10;
-
-/// A child process that is killed when dropped, so a failing test leaves nothing running.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn spawn_ingest(broker: SocketAddr, data_dir: &Path) -> KillOnDrop {
     let child = Command::new(env!("CARGO_BIN_EXE_cleanfleet"))

@@ -66,6 +66,7 @@ struct LinkStats {
 
 struct Link {
     device_id: String,
+    status_topic: String,
     client: AsyncClient,
     stats: Arc<LinkStats>,
     task: JoinHandle<()>,
@@ -124,6 +125,7 @@ pub async fn run(
         if !matches!(sent, Ok(Ok(()))) {
             tracing::warn!("could not send the last fix batches before shutting down");
         }
+        announce_offline(&links).await;
         wait_acked(&links).await;
     }
     let stats: Vec<Arc<LinkStats>> = links.iter().map(|l| l.stats.clone()).collect();
@@ -166,12 +168,13 @@ fn connect(config: &SimConfig, device: &DeviceInfo, closing: &CancellationToken)
     let task = tokio::spawn(drive_connection(
         eventloop,
         client.clone(),
-        status_topic,
+        status_topic.clone(),
         stats.clone(),
         closing.clone(),
     ));
     Link {
         device_id: device.id.clone(),
+        status_topic,
         client,
         stats,
         task,
@@ -367,6 +370,28 @@ async fn publish_all(
         }
     }
     Ok(())
+}
+
+/// A clean disconnect suppresses the last will, so devices say they are going offline first.
+async fn announce_offline(links: &[Link]) {
+    let offline = DeviceStatus {
+        device_id: None,
+        state: DeviceState::Offline,
+        time: Some(Timestamp::now()),
+        firmware: Some(FIRMWARE.into()),
+    };
+    let payload = serde_json::to_vec(&offline).expect("a status serializes");
+    for link in links {
+        let sent = link.client.try_publish(
+            link.status_topic.clone(),
+            QoS::AtLeastOnce,
+            false,
+            payload.clone(),
+        );
+        if sent.is_ok() {
+            link.stats.published.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Waits, bounded, until the broker has acknowledged everything published.

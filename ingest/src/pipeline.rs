@@ -8,7 +8,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, warn, Instrument};
 
 use crate::{BrokerConfig, IngestConfig, IngestError, IngestMetrics};
 
@@ -224,7 +224,10 @@ impl Batcher {
                 .iter()
                 .map(|r| classify(&r.publish, self.clock.now(), &self.limits))
                 .collect();
-            commit(&*self.store, &items, metrics, &self.shutdown).await?;
+            let span = tracing::debug_span!("commit", messages = items.len());
+            commit(&*self.store, &items, metrics, &self.shutdown)
+                .instrument(span)
+                .await?;
             metrics
                 .commit_duration
                 .observe(started.elapsed().as_secs_f64());

@@ -164,3 +164,13 @@ pub fn external_program(name: &str) -> Option<std::path::PathBuf> {
     }
     found
 }
+
+/// A child process that is killed when dropped, so a failing test leaves nothing running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,0 +1,102 @@
+//! The all-in-one demo as a user runs it: the real binary, then Ctrl-C (SIGINT). Everything
+//! the simulated fleet handed to the broker must be in the store when it exits.
+
+mod common;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cleanfleet_store::{SqliteConfig, SqliteStore, Store};
+use common::*;
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_the_fleet_and_ctrl_c_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, api) = (free_addr(), free_addr());
+    let log_path = dir.path().join("demo.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let demo = Command::new(env!("CARGO_BIN_EXE_cleanfleet"))
+        .arg("demo")
+        .env("CLEANFLEET__DATA_DIR", dir.path())
+        .env("CLEANFLEET__EMBEDDED_BROKER__LISTEN", broker.to_string())
+        .env("CLEANFLEET__API__LISTEN", api.to_string())
+        .env("CLEANFLEET__SIM__BACKFILL", "20m")
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut demo = KillOnDrop(demo);
+
+    let vehicles = eventually(
+        "the demo fleet in the API",
+        Duration::from_secs(60),
+        || async {
+            let Ok(response) = reqwest::get(format!("http://{api}/api/v1/vehicles")).await else {
+                return None;
+            };
+            let body: serde_json::Value = response.json().await.ok()?;
+            let items = body["items"].as_array()?.clone();
+            (items.len() == 6 && items.iter().all(|v| v["latest_fix"].is_object())).then_some(items)
+        },
+    )
+    .await;
+    assert!(vehicles.iter().any(|v| v["kind"] == "washer_sweeper"));
+    let (_, bins) = get_json(api, "/api/v1/bins").await;
+    assert_eq!(bins["items"].as_array().unwrap().len(), 12);
+
+    let interrupted = Command::new("kill")
+        .args(["-INT", &demo.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let exited = loop {
+        if let Some(status) = demo.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the demo did not exit within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut log = String::new();
+    std::fs::File::open(&log_path)
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(exited.success(), "demo exited with {exited}:\n{log}");
+    assert!(log.contains("demo stopped cleanly"), "{log}");
+
+    let published: u64 = log
+        .split("fixes_published: ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no simulator report in the log:\n{log}"));
+    let store = SqliteStore::open(SqliteConfig::new(dir.path().join("cleanfleet.sqlite"))).unwrap();
+    let stats = store.stats().await.unwrap();
+    assert!(published > 1000, "{published}");
+    assert_eq!(
+        stats.fixes, published,
+        "every fix the fleet published is stored"
+    );
+    assert_eq!(stats.dead_letters, 0);
+    let offline = store.device("sw-01").await.unwrap().unwrap().status;
+    assert_eq!(
+        offline,
+        Some(cleanfleet_model::DeviceState::Offline),
+        "devices said goodbye"
+    );
+}
