@@ -59,6 +59,7 @@ struct Inner {
     /// `None` once closed.
     writer: Mutex<Option<Connection>>,
     idle_readers: Mutex<Vec<Connection>>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 fn open_connection(config: &SqliteConfig) -> Result<Connection, StoreError> {
@@ -90,6 +91,7 @@ impl SqliteStore {
                 config,
                 writer: Mutex::new(Some(writer)),
                 idle_readers: Mutex::new(Vec::new()),
+                closed: Default::default(),
             }),
         })
     }
@@ -119,24 +121,30 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         blocking(move || {
+            if inner.is_closed() {
+                return Err(StoreError::Closed);
+            }
             let pooled = inner.idle_readers.lock().expect("pool lock poisoned").pop();
             let conn = match pooled {
                 Some(conn) => conn,
-                None => {
-                    if inner.writer.lock().expect("writer lock poisoned").is_none() {
-                        return Err(StoreError::Closed);
-                    }
-                    open_connection(&inner.config)?
-                }
+                None => open_connection(&inner.config)?,
             };
             let result = f(&conn);
             let mut idle = inner.idle_readers.lock().expect("pool lock poisoned");
-            if idle.len() < inner.config.max_idle_readers {
+            // A reader that was busy while the store closed is not kept.
+            if idle.len() < inner.config.max_idle_readers && !inner.is_closed() {
                 idle.push(conn);
             }
             result
         })
         .await
+    }
+}
+
+impl Inner {
+    /// Readers ask this instead of the writer's lock, which a commit holds.
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -716,6 +724,9 @@ impl Store for SqliteStore {
     async fn close(&self) -> Result<(), StoreError> {
         let inner = self.inner.clone();
         blocking(move || {
+            inner
+                .closed
+                .store(true, std::sync::atomic::Ordering::Release);
             inner
                 .idle_readers
                 .lock()
