@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use cleanfleet_api::ApiConfig;
 use cleanfleet_ingest::{BrokerConfig, IngestConfig};
-use cleanfleet_sim::SimConfig;
+use cleanfleet_sim::{LoadConfig, SimConfig};
 use cleanfleet_store::Synchronous;
 use serde::Deserialize;
 
@@ -29,6 +29,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub api: ApiConfig,
     pub sim: SimConfig,
+    /// `cleanfleet load`: many devices at a fixed rate, for capacity tests.
+    pub load: LoadConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -41,6 +41,19 @@ enum Command {
         #[arg(long)]
         roads: Option<PathBuf>,
     },
+    /// Many devices, each with its own connection, publishing fix batches at a fixed rate to
+    /// `[broker] url`; prints the achieved rate. Flags override `[load]`.
+    Load {
+        #[arg(long)]
+        devices: Option<u32>,
+        /// Seconds between one device's messages.
+        #[arg(long)]
+        interval_s: Option<f64>,
+        #[arg(long)]
+        fixes_per_message: Option<u32>,
+        #[arg(long)]
+        duration_s: Option<f64>,
+    },
     /// Check the configuration and print it with every default filled in.
     CheckConfig,
 }
@@ -78,6 +91,32 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Sim { roads } => cleanfleet::run_sim(&config, roads.as_deref(), shutdown)
             .await
             .map(drop),
+        Command::Load {
+            devices,
+            interval_s,
+            fixes_per_message,
+            duration_s,
+        } => {
+            let mut load = config.load.clone();
+            load.devices = devices.unwrap_or(load.devices);
+            load.message_interval_s = interval_s.unwrap_or(load.message_interval_s);
+            load.fixes_per_message = fixes_per_message.unwrap_or(load.fixes_per_message);
+            load.duration_s = duration_s.unwrap_or(load.duration_s);
+            let fixes_per_message = f64::from(load.fixes_per_message);
+            let report = cleanfleet::run_load(&config, load, shutdown).await?;
+            println!(
+                "{} devices connected in {:.1} s; {} messages ({} fixes) published, {} acked by the broker in {:.1} s: {:.0} messages/s, {:.0} fixes/s",
+                report.devices_connected,
+                report.ramp_up.as_secs_f64(),
+                report.messages_published,
+                report.fixes_published,
+                report.messages_acked,
+                report.publishing.as_secs_f64(),
+                report.acked_messages_per_s(),
+                report.acked_messages_per_s() * fixes_per_message,
+            );
+            Ok(())
+        }
         Command::CheckConfig => {
             println!("{config:#?}");
             Ok(())

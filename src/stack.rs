@@ -215,6 +215,18 @@ pub async fn run_sim(
     Ok(report)
 }
 
+/// Many devices at a fixed rate against `[broker] url` until done or `shutdown`.
+pub async fn run_load(
+    config: &Config,
+    mut load: cleanfleet_sim::LoadConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<cleanfleet_sim::LoadReport> {
+    let addr = config.broker.address()?;
+    load.broker_host = addr.host;
+    load.broker_port = addr.port;
+    Ok(cleanfleet_sim::run_load(load, shutdown).await?)
+}
+
 /// Everything in one process: embedded broker, ingest, store, API and a simulated fleet.
 pub async fn demo(
     config: Config,

@@ -411,3 +411,34 @@ async fn dashboards_query_only_exported_metrics() {
     assert!(checked > 10);
     stack.stop().await.unwrap();
 }
+
+/// Load mode: many devices on their own connections; everything they publish is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_mode_devices_are_all_ingested() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = start_stack(dir.path()).await;
+    let mut config = test_config(dir.path());
+    config.broker.url = format!("mqtt://{}", stack.broker_addr.unwrap());
+    let load = cleanfleet_sim::LoadConfig {
+        devices: 200,
+        message_interval_s: 0.5,
+        fixes_per_message: 5,
+        duration_s: 2.0,
+        ..Default::default()
+    };
+    let report = cleanfleet::run_load(&config, load, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(report.devices_connected, 200);
+    assert!(report.messages_published >= 200 * 3, "{report:?}");
+    assert_eq!(report.messages_acked, report.messages_published);
+    let api = stack.api_addr.unwrap();
+    eventually("every load fix stored", WAIT, || async {
+        (fix_count(api).await == report.fixes_published).then_some(())
+    })
+    .await;
+    let (_, stats) = get_json(api, "/api/v1/ingest/stats").await;
+    assert_eq!(stats["store"]["devices"], 200);
+    assert_eq!(stats["store"]["dead_letters"], 0);
+    stack.stop().await.unwrap();
+}

@@ -10,9 +10,11 @@ mod config;
 mod drive;
 mod error;
 mod fleet;
+mod load;
 mod mqtt;
 
 pub use config::{FleetMix, SimConfig};
 pub use error::SimError;
 pub use fleet::{Content, DeviceInfo, Fleet, SimMessage};
+pub use load::{run_load, LoadConfig, LoadReport};
 pub use mqtt::{run, SimReport, FIRMWARE};
