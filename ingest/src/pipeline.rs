@@ -1,4 +1,3 @@
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,57 +47,81 @@ pub async fn run(
         64 * 1024,
     );
     // At most one ack per packet id (u16) can wait in the request channel, so queueing an ack
-    // never blocks, even while the event loop itself waits on a full queue. The channel does
-    // not preallocate.
+    // never fails. The channel does not preallocate.
     let cap = usize::from(u16::MAX) + 64;
     let (client, eventloop) = AsyncClient::new(options, cap);
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-    let connection = Arc::new(AtomicU64::new(0));
-    let batcher_done = CancellationToken::new();
+    // Committed batches go back to the event-loop task, which alone acks them: it also runs
+    // rumqttc's reconnect, so it knows for sure which connection an ack would go out on.
+    let (committed_tx, committed_rx) = mpsc::unbounded_channel();
 
     info!(url = %broker.url, client_id = %config.client_id, filter = %config.topic_filter, "ingest starting");
     let batcher = Batcher {
-        client: client.clone(),
-        connection: connection.clone(),
         store,
         metrics: metrics.clone(),
         clock,
         limits: config.limits(),
-        batch_max_messages: config.batch_max_messages,
+        batch_max_messages: config.batch_max_messages.max(1),
         shutdown: shutdown.clone(),
+        committed: committed_tx,
     };
-    let batcher = tokio::spawn(batcher.run(rx, batcher_done.clone()));
+    let batcher = tokio::spawn(batcher.run(rx));
     let pump = EventPump {
         eventloop,
         client,
         tx: Some(tx),
-        connection,
+        connection: 0,
         metrics,
         topic_filter: config.topic_filter,
+        acked: 0,
     };
-    pump.run(shutdown, batcher_done).await;
-    batcher
+    let acked = pump.run(shutdown, committed_rx).await;
+    let mut summary = batcher
         .await
-        .unwrap_or_else(|e| panic!("ingest batch task panicked: {e}"))
+        .unwrap_or_else(|e| panic!("ingest batch task panicked: {e}"))?;
+    summary.messages_acked = acked;
+    info!(
+        committed = summary.messages_committed,
+        acked = summary.messages_acked,
+        "ingest drained"
+    );
+    Ok(summary)
 }
 
+/// Drives the MQTT event loop: forwards publishes to the batcher, acks committed batches,
+/// (re)subscribes, and reconnects with backoff.
 struct EventPump {
     eventloop: EventLoop,
     client: AsyncClient,
     /// `None` once intake has stopped.
     tx: Option<mpsc::Sender<Received>>,
-    connection: Arc<AtomicU64>,
+    /// Counts connections; a publish is acked only on the connection it arrived on.
+    connection: u64,
     metrics: IngestMetrics,
     topic_filter: String,
+    acked: u64,
 }
 
 impl EventPump {
-    async fn run(mut self, shutdown: CancellationToken, batcher_done: CancellationToken) {
+    /// Returns the number of messages acked, once the batcher has finished and the last acks
+    /// and a DISCONNECT have gone out.
+    async fn run(
+        mut self,
+        shutdown: CancellationToken,
+        mut committed: mpsc::UnboundedReceiver<Vec<Received>>,
+    ) -> u64 {
         let mut backoff = Duration::from_millis(100);
         loop {
             let event = tokio::select! {
                 biased;
-                _ = batcher_done.cancelled() => break,
+                batch = committed.recv() => match batch {
+                    Some(batch) => {
+                        self.ack(batch);
+                        continue;
+                    }
+                    // The batcher has finished: everything it committed is acked.
+                    None => break,
+                },
                 _ = shutdown.cancelled(), if self.tx.is_some() => {
                     info!("ingest: intake stopped, draining");
                     self.tx = None;
@@ -114,56 +137,72 @@ impl EventPump {
                     };
                     let received = Received {
                         publish,
-                        connection: self.connection.load(Ordering::SeqCst),
+                        connection: self.connection,
                     };
                     if tx.send(received).await.is_err() {
                         self.tx = None;
                     }
                 }
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    self.connection.fetch_add(1, Ordering::SeqCst);
-                    self.metrics.broker_connected.set(1);
+                    self.connection += 1;
                     backoff = Duration::from_millis(100);
                     info!(
                         session_present = ack.session_present,
                         "ingest connected to broker"
                     );
-                    if !ack.session_present {
-                        // A new session has no subscription; a resumed one keeps it.
-                        if let Err(e) = self
-                            .client
-                            .try_subscribe(self.topic_filter.clone(), QoS::AtLeastOnce)
-                        {
-                            error!(error = %e, "ingest could not queue its subscription");
-                        }
+                    // Also on a resumed session: if the link dropped before the broker took
+                    // the first SUBSCRIBE, the session exists without the subscription.
+                    // Subscribing again is harmless.
+                    if let Err(e) = self
+                        .client
+                        .try_subscribe(self.topic_filter.clone(), QoS::AtLeastOnce)
+                    {
+                        error!(error = %e, "ingest could not queue its subscription");
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    debug!(?ack, "subscribed");
-                    if ack
+                    let refused = ack
                         .return_codes
                         .iter()
-                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                    {
+                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                    if refused {
+                        // Not ready: connected, but nothing will arrive.
+                        self.metrics.broker_connected.set(0);
                         error!(filter = %self.topic_filter, "the broker refused the subscription");
+                    } else {
+                        self.metrics.broker_connected.set(1);
+                        debug!(filter = %self.topic_filter, "subscribed");
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    // Acks queued for the lost connection are void; its messages come again.
-                    self.connection.fetch_add(1, Ordering::SeqCst);
+                    // rumqttc dropped the acks still queued for the lost connection; acks for
+                    // its messages from now on would reach the next one: skip them, the
+                    // broker redelivers those messages.
+                    self.connection += 1;
                     self.metrics.broker_connected.set(0);
                     self.metrics.broker_reconnects.inc();
                     warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "ingest lost the broker");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = batcher_done.cancelled() => break,
-                    }
+                    tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
+        let acked = self.acked;
         self.disconnect().await;
+        acked
+    }
+
+    fn ack(&mut self, batch: Vec<Received>) {
+        for received in batch {
+            if received.connection != self.connection {
+                continue;
+            }
+            // Cannot fail for capacity: the request channel has room for every packet id.
+            if self.client.try_ack(&received.publish).is_ok() {
+                self.acked += 1;
+            }
+        }
     }
 
     /// Send the last acks and a clean DISCONNECT, waiting a bounded time.
@@ -191,26 +230,20 @@ impl EventPump {
     }
 }
 
-/// Validates, commits and then acknowledges batches of received messages.
+/// Validates and commits batches of received messages, then hands them back for acking.
 struct Batcher {
-    client: AsyncClient,
-    connection: Arc<AtomicU64>,
     store: Arc<dyn Store>,
     metrics: IngestMetrics,
     clock: Arc<dyn Clock>,
     limits: Limits,
     batch_max_messages: usize,
     shutdown: CancellationToken,
+    committed: mpsc::UnboundedSender<Vec<Received>>,
 }
 
 impl Batcher {
-    /// Runs until the queue is closed and empty; cancels `done` when it returns.
-    async fn run(
-        self,
-        mut rx: mpsc::Receiver<Received>,
-        done: CancellationToken,
-    ) -> Result<IngestSummary, IngestError> {
-        let _done = done.drop_guard();
+    /// Runs until the queue is closed and empty.
+    async fn run(self, mut rx: mpsc::Receiver<Received>) -> Result<IngestSummary, IngestError> {
         let metrics = &self.metrics;
         let mut summary = IngestSummary::default();
         let mut batch: Vec<Received> = Vec::with_capacity(self.batch_max_messages);
@@ -234,23 +267,12 @@ impl Batcher {
             metrics.batch_size.observe(batch.len() as f64);
             count_outcomes(&items, metrics);
             summary.messages_committed += batch.len() as u64;
-            let connection = self.connection.load(Ordering::SeqCst);
-            for received in batch.drain(..) {
-                if received.connection != connection {
-                    continue;
-                }
-                // Cannot block for long: the request channel has room for every packet id.
-                if self.client.ack(&received.publish).await.is_err() {
-                    break;
-                }
-                summary.messages_acked += 1;
+            let durable =
+                std::mem::replace(&mut batch, Vec::with_capacity(self.batch_max_messages));
+            if self.committed.send(durable).is_err() {
+                break;
             }
         }
-        info!(
-            committed = summary.messages_committed,
-            acked = summary.messages_acked,
-            "ingest drained"
-        );
         Ok(summary)
     }
 }
