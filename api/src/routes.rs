@@ -151,7 +151,7 @@ struct PageParams {
 }
 
 fn parse_kinds(kinds: &str) -> Result<Vec<DeviceKind>, ApiError> {
-    kinds
+    let mut parsed: Vec<DeviceKind> = kinds
         .split(',')
         .map(|k| {
             k.trim().parse().map_err(|()| {
@@ -162,7 +162,10 @@ fn parse_kinds(kinds: &str) -> Result<Vec<DeviceKind>, ApiError> {
                 )
             })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    parsed.sort();
+    parsed.dedup();
+    Ok(parsed)
 }
 
 async fn device_page(
@@ -274,7 +277,12 @@ async fn vehicle_track(
     Query(p): Query<TrackParams>,
 ) -> Result<Response, ApiError> {
     let to = p.to.unwrap_or_else(|| state.clock.now());
-    let from = p.from.unwrap_or(to - SignedDuration::from_hours(24));
+    let from = match p.from {
+        Some(from) => from,
+        None => to
+            .checked_sub(SignedDuration::from_hours(24))
+            .map_err(|_| ApiError::invalid("to", "too early to look 24 h back from"))?,
+    };
     if from >= to {
         return Err(ApiError::invalid("to", "must be after `from`"));
     }

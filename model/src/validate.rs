@@ -291,6 +291,9 @@ fn parse_json<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Rejection> {
                 RejectReason::MissingField
             } else if msg.starts_with("unknown field") {
                 RejectReason::UnknownField
+            } else if msg.starts_with("invalid value: integer") {
+                // A well-typed integer outside its type: `satellites: 300`, `seq: -1`.
+                RejectReason::OutOfRange
             } else {
                 RejectReason::WrongType
             };
@@ -304,7 +307,10 @@ fn parse_json<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Rejection> {
 }
 
 fn json_syntax_rejection(payload: &[u8], err: &serde_json::Error) -> Rejection {
-    if names_non_finite_number(payload, err) {
+    if err.to_string().starts_with("number out of range") {
+        // `1e400`: a number, but beyond f64.
+        reject(RejectReason::OutOfRange, err.to_string())
+    } else if names_non_finite_number(payload, err) {
         reject(
             RejectReason::NonFiniteNumber,
             format!("NaN and Infinity are not numbers in JSON ({err})"),
