@@ -123,7 +123,7 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut table = match file {
+        let table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
                     path: path.display().to_string(),
@@ -136,24 +136,52 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        for (key, raw) in env {
-            let Some(path) = key.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
-            set_path(&mut table, &parts, parse_env_value(&raw)).map_err(|message| {
-                ConfigError::Parse {
+        let overrides: Vec<(String, Vec<String>, String)> = env
+            .into_iter()
+            .filter_map(|(key, raw)| {
+                let path = key.strip_prefix(ENV_PREFIX)?;
+                let parts = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+                Some((key, parts, raw))
+            })
+            .collect();
+        let origin = || {
+            file.map(|p| p.display().to_string())
+                .unwrap_or_else(|| "defaults and environment".into())
+        };
+        // An override is read as a TOML value (`7`, `true`, `"x"`), unless the key wants a
+        // string: `PASSWORD=123456` must stay a string. Try typed first, then each override
+        // as plain text until the whole config is valid.
+        let build = |as_text: &[bool]| -> Result<Config, ConfigError> {
+            let mut table = table.clone();
+            for ((key, parts, raw), text) in overrides.iter().zip(as_text) {
+                let value = if *text {
+                    toml::Value::String(raw.clone())
+                } else {
+                    parse_env_value(raw)
+                };
+                set_path(&mut table, parts, value).map_err(|message| ConfigError::Parse {
                     origin: key.clone(),
                     message,
-                }
-            })?;
+                })?;
+            }
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+                origin: origin(),
+                message: e.to_string(),
+            })
+        };
+        let mut as_text = vec![false; overrides.len()];
+        let first = build(&as_text);
+        if first.is_ok() {
+            return first;
         }
-        Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
-            origin: file
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "defaults and environment".into()),
-            message: e.to_string(),
-        })
+        for i in 0..overrides.len() {
+            as_text[i] = true;
+            if let Ok(config) = build(&as_text) {
+                return Ok(config);
+            }
+            as_text[i] = false;
+        }
+        first
     }
 }
 

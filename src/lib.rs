@@ -5,4 +5,4 @@ pub mod broker;
 pub mod config;
 mod stack;
 
-pub use stack::{demo, run_load, run_sim, wait_for_shutdown_signal, Parts, Stack};
+pub use stack::{demo, load_network, run_load, run_sim, wait_for_shutdown_signal, Parts, Stack};

@@ -88,9 +88,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     };
     match command {
         Command::Demo { roads } => cleanfleet::demo(config, roads.as_deref(), shutdown).await,
-        Command::Sim { roads } => cleanfleet::run_sim(&config, roads.as_deref(), shutdown)
-            .await
-            .map(drop),
+        Command::Sim { roads } => {
+            let network = cleanfleet::load_network(roads.as_deref())?;
+            cleanfleet::run_sim(config, network, shutdown)
+                .await
+                .map(drop)
+        }
         Command::Load {
             devices,
             interval_s,
@@ -132,7 +135,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 _ => parts(false, false, true),
             };
             let stack = Stack::start(config, parts).await?;
-            shutdown.cancelled().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = stack.failed() => {}
+            }
             stack.stop().await
         }
     }

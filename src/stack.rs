@@ -40,6 +40,33 @@ pub struct Stack {
     pub store: Arc<SqliteStore>,
     ingest: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     api: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    /// Cancelled when a stage ends without being asked to.
+    failed: CancellationToken,
+}
+
+/// Run a stage; if it ends before `stop` is cancelled (with an error or not), say so on
+/// `failed` so that the process shuts down instead of running on without it.
+fn spawn_stage<F>(
+    name: &'static str,
+    stop: &CancellationToken,
+    failed: &CancellationToken,
+    stage: F,
+) -> JoinHandle<anyhow::Result<()>>
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (stop, failed) = (stop.clone(), failed.clone());
+    tokio::spawn(async move {
+        let result = stage.await;
+        if !stop.is_cancelled() {
+            match &result {
+                Err(e) => tracing::error!(stage = name, error = format!("{e:#}"), "stage failed"),
+                Ok(()) => tracing::error!(stage = name, "stage ended on its own"),
+            }
+            failed.cancel();
+        }
+        result
+    })
 }
 
 impl Stack {
@@ -61,17 +88,23 @@ impl Stack {
         info!(path = %store.path().display(), "store open");
         let registry = prometheus::Registry::new();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let failed = CancellationToken::new();
 
         let (ingest, ingest_metrics) = if parts.ingest {
             let metrics = IngestMetrics::register(&registry)?;
             let token = CancellationToken::new();
-            let task = tokio::spawn(run_ingest(
-                config.clone(),
-                store.clone(),
-                metrics.clone(),
-                clock.clone(),
-                token.clone(),
-            ));
+            let task = spawn_stage(
+                "ingest",
+                &token,
+                &failed,
+                run_ingest(
+                    config.clone(),
+                    store.clone(),
+                    metrics.clone(),
+                    clock.clone(),
+                    token.clone(),
+                ),
+            );
             (Some((token, task)), Some(metrics))
         } else {
             (None, None)
@@ -90,7 +123,7 @@ impl Stack {
             })?;
             let token = CancellationToken::new();
             let serve_token = token.clone();
-            let task = tokio::spawn(async move {
+            let task = spawn_stage("api", &token, &failed, async move {
                 cleanfleet_api::serve(listener, router, serve_token)
                     .await
                     .context("HTTP server failed")
@@ -108,24 +141,51 @@ impl Stack {
             store,
             ingest,
             api,
+            failed,
         })
     }
 
+    /// Resolves when a stage has failed or ended on its own: time to `stop`.
+    pub async fn failed(&self) {
+        self.failed.cancelled().await
+    }
+
     /// Ordered shutdown: stop intake, drain, commit and ack, disconnect; flush and close the
-    /// store; then stop HTTP.
+    /// store; then stop HTTP (waiting at most 10 s for open requests). Every step runs even
+    /// when an earlier one failed; the first error is returned.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let mut result = Ok(());
+        let mut errors = Vec::new();
         if let Some((token, task)) = self.ingest {
             token.cancel();
-            result = task.await.context("ingest task panicked").and_then(|r| r);
+            if let Err(e) = task.await.context("ingest task panicked").and_then(|r| r) {
+                errors.push(e);
+            }
         }
-        self.store.close().await.context("closing the store")?;
-        info!("store flushed and closed");
+        match self.store.close().await {
+            Ok(()) => info!("store flushed and closed"),
+            Err(e) => errors.push(anyhow::Error::new(e).context("closing the store")),
+        }
         if let Some((token, task)) = self.api {
             token.cancel();
-            task.await.context("HTTP task panicked")??;
+            match tokio::time::timeout(Duration::from_secs(10), task).await {
+                Ok(joined) => {
+                    if let Err(e) = joined.context("HTTP task panicked").and_then(|r| r) {
+                        errors.push(e);
+                    }
+                }
+                Err(_) => warn!("HTTP requests still open after 10 s; stopping anyway"),
+            }
         }
-        result
+        let mut errors = errors.into_iter();
+        match errors.next() {
+            None => Ok(()),
+            Some(first) => {
+                for later in errors {
+                    tracing::error!(error = format!("{later:#}"), "also failed during shutdown");
+                }
+                Err(first)
+            }
+        }
     }
 }
 
@@ -150,8 +210,9 @@ async fn run_ingest(
         clock,
         shutdown,
     )
-    .await?;
+    .await;
     retention.abort();
+    let summary = summary?;
     info!(
         committed = summary.messages_committed,
         acked = summary.messages_acked,
@@ -201,13 +262,12 @@ pub fn load_network(roads: Option<&Path>) -> anyhow::Result<Arc<RoadNetwork>> {
 
 /// Run the simulated fleet against `[broker] url` until `shutdown`.
 pub async fn run_sim(
-    config: &Config,
-    roads: Option<&Path>,
+    config: Config,
+    network: Arc<RoadNetwork>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<cleanfleet_sim::SimReport> {
-    let network = load_network(roads)?;
     let addr = config.broker.address()?;
-    let mut sim = config.sim.clone();
+    let mut sim = config.sim;
     sim.broker_host = addr.host;
     sim.broker_port = addr.port;
     let report = cleanfleet_sim::run(sim, network, shutdown).await?;
@@ -228,22 +288,20 @@ pub async fn run_load(
 }
 
 /// Everything in one process: embedded broker, ingest, store, API and a simulated fleet.
+/// Runs until `shutdown`, or until a stage or the fleet fails; then stops in order.
 pub async fn demo(
     config: Config,
     roads: Option<&Path>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let network = load_network(roads)?;
     let stack = Stack::start(config.clone(), Parts::ALL).await?;
     let broker = stack.broker_addr.expect("demo runs the embedded broker");
     let api = stack.api_addr.expect("demo runs the API");
-    let mut sim_config = config.clone();
+    let mut sim_config = config;
     sim_config.broker.url = format!("mqtt://{broker}");
     let sim_stop = CancellationToken::new();
-    let sim = {
-        let roads = roads.map(Path::to_path_buf);
-        let stop = sim_stop.clone();
-        tokio::spawn(async move { run_sim(&sim_config, roads.as_deref(), stop).await })
-    };
+    let mut sim = tokio::spawn(run_sim(sim_config, network, sim_stop.clone()));
     info!(
         "cleanfleet demo running. Try:\n  \
          curl http://{api}/api/v1/vehicles\n  \
@@ -257,11 +315,20 @@ pub async fn demo(
         host = broker.ip(),
         port = broker.port(),
     );
-    shutdown.cancelled().await;
+    let ended_early = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        _ = stack.failed() => None,
+        ended = &mut sim => Some(ended),
+    };
     info!("shutting down: stopping the simulated fleet");
     sim_stop.cancel();
-    let report = sim.await.context("simulator task panicked")??;
-    if let Some(metrics) = &stack.ingest_metrics {
+    let sim_result = match ended_early {
+        Some(ended) => ended,
+        None => sim.await,
+    }
+    .context("simulator task panicked")
+    .and_then(|r| r);
+    if let (Ok(report), Some(metrics)) = (&sim_result, &stack.ingest_metrics) {
         // The embedded broker's queue dies with the process: let ingest take everything the
         // fleet handed it before stopping intake.
         let caught_up = tokio::time::timeout(Duration::from_secs(30), async {
@@ -278,7 +345,9 @@ pub async fn demo(
             );
         }
     }
-    stack.stop().await?;
+    let stopped = stack.stop().await;
+    sim_result?;
+    stopped?;
     info!("demo stopped cleanly");
     Ok(())
 }

@@ -35,6 +35,19 @@ async fn stored_fixes(store: &SqliteStore) -> u64 {
     store.stats().await.map(|s| s.fixes).unwrap_or(0)
 }
 
+async fn stored_stream_fixes(store: &SqliteStore) -> u64 {
+    store
+        .track(
+            "sw-crash",
+            jiff::Timestamp::UNIX_EPOCH,
+            jiff::Timestamp::now(),
+            u32::MAX,
+        )
+        .await
+        .map(|fixes| fixes.len() as u64)
+        .unwrap_or(0)
+}
+
 async fn kill_ingest_mid_stream_and_restart(broker: SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
     let ingest = spawn_ingest(broker, dir.path());
@@ -45,8 +58,23 @@ async fn kill_ingest_mid_stream_and_restart(broker: SocketAddr) {
         || async { SqliteStore::open(SqliteConfig::new(&store_path)).ok() },
     )
     .await;
-    // Let the subscription exist before the device starts, as it would in a deployment.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The broker drops what is published before ingest's first SUBSCRIBE: wait until a
+    // sentinel from another device gets through, as it would in a running deployment.
+    let mut sentinel = Publisher::connect(broker, "dev-sentinel").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for attempt in 1.. {
+        let payload = fix_batch("sentinel", attempt, 1);
+        sentinel.publish(&fixes_topic("sentinel"), payload).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if stored_fixes(&store).await > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ingest never subscribed"
+        );
+    }
+    sentinel.disconnect().await;
 
     let messages: Vec<(String, Vec<u8>)> = (0..MESSAGES)
         .map(|i| {
@@ -76,7 +104,7 @@ async fn kill_ingest_mid_stream_and_restart(broker: SocketAddr) {
             "ingest to be mid-stream",
             Duration::from_secs(30),
             || async {
-                let n = stored_fixes(&store).await;
+                let n = stored_stream_fixes(&store).await;
                 (n >= target).then_some(n)
             },
         )
@@ -92,7 +120,7 @@ async fn kill_ingest_mid_stream_and_restart(broker: SocketAddr) {
 
     // The device keeps publishing while ingest is down; the broker holds the messages.
     publisher.await.unwrap();
-    let while_down = stored_fixes(&store).await;
+    let while_down = stored_stream_fixes(&store).await;
     let restarted = spawn_ingest(broker, dir.path());
     let mut last = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -102,7 +130,7 @@ async fn kill_ingest_mid_stream_and_restart(broker: SocketAddr) {
             "after the restart only {last} of {total} fixes were stored (killed at {at_kill}, {while_down} while down)"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-        last = stored_fixes(&store).await;
+        last = stored_stream_fixes(&store).await;
     }
     drop(restarted);
     eprintln!("killed at {kills:?} fixes, {while_down} stored while down, {total} in the end");

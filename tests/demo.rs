@@ -100,3 +100,73 @@ async fn demo_serves_the_fleet_and_ctrl_c_loses_nothing() {
         "devices said goodbye"
     );
 }
+
+/// Run the binary to completion (at most 20 s) and return (success, stdout + stderr).
+fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cleanfleet"));
+    command
+        .args(args)
+        .env("CLEANFLEET__DATA_DIR", dir.path())
+        .env("CLEANFLEET__API__LISTEN", free_addr().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = KillOnDrop(command.spawn().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{args:?} did not exit within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut output = String::new();
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut output)
+        .unwrap();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut output)
+        .unwrap();
+    (status.success(), output)
+}
+
+#[test]
+fn a_stage_that_fails_stops_the_process_with_an_error() {
+    let (ok, output) = run_cli(
+        &["ingest"],
+        &[("CLEANFLEET__BROKER__URL", "mqtt://localhost:99999")],
+    );
+    assert!(!ok, "{output}");
+    assert!(output.contains("invalid broker URL"), "{output}");
+}
+
+#[test]
+fn configuration_errors_name_the_key() {
+    let (ok, output) = run_cli(
+        &["check-config"],
+        &[("CLEANFLEET__INGEST__BATCH_SIZE", "7")],
+    );
+    assert!(!ok);
+    assert!(output.contains("batch_size"), "{output}");
+    let (ok, output) = run_cli(
+        &["check-config"],
+        &[("CLEANFLEET__BROKER__PASSWORD", "123456")],
+    );
+    assert!(ok, "a numeric-looking password is still a string: {output}");
+    assert!(output.contains("\"123456\""), "{output}");
+}
