@@ -85,7 +85,7 @@ async fn run(total_fixes: u64, per_message: u64, clients: u64) {
     .await
     .unwrap();
     let broker = stack.broker_addr.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.ingest_ready(Duration::from_secs(30)).await.unwrap();
 
     let messages_per_client = total_fixes / per_message / clients;
     let total = messages_per_client * per_message * clients;

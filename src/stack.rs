@@ -145,6 +145,26 @@ impl Stack {
         })
     }
 
+    /// Wait until ingest (if it runs here) has subscribed: a broker drops what devices publish
+    /// before a subscription exists, so nothing should publish before this.
+    pub async fn ingest_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let Some(metrics) = &self.ingest_metrics else {
+            return Ok(());
+        };
+        let subscribed = async {
+            while metrics.broker_connected.get() != 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(timeout) => {
+                anyhow::bail!("ingest did not subscribe at the broker within {timeout:?}")
+            }
+            _ = self.failed() => anyhow::bail!("ingest failed before subscribing"),
+            _ = subscribed => Ok(()),
+        }
+    }
+
     /// Resolves when a stage has failed or ended on its own: time to `stop`.
     pub async fn failed(&self) {
         self.failed.cancelled().await
@@ -296,6 +316,10 @@ pub async fn demo(
 ) -> anyhow::Result<()> {
     let network = load_network(roads)?;
     let stack = Stack::start(config.clone(), Parts::ALL).await?;
+    if let Err(e) = stack.ingest_ready(Duration::from_secs(30)).await {
+        stack.stop().await?;
+        return Err(e);
+    }
     let broker = stack.broker_addr.expect("demo runs the embedded broker");
     let api = stack.api_addr.expect("demo runs the API");
     let mut sim_config = config;

@@ -35,17 +35,17 @@ async fn stored_fixes(store: &SqliteStore) -> u64 {
     store.stats().await.map(|s| s.fixes).unwrap_or(0)
 }
 
-async fn stored_stream_fixes(store: &SqliteStore) -> u64 {
+/// Every stored fix of the streaming device, in time order.
+async fn stream_fixes(store: &SqliteStore) -> Vec<cleanfleet_model::Fix> {
+    let (from, to) = (jiff::Timestamp::UNIX_EPOCH, jiff::Timestamp::now());
     store
-        .track(
-            "sw-crash",
-            jiff::Timestamp::UNIX_EPOCH,
-            jiff::Timestamp::now(),
-            u32::MAX,
-        )
+        .track("sw-crash", from, to, u32::MAX)
         .await
-        .map(|fixes| fixes.len() as u64)
-        .unwrap_or(0)
+        .unwrap_or_default()
+}
+
+async fn stored_stream_fixes(store: &SqliteStore) -> u64 {
+    stream_fixes(store).await.len() as u64
 }
 
 async fn kill_ingest_mid_stream_and_restart(broker: SocketAddr) {
@@ -135,15 +135,7 @@ async fn kill_ingest_mid_stream_and_restart(broker: SocketAddr) {
     drop(restarted);
     eprintln!("killed at {kills:?} fixes, {while_down} stored while down, {total} in the end");
 
-    let all = store
-        .track(
-            "sw-crash",
-            jiff::Timestamp::UNIX_EPOCH,
-            jiff::Timestamp::now(),
-            u32::MAX,
-        )
-        .await
-        .unwrap();
+    let all = stream_fixes(&store).await;
     let seqs: Vec<u64> = all.iter().map(|f| f.seq.unwrap()).collect();
     assert_eq!(
         seqs,

@@ -1,3 +1,5 @@
+use std::path::PathBuf;
+
 use jiff::SignedDuration;
 use serde::Deserialize;
 
@@ -50,6 +52,87 @@ impl FleetMix {
     }
 }
 
+/// Imperfections of real devices, applied to what they send and never to the ground truth
+/// ([`crate::Truth`]). Every fault is drawn from the seed, on streams of its own, so the same
+/// seed gives the same faults. The defaults are a clean fleet with a 3 m GPS error.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultConfig {
+    /// GPS error of a fix, per axis (normal σ), in metres. Default 3.
+    pub gps_sigma_m: f64,
+    /// Probability per fix of a multipath jump of 20–60 m in a random direction, reported
+    /// with a poor HDOP (6–15) and few satellites (3–6). Default 0.
+    pub multipath_jump_rate: f64,
+    /// Probability that a fix batch message is sent twice (a retransmit after a lost PUBACK).
+    /// Default 0.
+    pub duplicate_rate: f64,
+    /// Cellular drop-outs of a vehicle per hour online. While offline its messages are
+    /// buffered; on reconnecting it sends them late and in shuffled order. Default 0.
+    pub offline_rate_per_hour: f64,
+    /// How long each drop-out lasts, in seconds. Default 600.
+    pub offline_duration_s: f64,
+    /// Largest absolute clock error of a device, in seconds: each device gets a constant skew,
+    /// uniform in ±`clock_skew_s`, added to the times it reports. Default 0.
+    pub clock_skew_s: f64,
+}
+
+impl Default for FaultConfig {
+    fn default() -> Self {
+        FaultConfig {
+            gps_sigma_m: 3.0,
+            multipath_jump_rate: 0.0,
+            duplicate_rate: 0.0,
+            offline_rate_per_hour: 0.0,
+            offline_duration_s: 600.0,
+            clock_skew_s: 0.0,
+        }
+    }
+}
+
+/// Ingest rejects device times more than `max_future_s` (300 s by default) ahead of arrival.
+const MAX_CLOCK_SKEW_S: f64 = 300.0;
+
+impl FaultConfig {
+    /// Checks every setting, naming the first bad one.
+    pub fn validate(&self) -> Result<(), SimError> {
+        let bad = |msg: String| Err(SimError::InvalidConfig(msg));
+        let within = |v: f64, low: f64, high: f64| v.is_finite() && (low..=high).contains(&v);
+        if !within(self.gps_sigma_m, 0.0, 100.0) {
+            return bad(format!(
+                "faults.gps_sigma_m {} must be 0 to 100",
+                self.gps_sigma_m
+            ));
+        }
+        for (name, rate) in [
+            ("multipath_jump_rate", self.multipath_jump_rate),
+            ("duplicate_rate", self.duplicate_rate),
+        ] {
+            if !within(rate, 0.0, 1.0) {
+                return bad(format!("faults.{name} {rate} must be 0 to 1"));
+            }
+        }
+        if !within(self.offline_rate_per_hour, 0.0, 3600.0) {
+            return bad(format!(
+                "faults.offline_rate_per_hour {} must be 0 to 3600",
+                self.offline_rate_per_hour
+            ));
+        }
+        if !within(self.offline_duration_s, 1.0, 86_400.0) {
+            return bad(format!(
+                "faults.offline_duration_s {} must be 1 to 86400",
+                self.offline_duration_s
+            ));
+        }
+        if !within(self.clock_skew_s, 0.0, MAX_CLOCK_SKEW_S) {
+            return bad(format!(
+                "faults.clock_skew_s {} must be 0 to {MAX_CLOCK_SKEW_S} (ingest rejects times further ahead)",
+                self.clock_skew_s
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Settings of the simulator; deserializable as the `[sim]` section of a TOML config, where
 /// every field is optional.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -76,6 +159,11 @@ pub struct SimConfig {
     pub backfill: SignedDuration,
     /// How much faster than real time the backfill runs; 0 means as fast as possible.
     pub speedup: f64,
+    /// GPS noise and device faults; the default is a clean fleet.
+    pub faults: FaultConfig,
+    /// Where [`crate::run`] writes the ground truth ([`crate::Truth`], JSON lines) on
+    /// shutdown; `None` records none.
+    pub truth_path: Option<PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -91,6 +179,8 @@ impl Default for SimConfig {
             reading_interval_s: 300.0,
             backfill: SignedDuration::from_hours(2),
             speedup: 0.0,
+            faults: FaultConfig::default(),
+            truth_path: None,
         }
     }
 }
@@ -153,6 +243,7 @@ impl SimConfig {
                 self.speedup
             ));
         }
+        self.faults.validate()?;
         let devices = self.fleet.total();
         if devices == 0 || devices > MAX_DEVICES {
             return bad(format!(
@@ -220,7 +311,68 @@ mod tests {
     }
 
     #[test]
+    fn faults_default_to_a_clean_fleet_and_parse() {
+        let c = SimConfig::default();
+        assert_eq!(c.faults.gps_sigma_m, 3.0);
+        assert_eq!(c.faults.multipath_jump_rate, 0.0);
+        assert_eq!(c.faults.duplicate_rate, 0.0);
+        assert_eq!(c.faults.offline_rate_per_hour, 0.0);
+        assert_eq!(c.faults.clock_skew_s, 0.0);
+        assert_eq!(c.truth_path, None);
+
+        let f: File = toml::from_str(
+            r#"
+            [sim]
+            truth_path = "/tmp/truth.jsonl"
+            [sim.faults]
+            duplicate_rate = 0.1
+            clock_skew_s = 5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(f.sim.faults.duplicate_rate, 0.1);
+        assert_eq!(f.sim.faults.clock_skew_s, 5.0);
+        assert_eq!(
+            f.sim.faults.gps_sigma_m, 3.0,
+            "unset faults keep the default"
+        );
+        assert_eq!(f.sim.truth_path, Some(PathBuf::from("/tmp/truth.jsonl")));
+        f.sim.validate().unwrap();
+
+        let err = toml::from_str::<File>("[sim.faults]\njitter = 1")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("unknown field `jitter`"), "{err}");
+    }
+
+    #[test]
+    fn noisy_day_scenario_parses() {
+        let f: File = toml::from_str(include_str!("../scenarios/noisy-day.toml")).unwrap();
+        let c = f.sim;
+        c.validate().unwrap();
+        assert_eq!(c.seed, 2026);
+        assert_eq!(c.backfill, SignedDuration::from_hours(24));
+        assert_eq!(c.fleet.total(), 77);
+        assert_eq!(
+            c.faults,
+            FaultConfig {
+                gps_sigma_m: 5.0,
+                multipath_jump_rate: 0.01,
+                duplicate_rate: 0.05,
+                offline_rate_per_hour: 0.5,
+                offline_duration_s: 900.0,
+                clock_skew_s: 20.0,
+            }
+        );
+        assert_eq!(c.truth_path, Some(PathBuf::from("noisy-day.truth.jsonl")));
+    }
+
+    #[test]
     fn validation_names_the_bad_setting() {
+        let faults = |faults: FaultConfig| SimConfig {
+            faults,
+            ..Default::default()
+        };
         let cases: Vec<(SimConfig, &str)> = vec![
             (
                 SimConfig {
@@ -298,6 +450,48 @@ mod tests {
                     ..Default::default()
                 },
                 "speedup",
+            ),
+            (
+                faults(FaultConfig {
+                    gps_sigma_m: -1.0,
+                    ..Default::default()
+                }),
+                "gps_sigma_m",
+            ),
+            (
+                faults(FaultConfig {
+                    multipath_jump_rate: 1.5,
+                    ..Default::default()
+                }),
+                "multipath_jump_rate",
+            ),
+            (
+                faults(FaultConfig {
+                    duplicate_rate: f64::NAN,
+                    ..Default::default()
+                }),
+                "duplicate_rate",
+            ),
+            (
+                faults(FaultConfig {
+                    offline_rate_per_hour: -0.1,
+                    ..Default::default()
+                }),
+                "offline_rate_per_hour",
+            ),
+            (
+                faults(FaultConfig {
+                    offline_duration_s: 0.0,
+                    ..Default::default()
+                }),
+                "offline_duration_s",
+            ),
+            (
+                faults(FaultConfig {
+                    clock_skew_s: 301.0,
+                    ..Default::default()
+                }),
+                "clock_skew_s",
             ),
             (
                 SimConfig {

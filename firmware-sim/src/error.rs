@@ -20,6 +20,12 @@ pub enum SimError {
         #[source]
         source: rumqttc::ClientError,
     },
+    #[error("cannot write the ground truth to {}: {source}", path.display())]
+    Truth {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]

@@ -13,8 +13,11 @@ mod fleet;
 mod load;
 mod mqtt;
 
-pub use config::{FleetMix, SimConfig};
+pub use config::{FaultConfig, FleetMix, SimConfig};
 pub use error::SimError;
-pub use fleet::{Content, DeviceInfo, Fleet, SimMessage};
+pub use fleet::{
+    BinFill, Collection, Content, DeviceInfo, DeviceTruth, Fleet, OfflinePeriod, PathPoint,
+    SimMessage, Truth,
+};
 pub use load::{run_load, LoadConfig, LoadReport};
 pub use mqtt::{run, SimReport, FIRMWARE};

@@ -75,7 +75,7 @@ struct Link {
 /// Runs the simulation until `shutdown` is cancelled: connects every device, replays
 /// `config.backfill` of history, then publishes in real time. On shutdown, sends unfinished
 /// fix batches, waits (at most 5 s) for the broker to acknowledge every message, and
-/// disconnects cleanly.
+/// disconnects cleanly; then writes the ground truth if `config.truth_path` is set.
 pub async fn run(
     config: SimConfig,
     network: Arc<RoadNetwork>,
@@ -86,6 +86,9 @@ pub async fn run(
     let start = Timestamp::from_second((Timestamp::now() - config.backfill).as_second())
         .expect("now minus at most 30 days is a valid time");
     let mut fleet = Fleet::new(network, &config, start)?;
+    if config.truth_path.is_some() {
+        fleet.record_truth();
+    }
     // Stops connections that are retrying, once the simulation is over.
     let closing = CancellationToken::new();
     let links: Vec<Link> = fleet
@@ -136,6 +139,10 @@ pub async fn run(
         report.messages_acked += s.acked.load(Ordering::Relaxed);
         report.connection_errors += s.errors.load(Ordering::Relaxed);
     }
+    let result = result.and_then(|()| match &config.truth_path {
+        Some(path) => fleet.write_truth(path),
+        None => Ok(()),
+    });
     result.map(|()| report)
 }
 

@@ -22,8 +22,11 @@ pub fn test_config(dir: &Path) -> Config {
     config
 }
 
+/// The whole stack, with ingest subscribed: ready for devices.
 pub async fn start_stack(dir: &Path) -> Stack {
-    Stack::start(test_config(dir), Parts::ALL).await.unwrap()
+    let stack = Stack::start(test_config(dir), Parts::ALL).await.unwrap();
+    stack.ingest_ready(Duration::from_secs(30)).await.unwrap();
+    stack
 }
 
 /// Poll `check` until it returns `Some`, or panic with `what` after `timeout`.

@@ -2,6 +2,8 @@
 //! yields the MQTT messages the devices would send.
 
 mod sensors;
+mod truth;
+mod uplink;
 mod vehicle;
 
 use std::sync::Arc;
@@ -16,6 +18,8 @@ use serde::Serialize;
 use crate::drive::Core;
 use crate::{SimConfig, SimError};
 use sensors::{Bin, Toilet, Weighbridge};
+pub use truth::{BinFill, Collection, DeviceTruth, OfflinePeriod, PathPoint, Truth};
+use uplink::Uplink;
 use vehicle::Vehicle;
 
 /// A simulated device.
@@ -47,7 +51,9 @@ pub struct SimMessage {
     pub topic: String,
     /// JSON of contract v1.
     pub payload: Vec<u8>,
-    /// Simulated device time at which it is sent.
+    /// Simulated time at which it is sent: the true time, not the device's skewed clock that
+    /// the payload's times follow; for a message buffered during a drop-out, the time of
+    /// reconnecting.
     pub time: Timestamp,
     pub content: Content,
 }
@@ -67,6 +73,11 @@ pub struct Fleet {
     reading_interval: SignedDuration,
     /// Offset of local solar time from UTC, for day and night patterns.
     local_offset: SignedDuration,
+    /// One per vehicle, in the same order.
+    uplinks: Vec<Uplink>,
+    /// Each device's clock error, in [`Fleet::devices`] order.
+    skews: Vec<SignedDuration>,
+    truth: Option<Truth>,
 }
 
 /// Fixed devices sense this often, so threshold reports (bin full, fire) are prompt.
@@ -79,6 +90,11 @@ struct Identity {
     /// The topic of its data stream.
     topic: String,
     rng: ChaCha8Rng,
+    /// Faults draw from their own stream, so that turning them on does not change what the
+    /// devices do.
+    fault_rng: ChaCha8Rng,
+    /// Constant error of the device's clock, added to the times it reports.
+    skew: SignedDuration,
 }
 
 /// State shared by the devices during one tick.
@@ -108,20 +124,33 @@ impl Fleet {
         let centre_lon = network.bbox().center().x;
         let local_offset = SignedDuration::from_hours((centre_lon / 15.0).round() as i64);
 
+        let faults = &config.faults;
         let mut devices = Vec::new();
+        let mut skews = Vec::new();
         let mut register = |kind: DeviceKind, id: String, position: Option<(f64, f64)>| {
             devices.push(DeviceInfo {
                 kind,
                 id: id.clone(),
                 position,
             });
+            let mut fault_rng = device_rng(config.seed, &format!("{id}/faults"));
+            let skew = if faults.clock_skew_s > 0.0 {
+                let s = fault_rng.random_range(-faults.clock_skew_s..=faults.clock_skew_s);
+                SignedDuration::from_millis((s * 1000.0).round() as i64)
+            } else {
+                SignedDuration::ZERO
+            };
+            skews.push(skew);
             Identity {
                 device: devices.len() - 1,
                 topic: Topic::new(kind, id.as_str(), kind.data_stream()).name(),
                 rng: device_rng(config.seed, &id),
+                fault_rng,
+                skew,
                 id,
             }
         };
+        let tick = SignedDuration::from_secs_f64(config.fix_interval_s);
 
         let mut vehicles = Vec::new();
         for (kind, count, prefix) in [
@@ -133,7 +162,7 @@ impl Fleet {
         ] {
             for id in device_ids(prefix, count, 2) {
                 let identity = register(kind, id, None);
-                vehicles.push(Vehicle::new(identity, kind, &network, &core, start));
+                vehicles.push(Vehicle::new(identity, kind, faults, &network, &core, start));
             }
         }
         let mut picker = device_rng(config.seed, "placement");
@@ -177,6 +206,15 @@ impl Fleet {
             weighbridges.push(Weighbridge::new(identity, node));
         }
 
+        // Vehicles are registered first, so a vehicle's index is its device index.
+        let uplinks = vehicles
+            .iter()
+            .map(|v| {
+                let id = &devices[v.device()].id;
+                let rng = device_rng(config.seed, &format!("{id}/uplink"));
+                Uplink::new(v.device(), rng, faults, tick)
+            })
+            .collect();
         Ok(Fleet {
             network,
             core,
@@ -185,11 +223,14 @@ impl Fleet {
             bins,
             toilets,
             weighbridges,
-            tick: SignedDuration::from_secs_f64(config.fix_interval_s),
+            tick,
             now: start,
             batch_fixes: config.batch_fixes,
             reading_interval,
             local_offset,
+            uplinks,
+            skews,
+            truth: None,
         })
     }
 
@@ -220,23 +261,91 @@ impl Fleet {
     }
 
     /// The fixes vehicles hold in unfinished batches, sent as they are (as firmware does
-    /// before it powers down).
+    /// before it powers down), and what vehicles that are offline buffered: they reconnect
+    /// now, so nothing is lost.
     pub fn flush(&mut self) -> Vec<SimMessage> {
         let now = self.now;
-        self.vehicles
-            .iter_mut()
-            .filter_map(|v| v.take_batch(now))
-            .collect()
+        let mut out = Vec::new();
+        for (v, uplink) in self.vehicles.iter_mut().zip(&mut self.uplinks) {
+            if let Some(batch) = v.take_batch(now) {
+                uplink.send(batch, &mut out);
+            }
+            let period = uplink.flush(now, &mut out);
+            if let (Some(truth), Some(period)) = (self.truth.as_mut(), period) {
+                truth.offline.push(period);
+            }
+        }
+        out
+    }
+
+    /// Starts recording the ground truth (see [`Fleet::truth`]) from now on.
+    pub fn record_truth(&mut self) {
+        if self.truth.is_some() {
+            return;
+        }
+        let devices = self
+            .devices
+            .iter()
+            .zip(&self.skews)
+            .map(|(d, skew)| DeviceTruth {
+                device_id: d.id.clone(),
+                kind: d.kind,
+                clock_skew_s: skew.as_secs_f64(),
+            })
+            .collect();
+        let bin_fill = self
+            .bins
+            .iter()
+            .map(|b| BinFill {
+                device: b.device(),
+                time: self.now,
+                fill_ratio: b.fill_ratio(),
+            })
+            .collect();
+        self.truth = Some(Truth {
+            devices,
+            bin_fill,
+            ..Truth::default()
+        });
+    }
+
+    /// What really happened since [`Fleet::record_truth`]: vehicle paths before GPS error,
+    /// bin fills and collections, drop-outs; `None` if not recording.
+    pub fn truth(&self) -> Option<&Truth> {
+        self.truth.as_ref()
+    }
+
+    /// Writes [`Fleet::truth`] to `path` as JSON lines ([`Truth::write_json_lines`]); an
+    /// empty truth if not recording.
+    pub fn write_truth(&self, path: &std::path::Path) -> Result<(), SimError> {
+        let empty = Truth::default();
+        let truth = self.truth.as_ref().unwrap_or(&empty);
+        let io_error = |source| SimError::Truth {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::create(path).map_err(io_error)?;
+        truth
+            .write_json_lines(std::io::BufWriter::new(file))
+            .map_err(io_error)
     }
 
     fn step(&mut self, out: &mut Vec<SimMessage>) {
         let local_hour = local_hour(self.now, self.local_offset);
+        // Drop-outs end or begin before this tick's messages.
+        for uplink in &mut self.uplinks {
+            let period = uplink.tick(self.now, out);
+            if let (Some(truth), Some(period)) = (self.truth.as_mut(), period) {
+                truth.offline.push(period);
+            }
+        }
+        let mut sent = Vec::new();
         let mut world = World {
             network: &self.network,
             core: &self.core,
             bins: &mut self.bins,
             weighbridges: &mut self.weighbridges,
-            out,
+            out: &mut sent,
             now: self.now,
             dt_s: self.tick.as_secs_f64(),
         };
@@ -255,6 +364,36 @@ impl Fleet {
             world
                 .out
                 .extend(toilet.step(world.now, local_hour, self.reading_interval));
+        }
+        for m in sent {
+            match self.uplinks.get_mut(m.device) {
+                Some(uplink) => uplink.send(m, out),
+                None => out.push(m),
+            }
+        }
+        self.record_tick();
+    }
+
+    fn record_tick(&mut self) {
+        let now = self.now;
+        let collections = self.bins.iter_mut().flat_map(|b| b.take_collections());
+        let Some(truth) = self.truth.as_mut() else {
+            // Collections are kept only while recording.
+            collections.for_each(drop);
+            return;
+        };
+        truth.collections.extend(collections);
+        for v in &self.vehicles {
+            truth.path.push(v.truth_point(now));
+        }
+        for b in &self.bins {
+            if b.last_sample() == now {
+                truth.bin_fill.push(BinFill {
+                    device: b.device(),
+                    time: now,
+                    fill_ratio: b.fill_ratio(),
+                });
+            }
         }
     }
 
@@ -325,5 +464,7 @@ pub(crate) fn status_topic(device: &DeviceInfo) -> String {
     Topic::new(device.kind, device.id.as_str(), Stream::Status).name()
 }
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use super::truth::Collection;
 use super::{gaussian, message, round_to, Content, Identity, SimMessage};
 
 /// Vendors report at once when a bin crosses this fill (DOMAIN.md uses 0.8 or 0.9).
@@ -97,6 +98,9 @@ pub(super) struct Bin {
     /// A truck is on its way.
     claimed: bool,
     seq: u64,
+    skew: SignedDuration,
+    /// Collections not yet taken into the ground truth.
+    collections: Vec<Collection>,
 }
 
 impl Bin {
@@ -112,6 +116,8 @@ impl Bin {
             id,
             topic,
             mut rng,
+            skew,
+            ..
         } = identity;
         let fill_ratio = rng.random_range(0.05..0.9);
         Bin {
@@ -130,8 +136,24 @@ impl Bin {
             collected: false,
             claimed: false,
             seq: 0,
+            skew,
+            collections: Vec::new(),
             rng,
         }
+    }
+
+    pub fn device(&self) -> usize {
+        self.device
+    }
+
+    /// When the fill last changed.
+    pub fn last_sample(&self) -> Timestamp {
+        self.schedule.last_sample
+    }
+
+    /// Collections since the last call.
+    pub fn take_collections(&mut self) -> Vec<Collection> {
+        std::mem::take(&mut self.collections)
     }
 
     pub fn node(&self) -> u32 {
@@ -150,10 +172,17 @@ impl Bin {
         self.claimed = true;
     }
 
-    /// A truck empties the bin; returns the fill it took.
-    pub fn collect(&mut self, now: Timestamp) -> f64 {
+    /// Truck `truck` (a device index) empties the bin; returns the fill it took.
+    pub fn collect(&mut self, now: Timestamp, truck: usize) -> f64 {
         let taken = self.fill_ratio;
         self.fill_ratio = self.rng.random_range(RESIDUE_RATIO.0..RESIDUE_RATIO.1);
+        self.collections.push(Collection {
+            device: self.device,
+            truck,
+            time: now,
+            fill_ratio: taken,
+            residue_ratio: self.fill_ratio,
+        });
         self.collected = true;
         self.claimed = false;
         self.schedule.last_sample = now;
@@ -195,7 +224,7 @@ impl Bin {
         self.seq += 1;
         let reading = BinReading {
             device_id: Some(self.id.clone()),
-            time: now,
+            time: now + self.skew,
             seq: Some(self.seq),
             fill_ratio: round_to(self.fill_ratio, 3),
             temperature_c: Some(round_to(self.temperature_c, 1)),
@@ -237,6 +266,7 @@ pub(super) struct Toilet {
     water_m3: f64,
     power_kwh: f64,
     seq: u64,
+    skew: SignedDuration,
 }
 
 impl Toilet {
@@ -251,6 +281,8 @@ impl Toilet {
             id,
             topic,
             mut rng,
+            skew,
+            ..
         } = identity;
         Toilet {
             device,
@@ -264,6 +296,7 @@ impl Toilet {
             water_m3: round_to(rng.random_range(100.0..5000.0), 3),
             power_kwh: round_to(rng.random_range(1000.0..50_000.0), 1),
             seq: 0,
+            skew,
             rng,
         }
     }
@@ -302,7 +335,7 @@ impl Toilet {
         let noise = 1.0 + 0.05 * gaussian(&mut self.rng);
         let reading = ToiletReading {
             device_id: Some(self.id.clone()),
-            time: now,
+            time: now + self.skew,
             seq: Some(self.seq),
             nh3_mg_m3: Some(round_to((self.nh3_mg_m3 * noise).max(0.0), 3)),
             h2s_mg_m3: Some(round_to((self.h2s_mg_m3 * noise).max(0.0), 4)),
@@ -339,6 +372,7 @@ pub(super) struct Weighbridge {
     topic: String,
     node: u32,
     tickets: u64,
+    skew: SignedDuration,
 }
 
 impl Weighbridge {
@@ -349,6 +383,7 @@ impl Weighbridge {
             topic: identity.topic,
             node,
             tickets: 0,
+            skew: identity.skew,
         }
     }
 
@@ -372,8 +407,8 @@ impl Weighbridge {
             device_id: Some(self.id.clone()),
             ticket_id: format!("{}-{:06}", self.id, self.tickets),
             vehicle_id: vehicle_id.to_owned(),
-            time_in,
-            time_out,
+            time_in: time_in + self.skew,
+            time_out: time_out + self.skew,
             gross_kg,
             tare_kg,
             net_kg: gross_kg - tare_kg,

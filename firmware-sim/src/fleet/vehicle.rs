@@ -8,11 +8,16 @@ use jiff::{SignedDuration, Timestamp};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use super::truth::PathPoint;
 use super::{gaussian, message, round_to, Content, Identity, SimMessage, World};
+use crate::config::FaultConfig;
 use crate::drive::{position_along, Core, Edge};
 
-/// GPS error of a fix, per axis.
-const GPS_SIGMA_M: f64 = 3.0;
+/// Size of a multipath jump.
+const MULTIPATH_M: (f64, f64) = (20.0, 60.0);
+/// HDOP and satellites a receiver reports during a multipath jump.
+const MULTIPATH_HDOP: (f64, f64) = (6.0, 15.0);
+const MULTIPATH_SATELLITES: (u8, u8) = (3, 6);
 /// Metres per degree of latitude, on the sphere Haversine lengths use.
 const METRES_PER_DEGREE: f64 = 111_195.08;
 const TRANSIT_KMH: (f64, f64) = (25.0, 40.0);
@@ -166,12 +171,19 @@ pub(super) struct Vehicle {
     bins_per_trip: u32,
     seq: u64,
     batch: Vec<Fix>,
+    fault_rng: ChaCha8Rng,
+    skew: SignedDuration,
+    gps_sigma_m: f64,
+    multipath_jump_rate: f64,
+    /// Where the vehicle really was at the last fix, its tools, and whether the fix jumped.
+    last_truth: ((f64, f64), WorkState, bool),
 }
 
 impl Vehicle {
     pub fn new(
         identity: Identity,
         kind: DeviceKind,
+        faults: &FaultConfig,
         network: &RoadNetwork,
         core: &Core,
         start: Timestamp,
@@ -181,6 +193,8 @@ impl Vehicle {
             id,
             topic,
             mut rng,
+            fault_rng,
+            skew,
         } = identity;
         let profile = profile(kind);
         let node = core.nodes()[rng.random_range(0..core.nodes().len())];
@@ -219,6 +233,11 @@ impl Vehicle {
             bins_per_trip: rng.random_range(BINS_PER_TRIP.0..=BINS_PER_TRIP.1),
             seq: 0,
             batch: Vec::new(),
+            fault_rng,
+            skew,
+            gps_sigma_m: faults.gps_sigma_m,
+            multipath_jump_rate: faults.multipath_jump_rate,
+            last_truth: ((f64::NAN, f64::NAN), WorkState::default(), false),
             rng,
         }
     }
@@ -227,9 +246,23 @@ impl Vehicle {
         self.batch.len()
     }
 
-    #[cfg(test)]
     pub fn device(&self) -> usize {
         self.device
+    }
+
+    /// The truth of the last fix recorded, at true time `now`.
+    pub fn truth_point(&self, now: Timestamp) -> PathPoint {
+        let ((lon, lat), work, multipath) = self.last_truth;
+        PathPoint {
+            device: self.device,
+            seq: self.seq,
+            time: now,
+            lon,
+            lat,
+            speed_kmh: self.speed_kmh,
+            work,
+            multipath,
+        }
     }
 
     #[cfg(test)]
@@ -513,7 +546,7 @@ impl Vehicle {
         let (lift_low, lift_high) = LIFT_S;
         self.activity = match destination {
             Destination::Bin(bin) => {
-                let fill = world.bins[bin].collect(now);
+                let fill = world.bins[bin].collect(now, self.device);
                 self.load_kg += round_to(fill * FULL_BIN_KG, 0);
                 self.lifter_cycles += 1;
                 self.bins_this_trip += 1;
@@ -566,12 +599,10 @@ impl Vehicle {
         if let Some(h) = heading {
             self.heading_deg = h;
         }
-        let north_m = GPS_SIGMA_M * gaussian(&mut self.rng);
-        let east_m = GPS_SIGMA_M * gaussian(&mut self.rng);
-        let lat_noisy = lat + north_m / METRES_PER_DEGREE;
-        let lon_noisy = lon + east_m / (METRES_PER_DEGREE * lat.to_radians().cos());
+        let mut north_m = self.gps_sigma_m * gaussian(&mut self.rng);
+        let mut east_m = self.gps_sigma_m * gaussian(&mut self.rng);
         // Mostly a clear sky; now and then a street canyon with fewer satellites.
-        let (hdop, satellites) = if self.rng.random_bool(0.03) {
+        let (mut hdop, mut satellites) = if self.rng.random_bool(0.03) {
             (
                 self.rng.random_range(2.0..5.0),
                 self.rng.random_range(4..=7),
@@ -582,11 +613,33 @@ impl Vehicle {
                 self.rng.random_range(8..=14),
             )
         };
+        let multipath =
+            self.multipath_jump_rate > 0.0 && self.fault_rng.random_bool(self.multipath_jump_rate);
+        if multipath {
+            let jump_m = self.fault_rng.random_range(MULTIPATH_M.0..MULTIPATH_M.1);
+            let bearing = self.fault_rng.random_range(0.0..std::f64::consts::TAU);
+            north_m += jump_m * bearing.cos();
+            east_m += jump_m * bearing.sin();
+            hdop = self
+                .fault_rng
+                .random_range(MULTIPATH_HDOP.0..MULTIPATH_HDOP.1);
+            satellites = self
+                .fault_rng
+                .random_range(MULTIPATH_SATELLITES.0..=MULTIPATH_SATELLITES.1);
+        }
+        let lat_noisy = lat + north_m / METRES_PER_DEGREE;
+        let lon_noisy = lon + east_m / (METRES_PER_DEGREE * lat.to_radians().cos());
+        let work = if tools_on {
+            self.profile.tools
+        } else {
+            WorkState::default()
+        };
+        self.last_truth = ((lon, lat), work, multipath);
         let carries_load =
             self.profile.hopper_kg.is_some() || self.kind == DeviceKind::CollectionTruck;
         self.seq += 1;
         self.batch.push(Fix {
-            time: world.now,
+            time: world.now + self.skew,
             seq: Some(self.seq),
             lat: round_to(lat_noisy, 7),
             lon: round_to(lon_noisy, 7),
@@ -594,11 +647,7 @@ impl Vehicle {
             heading_deg: Some(round_to(self.heading_deg, 1) % 360.0),
             hdop: Some(round_to(hdop, 1)),
             satellites: Some(satellites),
-            work: if tools_on {
-                self.profile.tools
-            } else {
-                WorkState::default()
-            },
+            work,
             water_tank_ratio: self.water_tank_ratio.map(|r| round_to(r, 3)),
             load_kg: carries_load.then(|| round_to(self.load_kg, 0)),
             odometer_m: Some(round_to(self.odometer_m, 1)),
