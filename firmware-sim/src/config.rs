@@ -17,6 +17,12 @@ pub struct FleetMix {
     pub bins: u32,
     pub toilets: u32,
     pub weighbridges: u32,
+    /// Crew members' wearables (`cw-01`, ...), walking the streets and reporting a fix every
+    /// 5 s, now and then with an SOS. Default 0.
+    pub wearables: u32,
+    /// Inspectors' scales (`sc-01`, ...), weighing the dust on 1 m² of a random road every
+    /// 20–40 minutes. Default 0.
+    pub scales: u32,
 }
 
 impl Default for FleetMix {
@@ -30,6 +36,8 @@ impl Default for FleetMix {
             bins: 12,
             toilets: 1,
             weighbridges: 1,
+            wearables: 0,
+            scales: 0,
         }
     }
 }
@@ -45,6 +53,8 @@ impl FleetMix {
             self.bins,
             self.toilets,
             self.weighbridges,
+            self.wearables,
+            self.scales,
         ]
         .iter()
         .map(|&n| u64::from(n))
@@ -352,7 +362,8 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.seed, 2026);
         assert_eq!(c.backfill, SignedDuration::from_hours(24));
-        assert_eq!(c.fleet.total(), 77);
+        assert_eq!(c.fleet.total(), 85);
+        assert_eq!((c.fleet.wearables, c.fleet.scales), (6, 2));
         assert_eq!(
             c.faults,
             FaultConfig {
@@ -504,6 +515,8 @@ mod tests {
                         bins: 0,
                         toilets: 0,
                         weighbridges: 0,
+                        wearables: 0,
+                        scales: 0,
                     },
                     ..Default::default()
                 },

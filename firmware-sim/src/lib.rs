@@ -1,5 +1,6 @@
 //! Simulated cleanfleet devices that behave like firmware: cleaning vehicles and collection
-//! trucks driving a road network, smart bins, public toilets and weighbridges, publishing
+//! trucks driving a road network, smart bins, public toilets, weighbridges, crew members'
+//! wearables and inspectors' scales, publishing
 //! contract-v1 messages (`docs/mqtt.md`) over real MQTT.
 //!
 //! The model ([`Fleet`]) is pure and deterministic: it steps in simulated time from a seed and
@@ -17,7 +18,8 @@ pub use config::{FaultConfig, FleetMix, SimConfig};
 pub use error::SimError;
 pub use fleet::{
     BinFill, Collection, Content, DeviceInfo, DeviceTruth, Fleet, OfflinePeriod, PathPoint,
-    SimMessage, Truth,
+    SampleTruth, SimMessage, SosEvent, Truth, SAMPLE_BASE_G, SAMPLE_CAP_H, SAMPLE_G_PER_HOUR,
+    SOS_PER_HOUR,
 };
 pub use load::{run_load, LoadConfig, LoadReport};
 pub use mqtt::{run, SimReport, FIRMWARE};

@@ -48,6 +48,8 @@ pub struct SimReport {
     pub readings_published: u64,
     /// Weighbridge tickets published.
     pub tickets_published: u64,
+    /// Inspectors' dust samples published.
+    pub samples_published: u64,
     /// Failed connection attempts and dropped connections.
     pub connection_errors: u64,
     /// How far simulated time got.
@@ -102,6 +104,7 @@ pub async fn run(
         fixes_published: 0,
         readings_published: 0,
         tickets_published: 0,
+        samples_published: 0,
         connection_errors: 0,
         simulated_until: start,
     };
@@ -352,7 +355,10 @@ async fn simulate(
 }
 
 fn report_total(report: &SimReport) -> u64 {
-    report.fixes_published + report.readings_published + report.tickets_published
+    report.fixes_published
+        + report.readings_published
+        + report.tickets_published
+        + report.samples_published
 }
 
 async fn publish_all(
@@ -374,6 +380,7 @@ async fn publish_all(
             Content::Fixes(n) => report.fixes_published += n as u64,
             Content::Reading => report.readings_published += 1,
             Content::Ticket => report.tickets_published += 1,
+            Content::Sample => report.samples_published += 1,
         }
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! The pure, deterministic device model: no I/O and no clock. It steps in simulated time and
 //! yields the MQTT messages the devices would send.
 
+mod crew;
 mod sensors;
 mod truth;
 mod uplink;
@@ -17,8 +18,12 @@ use serde::Serialize;
 
 use crate::drive::Core;
 use crate::{SimConfig, SimError};
+use crew::{Scale, Walkways, Wearable};
+pub use crew::{SAMPLE_BASE_G, SAMPLE_CAP_H, SAMPLE_G_PER_HOUR, SOS_PER_HOUR};
 use sensors::{Bin, Toilet, Weighbridge};
-pub use truth::{BinFill, Collection, DeviceTruth, OfflinePeriod, PathPoint, Truth};
+pub use truth::{
+    BinFill, Collection, DeviceTruth, OfflinePeriod, PathPoint, SampleTruth, SosEvent, Truth,
+};
 use uplink::Uplink;
 use vehicle::Vehicle;
 
@@ -28,7 +33,7 @@ pub struct DeviceInfo {
     pub kind: DeviceKind,
     pub id: String,
     /// Where a fixed device (bin, toilet, weighbridge) stands, as (lon, lat); `None` for
-    /// vehicles.
+    /// vehicles, wearables and scales.
     pub position: Option<(f64, f64)>,
 }
 
@@ -41,6 +46,8 @@ pub enum Content {
     Reading,
     /// A weighbridge ticket.
     Ticket,
+    /// An inspector's dust sample.
+    Sample,
 }
 
 /// One MQTT message a device sends.
@@ -58,7 +65,8 @@ pub struct SimMessage {
     pub content: Content,
 }
 
-/// The simulated fleet: vehicles driving the network, bins, toilets and weighbridges.
+/// The simulated fleet: vehicles driving the network, bins, toilets and weighbridges, crew
+/// members' wearables and inspectors' scales.
 pub struct Fleet {
     network: Arc<RoadNetwork>,
     core: Core,
@@ -67,6 +75,12 @@ pub struct Fleet {
     bins: Vec<Bin>,
     toilets: Vec<Toilet>,
     weighbridges: Vec<Weighbridge>,
+    wearables: Vec<Wearable>,
+    scales: Vec<Scale>,
+    /// Empty without wearables.
+    walkways: Walkways,
+    /// Per segment, when a working cleaning vehicle was last on it; empty without scales.
+    last_cleaned: Vec<Option<Timestamp>>,
     tick: SignedDuration,
     now: Timestamp,
     batch_fixes: usize,
@@ -205,6 +219,36 @@ impl Fleet {
             let identity = register(DeviceKind::Weighbridge, id, Some(position));
             weighbridges.push(Weighbridge::new(identity, node));
         }
+        // Registered last, so that they change nothing about the devices before them.
+        let walkways = if mix.wearables > 0 {
+            Walkways::new(&network)
+        } else {
+            Walkways::empty()
+        };
+        let mut wearables = Vec::new();
+        for id in device_ids("cw", mix.wearables, 2) {
+            let identity = register(DeviceKind::Wearable, id, None);
+            wearables.push(Wearable::new(
+                identity,
+                faults.gps_sigma_m,
+                &network,
+                &walkways,
+                core.nodes(),
+                start,
+            ));
+        }
+        let mut scales = Vec::new();
+        let width = 2.max(mix.scales.to_string().len());
+        for (n, id) in device_ids("sc", mix.scales, 2).enumerate() {
+            let identity = register(DeviceKind::Scale, id, None);
+            let inspector = format!("insp-{:0width$}", n + 1);
+            scales.push(Scale::new(identity, inspector, start));
+        }
+        let last_cleaned = if scales.is_empty() {
+            Vec::new()
+        } else {
+            vec![None; network.segments().len()]
+        };
 
         // Vehicles are registered first, so a vehicle's index is its device index.
         let uplinks = vehicles
@@ -223,6 +267,10 @@ impl Fleet {
             bins,
             toilets,
             weighbridges,
+            wearables,
+            scales,
+            walkways,
+            last_cleaned,
             tick,
             now: start,
             batch_fixes: config.batch_fixes,
@@ -234,7 +282,8 @@ impl Fleet {
         })
     }
 
-    /// Every device, in a fixed order: vehicles by kind, bins, toilets, weighbridges.
+    /// Every device, in a fixed order: vehicles by kind, bins, toilets, weighbridges,
+    /// wearables, scales.
     pub fn devices(&self) -> &[DeviceInfo] {
         &self.devices
     }
@@ -274,6 +323,9 @@ impl Fleet {
             if let (Some(truth), Some(period)) = (self.truth.as_mut(), period) {
                 truth.offline.push(period);
             }
+        }
+        for w in &mut self.wearables {
+            out.extend(w.take_batch(now));
         }
         out
     }
@@ -354,6 +406,11 @@ impl Fleet {
             if v.pending_fixes() >= self.batch_fixes {
                 world.out.extend(v.take_batch(world.now));
             }
+            if let Some(segment) = v.cleaning_segment() {
+                if let Some(t) = self.last_cleaned.get_mut(segment as usize) {
+                    *t = Some(world.now);
+                }
+            }
         }
         for bin in world.bins.iter_mut() {
             world
@@ -364,6 +421,24 @@ impl Fleet {
             world
                 .out
                 .extend(toilet.step(world.now, local_hour, self.reading_interval));
+        }
+        for w in &mut self.wearables {
+            let fix = w.step(world.network, &self.walkways, world.now, world.dt_s);
+            if let (Some(truth), Some(fix)) = (self.truth.as_mut(), fix) {
+                truth.path.push(fix.point);
+                truth.sos.extend(fix.sos);
+            }
+            if w.pending_fixes() >= self.batch_fixes {
+                world.out.extend(w.take_batch(world.now));
+            }
+        }
+        for scale in &mut self.scales {
+            if let Some((m, sample)) = scale.step(world.network, &self.last_cleaned, world.now) {
+                world.out.push(m);
+                if let Some(truth) = self.truth.as_mut() {
+                    truth.samples.push(sample);
+                }
+            }
         }
         for m in sent {
             match self.uplinks.get_mut(m.device) {
@@ -464,6 +539,8 @@ pub(crate) fn status_topic(device: &DeviceInfo) -> String {
     Topic::new(device.kind, device.id.as_str(), Stream::Status).name()
 }
 
+#[cfg(test)]
+mod crew_tests;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]

@@ -227,6 +227,8 @@ fn batches_follow_the_configured_size() {
             bins: 0,
             toilets: 0,
             weighbridges: 0,
+            wearables: 0,
+            scales: 0,
         },
         ..SimConfig::default()
     };

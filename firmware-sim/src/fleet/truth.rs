@@ -22,6 +22,10 @@ pub struct Truth {
     pub collections: Vec<Collection>,
     /// Finished cellular drop-outs of vehicles.
     pub offline: Vec<OfflinePeriod>,
+    /// SOS presses of wearables.
+    pub sos: Vec<SosEvent>,
+    /// Dust samples of inspectors' scales.
+    pub samples: Vec<SampleTruth>,
 }
 
 /// A device and its constant clock error.
@@ -33,7 +37,7 @@ pub struct DeviceTruth {
     pub clock_skew_s: f64,
 }
 
-/// Where a vehicle really was at a tick.
+/// Where a vehicle really was at a tick, or a wearable at a fix.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PathPoint {
     /// Index in [`Truth::devices`].
@@ -78,6 +82,34 @@ pub struct OfflinePeriod {
     pub until: Timestamp,
 }
 
+/// A crew member pressed the SOS button of a wearable: the fix with `seq` carries `sos`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SosEvent {
+    pub device: usize,
+    pub seq: u64,
+    pub time: Timestamp,
+    pub lon: f64,
+    pub lat: f64,
+}
+
+/// A dust sample an inspector's scale took.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SampleTruth {
+    /// The scale.
+    pub device: usize,
+    pub sample_id: String,
+    pub time: Timestamp,
+    /// The road segment sampled ([`cleanfleet_roads::RoadNetwork::segments`] index).
+    pub segment: u32,
+    /// Where it was taken, as reported.
+    pub lon: f64,
+    pub lat: f64,
+    pub grams: f64,
+    /// When a working cleaning vehicle was last on the segment; `None` if not since the
+    /// simulation started.
+    pub last_cleaned: Option<Timestamp>,
+}
+
 /// One line of the JSON-lines form: the record with `type` and the device's id.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -107,11 +139,21 @@ enum Line<'a> {
         #[serde(flatten)]
         period: &'a OfflinePeriod,
     },
+    Sos {
+        device_id: &'a str,
+        #[serde(flatten)]
+        sos: &'a SosEvent,
+    },
+    Sample {
+        device_id: &'a str,
+        #[serde(flatten)]
+        sample: &'a SampleTruth,
+    },
 }
 
 impl Truth {
     /// Writes the truth as JSON lines, one record per line with a `type` (`device`, `path`,
-    /// `bin_fill`, `collection`, `offline`) and the `device_id`: devices first, then each
+    /// `bin_fill`, `collection`, `offline`, `sos`, `sample`) and the `device_id`: devices first, then each
     /// kind of record in time order.
     pub fn write_json_lines<W: Write>(&self, mut out: W) -> io::Result<()> {
         let id = |device: usize| self.devices[device].device_id.as_str();
@@ -145,6 +187,18 @@ impl Truth {
             line(Line::Offline {
                 device_id: id(period.device),
                 period,
+            })?;
+        }
+        for sos in &self.sos {
+            line(Line::Sos {
+                device_id: id(sos.device),
+                sos,
+            })?;
+        }
+        for sample in &self.samples {
+            line(Line::Sample {
+                device_id: id(sample.device),
+                sample,
             })?;
         }
         out.flush()

@@ -250,6 +250,12 @@ impl Vehicle {
         self.device
     }
 
+    /// The segment the vehicle is on if its tools were working at the last fix.
+    pub fn cleaning_segment(&self) -> Option<u32> {
+        let (_, work, _) = self.last_truth;
+        (work != WorkState::default()).then_some(self.edge.0)
+    }
+
     /// The truth of the last fix recorded, at true time `now`.
     pub fn truth_point(&self, now: Timestamp) -> PathPoint {
         let ((lon, lat), work, multipath) = self.last_truth;
