@@ -43,6 +43,20 @@ impl Default for FleetMix {
 }
 
 impl FleetMix {
+    /// No devices at all: the base for a fleet of only the kinds a test or scenario names.
+    pub const NONE: FleetMix = FleetMix {
+        sweepers: 0,
+        washer_sweepers: 0,
+        flushers: 0,
+        sprinklers: 0,
+        collection_trucks: 0,
+        bins: 0,
+        toilets: 0,
+        weighbridges: 0,
+        wearables: 0,
+        scales: 0,
+    };
+
     pub fn total(&self) -> u64 {
         [
             self.sweepers,
@@ -506,18 +520,7 @@ mod tests {
             ),
             (
                 SimConfig {
-                    fleet: FleetMix {
-                        sweepers: 0,
-                        washer_sweepers: 0,
-                        flushers: 0,
-                        sprinklers: 0,
-                        collection_trucks: 0,
-                        bins: 0,
-                        toilets: 0,
-                        weighbridges: 0,
-                        wearables: 0,
-                        scales: 0,
-                    },
+                    fleet: FleetMix::NONE,
                     ..Default::default()
                 },
                 "devices",

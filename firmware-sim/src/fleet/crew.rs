@@ -1,14 +1,14 @@
 //! People on foot: crew members' wearables walking the streets and inspectors' scales
 //! weighing the dust left on them.
 
-use cleanfleet_model::{Fix, FixBatch, InspectionSample, WorkState};
+use cleanfleet_model::{Fix, InspectionSample, WorkState};
 use cleanfleet_roads::RoadNetwork;
 use jiff::{SignedDuration, Timestamp};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::truth::{PathPoint, SampleTruth, SosEvent};
-use super::{gaussian, message, round_to, Content, Identity, SimMessage};
+use super::{fix_batch_message, gaussian, message, round_to, Content, Identity, SimMessage};
 use crate::drive::{position_along, Edge};
 
 /// Walking speed of a crew member.
@@ -226,22 +226,7 @@ impl Wearable {
 
     /// The fixes recorded since the last batch, as one message sent at `now`.
     pub fn take_batch(&mut self, now: Timestamp) -> Option<SimMessage> {
-        if self.batch.is_empty() {
-            return None;
-        }
-        let fixes = std::mem::take(&mut self.batch);
-        let count = fixes.len();
-        let body = FixBatch {
-            device_id: Some(self.id.clone()),
-            fixes,
-        };
-        Some(message(
-            self.device,
-            &self.topic,
-            &body,
-            now,
-            Content::Fixes(count),
-        ))
+        fix_batch_message(self.device, &self.id, &self.topic, &mut self.batch, now)
     }
 }
 

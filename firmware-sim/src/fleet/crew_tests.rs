@@ -13,21 +13,6 @@ fn start() -> Timestamp {
     START.parse().unwrap()
 }
 
-fn no_devices() -> FleetMix {
-    FleetMix {
-        sweepers: 0,
-        washer_sweepers: 0,
-        flushers: 0,
-        sprinklers: 0,
-        collection_trucks: 0,
-        bins: 0,
-        toilets: 0,
-        weighbridges: 0,
-        wearables: 0,
-        scales: 0,
-    }
-}
-
 fn fleet(seed: u64, mix: FleetMix) -> Fleet {
     let config = SimConfig {
         seed,
@@ -83,7 +68,7 @@ fn wearables_walk_the_network_at_walking_speed() {
         11,
         FleetMix {
             wearables: 20,
-            ..no_devices()
+            ..FleetMix::NONE
         },
     );
     fleet.record_truth();
@@ -186,7 +171,7 @@ fn scale_samples_weigh_the_dust_since_the_last_cleaning() {
             flushers: 2,
             sprinklers: 2,
             scales: 20,
-            ..no_devices()
+            ..FleetMix::NONE
         },
     );
     fleet.record_truth();

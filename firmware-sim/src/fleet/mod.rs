@@ -9,7 +9,7 @@ mod vehicle;
 
 use std::sync::Arc;
 
-use cleanfleet_model::{DeviceKind, Stream, Topic};
+use cleanfleet_model::{DeviceKind, Fix, FixBatch, Stream, Topic};
 use cleanfleet_roads::RoadNetwork;
 use jiff::{SignedDuration, Timestamp};
 use rand::{Rng, SeedableRng};
@@ -520,6 +520,26 @@ fn message<T: Serialize>(
         time,
         content,
     }
+}
+
+/// Drain a device's pending fixes into one `fixes` message sent at `now`, if there are any.
+fn fix_batch_message(
+    device: usize,
+    device_id: &str,
+    topic: &str,
+    pending: &mut Vec<Fix>,
+    now: Timestamp,
+) -> Option<SimMessage> {
+    if pending.is_empty() {
+        return None;
+    }
+    let fixes = std::mem::take(pending);
+    let count = fixes.len();
+    let body = FixBatch {
+        device_id: Some(device_id.to_owned()),
+        fixes,
+    };
+    Some(message(device, topic, &body, now, Content::Fixes(count)))
 }
 
 /// A standard normal sample (Box–Muller).

@@ -220,15 +220,7 @@ fn batches_follow_the_configured_size() {
         fix_interval_s: 2.0,
         fleet: crate::FleetMix {
             sweepers: 1,
-            washer_sweepers: 0,
-            flushers: 0,
-            sprinklers: 0,
-            collection_trucks: 0,
-            bins: 0,
-            toilets: 0,
-            weighbridges: 0,
-            wearables: 0,
-            scales: 0,
+            ..crate::FleetMix::NONE
         },
         ..SimConfig::default()
     };

@@ -2,14 +2,14 @@
 
 use std::collections::VecDeque;
 
-use cleanfleet_model::{DeviceKind, Fix, FixBatch, WorkState};
+use cleanfleet_model::{DeviceKind, Fix, WorkState};
 use cleanfleet_roads::{RoadClass, RoadNetwork};
 use jiff::{SignedDuration, Timestamp};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::truth::PathPoint;
-use super::{gaussian, message, round_to, Content, Identity, SimMessage, World};
+use super::{fix_batch_message, gaussian, round_to, Identity, SimMessage, World};
 use crate::config::FaultConfig;
 use crate::drive::{position_along, Core, Edge};
 
@@ -283,22 +283,7 @@ impl Vehicle {
 
     /// The fix batch so far as a message, if any.
     pub fn take_batch(&mut self, now: Timestamp) -> Option<SimMessage> {
-        if self.batch.is_empty() {
-            return None;
-        }
-        let fixes = std::mem::take(&mut self.batch);
-        let count = fixes.len();
-        let body = FixBatch {
-            device_id: Some(self.id.clone()),
-            fixes,
-        };
-        Some(message(
-            self.device,
-            &self.topic,
-            &body,
-            now,
-            Content::Fixes(count),
-        ))
+        fix_batch_message(self.device, &self.id, &self.topic, &mut self.batch, now)
     }
 
     /// Advances one tick and records a fix.
