@@ -113,8 +113,9 @@ impl Publisher {
 
 /// `{"fixes":[...]}` for `device`, one fix per second from `first` on, `count` fixes.
 pub fn fix_batch(device: &str, first: u64, count: u64) -> String {
-    // A day back leaves room for 86,400 fixes before one is "in the future".
-    let base = jiff::Timestamp::now().as_second() - 86_400;
+    // Twelve hours back: room for 43,200 fixes before one is "in the future", and all of
+    // them inside the track endpoint's default 24 h window.
+    let base = jiff::Timestamp::now().as_second() - 43_200;
     let fixes: Vec<String> = (first..first + count)
         .map(|seq| {
             let time = jiff::Timestamp::from_second(base + seq as i64).unwrap();
