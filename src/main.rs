@@ -26,7 +26,7 @@ enum Command {
     /// Everything in one process: embedded MQTT broker, ingest, store, API, simulated fleet.
     Demo {
         /// Drive the simulated fleet on a real OpenStreetMap extract instead of the built-in
-        /// demo town.
+        /// demo town; overrides `[sim] roads`.
         #[arg(long)]
         roads: Option<PathBuf>,
     },
@@ -38,6 +38,7 @@ enum Command {
     Api,
     /// Only the simulated fleet, publishing to the broker at `[broker] url`.
     Sim {
+        /// An OpenStreetMap PBF file to drive on; overrides `[sim] roads`.
         #[arg(long)]
         roads: Option<PathBuf>,
     },
@@ -87,8 +88,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         api,
     };
     match command {
-        Command::Demo { roads } => cleanfleet::demo(config, roads.as_deref(), shutdown).await,
+        Command::Demo { roads } => {
+            let roads = roads.or_else(|| config.sim.roads.clone());
+            cleanfleet::demo(config, roads.as_deref(), shutdown).await
+        }
         Command::Sim { roads } => {
+            let roads = roads.or_else(|| config.sim.roads.clone());
             let network = cleanfleet::load_network(roads.as_deref())?;
             cleanfleet::run_sim(config, network, shutdown)
                 .await

@@ -156,36 +156,9 @@ async fn killed_ingest_loses_nothing_with_the_embedded_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_ingest_loses_nothing_with_mosquitto() {
-    let Some(mosquitto) = external_program("mosquitto") else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mosquitto) = Mosquitto::start(dir.path(), "allow_anonymous true").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_queued_messages 100000\nlog_dest stderr\nlog_type error\nlog_type warning\n"
-        ),
-    )
-    .unwrap();
-    let _broker = KillOnDrop(
-        Command::new(mosquitto)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    eventually("mosquitto to listen", Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(addr).await.ok().map(drop)
-    })
-    .await;
-    kill_ingest_mid_stream_and_restart(addr).await;
+    kill_ingest_mid_stream_and_restart(mosquitto.addr).await;
 }

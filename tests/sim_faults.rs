@@ -82,3 +82,60 @@ async fn faulty_fleet_is_stored_exactly_once() {
     assert!(metrics.duplicate_records.get() > 0);
     stack.stop().await.unwrap();
 }
+
+/// A broker that requires a password (mosquitto with a password file) takes the simulated
+/// devices' messages with the right credentials and none with a wrong password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_presents_its_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(passwd) = external_program("mosquitto_passwd") else {
+        return;
+    };
+    let passwords = dir.path().join("passwords");
+    let status = std::process::Command::new(passwd)
+        .args(["-c", "-b"])
+        .arg(&passwords)
+        .args(["fleet", "s3cret"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let extra = format!(
+        "allow_anonymous false\npassword_file {}",
+        passwords.display()
+    );
+    let Some(mosquitto) = Mosquitto::start(dir.path(), &extra).await else {
+        return;
+    };
+
+    let simulate = |password: &str| {
+        let mut config = test_config(dir.path());
+        config.broker.url = format!("mqtt://{}", mosquitto.addr);
+        config.sim.username = Some("fleet".into());
+        config.sim.password = Some(password.into());
+        config.sim.backfill = jiff::SignedDuration::from_mins(5);
+        config.sim.fleet = cleanfleet_sim::FleetMix {
+            sweepers: 1,
+            bins: 1,
+            ..cleanfleet_sim::FleetMix::NONE
+        };
+        let stop = CancellationToken::new();
+        let sim = tokio::spawn(cleanfleet::run_sim(
+            config,
+            std::sync::Arc::new(RoadNetwork::demo()),
+            stop.clone(),
+        ));
+        async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            stop.cancel();
+            sim.await.unwrap().unwrap()
+        }
+    };
+    let accepted = simulate("s3cret").await;
+    assert!(
+        accepted.messages_acked >= 30,
+        "5 min of fixes in batches of 10 and a birth each: {accepted:?}"
+    );
+    let refused = simulate("wrong").await;
+    assert_eq!(refused.messages_acked, 0, "{refused:?}");
+    assert!(refused.connection_errors > 0, "{refused:?}");
+}

@@ -98,6 +98,14 @@ pub struct FaultConfig {
     /// Largest absolute clock error of a device, in seconds: each device gets a constant skew,
     /// uniform in ±`clock_skew_s`, added to the times it reports. Default 0.
     pub clock_skew_s: f64,
+    /// Episodes per bin and day of a fill sensor stuck at its last value for 6–48 h.
+    /// Default 0.
+    pub bin_stuck_per_day: f64,
+    /// Times per bin and day a bin is knocked over: it reports `tilted` and a meaningless
+    /// fill for 1–6 h, until the crew rights it. Default 0.
+    pub bin_tilt_per_day: f64,
+    /// Share of bins whose battery starts low (3–15%). Default 0.
+    pub bin_low_battery_ratio: f64,
 }
 
 impl Default for FaultConfig {
@@ -109,6 +117,9 @@ impl Default for FaultConfig {
             offline_rate_per_hour: 0.0,
             offline_duration_s: 600.0,
             clock_skew_s: 0.0,
+            bin_stuck_per_day: 0.0,
+            bin_tilt_per_day: 0.0,
+            bin_low_battery_ratio: 0.0,
         }
     }
 }
@@ -130,6 +141,7 @@ impl FaultConfig {
         for (name, rate) in [
             ("multipath_jump_rate", self.multipath_jump_rate),
             ("duplicate_rate", self.duplicate_rate),
+            ("bin_low_battery_ratio", self.bin_low_battery_ratio),
         ] {
             if !within(rate, 0.0, 1.0) {
                 return bad(format!("faults.{name} {rate} must be 0 to 1"));
@@ -140,6 +152,14 @@ impl FaultConfig {
                 "faults.offline_rate_per_hour {} must be 0 to 3600",
                 self.offline_rate_per_hour
             ));
+        }
+        for (name, rate) in [
+            ("bin_stuck_per_day", self.bin_stuck_per_day),
+            ("bin_tilt_per_day", self.bin_tilt_per_day),
+        ] {
+            if !within(rate, 0.0, 1440.0) {
+                return bad(format!("faults.{name} {rate} must be 0 to 1440"));
+            }
         }
         if !within(self.offline_duration_s, 1.0, 86_400.0) {
             return bad(format!(
@@ -169,6 +189,12 @@ pub struct SimConfig {
     pub broker_port: u16,
     /// MQTT client ids are `{client_id_prefix}-{device_id}`.
     pub client_id_prefix: String,
+    /// Credentials every simulated device presents to the broker; none by default.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The road network to drive: an OpenStreetMap PBF file; the built-in demo town when
+    /// unset. `--roads` on the command line overrides it.
+    pub roads: Option<PathBuf>,
     /// Seed of every random choice: the same seed, network and fleet give the same messages.
     pub seed: u64,
     pub fleet: FleetMix,
@@ -196,6 +222,9 @@ impl Default for SimConfig {
             broker_host: "localhost".into(),
             broker_port: 1883,
             client_id_prefix: "sim".into(),
+            username: None,
+            password: None,
+            roads: None,
             seed: 1,
             fleet: FleetMix::default(),
             fix_interval_s: 1.0,
@@ -222,6 +251,9 @@ impl SimConfig {
         let bad = |msg: String| Err(SimError::InvalidConfig(msg));
         if self.broker_host.trim().is_empty() {
             return bad("broker_host is empty".into());
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return bad("password is set without a username".into());
         }
         if self.client_id_prefix.is_empty()
             || !self
@@ -387,6 +419,9 @@ mod tests {
                 offline_rate_per_hour: 0.5,
                 offline_duration_s: 900.0,
                 clock_skew_s: 20.0,
+                bin_stuck_per_day: 0.2,
+                bin_tilt_per_day: 0.1,
+                bin_low_battery_ratio: 0.05,
             }
         );
         assert_eq!(c.truth_path, Some(PathBuf::from("noisy-day.truth.jsonl")));

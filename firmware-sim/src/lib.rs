@@ -17,9 +17,9 @@ mod mqtt;
 pub use config::{FaultConfig, FleetMix, SimConfig};
 pub use error::SimError;
 pub use fleet::{
-    BinFill, Collection, Content, DeviceInfo, DeviceTruth, Fleet, OfflinePeriod, PathPoint,
-    SampleTruth, SimMessage, SosEvent, Truth, SAMPLE_BASE_G, SAMPLE_CAP_H, SAMPLE_G_PER_HOUR,
-    SOS_PER_HOUR,
+    BinFault, BinFaultKind, BinFill, Collection, Content, DeepClean, DeviceInfo, DeviceTruth,
+    Fleet, OfflinePeriod, OnSegment, PathPoint, SampleTruth, SimMessage, SosEvent, Truth, WorkPass,
+    DEEP_CLEAN_WITHIN, SAMPLE_BASE_G, SAMPLE_CAP_H, SAMPLE_G_PER_HOUR, SOS_PER_HOUR,
 };
 pub use load::{run_load, LoadConfig, LoadReport};
 pub use mqtt::{run, SimReport, FIRMWARE};

@@ -173,6 +173,9 @@ fn connect(config: &SimConfig, device: &DeviceInfo, closing: &CancellationToken)
             QoS::AtLeastOnce,
             false,
         ));
+    if let Some(username) = &config.username {
+        options.set_credentials(username, config.password.clone().unwrap_or_default());
+    }
     let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
     let stats = Arc::new(LinkStats::default());
     let task = tokio::spawn(drive_connection(

@@ -178,3 +178,48 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A real mosquitto process on a free port, killed when dropped.
+pub struct Mosquitto {
+    pub addr: SocketAddr,
+    _process: KillOnDrop,
+}
+
+impl Mosquitto {
+    /// Starts mosquitto with `extra` config lines (e.g. `allow_anonymous true`), files in
+    /// `dir`; `None` (SKIPPED) when it is not installed.
+    pub async fn start(dir: &Path, extra: &str) -> Option<Mosquitto> {
+        let mosquitto = external_program("mosquitto")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 100000\n\
+                 log_dest stderr\nlog_type error\nlog_type warning\n{extra}\n"
+            ),
+        )
+        .unwrap();
+        let process = KillOnDrop(
+            std::process::Command::new(mosquitto)
+                .arg("-c")
+                .arg(&conf)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        eventually("mosquitto to listen", Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(addr).await.ok().map(drop)
+        })
+        .await;
+        Some(Mosquitto {
+            addr,
+            _process: process,
+        })
+    }
+}

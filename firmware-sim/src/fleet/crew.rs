@@ -213,6 +213,7 @@ impl Wearable {
                 speed_kmh: self.speed_kmh,
                 work: WorkState::default(),
                 multipath: false,
+                on: None,
             },
             sos: sos.then_some(SosEvent {
                 device: self.device,

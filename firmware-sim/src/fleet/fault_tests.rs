@@ -30,6 +30,9 @@ fn noisy() -> FaultConfig {
         offline_rate_per_hour: 2.0,
         offline_duration_s: 300.0,
         clock_skew_s: 30.0,
+        bin_stuck_per_day: 1.0,
+        bin_tilt_per_day: 1.0,
+        bin_low_battery_ratio: 0.25,
     }
 }
 
@@ -320,12 +323,27 @@ fn truth_is_written_as_json_lines() {
         truth.offline.len()
     );
     assert!(!truth.offline.is_empty());
+    assert_eq!(counts["pass"], truth.passes.len());
+    assert_eq!(
+        counts.get("deep_clean").copied().unwrap_or(0),
+        truth.deep_cleaned().len()
+    );
     let first_path = text
         .lines()
         .find(|l| l.contains(r#""type":"path""#))
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(first_path).unwrap();
-    for field in ["time", "lon", "lat", "speed_kmh", "work", "seq"] {
+    for field in [
+        "time",
+        "lon",
+        "lat",
+        "speed_kmh",
+        "work",
+        "seq",
+        "segment",
+        "forward",
+        "offset_m",
+    ] {
         assert!(!v[field].is_null(), "{field} missing in {first_path}");
     }
 
@@ -339,4 +357,243 @@ fn truth_is_written_as_json_lines() {
     assert!(quiet.truth().is_none());
     quiet.step_until(start() + SignedDuration::from_mins(1));
     assert!(quiet.truth().is_none());
+}
+
+/// A clean fleet's truth over `hours`.
+fn clean_truth(seed: u64, hours: i64) -> Truth {
+    let mut fleet = fleet(seed, FaultConfig::default());
+    run(&mut fleet, hours);
+    fleet.truth().unwrap().clone()
+}
+
+/// The pass was worked during the tick that ended at the point (a pass can end within the
+/// tick, when the vehicle stops at an intersection).
+fn worked_in_tick(pass: &WorkPass, point: &PathPoint) -> bool {
+    let tick_start = point.time - SignedDuration::from_secs(1);
+    pass.start < point.time && tick_start < pass.end
+}
+
+#[test]
+fn every_working_point_lies_in_a_pass_of_its_traversal() {
+    let truth = clean_truth(5, 2);
+    let net = RoadNetwork::demo();
+    assert!(truth.passes.len() > 100, "{} passes", truth.passes.len());
+    for p in &truth.passes {
+        let length_m = net.segments()[p.segment as usize].length_m;
+        assert!(
+            0.0 <= p.from_m && p.from_m < p.to_m && p.to_m <= length_m + 1e-9,
+            "{p:?}"
+        );
+        assert!(p.start <= p.end, "{p:?}");
+    }
+    let mut by_traversal: HashMap<(usize, u32, bool), Vec<&WorkPass>> = HashMap::new();
+    for p in &truth.passes {
+        by_traversal
+            .entry((p.device, p.segment, p.forward))
+            .or_default()
+            .push(p);
+    }
+    let mut working_points = 0;
+    for point in truth.path.iter().filter(|p| p.work.any()) {
+        let on = point.on.unwrap();
+        let passes = &by_traversal[&(point.device, on.segment, on.forward)];
+        let inside = passes.iter().any(|p| {
+            p.from_m - 1e-6 <= on.offset_m
+                && on.offset_m <= p.to_m + 1e-6
+                && worked_in_tick(p, point)
+        });
+        assert!(inside, "{point:?} in no pass of {passes:?}");
+        working_points += 1;
+    }
+    assert!(working_points > 10_000, "{working_points}");
+    // Worked metres are the passes' lengths: speed × 1 s summed over working ticks, less
+    // the rest of the ticks in which a vehicle stopped at an intersection.
+    let worked_m: f64 = truth
+        .path
+        .iter()
+        .filter(|p| p.work.any())
+        .map(|p| p.speed_kmh / 3.6)
+        .sum();
+    let passes_m: f64 = truth.passes.iter().map(|p| p.to_m - p.from_m).sum();
+    assert!(
+        passes_m <= worked_m && passes_m > 0.995 * worked_m,
+        "{worked_m} vs {passes_m}"
+    );
+}
+
+#[test]
+fn overspeed_passes_are_worked_above_the_band() {
+    let truth = clean_truth(11, 4);
+    let band = |device: usize| super::vehicle::work_band_kmh(truth.devices[device].kind).unwrap();
+    let (fast, slow): (Vec<&WorkPass>, Vec<&WorkPass>) =
+        truth.passes.iter().partition(|p| p.overspeed);
+    assert!(
+        !fast.is_empty() && fast.len() * 5 < slow.len(),
+        "{} of {}",
+        fast.len(),
+        slow.len()
+    );
+    for point in truth.path.iter().filter(|p| p.work.any()) {
+        let on = point.on.unwrap();
+        let pass = truth
+            .passes
+            .iter()
+            .find(|p| {
+                (p.device, p.segment, p.forward) == (point.device, on.segment, on.forward)
+                    && worked_in_tick(p, point)
+            })
+            .unwrap();
+        assert_eq!(
+            point.speed_kmh > band(point.device),
+            pass.overspeed,
+            "{point:?} {pass:?}"
+        );
+    }
+}
+
+#[test]
+fn the_washer_sweeper_follows_its_flusher_and_deep_cleans() {
+    let truth = clean_truth(2, 4);
+    let id = |d: usize| truth.devices[d].device_id.as_str();
+    let traversals = |device: &str| -> Vec<(u32, bool)> {
+        let mut out: Vec<(u32, bool)> = Vec::new();
+        for p in truth.path.iter().filter(|p| id(p.device) == device) {
+            let on = p.on.unwrap();
+            if out.last() != Some(&(on.segment, on.forward)) {
+                out.push((on.segment, on.forward));
+            }
+        }
+        out
+    };
+    let leader = traversals("fl-01");
+    let follower = traversals("ws-01");
+    assert!(follower.len() > 20, "{} traversals", follower.len());
+    assert!(leader.len() >= follower.len());
+    assert_eq!(
+        leader[..follower.len()],
+        follower[..],
+        "ws-01 leaves fl-01's trail"
+    );
+
+    let deep = truth.deep_cleaned();
+    let deep_m: f64 = deep.iter().map(|d| d.to_m - d.from_m).sum();
+    assert!(deep_m > 2_000.0, "{deep_m} m deep-cleaned in 4 h");
+    for d in &deep {
+        assert_eq!(id(d.flusher), "fl-01");
+        assert!(d.swept_from.duration_since(d.flushed_until) <= DEEP_CLEAN_WITHIN);
+    }
+    // Mostly by the follower; a free sweeper may pass by too.
+    let by_follower_m: f64 = deep
+        .iter()
+        .filter(|d| id(d.sweeper) == "ws-01")
+        .map(|d| d.to_m - d.from_m)
+        .sum();
+    assert!(
+        by_follower_m > 0.8 * deep_m,
+        "{by_follower_m} of {deep_m} m"
+    );
+}
+
+#[test]
+fn vehicles_sometimes_turn_back() {
+    let truth = clean_truth(4, 4);
+    let mut u_turns = 0;
+    let mut last: HashMap<usize, (u32, bool)> = HashMap::new();
+    for p in &truth.path {
+        let on = p.on.unwrap();
+        if let Some(prev) = last.insert(p.device, (on.segment, on.forward)) {
+            u_turns += usize::from(prev == (on.segment, !on.forward));
+        }
+    }
+    assert!(u_turns >= 3, "{u_turns} U-turns");
+}
+
+#[test]
+fn bin_sensor_faults_follow_the_config() {
+    let faults = FaultConfig {
+        bin_stuck_per_day: 0.5,
+        bin_tilt_per_day: 0.5,
+        bin_low_battery_ratio: 0.3,
+        ..FaultConfig::default()
+    };
+    let config = SimConfig {
+        seed: 3,
+        faults: faults.clone(),
+        fleet: crate::FleetMix {
+            bins: 200,
+            ..crate::FleetMix::NONE
+        },
+        fix_interval_s: 60.0,
+        ..SimConfig::default()
+    };
+    let mut fleet = Fleet::new(Arc::new(RoadNetwork::demo()), &config, start()).unwrap();
+    fleet.record_truth();
+    let days = 3;
+    let messages = run(&mut fleet, 24 * days);
+    let truth = fleet.truth().unwrap();
+    let of = |kind: BinFaultKind| truth.bin_faults.iter().filter(move |f| f.fault == kind);
+
+    let low = of(BinFaultKind::LowBattery).count() as f64 / 200.0;
+    assert!((low - 0.3).abs() < 0.08, "low battery share {low}");
+    let end = fleet.now();
+    let faulty_days: f64 = truth
+        .bin_faults
+        .iter()
+        .filter(|f| f.fault != BinFaultKind::LowBattery)
+        .map(|f| {
+            f.until
+                .unwrap()
+                .min(end)
+                .duration_since(f.from)
+                .as_secs_f64()
+                / 86_400.0
+        })
+        .sum();
+    let healthy_days = 200.0 * days as f64 - faulty_days;
+    for kind in [BinFaultKind::StuckSensor, BinFaultKind::Tilt] {
+        let rate = of(kind).count() as f64 / healthy_days;
+        assert!(
+            (rate - 0.5).abs() < 0.1,
+            "{kind:?}: {rate} per healthy bin-day"
+        );
+    }
+
+    // Readings show each fault while it lasts, and the truth otherwise.
+    let during = |device: usize, t: Timestamp, kind: BinFaultKind| {
+        truth.bin_faults.iter().any(|f| {
+            f.device == device && f.fault == kind && f.from <= t && f.until.is_none_or(|u| t < u)
+        })
+    };
+    let mut stuck_values: HashMap<usize, BTreeSet<u64>> = HashMap::new();
+    let (mut tilted, mut stuck) = (0, 0);
+    for m in &messages {
+        let Body::Bin(r) = body(m) else { continue };
+        let is_tilted = during(m.device, m.time, BinFaultKind::Tilt);
+        assert_eq!(r.tilted, Some(is_tilted), "{r:?}");
+        tilted += usize::from(is_tilted);
+        if during(m.device, m.time, BinFaultKind::StuckSensor) {
+            stuck += 1;
+            stuck_values
+                .entry(m.device)
+                .or_default()
+                .insert(r.fill_ratio.to_bits());
+        }
+        let low_battery = during(m.device, m.time, BinFaultKind::LowBattery);
+        assert_eq!(r.battery_ratio.unwrap() < 0.15, low_battery, "{r:?}");
+    }
+    assert!(
+        tilted > 50 && stuck > 200,
+        "{tilted} tilted, {stuck} stuck readings"
+    );
+    // A stuck sensor repeats one value per episode: few distinct values per bin.
+    let episodes = |d: usize| {
+        truth
+            .bin_faults
+            .iter()
+            .filter(|f| f.device == d && f.fault == BinFaultKind::StuckSensor)
+            .count()
+    };
+    for (device, values) in &stuck_values {
+        assert!(values.len() <= episodes(*device), "{device}: {values:?}");
+    }
 }

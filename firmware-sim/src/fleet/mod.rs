@@ -22,10 +22,11 @@ use crew::{Scale, Walkways, Wearable};
 pub use crew::{SAMPLE_BASE_G, SAMPLE_CAP_H, SAMPLE_G_PER_HOUR, SOS_PER_HOUR};
 use sensors::{Bin, Toilet, Weighbridge};
 pub use truth::{
-    BinFill, Collection, DeviceTruth, OfflinePeriod, PathPoint, SampleTruth, SosEvent, Truth,
+    BinFault, BinFaultKind, BinFill, Collection, DeepClean, DeviceTruth, OfflinePeriod, OnSegment,
+    PathPoint, SampleTruth, SosEvent, Truth, WorkPass, DEEP_CLEAN_WITHIN,
 };
 use uplink::Uplink;
-use vehicle::Vehicle;
+use vehicle::{Convoy, Trail, Vehicle};
 
 /// A simulated device.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +92,8 @@ pub struct Fleet {
     uplinks: Vec<Uplink>,
     /// Each device's clock error, in [`Fleet::devices`] order.
     skews: Vec<SignedDuration>,
+    /// One per deep-cleaning pair.
+    trails: Vec<Trail>,
     truth: Option<Truth>,
 }
 
@@ -118,6 +121,9 @@ struct World<'a> {
     bins: &'a mut [Bin],
     weighbridges: &'a mut [Weighbridge],
     out: &'a mut Vec<SimMessage>,
+    /// Work passes finished this tick.
+    passes: &'a mut Vec<WorkPass>,
+    trails: &'a mut [Trail],
     now: Timestamp,
     dt_s: f64,
 }
@@ -179,6 +185,7 @@ impl Fleet {
                 vehicles.push(Vehicle::new(identity, kind, faults, &network, &core, start));
             }
         }
+        let trails = pair_for_deep_cleaning(&mut vehicles);
         let mut picker = device_rng(config.seed, "placement");
         let mut free_nodes = core.nodes().to_vec();
         let mut place = || {
@@ -198,8 +205,8 @@ impl Fleet {
                 identity,
                 node,
                 start,
-                sample_interval,
-                reading_interval,
+                (sample_interval, reading_interval),
+                faults,
             ));
         }
         let mut toilets = Vec::new();
@@ -278,6 +285,7 @@ impl Fleet {
             local_offset,
             uplinks,
             skews,
+            trails,
             truth: None,
         })
     }
@@ -315,7 +323,9 @@ impl Fleet {
     pub fn flush(&mut self) -> Vec<SimMessage> {
         let now = self.now;
         let mut out = Vec::new();
+        let mut passes = Vec::new();
         for (v, uplink) in self.vehicles.iter_mut().zip(&mut self.uplinks) {
+            v.close_pass(&mut passes);
             if let Some(batch) = v.take_batch(now) {
                 uplink.send(batch, &mut out);
             }
@@ -326,6 +336,9 @@ impl Fleet {
         }
         for w in &mut self.wearables {
             out.extend(w.take_batch(now));
+        }
+        if let Some(truth) = self.truth.as_mut() {
+            truth.passes.extend(passes);
         }
         out
     }
@@ -392,12 +405,15 @@ impl Fleet {
             }
         }
         let mut sent = Vec::new();
+        let mut passes = Vec::new();
         let mut world = World {
             network: &self.network,
             core: &self.core,
             bins: &mut self.bins,
             weighbridges: &mut self.weighbridges,
             out: &mut sent,
+            passes: &mut passes,
+            trails: &mut self.trails,
             now: self.now,
             dt_s: self.tick.as_secs_f64(),
         };
@@ -446,20 +462,26 @@ impl Fleet {
                 None => out.push(m),
             }
         }
-        self.record_tick();
+        self.record_tick(passes);
     }
 
-    fn record_tick(&mut self) {
+    fn record_tick(&mut self, passes: Vec<WorkPass>) {
         let now = self.now;
-        let collections = self.bins.iter_mut().flat_map(|b| b.take_collections());
+        // Collections and faults are kept only while recording.
+        let collections: Vec<Collection> = self
+            .bins
+            .iter_mut()
+            .flat_map(|b| b.take_collections())
+            .collect();
+        let faults: Vec<BinFault> = self.bins.iter_mut().flat_map(|b| b.take_faults()).collect();
         let Some(truth) = self.truth.as_mut() else {
-            // Collections are kept only while recording.
-            collections.for_each(drop);
             return;
         };
         truth.collections.extend(collections);
+        truth.passes.extend(passes);
+        truth.bin_faults.extend(faults);
         for v in &self.vehicles {
-            truth.path.push(v.truth_point(now));
+            truth.path.extend(v.truth_point(now));
         }
         for b in &self.bins {
             if b.last_sample() == now {
@@ -504,6 +526,32 @@ fn device_rng(seed: u64, id: &str) -> ChaCha8Rng {
 fn local_hour(t: Timestamp, offset: SignedDuration) -> f64 {
     let seconds = (t + offset).as_second().rem_euclid(86_400);
     seconds as f64 / 3600.0
+}
+
+/// Pairs the n-th flusher with the n-th washer-sweeper: the flusher leads, the washer-sweeper
+/// follows its trail. Returns one empty trail per pair.
+fn pair_for_deep_cleaning(vehicles: &mut [Vehicle]) -> Vec<Trail> {
+    let of_kind = |kind: DeviceKind| -> Vec<usize> {
+        (0..vehicles.len())
+            .filter(|&i| vehicles[i].kind() == kind)
+            .collect()
+    };
+    let leaders = of_kind(DeviceKind::Flusher);
+    let followers = of_kind(DeviceKind::WasherSweeper);
+    let mut trails = Vec::new();
+    for (trail, (&leader, &follower)) in leaders.iter().zip(&followers).enumerate() {
+        vehicles[leader].join_convoy(Convoy::Leads(trail), None);
+        let (lead, follow) = if leader < follower {
+            let (a, b) = vehicles.split_at_mut(follower);
+            (&a[leader], &mut b[0])
+        } else {
+            let (a, b) = vehicles.split_at_mut(leader);
+            (&b[0], &mut a[follower])
+        };
+        follow.join_convoy(Convoy::Follows(trail), Some(lead));
+        trails.push(Trail::new());
+    }
+    trails
 }
 
 fn message<T: Serialize>(

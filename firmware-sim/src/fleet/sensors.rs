@@ -7,8 +7,9 @@ use jiff::{SignedDuration, Timestamp};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::truth::Collection;
+use super::truth::{BinFault, BinFaultKind, Collection};
 use super::{gaussian, message, round_to, Content, Identity, SimMessage};
+use crate::config::FaultConfig;
 
 /// Vendors report at once when a bin crosses this fill (DOMAIN.md uses 0.8 or 0.9).
 const FULL_ALERT_RATIO: f64 = 0.8;
@@ -20,6 +21,22 @@ const FIRE_MIN: (f64, f64) = (10.0, 30.0);
 const FIRE_C: (f64, f64) = (60.0, 95.0);
 /// Bin battery drain.
 const BATTERY_PER_DAY: f64 = 0.002;
+const STUCK_H: (f64, f64) = (6.0, 48.0);
+const TILT_H: (f64, f64) = (1.0, 6.0);
+const LOW_BATTERY_RATIO: (f64, f64) = (0.03, 0.15);
+
+/// A sensor fault in progress.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// Reports this fill whatever the bin holds.
+    Stuck {
+        fill_ratio: f64,
+        until: Timestamp,
+    },
+    Tilted {
+        until: Timestamp,
+    },
+}
 
 /// How busy the streets are at a local hour, 0.2 at night to 1.5 at midday.
 fn daytime_factor(local_hour: f64) -> f64 {
@@ -101,6 +118,12 @@ pub(super) struct Bin {
     skew: SignedDuration,
     /// Collections not yet taken into the ground truth.
     collections: Vec<Collection>,
+    fault_rng: ChaCha8Rng,
+    stuck_per_hour: f64,
+    tilt_per_hour: f64,
+    fault: Option<Fault>,
+    /// Faults not yet taken into the ground truth; an open one has no end yet.
+    faults: Vec<BinFault>,
 }
 
 impl Bin {
@@ -108,18 +131,30 @@ impl Bin {
         identity: Identity,
         node: u32,
         start: Timestamp,
-        sample: SignedDuration,
-        report: SignedDuration,
+        (sample, report): (SignedDuration, SignedDuration),
+        faults: &FaultConfig,
     ) -> Bin {
         let Identity {
             device,
             id,
             topic,
             mut rng,
+            mut fault_rng,
             skew,
-            ..
         } = identity;
         let fill_ratio = rng.random_range(0.05..0.9);
+        let mut battery_ratio = rng.random_range(0.5..1.0);
+        let mut bin_faults = Vec::new();
+        if faults.bin_low_battery_ratio > 0.0 && fault_rng.random_bool(faults.bin_low_battery_ratio)
+        {
+            battery_ratio = fault_rng.random_range(LOW_BATTERY_RATIO.0..LOW_BATTERY_RATIO.1);
+            bin_faults.push(BinFault {
+                device,
+                fault: BinFaultKind::LowBattery,
+                from: start,
+                until: None,
+            });
+        }
         Bin {
             device,
             id,
@@ -129,7 +164,7 @@ impl Bin {
             fill_ratio,
             // Busy corners fill in a few hours, quiet ones over days.
             fill_per_hour: rng.random_range(0.02..0.2),
-            battery_ratio: rng.random_range(0.5..1.0),
+            battery_ratio,
             temperature_c: 20.0,
             fire_until: None,
             reported_fill: fill_ratio,
@@ -139,7 +174,59 @@ impl Bin {
             skew,
             collections: Vec::new(),
             rng,
+            fault_rng,
+            stuck_per_hour: faults.bin_stuck_per_day / 24.0,
+            tilt_per_hour: faults.bin_tilt_per_day / 24.0,
+            fault: None,
+            faults: bin_faults,
         }
+    }
+
+    /// Faults begun or ended since the last call (an ongoing one once, with no end).
+    pub fn take_faults(&mut self) -> Vec<BinFault> {
+        std::mem::take(&mut self.faults)
+    }
+
+    /// Starts or ends sensor faults over `hours` up to `now`.
+    fn update_fault(&mut self, now: Timestamp, hours: f64) {
+        let ended = match self.fault {
+            Some(Fault::Stuck { until, .. } | Fault::Tilted { until }) => now >= until,
+            None => false,
+        };
+        if ended {
+            self.fault = None;
+        }
+        if self.fault.is_some() {
+            return;
+        }
+        let hours_between = |rng: &mut ChaCha8Rng, (low, high): (f64, f64)| {
+            now + SignedDuration::from_secs_f64(rng.random_range(low..high) * 3600.0)
+        };
+        let chance = |rate: f64| (rate * hours).min(1.0);
+        let (fault, kind, until) = if self.stuck_per_hour > 0.0
+            && self.fault_rng.random_bool(chance(self.stuck_per_hour))
+        {
+            let until = hours_between(&mut self.fault_rng, STUCK_H);
+            let fill_ratio = self.reported_fill;
+            (
+                Fault::Stuck { fill_ratio, until },
+                BinFaultKind::StuckSensor,
+                until,
+            )
+        } else if self.tilt_per_hour > 0.0 && self.fault_rng.random_bool(chance(self.tilt_per_hour))
+        {
+            let until = hours_between(&mut self.fault_rng, TILT_H);
+            (Fault::Tilted { until }, BinFaultKind::Tilt, until)
+        } else {
+            return;
+        };
+        self.fault = Some(fault);
+        self.faults.push(BinFault {
+            device: self.device,
+            fault: kind,
+            from: now,
+            until: Some(until),
+        });
     }
 
     pub fn device(&self) -> usize {
@@ -215,6 +302,7 @@ impl Bin {
                 ambient_c(local_hour) + 0.3 * gaussian(&mut self.rng)
             };
             urgent |= self.reported_fill < FULL_ALERT_RATIO && self.fill_ratio >= FULL_ALERT_RATIO;
+            self.update_fault(now, hours);
         }
         let due = self.schedule.report_due(now, report);
         if !(urgent || due) {
@@ -222,13 +310,20 @@ impl Bin {
         }
         self.reported_fill = self.fill_ratio;
         self.seq += 1;
+        let tilted = matches!(self.fault, Some(Fault::Tilted { .. }));
+        let sensed_fill = match self.fault {
+            Some(Fault::Stuck { fill_ratio, .. }) => fill_ratio,
+            // The ultrasonic sensor looks sideways into the street.
+            Some(Fault::Tilted { .. }) => self.fault_rng.random_range(0.0..1.0),
+            None => self.fill_ratio,
+        };
         let reading = BinReading {
             device_id: Some(self.id.clone()),
             time: now + self.skew,
             seq: Some(self.seq),
-            fill_ratio: round_to(self.fill_ratio, 3),
+            fill_ratio: round_to(sensed_fill, 3),
             temperature_c: Some(round_to(self.temperature_c, 1)),
-            tilted: Some(false),
+            tilted: Some(tilted),
             // An overflowing bin cannot close.
             lid_open: Some(self.fill_ratio >= 0.98),
             battery_ratio: Some(round_to(self.battery_ratio, 3)),

@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::truth::PathPoint;
+use super::truth::{OnSegment, PathPoint, WorkPass};
 use super::{fix_batch_message, gaussian, round_to, Identity, SimMessage, World};
 use crate::config::FaultConfig;
 use crate::drive::{position_along, Core, Edge};
@@ -27,6 +27,14 @@ const WORK_LEG_MIN: (f64, f64) = (10.0, 30.0);
 const TRANSIT_LEG_MIN: (f64, f64) = (2.0, 6.0);
 /// Share of work legs followed by a transit leg (to another district, tools up).
 const TRANSIT_CHANCE: f64 = 0.25;
+/// Share of work legs driven too fast for the tools: overspeed work (超速作业) at
+/// `OVERSPEED_BAND` times the top of the band.
+const OVERSPEED_CHANCE: f64 = 0.05;
+const OVERSPEED_BAND: (f64, f64) = (1.15, 1.5);
+/// Chance of turning back at an intersection where the road allows it.
+const U_TURN_CHANCE: f64 = 0.03;
+/// How long a follower waits at an intersection for its leader to drive on.
+const WAIT_FOR_LEADER_S: i64 = 20;
 const CRUISE_MIN: f64 = 5.0;
 const REFILL_MIN: f64 = 10.0;
 const UNLOAD_MIN: f64 = 10.0;
@@ -121,6 +129,8 @@ enum Destination {
 enum Stop {
     /// Parked before the shift starts.
     Parked,
+    /// A follower caught up with its leader.
+    WaitForLeader,
     Refill,
     Unload,
     Lift,
@@ -134,6 +144,8 @@ enum Stop {
 enum Activity {
     Driving {
         working: bool,
+        /// Working above the tools' band.
+        overspeed: bool,
         target_kmh: f64,
         /// When to choose the next activity; `None` while heading for a destination.
         until: Option<Timestamp>,
@@ -143,6 +155,29 @@ enum Activity {
         until: Timestamp,
         stop: Stop,
     },
+}
+
+/// A deep-cleaning pair: a flusher leads and a washer-sweeper follows its trail, so that
+/// the streets it flushed are swept soon after (DOMAIN.md, "Deep-cleaned").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Convoy {
+    Alone,
+    /// Appends each segment traversal it starts, and whether it works there, to this trail.
+    Leads(usize),
+    /// Drives the traversals of this trail, in order, as the leader did.
+    Follows(usize),
+}
+
+/// The traversals a leader started that its follower has not yet: `(edge, working)`.
+pub(super) type Trail = VecDeque<(Edge, bool)>;
+
+/// What the vehicle really did at the last fix.
+#[derive(Debug, Clone, Copy)]
+struct TrueFix {
+    position: (f64, f64),
+    work: WorkState,
+    multipath: bool,
+    on: OnSegment,
 }
 
 pub(super) struct Vehicle {
@@ -175,8 +210,10 @@ pub(super) struct Vehicle {
     skew: SignedDuration,
     gps_sigma_m: f64,
     multipath_jump_rate: f64,
-    /// Where the vehicle really was at the last fix, its tools, and whether the fix jumped.
-    last_truth: ((f64, f64), WorkState, bool),
+    last_truth: Option<TrueFix>,
+    /// The traversal being worked, until the tools stop or the vehicle leaves the segment.
+    open_pass: Option<WorkPass>,
+    convoy: Convoy,
 }
 
 impl Vehicle {
@@ -237,7 +274,9 @@ impl Vehicle {
             skew,
             gps_sigma_m: faults.gps_sigma_m,
             multipath_jump_rate: faults.multipath_jump_rate,
-            last_truth: ((f64::NAN, f64::NAN), WorkState::default(), false),
+            last_truth: None,
+            open_pass: None,
+            convoy: Convoy::Alone,
             rng,
         }
     }
@@ -250,25 +289,47 @@ impl Vehicle {
         self.device
     }
 
-    /// The segment the vehicle is on if its tools were working at the last fix.
-    pub fn cleaning_segment(&self) -> Option<u32> {
-        let (_, work, _) = self.last_truth;
-        (work != WorkState::default()).then_some(self.edge.0)
+    pub fn kind(&self) -> DeviceKind {
+        self.kind
     }
 
-    /// The truth of the last fix recorded, at true time `now`.
-    pub fn truth_point(&self, now: Timestamp) -> PathPoint {
-        let ((lon, lat), work, multipath) = self.last_truth;
-        PathPoint {
+    /// The segment the vehicle is on if its tools were working at the last fix.
+    pub fn cleaning_segment(&self) -> Option<u32> {
+        self.last_truth
+            .filter(|t| t.work != WorkState::default())
+            .map(|t| t.on.segment)
+    }
+
+    /// The truth of the last fix recorded, at true time `now`; `None` before the first.
+    pub fn truth_point(&self, now: Timestamp) -> Option<PathPoint> {
+        let t = self.last_truth?;
+        Some(PathPoint {
             device: self.device,
             seq: self.seq,
             time: now,
-            lon,
-            lat,
+            lon: t.position.0,
+            lat: t.position.1,
             speed_kmh: self.speed_kmh,
-            work,
-            multipath,
+            work: t.work,
+            multipath: t.multipath,
+            on: Some(t.on),
+        })
+    }
+
+    /// Makes this vehicle lead or follow in a deep-cleaning pair; a follower starts just
+    /// behind its leader.
+    pub fn join_convoy(&mut self, convoy: Convoy, leader: Option<&Vehicle>) {
+        self.convoy = convoy;
+        if let Some(leader) = leader {
+            self.edge = leader.edge;
+            self.offset_m = 0.0;
+            self.heading_deg = leader.heading_deg;
         }
+    }
+
+    /// Ends the pass being worked, if any, into `passes`.
+    pub fn close_pass(&mut self, passes: &mut Vec<WorkPass>) {
+        passes.extend(self.open_pass.take().filter(|p| p.to_m > p.from_m));
     }
 
     #[cfg(test)]
@@ -306,13 +367,14 @@ impl Vehicle {
         }
         if let Activity::Driving {
             working,
+            overspeed,
             target_kmh,
             until,
             destination,
         } = self.activity
         {
-            self.drive(working, target_kmh, destination, world);
-            tools_on = working;
+            let driven_m = self.drive(working, overspeed, target_kmh, destination, world);
+            tools_on = working && driven_m > 0.0;
             let used_up = self.water_tank_ratio.is_some_and(|r| r <= TANK_EMPTY_RATIO)
                 || self.profile.hopper_kg.is_some_and(|h| self.load_kg >= h);
             let leg_over = until.is_some_and(|t| world.now >= t);
@@ -321,37 +383,68 @@ impl Vehicle {
                 self.decide(world);
             }
         }
+        if !tools_on {
+            self.close_pass(world.passes);
+        }
         self.record_fix(tools_on, world);
+    }
+
+    /// The top working speed: the tools' band, or for a convoy's leader its follower's.
+    fn work_top_kmh(&self) -> f64 {
+        let band = self.profile.band_kmh.expect("only cleaning vehicles work");
+        match self.convoy {
+            Convoy::Leads(_) => {
+                band.min(profile(DeviceKind::WasherSweeper).band_kmh.unwrap_or(band))
+            }
+            _ => band,
+        }
     }
 
     fn drive(
         &mut self,
         working: bool,
+        overspeed: bool,
         target_kmh: f64,
         destination: Option<Destination>,
         world: &mut World,
-    ) {
-        let (low, high) = match (working, self.profile.band_kmh) {
+    ) -> f64 {
+        let (low, high) = match (working, overspeed) {
+            (true, true) => {
+                let band = self.profile.band_kmh.expect("only cleaning vehicles work");
+                (OVERSPEED_BAND.0 * band, OVERSPEED_BAND.1 * band)
+            }
             // Below the band's top so that GPS speed rounding cannot push work into overspeed.
-            (true, Some(band)) => (0.4 * band, 0.95 * band),
+            (true, false) => (0.4 * self.work_top_kmh(), 0.95 * self.work_top_kmh()),
             _ if self.kind == DeviceKind::CollectionTruck => TRUCK_KMH,
             _ => TRANSIT_KMH,
         };
         let jitter = (high - low) * 0.05 * gaussian(&mut self.rng);
         self.speed_kmh = (target_kmh + jitter).clamp(low, high);
-        let mut left_m = self.speed_kmh / 3.6 * world.dt_s;
+        let speed_m_s = self.speed_kmh / 3.6;
+        let tick_start = world.now - SignedDuration::from_secs_f64(world.dt_s);
+        let at = |driven_m: f64| tick_start + SignedDuration::from_secs_f64(driven_m / speed_m_s);
+        let mut left_m = speed_m_s * world.dt_s;
         let mut driven_m = 0.0;
         for _ in 0..MAX_NODES_PER_TICK {
             let segment = &world.network.segments()[self.edge.0 as usize];
             let to_end_m = segment.length_m - self.offset_m;
-            if left_m < to_end_m {
-                self.offset_m += left_m;
-                driven_m += left_m;
+            let from_m = self.offset_m;
+            let step_m = left_m.min(to_end_m);
+            self.offset_m += step_m;
+            driven_m += step_m;
+            left_m -= step_m;
+            if working {
+                self.work_along(
+                    from_m,
+                    at(driven_m - step_m),
+                    at(driven_m),
+                    overspeed,
+                    world,
+                );
+            }
+            if left_m <= 0.0 && step_m < to_end_m {
                 break;
             }
-            self.offset_m = segment.length_m;
-            driven_m += to_end_m;
-            left_m -= to_end_m;
             let node = segment.end_node(self.edge.1);
             if let Some(destination) = destination {
                 if self.route.is_empty() && node == destination_node(destination, world) {
@@ -359,14 +452,17 @@ impl Vehicle {
                     break;
                 }
             }
-            let next = match self.route.pop_front() {
-                Some(edge) => edge,
-                None => self.choose_exit(node, world),
+            let Some(next) = self.next_edge(node, world) else {
+                break;
             };
             debug_assert_eq!(
                 world.network.segments()[next.0 as usize].start_node(next.1),
                 node
             );
+            if let Convoy::Leads(trail) = self.convoy {
+                world.trails[trail].push_back((next, working));
+            }
+            self.close_pass(world.passes);
             self.edge = next;
             self.offset_m = 0.0;
             if self.recent.len() == RECENT_SEGMENTS {
@@ -385,13 +481,104 @@ impl Vehicle {
                 self.load_kg = (self.load_kg + DEBRIS_KG_PER_M * driven_m).min(hopper_kg);
             }
         }
+        driven_m
     }
 
-    /// A random exit from `node`, avoiding U-turns and recently driven segments; cleaning
-    /// vehicles favour main roads, where cities set their deep-cleaning targets.
+    /// Where to drive on from `node`: along the route, the leader's trail, or a free choice;
+    /// `None` when a follower has caught up and waits.
+    fn next_edge(&mut self, node: u32, world: &mut World) -> Option<Edge> {
+        if let Some(edge) = self.route.pop_front() {
+            return Some(edge);
+        }
+        let Convoy::Follows(trail) = self.convoy else {
+            return Some(self.choose_exit(node, world));
+        };
+        match world.trails[trail].front() {
+            Some(&(edge, work))
+                if world.network.segments()[edge.0 as usize].start_node(edge.1) == node =>
+            {
+                world.trails[trail].pop_front();
+                let working = matches!(self.activity, Activity::Driving { working: true, .. });
+                if work != working {
+                    self.activity = self.driving(work, world.now, None);
+                }
+                Some(edge)
+            }
+            _ => {
+                self.activity = Activity::Stopped {
+                    until: world.now + SignedDuration::from_secs(WAIT_FOR_LEADER_S),
+                    stop: Stop::WaitForLeader,
+                };
+                None
+            }
+        }
+    }
+
+    /// Extends the pass on the current traversal, worked from `from_m` to the current
+    /// offset between `start` and `end`; another traversal or speed class starts a new one.
+    fn work_along(
+        &mut self,
+        from_m: f64,
+        start: Timestamp,
+        end: Timestamp,
+        overspeed: bool,
+        world: &mut World,
+    ) {
+        let (segment, forward) = self.edge;
+        if let Some(open) = &mut self.open_pass {
+            let continues = (open.segment, open.forward) == self.edge
+                && open.overspeed == overspeed
+                && (open.to_m - from_m).abs() < 1e-6;
+            if continues {
+                open.to_m = self.offset_m;
+                open.end = end;
+                return;
+            }
+        }
+        self.close_pass(world.passes);
+        self.open_pass = Some(WorkPass {
+            device: self.device,
+            segment,
+            forward,
+            from_m,
+            to_m: self.offset_m,
+            start,
+            end,
+            overspeed,
+        });
+    }
+
+    /// Driving with the tools on or off at a fresh speed, for `leg` (or until told otherwise).
+    fn driving(&mut self, working: bool, now: Timestamp, leg: Option<SignedDuration>) -> Activity {
+        let (overspeed, target_kmh) = if !working {
+            (false, self.rng.random_range(TRANSIT_KMH.0..TRANSIT_KMH.1))
+        } else if self.convoy == Convoy::Alone && self.rng.random_bool(OVERSPEED_CHANCE) {
+            let band = self.profile.band_kmh.expect("only cleaning vehicles work");
+            (
+                true,
+                band * self.rng.random_range(OVERSPEED_BAND.0..OVERSPEED_BAND.1),
+            )
+        } else {
+            let top = self.work_top_kmh();
+            (false, self.rng.random_range(0.55 * top..0.9 * top))
+        };
+        Activity::Driving {
+            working,
+            overspeed,
+            target_kmh,
+            until: leg.map(|d| now + d),
+            destination: None,
+        }
+    }
+
+    /// A random exit from `node`, rarely a U-turn, avoiding recently driven segments;
+    /// cleaning vehicles favour main roads, where cities set their deep-cleaning targets.
     fn choose_exit(&mut self, node: u32, world: &World) -> Edge {
         let exits: Vec<Edge> = world.core.exits(world.network, node).collect();
         let u_turn = (self.edge.0, !self.edge.1);
+        if exits.contains(&u_turn) && self.rng.random_bool(U_TURN_CHANCE) {
+            return u_turn;
+        }
         let candidates: Vec<Edge> = if exits.len() > 1 {
             exits.iter().copied().filter(|&e| e != u_turn).collect()
         } else {
@@ -451,24 +638,15 @@ impl Vehicle {
                 until: now + SignedDuration::from_mins(UNLOAD_MIN as i64),
                 stop: Stop::Unload,
             }
+        } else if let Convoy::Follows(_) = self.convoy {
+            // Drives on with the tools on; the next traversal of the trail says the work.
+            self.driving(true, now, None)
         } else if was_working && self.rng.random_bool(TRANSIT_CHANCE) {
-            Activity::Driving {
-                working: false,
-                target_kmh: self.rng.random_range(TRANSIT_KMH.0..TRANSIT_KMH.1),
-                until: Some(now + self.minutes(TRANSIT_LEG_MIN)),
-                destination: None,
-            }
+            let leg = self.minutes(TRANSIT_LEG_MIN);
+            self.driving(false, now, Some(leg))
         } else {
-            let band = self
-                .profile
-                .band_kmh
-                .expect("cleaning vehicles have a band");
-            Activity::Driving {
-                working: true,
-                target_kmh: self.rng.random_range(0.55 * band..0.9 * band),
-                until: Some(now + self.minutes(WORK_LEG_MIN)),
-                destination: None,
-            }
+            let leg = self.minutes(WORK_LEG_MIN);
+            self.driving(true, now, Some(leg))
         };
     }
 
@@ -502,6 +680,7 @@ impl Vehicle {
         let Some(destination) = destination else {
             self.activity = Activity::Driving {
                 working: false,
+                overspeed: false,
                 target_kmh,
                 until: Some(now + SignedDuration::from_mins(CRUISE_MIN as i64)),
                 destination: None,
@@ -524,6 +703,7 @@ impl Vehicle {
         } else {
             self.activity = Activity::Driving {
                 working: false,
+                overspeed: false,
                 target_kmh,
                 until: None,
                 destination: Some(destination),
@@ -559,7 +739,7 @@ impl Vehicle {
 
     fn finish_stop(&mut self, stop: Stop, world: &mut World) {
         match stop {
-            Stop::Parked | Stop::Lift => {}
+            Stop::Parked | Stop::Lift | Stop::WaitForLeader => {}
             Stop::Refill => self.water_tank_ratio = Some(1.0),
             Stop::Unload => self.end_trip(),
             Stop::Weigh { weighbridge, since } => {
@@ -625,7 +805,16 @@ impl Vehicle {
         } else {
             WorkState::default()
         };
-        self.last_truth = ((lon, lat), work, multipath);
+        self.last_truth = Some(TrueFix {
+            position: (lon, lat),
+            work,
+            multipath,
+            on: OnSegment {
+                segment: self.edge.0,
+                forward: self.edge.1,
+                offset_m: self.offset_m,
+            },
+        });
         let carries_load =
             self.profile.hopper_kg.is_some() || self.kind == DeviceKind::CollectionTruck;
         self.seq += 1;
