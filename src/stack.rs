@@ -290,7 +290,8 @@ pub async fn run_sim(
     let mut sim = config.sim;
     sim.broker_host = addr.host;
     sim.broker_port = addr.port;
-    let report = cleanfleet_sim::run(sim, network, shutdown).await?;
+    let tls = config.broker.tls()?;
+    let report = cleanfleet_sim::run(sim, network, tls, shutdown).await?;
     info!(?report, "simulator stopped");
     Ok(report)
 }

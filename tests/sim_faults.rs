@@ -139,3 +139,153 @@ async fn simulator_presents_its_credentials() {
     assert_eq!(refused.messages_acked, 0, "{refused:?}");
     assert!(refused.connection_errors > 0, "{refused:?}");
 }
+
+/// `mqtts://`: ingest and the simulated devices reach a TLS-only mosquitto, trusting the
+/// broker's certificate through `[broker] ca_file`, and every fix arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_and_ingest_talk_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(openssl) = external_program("openssl") else {
+        return;
+    };
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(
+        path("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for args in [
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=cleanfleet test CA",
+            ],
+        ]
+        .concat(),
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ][..]
+            .to_vec(),
+    ] {
+        let out = std::process::Command::new(&openssl)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let extra = format!(
+        // Run as root, mosquitto would switch to its own user, who cannot read the
+        // temporary directory; `user` has no effect for anyone else.
+        "user root\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}",
+        path("ca.pem").display(),
+        path("server.pem").display(),
+        path("server.key").display()
+    );
+    let Some(mosquitto) = Mosquitto::start(dir.path(), &extra).await else {
+        return;
+    };
+
+    let mut config = test_config(dir.path());
+    config.broker.url = format!("mqtts://localhost:{}", mosquitto.addr.port());
+    config.broker.ca_file = Some(path("ca.pem"));
+    let parts = cleanfleet::Parts {
+        embedded_broker: false,
+        ingest: true,
+        api: false,
+    };
+    let stack = cleanfleet::Stack::start(config.clone(), parts)
+        .await
+        .unwrap();
+    stack.ingest_ready(Duration::from_secs(30)).await.unwrap();
+
+    config.sim.backfill = jiff::SignedDuration::from_mins(10);
+    config.sim.fleet = cleanfleet_sim::FleetMix {
+        sweepers: 2,
+        ..cleanfleet_sim::FleetMix::NONE
+    };
+    let stop = CancellationToken::new();
+    let sim = tokio::spawn(cleanfleet::run_sim(
+        config.clone(),
+        std::sync::Arc::new(RoadNetwork::demo()),
+        stop.clone(),
+    ));
+    let metrics = stack.ingest_metrics.clone().unwrap();
+    eventually("the backfill over TLS", Duration::from_secs(30), || async {
+        (metrics.fixes.get() >= 2 * 600).then_some(())
+    })
+    .await;
+    stop.cancel();
+    let report = sim.await.unwrap().unwrap();
+    eventually(
+        "ingest to take every message",
+        Duration::from_secs(30),
+        || async { (metrics.messages_committed() >= report.messages_acked).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        stack.store.stats().await.unwrap().fixes,
+        report.fixes_published
+    );
+    stack.stop().await.unwrap();
+
+    // Without the CA the broker's certificate is not trusted: the simulator never connects.
+    config.broker.ca_file = None;
+    config.sim.client_id_prefix = "untrusting".into();
+    let stop = CancellationToken::new();
+    let sim = tokio::spawn(cleanfleet::run_sim(
+        config,
+        std::sync::Arc::new(RoadNetwork::demo()),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let refused = sim.await.unwrap().unwrap();
+    assert_eq!(refused.messages_acked, 0, "{refused:?}");
+}

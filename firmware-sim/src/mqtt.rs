@@ -7,7 +7,10 @@ use std::time::Duration;
 use cleanfleet_model::{DeviceState, DeviceStatus};
 use cleanfleet_roads::RoadNetwork;
 use jiff::{SignedDuration, Timestamp};
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration,
+    Transport,
+};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -77,10 +80,12 @@ struct Link {
 /// Runs the simulation until `shutdown` is cancelled: connects every device, replays
 /// `config.backfill` of history, then publishes in real time. On shutdown, sends unfinished
 /// fix batches, waits (at most 5 s) for the broker to acknowledge every message, and
-/// disconnects cleanly; then writes the ground truth if `config.truth_path` is set.
+/// disconnects cleanly; then writes the ground truth if `config.truth_path` is set. With
+/// `tls`, every device connects over TLS.
 pub async fn run(
     config: SimConfig,
     network: Arc<RoadNetwork>,
+    tls: Option<TlsConfiguration>,
     shutdown: CancellationToken,
 ) -> Result<SimReport, SimError> {
     config.validate()?;
@@ -96,7 +101,7 @@ pub async fn run(
     let links: Vec<Link> = fleet
         .devices()
         .iter()
-        .map(|device| connect(&config, device, &closing))
+        .map(|device| connect(&config, tls.as_ref(), device, &closing))
         .collect();
     let mut report = SimReport {
         messages_published: 0,
@@ -149,7 +154,12 @@ pub async fn run(
     result.map(|()| report)
 }
 
-fn connect(config: &SimConfig, device: &DeviceInfo, closing: &CancellationToken) -> Link {
+fn connect(
+    config: &SimConfig,
+    tls: Option<&TlsConfiguration>,
+    device: &DeviceInfo,
+    closing: &CancellationToken,
+) -> Link {
     let status_topic = status_topic(device);
     let offline = serde_json::to_vec(&DeviceStatus {
         device_id: None,
@@ -173,6 +183,9 @@ fn connect(config: &SimConfig, device: &DeviceInfo, closing: &CancellationToken)
             QoS::AtLeastOnce,
             false,
         ));
+    if let Some(tls) = tls {
+        options.set_transport(Transport::tls_with_config(tls.clone()));
+    }
     if let Some(username) = &config.username {
         options.set_credentials(username, config.password.clone().unwrap_or_default());
     }

@@ -22,6 +22,8 @@ pub use pipeline::{run, IngestSummary};
 pub enum IngestError {
     #[error("invalid broker URL {url:?}: {why}")]
     BrokerUrl { url: String, why: String },
+    #[error("cannot set up TLS for the broker: {0}")]
+    BrokerTls(String),
     #[error(
         "the store failed while shutting down; unacknowledged messages stay with the broker: {0}"
     )]
