@@ -1,8 +1,10 @@
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// Road class for cleaning standards, from the OSM `highway` tag (`DOMAIN.md`, "Roads").
-/// Ordered from the most to the least important.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Ordered from the most to the least important; written `"I"` to `"IV"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum RoadClass {
     /// 主干道: motorway, trunk, primary and their links.
     I,

@@ -1,0 +1,25 @@
+//! The coverage engine: from vehicle fixes to where the vehicles really drove and worked.
+//!
+//! [`Matcher`] matches a vehicle's fixes to the road network with a hidden Markov model
+//! (Newson & Krumm 2009): candidates from an R-tree ([`SegmentIndex`]), emission from the
+//! distance to the road and the heading, transition from route distance against straight-line
+//! distance, Viterbi for the most likely path. [`derive_passes`] cuts a matched trace into
+//! work passes by the vehicle's tools, speed and GPS quality; [`segment_status`] turns a
+//! day's passes into covered, mechanised and deep-cleaned segments under [`CoverageRules`].
+//! **Everything here is a pure function of its
+//! input: no I/O, no clock, no randomness**, so the same fixes always give the same answer.
+
+mod index;
+mod matcher;
+mod passes;
+mod plane;
+mod router;
+mod rules;
+mod status;
+
+pub use index::{Candidate, SegmentIndex};
+pub use matcher::{Leg, MatchConfig, MatchedPoint, MatchedTrace, Matcher, Observation, Traversal};
+pub use passes::{derive_passes, FixState, InvalidReason, Pass, WorkType};
+pub use plane::Plane;
+pub use rules::{CoverageRules, DeepCleanRule, SpeedBands};
+pub use status::{segment_status, CoverageSummary, MissReason, SegmentStatus};

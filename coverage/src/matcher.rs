@@ -1,0 +1,691 @@
+//! Hidden-Markov-model map matching (Newson & Krumm 2009) with Viterbi decoding.
+//!
+//! States are places on a segment in one driving direction. Emission: the distance from the
+//! fix to the road (normal, σ = `gps_sigma_m`) and, when moving, the angle between the fix's
+//! heading and the road's direction. Transition: |route distance − straight-line distance| / β
+//! (exponential), routes only where driving is allowed. Fixes that moved less than
+//! `min_move_m` since the last decoded one are not decoded (Newson & Krumm drop points within
+//! 2σ); afterwards they are placed on the decoded path between their neighbours.
+
+use std::ops::Range;
+
+use cleanfleet_roads::RoadNetwork;
+use serde::Deserialize;
+
+use crate::index::{Candidate, SegmentIndex};
+use crate::plane::distance;
+use crate::router::Router;
+
+/// One fix of a vehicle, in time order within a trace.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observation {
+    /// Seconds on any fixed scale (e.g. Unix time).
+    pub time_s: f64,
+    pub lon: f64,
+    pub lat: f64,
+    /// Course over ground, degrees from north.
+    pub heading_deg: Option<f64>,
+    pub speed_kmh: Option<f64>,
+    /// Horizontal dilution of precision: above `hdop_good` the fix is trusted less.
+    pub hdop: Option<f64>,
+}
+
+/// Tuning of the matcher; every field has a default for 1 Hz truck GPS.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatchConfig {
+    /// GPS error assumed by the emission model (normal σ per fix). Default 5.
+    pub gps_sigma_m: f64,
+    /// Fixes with an HDOP above this get a σ scaled by HDOP ÷ this. Default 2.
+    pub hdop_good: f64,
+    /// Beyond this many σ the emission cost grows linearly, not quadratically (Huber), so
+    /// that a multipath jump cannot drag the match to another road. Default 3.
+    pub robust_sigmas: f64,
+    /// Roads farther than this from a fix are not candidates; a fix with none is left
+    /// unmatched. Default 50.
+    pub search_radius_m: f64,
+    /// Nearest segments kept per fix. Default 8.
+    pub max_candidates: usize,
+    /// Scale of the exponential transition model. Default 5.
+    pub beta_m: f64,
+    /// Cost of driving against the fix's heading (a half-turn costs this much, in units of
+    /// negative log-likelihood). Default 6.
+    pub heading_weight: f64,
+    /// Headings of slower fixes are ignored. Default 5.
+    pub heading_min_speed_kmh: f64,
+    /// A fix closer than this to the last decoded one is placed afterwards. Default 10.
+    pub min_move_m: f64,
+    /// ... unless this long has passed since the last decoded fix. Default 30.
+    pub max_skip_s: f64,
+    /// Routes implying a faster drive are impossible. Default 130.
+    pub max_speed_kmh: f64,
+    /// Across a longer silence the route is not inferred: the trace breaks. Default 120.
+    pub max_gap_s: f64,
+    /// Backwards movement along a road up to this much is GPS jitter (of a slow or standing
+    /// vehicle), not a drive around the block: about 4 × `gps_sigma_m`. Default 20.
+    pub reverse_tolerance_m: f64,
+    /// Cost of turning back in the middle of a segment, in units of negative
+    /// log-likelihood (on top of the distance driven). Default 10.
+    pub u_turn_cost: f64,
+}
+
+impl Default for MatchConfig {
+    fn default() -> Self {
+        MatchConfig {
+            gps_sigma_m: 5.0,
+            hdop_good: 2.0,
+            robust_sigmas: 3.0,
+            search_radius_m: 50.0,
+            max_candidates: 8,
+            beta_m: 5.0,
+            heading_weight: 6.0,
+            heading_min_speed_kmh: 5.0,
+            min_move_m: 10.0,
+            max_skip_s: 30.0,
+            max_speed_kmh: 130.0,
+            max_gap_s: 120.0,
+            reverse_tolerance_m: 20.0,
+            u_turn_cost: 10.0,
+        }
+    }
+}
+
+/// Where a fix was matched: a place on a segment, in a driving direction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatchedPoint {
+    pub segment: u32,
+    /// Driving from the segment's `from_node` to its `to_node`.
+    pub forward: bool,
+    /// Along the segment in the driving direction, from the node it is entered at.
+    pub offset_m: f64,
+    /// From the fix to that place.
+    pub distance_m: f64,
+}
+
+/// A stretch driven along one segment: `from_m..=to_m` in the driving direction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Traversal {
+    pub segment: u32,
+    pub forward: bool,
+    pub from_m: f64,
+    pub to_m: f64,
+}
+
+/// The drive between two consecutive matched fixes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leg {
+    pub from_point: usize,
+    pub to_point: usize,
+    /// Index range in [`MatchedTrace::traversals`].
+    pub traversals: Range<usize>,
+}
+
+/// The result of matching a trace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MatchedTrace {
+    /// One per observation; `None` where no road was near or the fix did not fit.
+    pub points: Vec<Option<MatchedPoint>>,
+    /// Between consecutive matched points of an unbroken run, in order.
+    pub legs: Vec<Leg>,
+    pub traversals: Vec<Traversal>,
+}
+
+impl MatchedTrace {
+    pub fn leg_traversals(&self, leg: &Leg) -> &[Traversal] {
+        &self.traversals[leg.traversals.clone()]
+    }
+}
+
+/// A hidden state: a candidate place in one driving direction.
+#[derive(Debug, Clone, Copy)]
+struct State {
+    segment: u32,
+    forward: bool,
+    offset_m: f64,
+    distance_m: f64,
+}
+
+/// A decoded step of the Viterbi lattice.
+struct Step {
+    point: usize,
+    states: Range<usize>,
+}
+
+/// How the best route between two states goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Route {
+    /// Further along the same traversal (or standing with jitter).
+    Along,
+    /// Turning back in the middle of the segment.
+    UTurn,
+    /// To the end of the first segment, over the network, into the second.
+    Network,
+}
+
+/// Matches traces against one road network. Keeps scratch space between traces: use one
+/// matcher per thread.
+pub struct Matcher<'n> {
+    network: &'n RoadNetwork,
+    index: SegmentIndex,
+    router: Router,
+    config: MatchConfig,
+    candidates: Vec<Candidate>,
+}
+
+impl<'n> Matcher<'n> {
+    pub fn new(network: &'n RoadNetwork, config: MatchConfig) -> Matcher<'n> {
+        Matcher {
+            network,
+            index: SegmentIndex::new(network),
+            router: Router::new(network),
+            config,
+            candidates: Vec::new(),
+        }
+    }
+
+    pub fn index(&self) -> &SegmentIndex {
+        &self.index
+    }
+
+    pub fn config(&self) -> &MatchConfig {
+        &self.config
+    }
+
+    /// Matches one vehicle's fixes, in time order.
+    pub fn match_trace(&mut self, observations: &[Observation]) -> MatchedTrace {
+        let xy: Vec<[f64; 2]> = observations
+            .iter()
+            .map(|o| self.index.plane().to_xy((o.lon, o.lat)))
+            .collect();
+        let mut out = MatchedTrace {
+            points: vec![None; observations.len()],
+            ..MatchedTrace::default()
+        };
+        let mut lattice = Lattice::default();
+        for (i, o) in observations.iter().enumerate() {
+            let Some(last) = lattice.steps.last() else {
+                self.start_run(&mut lattice, i, o, xy[i]);
+                continue;
+            };
+            let last_point = last.point;
+            let dt = o.time_s - observations[last_point].time_s;
+            if dt > self.config.max_gap_s {
+                self.finish_run(&lattice, observations, &xy, &mut out);
+                lattice = Lattice::default();
+                self.start_run(&mut lattice, i, o, xy[i]);
+                continue;
+            }
+            let is_last = i + 1 == observations.len();
+            let moved = distance(xy[last_point], xy[i]) >= self.config.min_move_m;
+            if !(moved || dt >= self.config.max_skip_s || is_last) {
+                continue;
+            }
+            if !self.advance(&mut lattice, observations, &xy, last_point, i) {
+                // Nothing near, or nothing reachable: a break if roads were near.
+                if !self.candidates.is_empty() {
+                    self.finish_run(&lattice, observations, &xy, &mut out);
+                    lattice = Lattice::default();
+                    self.start_run(&mut lattice, i, o, xy[i]);
+                }
+            }
+        }
+        self.finish_run(&lattice, observations, &xy, &mut out);
+        out
+    }
+
+    fn emission(&self, o: &Observation, state: &State, bearing_deg: f64) -> f64 {
+        let trust = o.hdop.map_or(1.0, |h| (h / self.config.hdop_good).max(1.0));
+        let z = state.distance_m / (self.config.gps_sigma_m * trust);
+        let k = self.config.robust_sigmas;
+        let mut cost = if z <= k {
+            0.5 * z * z
+        } else {
+            k * (z - 0.5 * k)
+        };
+        if let (Some(heading), Some(speed)) = (o.heading_deg, o.speed_kmh) {
+            if speed >= self.config.heading_min_speed_kmh {
+                let road = if state.forward {
+                    bearing_deg
+                } else {
+                    bearing_deg + 180.0
+                };
+                let diff = (heading - road).to_radians();
+                cost += self.config.heading_weight * 0.5 * (1.0 - diff.cos());
+            }
+        }
+        cost
+    }
+
+    /// The states of observation `o` into `lattice.states` with their emission costs;
+    /// returns how many.
+    fn states_for(&mut self, lattice: &mut Lattice, o: &Observation, p: [f64; 2]) -> usize {
+        let mut candidates = std::mem::take(&mut self.candidates);
+        self.index.candidates(
+            p,
+            self.config.search_radius_m,
+            self.config.max_candidates,
+            &mut candidates,
+        );
+        let before = lattice.states.len();
+        for c in &candidates {
+            let segment = &self.network.segments()[c.segment as usize];
+            for forward in [true, false] {
+                if !forward && segment.oneway {
+                    continue;
+                }
+                let state = State {
+                    segment: c.segment,
+                    forward,
+                    offset_m: if forward {
+                        c.offset_m
+                    } else {
+                        segment.length_m - c.offset_m
+                    },
+                    distance_m: c.distance_m,
+                };
+                lattice
+                    .emissions
+                    .push(self.emission(o, &state, c.bearing_deg));
+                lattice.states.push(state);
+            }
+        }
+        self.candidates = candidates;
+        lattice.states.len() - before
+    }
+
+    fn start_run(&mut self, lattice: &mut Lattice, i: usize, o: &Observation, p: [f64; 2]) {
+        let n = self.states_for(lattice, o, p);
+        if n == 0 {
+            return;
+        }
+        let start = lattice.states.len() - n;
+        lattice.cost.extend_from_slice(&lattice.emissions[start..]);
+        lattice.back.extend(std::iter::repeat_n(u32::MAX, n));
+        lattice.steps.push(Step {
+            point: i,
+            states: start..start + n,
+        });
+    }
+
+    /// Adds observation `i` as a step; `false` (and the lattice unchanged) if it has no
+    /// candidates or none is reachable from the previous step.
+    fn advance(
+        &mut self,
+        lattice: &mut Lattice,
+        observations: &[Observation],
+        xy: &[[f64; 2]],
+        last: usize,
+        i: usize,
+    ) -> bool {
+        let (o, p, last_p) = (&observations[i], xy[i], xy[last]);
+        let dt = o.time_s - observations[last].time_s;
+        let last_speed_kmh = observations[last].speed_kmh;
+        let n = self.states_for(lattice, o, p);
+        let start = lattice.states.len() - n;
+        if n == 0 {
+            return false;
+        }
+        let straight_m = expected_m(distance(last_p, p), last_speed_kmh, o.speed_kmh, dt);
+        let bound_m = self.route_bound_m(distance(last_p, p), dt);
+        let previous = lattice
+            .steps
+            .last()
+            .expect("a run has a step")
+            .states
+            .clone();
+        let mut best = vec![(f64::INFINITY, u32::MAX); n];
+        // One search per distinct node the previous states drive towards.
+        let mut ends: Vec<u32> = previous
+            .clone()
+            .map(|k| self.end_node(&lattice.states[k]))
+            .collect();
+        ends.sort_unstable();
+        ends.dedup();
+        for end in ends {
+            self.router.search(self.network, end, bound_m);
+            for k in previous.clone() {
+                let from = lattice.states[k];
+                if self.end_node(&from) != end || !lattice.cost[k].is_finite() {
+                    continue;
+                }
+                for (to, slot) in lattice.states[start..].iter().zip(best.iter_mut()) {
+                    let Some((transition, _)) = self.route(&from, to, straight_m, bound_m) else {
+                        continue;
+                    };
+                    let cost = lattice.cost[k] + transition;
+                    if cost < slot.0 {
+                        *slot = (cost, k as u32);
+                    }
+                }
+            }
+        }
+        if best.iter().all(|b| !b.0.is_finite()) {
+            lattice.states.truncate(start);
+            lattice.emissions.truncate(start);
+            return false;
+        }
+        for (j, (cost, back)) in best.into_iter().enumerate() {
+            lattice.cost.push(cost + lattice.emissions[start + j]);
+            lattice.back.push(back);
+        }
+        lattice.steps.push(Step {
+            point: i,
+            states: start..start + n,
+        });
+        true
+    }
+
+    /// Routes longer than this between two decoded fixes are not considered.
+    fn route_bound_m(&self, straight_m: f64, dt: f64) -> f64 {
+        // Decoded places carry GPS error too: allow it at both ends.
+        let reachable_m =
+            self.config.max_speed_kmh / 3.6 * dt.max(1.0) + 2.0 * self.config.search_radius_m;
+        let plausible_m =
+            2.0 * straight_m + 2.0 * self.config.search_radius_m + 20.0 * self.config.beta_m;
+        reachable_m.min(plausible_m)
+    }
+
+    fn end_node(&self, s: &State) -> u32 {
+        self.network.segments()[s.segment as usize].end_node(s.forward)
+    }
+
+    /// The most likely allowed drive from `from` to `to`, no longer than `bound_m`, and its
+    /// transition cost against the `straight_m` between the fixes; the router must have
+    /// searched from `from`'s end node.
+    fn route(
+        &self,
+        from: &State,
+        to: &State,
+        straight_m: f64,
+        bound_m: f64,
+    ) -> Option<(f64, Route)> {
+        let segment = &self.network.segments()[from.segment as usize];
+        let beta_m = self.config.beta_m;
+        let mut best: Option<(f64, Route)> = None;
+        let mut consider = |route_m: f64, extra: f64, how: Route| {
+            if route_m > bound_m {
+                return;
+            }
+            let cost = (route_m - straight_m).abs() / beta_m + extra;
+            if best.is_none_or(|(b, _)| cost < b) {
+                best = Some((cost, how));
+            }
+        };
+        if from.segment == to.segment {
+            if from.forward == to.forward {
+                // Signed: jitter backwards costs as much as the straight line it disagrees
+                // with, so a state in the wrong direction cannot follow the vehicle cheaply.
+                if to.offset_m >= from.offset_m - self.config.reverse_tolerance_m {
+                    consider(to.offset_m - from.offset_m, 0.0, Route::Along);
+                }
+            } else {
+                let turned_at_m = segment.length_m - from.offset_m;
+                consider(
+                    (to.offset_m - turned_at_m).abs(),
+                    self.config.u_turn_cost,
+                    Route::UTurn,
+                );
+            }
+        }
+        let to_segment = &self.network.segments()[to.segment as usize];
+        if let Some(between_m) = self.router.distance_m(to_segment.start_node(to.forward)) {
+            consider(
+                segment.length_m - from.offset_m + between_m + to.offset_m,
+                0.0,
+                Route::Network,
+            );
+        }
+        best
+    }
+
+    /// Decodes the run in `lattice` and writes its points and legs.
+    fn finish_run(
+        &mut self,
+        lattice: &Lattice,
+        observations: &[Observation],
+        xy: &[[f64; 2]],
+        out: &mut MatchedTrace,
+    ) {
+        let Some(last) = lattice.steps.last() else {
+            return;
+        };
+        // Backtrack from the cheapest final state (ties: the first).
+        let mut k = last
+            .states
+            .clone()
+            .min_by(|&a, &b| lattice.cost[a].total_cmp(&lattice.cost[b]))
+            .expect("a step has states");
+        let mut chosen = vec![0usize; lattice.steps.len()];
+        for (s, step) in lattice.steps.iter().enumerate().rev() {
+            debug_assert!(step.states.contains(&k));
+            chosen[s] = k;
+            k = lattice.back[k] as usize;
+        }
+        // A vehicle that jitters back along its road stays where it got to: no distance is
+        // driven twice.
+        let mut decoded: Vec<State> = chosen.iter().map(|&k| lattice.states[k]).collect();
+        for s in 1..decoded.len() {
+            let (before, state) = (decoded[s - 1], &mut decoded[s]);
+            let same_way = (before.segment, before.forward) == (state.segment, state.forward);
+            if same_way
+                && state.offset_m < before.offset_m
+                && before.offset_m - state.offset_m <= self.config.reverse_tolerance_m
+            {
+                state.offset_m = before.offset_m;
+                let length_m = self.network.segments()[state.segment as usize].length_m;
+                let along_m = if state.forward {
+                    state.offset_m
+                } else {
+                    length_m - state.offset_m
+                };
+                let here = self.index.point_at(state.segment, along_m);
+                state.distance_m = distance(here, xy[lattice.steps[s].point]);
+            }
+        }
+        for s in 0..lattice.steps.len() {
+            let state = decoded[s];
+            let point = lattice.steps[s].point;
+            out.points[point] = Some(MatchedPoint {
+                segment: state.segment,
+                forward: state.forward,
+                offset_m: state.offset_m,
+                distance_m: state.distance_m,
+            });
+            let Some(next) = lattice.steps.get(s + 1) else {
+                continue;
+            };
+            let next_state = decoded[s + 1];
+            let raw_m = distance(xy[point], xy[next.point]);
+            let dt = observations[next.point].time_s - observations[point].time_s;
+            let straight_m = expected_m(
+                raw_m,
+                observations[point].speed_kmh,
+                observations[next.point].speed_kmh,
+                dt,
+            );
+            let path = self.path(
+                &state,
+                &next_state,
+                straight_m,
+                self.route_bound_m(raw_m, dt),
+            );
+            self.place_between(point, next.point, &path, xy, out);
+        }
+    }
+
+    /// The traversals of the drive from `from` to `to` chosen while decoding.
+    fn path(&mut self, from: &State, to: &State, straight_m: f64, bound_m: f64) -> Vec<Traversal> {
+        let end = self.end_node(from);
+        self.router.search(self.network, end, bound_m);
+        let from_segment = &self.network.segments()[from.segment as usize];
+        match self
+            .route(from, to, straight_m, bound_m)
+            .map(|(_, how)| how)
+        {
+            Some(Route::Along) => vec![Traversal {
+                segment: from.segment,
+                forward: from.forward,
+                from_m: from.offset_m,
+                to_m: to.offset_m.max(from.offset_m),
+            }],
+            Some(Route::UTurn) => {
+                let turned_at_m = from_segment.length_m - from.offset_m;
+                vec![
+                    Traversal {
+                        segment: from.segment,
+                        forward: from.forward,
+                        from_m: from.offset_m,
+                        to_m: from.offset_m,
+                    },
+                    Traversal {
+                        segment: to.segment,
+                        forward: to.forward,
+                        from_m: turned_at_m.min(to.offset_m),
+                        to_m: to.offset_m,
+                    },
+                ]
+            }
+            Some(Route::Network) | None => {
+                let to_segment = &self.network.segments()[to.segment as usize];
+                let between = self
+                    .router
+                    .path(self.network, to_segment.start_node(to.forward))
+                    .unwrap_or_default();
+                let mut path = Vec::with_capacity(between.len() + 2);
+                path.push(Traversal {
+                    segment: from.segment,
+                    forward: from.forward,
+                    from_m: from.offset_m,
+                    to_m: from_segment.length_m,
+                });
+                for (segment, forward) in between {
+                    path.push(Traversal {
+                        segment,
+                        forward,
+                        from_m: 0.0,
+                        to_m: self.network.segments()[segment as usize].length_m,
+                    });
+                }
+                path.push(Traversal {
+                    segment: to.segment,
+                    forward: to.forward,
+                    from_m: 0.0,
+                    to_m: to.offset_m,
+                });
+                path
+            }
+        }
+    }
+
+    /// Places the skipped fixes between decoded points `a` and `b` on their path (in order
+    /// along it) and cuts the path into legs between consecutive fixes.
+    fn place_between(
+        &self,
+        a: usize,
+        b: usize,
+        path: &[Traversal],
+        xy: &[[f64; 2]],
+        out: &mut MatchedTrace,
+    ) {
+        // Position along the path: (traversal index, offset within the traversal's segment).
+        let mut at = (0usize, path[0].from_m);
+        let mut previous = a;
+        for (p, &fix) in xy.iter().enumerate().take(b).skip(a + 1) {
+            let mut best: Option<(f64, (usize, f64))> = None;
+            for (t, traversal) in path.iter().enumerate().skip(at.0) {
+                let c = self.index.project(traversal.segment, fix);
+                let length_m = self.network.segments()[traversal.segment as usize].length_m;
+                let along_m = if traversal.forward {
+                    c.offset_m
+                } else {
+                    length_m - c.offset_m
+                };
+                let low_m = if t == at.0 { at.1 } else { traversal.from_m };
+                let offset_m = along_m.clamp(low_m, traversal.to_m.max(low_m));
+                let here = self.index.point_at(
+                    traversal.segment,
+                    if traversal.forward {
+                        offset_m
+                    } else {
+                        length_m - offset_m
+                    },
+                );
+                let d = distance(here, fix);
+                if best.is_none_or(|(b, _)| d < b) {
+                    best = Some((d, (t, offset_m)));
+                }
+            }
+            let Some((d, position)) = best else { continue };
+            if d > self.config.search_radius_m {
+                continue;
+            }
+            let traversal = path[position.0];
+            out.points[p] = Some(MatchedPoint {
+                segment: traversal.segment,
+                forward: traversal.forward,
+                offset_m: position.1,
+                distance_m: d,
+            });
+            self.push_leg(previous, p, path, at, position, out);
+            at = position;
+            previous = p;
+        }
+        let end = (path.len() - 1, path[path.len() - 1].to_m);
+        self.push_leg(previous, b, path, at, end, out);
+    }
+
+    fn push_leg(
+        &self,
+        from_point: usize,
+        to_point: usize,
+        path: &[Traversal],
+        from: (usize, f64),
+        to: (usize, f64),
+        out: &mut MatchedTrace,
+    ) {
+        let start = out.traversals.len();
+        for (t, traversal) in path.iter().enumerate().take(to.0 + 1).skip(from.0) {
+            let from_m = if t == from.0 {
+                from.1
+            } else {
+                traversal.from_m
+            };
+            let to_m = if t == to.0 { to.1 } else { traversal.to_m };
+            out.traversals.push(Traversal {
+                from_m,
+                to_m: to_m.max(from_m),
+                ..*traversal
+            });
+        }
+        out.legs.push(Leg {
+            from_point,
+            to_point,
+            traversals: start..out.traversals.len(),
+        });
+    }
+}
+
+/// The distance a drive between two fixes should have: from their speeds when both report
+/// one (GPS speed comes from Doppler and is far more precise than positions), else the
+/// straight line between them.
+fn expected_m(straight_m: f64, speed_a_kmh: Option<f64>, speed_b_kmh: Option<f64>, dt: f64) -> f64 {
+    match (speed_a_kmh, speed_b_kmh) {
+        (Some(a), Some(b)) => (a + b) / 2.0 / 3.6 * dt,
+        _ => straight_m,
+    }
+}
+
+/// The Viterbi lattice of one unbroken run, flattened: per state its place, emission cost,
+/// best cumulative cost and back pointer.
+#[derive(Default)]
+struct Lattice {
+    steps: Vec<Step>,
+    states: Vec<State>,
+    emissions: Vec<f64>,
+    cost: Vec<f64>,
+    back: Vec<u32>,
+}
+
+#[cfg(test)]
+#[path = "matcher_tests.rs"]
+mod tests;

@@ -1,0 +1,373 @@
+//! Matcher fixtures: small hand-made networks with the hard cases (noise, jumps, gaps,
+//! U-turns, parallel roads, one-way streets), driven by a seeded virtual vehicle.
+
+use cleanfleet_roads::{RoadClass, Segment};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+use crate::Plane;
+
+const ORIGIN: (f64, f64) = (7.42, 43.73);
+
+/// A network from nodes in metres east and north of [`ORIGIN`] and straight segments
+/// `(from, to, oneway)`.
+fn network(nodes_m: &[(f64, f64)], segments: &[(u32, u32, bool)]) -> RoadNetwork {
+    let plane = Plane::new(ORIGIN.0, ORIGIN.1);
+    let nodes: Vec<(f64, f64)> = nodes_m
+        .iter()
+        .map(|&(x, y)| plane.to_lon_lat([x, y]))
+        .collect();
+    let segments = segments
+        .iter()
+        .enumerate()
+        .map(|(id, &(from, to, oneway))| {
+            let (a, b) = (nodes_m[from as usize], nodes_m[to as usize]);
+            Segment {
+                id: id as u32,
+                osm_way_id: None,
+                name: None,
+                class: RoadClass::III,
+                oneway,
+                from_node: from,
+                to_node: to,
+                points: vec![nodes[from as usize], nodes[to as usize]],
+                length_m: (b.0 - a.0).hypot(b.1 - a.1),
+                width_m: 8.0,
+            }
+        })
+        .collect();
+    RoadNetwork::new(nodes, segments).unwrap()
+}
+
+fn gaussian(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// A drive at `speed_m_s` over `stretches` (traversals, in order), one fix a second with
+/// GPS noise σ = `sigma_m`; returns the fixes and where the vehicle truly was at each.
+fn drive(
+    net: &RoadNetwork,
+    stretches: &[Traversal],
+    speed_m_s: f64,
+    sigma_m: f64,
+    seed: u64,
+) -> (Vec<Observation>, Vec<Traversal>) {
+    let plane = Plane::new(ORIGIN.0, ORIGIN.1);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut fixes = Vec::new();
+    let mut truth = Vec::new();
+    let mut carried_m = 0.0;
+    for t in stretches {
+        let segment = &net.segments()[t.segment as usize];
+        let (a, b) = (
+            plane.to_xy(segment.points[0]),
+            plane.to_xy(segment.points[1]),
+        );
+        let (start, end) = if t.forward { (a, b) } else { (b, a) };
+        let heading = (end[0] - start[0])
+            .atan2(end[1] - start[1])
+            .to_degrees()
+            .rem_euclid(360.0);
+        let mut offset_m = t.from_m + carried_m;
+        while offset_m <= t.to_m {
+            let f = offset_m / segment.length_m;
+            let x = start[0] + f * (end[0] - start[0]) + sigma_m * gaussian(&mut rng);
+            let y = start[1] + f * (end[1] - start[1]) + sigma_m * gaussian(&mut rng);
+            let (lon, lat) = plane.to_lon_lat([x, y]);
+            fixes.push(Observation {
+                time_s: fixes.len() as f64,
+                lon,
+                lat,
+                heading_deg: Some(heading),
+                speed_kmh: Some(speed_m_s * 3.6),
+                hdop: None,
+            });
+            truth.push(Traversal {
+                from_m: offset_m,
+                to_m: offset_m,
+                ..*t
+            });
+            offset_m += speed_m_s;
+        }
+        carried_m = offset_m - t.to_m;
+    }
+    (fixes, truth)
+}
+
+fn full(net: &RoadNetwork, segment: u32, forward: bool) -> Traversal {
+    Traversal {
+        segment,
+        forward,
+        from_m: 0.0,
+        to_m: net.segments()[segment as usize].length_m,
+    }
+}
+
+/// Share of fixes matched to the segment and direction they were truly on.
+fn on_true_edge(matched: &MatchedTrace, truth: &[Traversal]) -> f64 {
+    let hits = matched
+        .points
+        .iter()
+        .zip(truth)
+        .filter(|(m, t)| m.is_some_and(|m| m.segment == t.segment && m.forward == t.forward))
+        .count();
+    hits as f64 / truth.len() as f64
+}
+
+/// Legs join up: each starts where its first point was matched and ends at its last, and
+/// consecutive traversals meet at a node or continue on one segment.
+fn assert_legs_connect(net: &RoadNetwork, matched: &MatchedTrace) {
+    for leg in &matched.legs {
+        let ts = matched.leg_traversals(leg);
+        let (a, b) = (
+            matched.points[leg.from_point].unwrap(),
+            matched.points[leg.to_point].unwrap(),
+        );
+        let (first, last) = (ts[0], ts[ts.len() - 1]);
+        assert_eq!(
+            (first.segment, first.forward),
+            (a.segment, a.forward),
+            "{leg:?}"
+        );
+        assert!(
+            (first.from_m - a.offset_m).abs() < 1e-6 || ts.len() == 1,
+            "{leg:?} {ts:?} {a:?}"
+        );
+        assert_eq!(
+            (last.segment, last.forward),
+            (b.segment, b.forward),
+            "{leg:?} {ts:?}"
+        );
+        for w in ts.windows(2) {
+            let (s0, s1) = (
+                &net.segments()[w[0].segment as usize],
+                &net.segments()[w[1].segment as usize],
+            );
+            assert!(
+                s0.end_node(w[0].forward) == s1.start_node(w[1].forward)
+                    || w[0].segment == w[1].segment,
+                "{w:?}"
+            );
+        }
+        for t in ts {
+            assert!(
+                t.from_m <= t.to_m && t.to_m <= net.segments()[t.segment as usize].length_m + 1e-6
+            );
+        }
+    }
+}
+
+/// Two east-west roads 15 m apart, joined at both ends; the northern one is one-way east
+/// when `north_oneway`.
+fn parallel_roads(north_oneway: bool) -> RoadNetwork {
+    network(
+        &[(0.0, 0.0), (400.0, 0.0), (0.0, 15.0), (400.0, 15.0)],
+        &[
+            (0, 1, false),
+            (2, 3, north_oneway),
+            (0, 2, false),
+            (1, 3, false),
+        ],
+    )
+}
+
+#[test]
+fn a_noisy_drive_stays_on_its_road_beside_a_parallel_one() {
+    let net = parallel_roads(false);
+    let (fixes, truth) = drive(&net, &[full(&net, 0, true)], 8.0, 5.0, 1);
+    let matched = Matcher::new(&net, MatchConfig::default()).match_trace(&fixes);
+    let share = on_true_edge(&matched, &truth);
+    assert!(share >= 0.95, "{share}");
+    assert_legs_connect(&net, &matched);
+}
+
+#[test]
+fn multipath_jumps_do_not_pull_the_match_to_the_parallel_road() {
+    let net = parallel_roads(false);
+    let (mut fixes, truth) = drive(&net, &[full(&net, 0, true)], 5.0, 3.0, 2);
+    let plane = Plane::new(ORIGIN.0, ORIGIN.1);
+    for f in fixes.iter_mut().skip(3).step_by(7) {
+        let [x, y] = plane.to_xy((f.lon, f.lat));
+        (f.lon, f.lat) = plane.to_lon_lat([x, y + 40.0]);
+    }
+    let matched = Matcher::new(&net, MatchConfig::default()).match_trace(&fixes);
+    // Near the corners a fix is as near the short connecting roads: judge the rest.
+    let jumped = |i: usize| i >= 3 && (i - 3).is_multiple_of(7);
+    let middle = |i: &usize| (15.0..=385.0).contains(&truth[*i].from_m);
+    let wrong: Vec<usize> = (0..fixes.len())
+        .filter(middle)
+        .filter(|&i| !jumped(i))
+        .filter(|&i| matched.points[i].is_none_or(|m| (m.segment, m.forward) != (0, true)))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "fixes {wrong:?} matched off the true road"
+    );
+    let pulled: Vec<usize> = (0..fixes.len())
+        .filter(middle)
+        .filter(|&i| matched.points[i].is_some_and(|m| m.segment == 1))
+        .collect();
+    assert!(
+        pulled.is_empty(),
+        "fixes {pulled:?} matched to the parallel road"
+    );
+    assert!(on_true_edge(&matched, &truth) >= 0.9);
+}
+
+#[test]
+fn a_one_way_street_is_not_driven_against_its_direction() {
+    let net = parallel_roads(true);
+    // Westward on the southern road, with GPS pulled 8 m north (towards the one-way road).
+    let (mut fixes, truth) = drive(&net, &[full(&net, 0, false)], 8.0, 3.0, 3);
+    let plane = Plane::new(ORIGIN.0, ORIGIN.1);
+    for f in &mut fixes {
+        let [x, y] = plane.to_xy((f.lon, f.lat));
+        (f.lon, f.lat) = plane.to_lon_lat([x, y + 8.0]);
+    }
+    let matched = Matcher::new(&net, MatchConfig::default()).match_trace(&fixes);
+    for m in matched.points.iter().flatten() {
+        let segment = &net.segments()[m.segment as usize];
+        assert!(m.forward || !segment.oneway, "{m:?} against the one-way");
+    }
+    assert!(on_true_edge(&matched, &truth) >= 0.9);
+}
+
+#[test]
+fn a_u_turn_mid_segment_flips_the_direction() {
+    let net = network(&[(0.0, 0.0), (400.0, 0.0)], &[(0, 1, false)]);
+    let stretches = [
+        Traversal {
+            segment: 0,
+            forward: true,
+            from_m: 0.0,
+            to_m: 250.0,
+        },
+        Traversal {
+            segment: 0,
+            forward: false,
+            from_m: 150.0,
+            to_m: 400.0,
+        },
+    ];
+    let (fixes, truth) = drive(&net, &stretches, 6.0, 4.0, 4);
+    let matched = Matcher::new(&net, MatchConfig::default()).match_trace(&fixes);
+    let turn = truth.iter().position(|t| !t.forward).unwrap();
+    let wrong: Vec<usize> = matched
+        .points
+        .iter()
+        .zip(&truth)
+        .enumerate()
+        .filter(|(_, (m, t))| m.is_none_or(|m| m.forward != t.forward))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        wrong.iter().all(|&i| i.abs_diff(turn) <= 3),
+        "wrong directions at {wrong:?}, turn at {turn}"
+    );
+    assert_legs_connect(&net, &matched);
+}
+
+/// A 3 × 3 block grid of 200 m blocks, all two-way.
+fn grid() -> RoadNetwork {
+    let mut nodes = Vec::new();
+    for j in 0..4 {
+        for i in 0..4 {
+            nodes.push((i as f64 * 200.0, j as f64 * 200.0));
+        }
+    }
+    let mut segments = Vec::new();
+    for j in 0..4u32 {
+        for i in 0..4u32 {
+            let n = j * 4 + i;
+            if i < 3 {
+                segments.push((n, n + 1, false));
+            }
+            if j < 3 {
+                segments.push((n, n + 4, false));
+            }
+        }
+    }
+    network(&nodes, &segments)
+}
+
+/// The traversal from node `a` to node `b` of the grid.
+fn grid_edge(net: &RoadNetwork, a: u32, b: u32) -> Traversal {
+    let (s, f) = net
+        .outgoing(a)
+        .find(|&(s, f)| net.segments()[s as usize].end_node(f) == b)
+        .unwrap();
+    full(net, s, f)
+}
+
+#[test]
+fn a_gap_of_minutes_breaks_the_trace_and_both_sides_match() {
+    let net = grid();
+    let route: Vec<Traversal> = [0, 1, 2, 6, 10, 9, 8, 4]
+        .windows(2)
+        .map(|w| grid_edge(&net, w[0], w[1]))
+        .collect();
+    let (mut fixes, truth) = drive(&net, &route, 7.0, 5.0, 5);
+    // Silence for 3 minutes in the middle: a tunnel, a dead modem.
+    let middle = fixes.len() / 2;
+    for f in &mut fixes[middle..] {
+        f.time_s += 180.0;
+    }
+    let matched = Matcher::new(&net, MatchConfig::default()).match_trace(&fixes);
+    assert!(on_true_edge(&matched, &truth) >= 0.9);
+    assert!(
+        matched
+            .legs
+            .iter()
+            .all(|l| l.to_point < middle || l.from_point >= middle),
+        "no route is inferred across the gap"
+    );
+    assert_legs_connect(&net, &matched);
+}
+
+#[test]
+fn turns_through_a_grid_follow_the_route() {
+    let net = grid();
+    let route: Vec<Traversal> = [0, 4, 5, 6, 10, 14, 15, 11, 7, 3, 2]
+        .windows(2)
+        .map(|w| grid_edge(&net, w[0], w[1]))
+        .collect();
+    for seed in 0..5 {
+        let (fixes, truth) = drive(&net, &route, 8.0, 8.0, 10 + seed);
+        let config = MatchConfig {
+            gps_sigma_m: 8.0,
+            beta_m: 8.0,
+            reverse_tolerance_m: 32.0,
+            ..MatchConfig::default()
+        };
+        let matched = Matcher::new(&net, config).match_trace(&fixes);
+        let share = on_true_edge(&matched, &truth);
+        assert!(share >= 0.9, "seed {seed}: {share}");
+        assert_legs_connect(&net, &matched);
+        // The legs cover the drive: their length is the route's, give or take the ends.
+        let driven_m: f64 = matched.traversals.iter().map(|t| t.to_m - t.from_m).sum();
+        let route_m: f64 = route.iter().map(|t| t.to_m - t.from_m).sum();
+        assert!(
+            (driven_m - route_m).abs() < 40.0,
+            "seed {seed}: {driven_m} vs {route_m}"
+        );
+    }
+}
+
+#[test]
+fn the_same_fixes_match_the_same_way() {
+    let net = grid();
+    let route: Vec<Traversal> = [0, 1, 5, 9, 10]
+        .windows(2)
+        .map(|w| grid_edge(&net, w[0], w[1]))
+        .collect();
+    let (fixes, _) = drive(&net, &route, 6.0, 6.0, 9);
+    let mut matcher = Matcher::new(&net, MatchConfig::default());
+    let first = matcher.match_trace(&fixes);
+    let again = matcher.match_trace(&fixes);
+    let fresh = Matcher::new(&net, MatchConfig::default()).match_trace(&fixes);
+    assert_eq!(first, again);
+    assert_eq!(first, fresh);
+}

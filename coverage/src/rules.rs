@@ -1,0 +1,121 @@
+//! The coverage rules a city configures (DOMAIN.md, "Coverage rules"), with its defaults.
+
+use cleanfleet_roads::RoadClass;
+use serde::Deserialize;
+
+use crate::passes::WorkType;
+
+/// Top speed at which each work counts, km/h.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeedBands {
+    /// Default 8 (sweeping ≤ 8 km/h).
+    pub sweep: f64,
+    /// Default 8.
+    pub wash_sweep: f64,
+    /// Default 15.
+    pub flush: f64,
+    /// Default 12 (published bands: 10–15).
+    pub sprinkle: f64,
+    /// Default 6 (walking).
+    pub manual: f64,
+}
+
+impl Default for SpeedBands {
+    fn default() -> Self {
+        SpeedBands {
+            sweep: 8.0,
+            wash_sweep: 8.0,
+            flush: 15.0,
+            sprinkle: 12.0,
+            manual: 6.0,
+        }
+    }
+}
+
+/// The deep-cleaning recipe: a pass of `first`, then within `within_s` a pass of `then`, in
+/// the same direction over the same part.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeepCleanRule {
+    /// Default `["flush"]`.
+    pub first: Vec<WorkType>,
+    /// Default `["sweep", "wash_sweep"]`.
+    pub then: Vec<WorkType>,
+    /// Default 7200 (2 h).
+    pub within_s: f64,
+}
+
+impl Default for DeepCleanRule {
+    fn default() -> Self {
+        DeepCleanRule {
+            first: vec![WorkType::Flush],
+            then: vec![WorkType::Sweep, WorkType::WashSweep],
+            within_s: 7200.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoverageRules {
+    pub speed_band_kmh: SpeedBands,
+    /// Fixes with a higher HDOP are poor GPS. Default 5.
+    pub max_hdop: f64,
+    /// Fixes with fewer satellites are poor GPS. Default 4.
+    pub min_satellites: u8,
+    /// Fixes matched farther than this from the road are poor GPS. Default 30.
+    pub max_match_distance_m: f64,
+    /// A valid pass shorter than this (and than `covered_ratio` of its segment) is too
+    /// short. Default 10.
+    pub min_pass_length_m: f64,
+    /// Nothing is credited across a silence longer than this. Default 60.
+    pub max_gap_s: f64,
+    /// A side of a segment is covered when valid passes cover this share of it. Default 0.9.
+    pub covered_ratio: f64,
+    /// Two-way segments of these classes need a valid pass in each direction. Default
+    /// `["I", "II"]`.
+    pub both_sides_classes: Vec<RoadClass>,
+    /// Work that covers a street. Default sweep, wash-sweep, flush and manual (sprinkling
+    /// suppresses dust but does not clean).
+    pub covering_work: Vec<WorkType>,
+    /// Work that counts for the mechanised cleaning rate. Default sweep, wash-sweep, flush.
+    pub mechanised_work: Vec<WorkType>,
+    pub deep_clean: DeepCleanRule,
+}
+
+impl Default for CoverageRules {
+    fn default() -> Self {
+        CoverageRules {
+            speed_band_kmh: SpeedBands::default(),
+            max_hdop: 5.0,
+            min_satellites: 4,
+            max_match_distance_m: 30.0,
+            min_pass_length_m: 10.0,
+            max_gap_s: 60.0,
+            covered_ratio: 0.9,
+            both_sides_classes: vec![RoadClass::I, RoadClass::II],
+            covering_work: vec![
+                WorkType::Sweep,
+                WorkType::WashSweep,
+                WorkType::Flush,
+                WorkType::Manual,
+            ],
+            mechanised_work: vec![WorkType::Sweep, WorkType::WashSweep, WorkType::Flush],
+            deep_clean: DeepCleanRule::default(),
+        }
+    }
+}
+
+impl CoverageRules {
+    pub fn band_kmh(&self, work: WorkType) -> f64 {
+        let b = &self.speed_band_kmh;
+        match work {
+            WorkType::Sweep => b.sweep,
+            WorkType::WashSweep => b.wash_sweep,
+            WorkType::Flush => b.flush,
+            WorkType::Sprinkle => b.sprinkle,
+            WorkType::Manual => b.manual,
+        }
+    }
+}
