@@ -36,6 +36,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.dont_write_bytecode = True  # no __pycache__ for osm_network inside the repo
 
 ALL_TOOLS = ("valhalla", "osrm", "fastmm")
 

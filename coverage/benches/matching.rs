@@ -199,7 +199,7 @@ fn main() {
         let truth_summary = CoverageSummary::of(&network, &true_statuses, |_| true);
         let match_config = MatchConfig {
             gps_sigma_m: sigma_m,
-            beta_m: sigma_m,
+            beta_m: 1.6 * sigma_m,
             reverse_tolerance_m: 4.0 * sigma_m,
             search_radius_m: (5.0 * sigma_m).max(50.0),
             min_move_m: 2.0 * sigma_m,

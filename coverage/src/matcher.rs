@@ -46,7 +46,8 @@ pub struct MatchConfig {
     pub search_radius_m: f64,
     /// Nearest segments kept per fix. Default 8.
     pub max_candidates: usize,
-    /// Scale of the exponential transition model. Default 5.
+    /// Scale of the exponential transition model: about 1.6 × `gps_sigma_m` fits 1 Hz
+    /// data (tuned on Monaco, docs/benchmarks.md). Default 8.
     pub beta_m: f64,
     /// Cost of driving against the fix's heading (a half-turn costs this much, in units of
     /// negative log-likelihood). Default 6.
@@ -77,7 +78,7 @@ impl Default for MatchConfig {
             robust_sigmas: 3.0,
             search_radius_m: 50.0,
             max_candidates: 8,
-            beta_m: 5.0,
+            beta_m: 8.0,
             heading_weight: 6.0,
             heading_min_speed_kmh: 5.0,
             min_move_m: 10.0,
