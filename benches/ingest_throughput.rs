@@ -79,7 +79,7 @@ async fn run(total_fixes: u64, per_message: u64, clients: u64) {
         Parts {
             embedded_broker: true,
             ingest: true,
-            api: false,
+            ..Parts::NONE
         },
     )
     .await

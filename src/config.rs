@@ -9,6 +9,8 @@ use cleanfleet_api::ApiConfig;
 use cleanfleet_ingest::{BrokerConfig, IngestConfig};
 use cleanfleet_sim::{LoadConfig, SimConfig};
 use cleanfleet_store::Synchronous;
+
+use crate::coverage::CoverageConfig;
 use serde::Deserialize;
 
 pub const ENV_PREFIX: &str = "CLEANFLEET__";
@@ -31,6 +33,17 @@ pub struct Config {
     pub sim: SimConfig,
     /// `cleanfleet load`: many devices at a fixed rate, for capacity tests.
     pub load: LoadConfig,
+    pub roads: RoadsConfig,
+    pub coverage: CoverageConfig,
+}
+
+/// `[roads]`: the city's road network, which the simulated fleet drives and coverage is
+/// measured on.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoadsConfig {
+    /// An OpenStreetMap PBF extract; the built-in demo town when unset. `--roads` overrides it.
+    pub osm_pbf: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

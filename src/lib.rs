@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod coverage;
 mod stack;
 
 pub use stack::{demo, load_network, run_load, run_sim, wait_for_shutdown_signal, Parts, Stack};

@@ -26,7 +26,7 @@ enum Command {
     /// Everything in one process: embedded MQTT broker, ingest, store, API, simulated fleet.
     Demo {
         /// Drive the simulated fleet on a real OpenStreetMap extract instead of the built-in
-        /// demo town; overrides `[sim] roads`.
+        /// demo town; overrides `[roads] osm_pbf`.
         #[arg(long)]
         roads: Option<PathBuf>,
     },
@@ -36,9 +36,11 @@ enum Command {
     Ingest,
     /// Only the HTTP API over the store.
     Api,
+    /// Only the coverage stage: matches the store's new fixes and keeps its passes current.
+    Coverage,
     /// Only the simulated fleet, publishing to the broker at `[broker] url`.
     Sim {
-        /// An OpenStreetMap PBF file to drive on; overrides `[sim] roads`.
+        /// An OpenStreetMap PBF file to drive on; overrides `[roads] osm_pbf`.
         #[arg(long)]
         roads: Option<PathBuf>,
     },
@@ -82,19 +84,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         cleanfleet::wait_for_shutdown_signal().await;
         signal.cancel();
     });
-    let parts = |embedded_broker, ingest, api| Parts {
-        embedded_broker,
-        ingest,
-        api,
-    };
+    let mut config = config;
     match command {
         Command::Demo { roads } => {
-            let roads = roads.or_else(|| config.sim.roads.clone());
-            cleanfleet::demo(config, roads.as_deref(), shutdown).await
+            config.roads.osm_pbf = roads.or(config.roads.osm_pbf);
+            cleanfleet::demo(config, shutdown).await
         }
         Command::Sim { roads } => {
-            let roads = roads.or_else(|| config.sim.roads.clone());
-            let network = cleanfleet::load_network(roads.as_deref())?;
+            config.roads.osm_pbf = roads.or(config.roads.osm_pbf);
+            let network = cleanfleet::load_network(config.roads.osm_pbf.as_deref())?;
             cleanfleet::run_sim(config, network, shutdown)
                 .await
                 .map(drop)
@@ -134,10 +132,20 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             shutdown.cancelled().await;
             Ok(())
         }
-        Command::Ingest | Command::Api => {
+        Command::Ingest | Command::Api | Command::Coverage => {
             let parts = match command {
-                Command::Ingest => parts(false, true, false),
-                _ => parts(false, false, true),
+                Command::Ingest => Parts {
+                    ingest: true,
+                    ..Parts::NONE
+                },
+                Command::Api => Parts {
+                    api: true,
+                    ..Parts::NONE
+                },
+                _ => Parts {
+                    coverage: true,
+                    ..Parts::NONE
+                },
             };
             let stack = Stack::start(config, parts).await?;
             tokio::select! {

@@ -22,6 +22,8 @@ pub struct Parts {
     pub embedded_broker: bool,
     pub ingest: bool,
     pub api: bool,
+    /// The coverage stage (`crate::coverage`): passes from the store's fixes.
+    pub coverage: bool,
 }
 
 impl Parts {
@@ -29,6 +31,13 @@ impl Parts {
         embedded_broker: true,
         ingest: true,
         api: true,
+        coverage: true,
+    };
+    pub const NONE: Parts = Parts {
+        embedded_broker: false,
+        ingest: false,
+        api: false,
+        coverage: false,
     };
 }
 
@@ -38,7 +47,10 @@ pub struct Stack {
     pub api_addr: Option<SocketAddr>,
     pub ingest_metrics: Option<IngestMetrics>,
     pub store: Arc<SqliteStore>,
+    /// The city's roads (`[roads]`), loaded when the coverage stage or the API runs.
+    pub network: Option<Arc<RoadNetwork>>,
     ingest: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    coverage: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     api: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     /// Cancelled when a stage ends without being asked to.
     failed: CancellationToken,
@@ -89,6 +101,29 @@ impl Stack {
         let registry = prometheus::Registry::new();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let failed = CancellationToken::new();
+        let network = if parts.coverage || parts.api {
+            Some(load_network(config.roads.osm_pbf.as_deref())?)
+        } else {
+            None
+        };
+
+        let coverage = if parts.coverage {
+            let token = CancellationToken::new();
+            let task = spawn_stage(
+                "coverage",
+                &token,
+                &failed,
+                crate::coverage::run(
+                    config.coverage.clone(),
+                    network.clone().expect("loaded for coverage"),
+                    store.clone(),
+                    token.clone(),
+                ),
+            );
+            Some((token, task))
+        } else {
+            None
+        };
 
         let (ingest, ingest_metrics) = if parts.ingest {
             let metrics = IngestMetrics::register(&registry)?;
@@ -115,11 +150,27 @@ impl Stack {
                 .await
                 .with_context(|| format!("cannot listen on {} for HTTP", config.api.listen))?;
             let addr = listener.local_addr()?;
+            let time_zone =
+                jiff::tz::TimeZone::get(&config.coverage.time_zone).with_context(|| {
+                    format!(
+                        "[coverage] time_zone {:?} is not an IANA time zone",
+                        config.coverage.time_zone
+                    )
+                })?;
+            let coverage = network.clone().map(|network| {
+                Arc::new(cleanfleet_api::CoverageContext {
+                    network,
+                    rules: config.coverage.rules.clone(),
+                    time_zone,
+                    time_zone_name: config.coverage.time_zone.clone(),
+                })
+            });
             let router = cleanfleet_api::router(ApiState {
                 store: store.clone(),
                 clock,
                 registry,
                 ingest: ingest_metrics.clone(),
+                coverage,
             })?;
             let token = CancellationToken::new();
             let serve_token = token.clone();
@@ -139,7 +190,9 @@ impl Stack {
             api_addr,
             ingest_metrics,
             store,
+            network,
             ingest,
+            coverage,
             api,
             failed,
         })
@@ -175,10 +228,16 @@ impl Stack {
     /// when an earlier one failed; the first error is returned.
     pub async fn stop(self) -> anyhow::Result<()> {
         let mut errors = Vec::new();
-        if let Some((token, task)) = self.ingest {
-            token.cancel();
-            if let Err(e) = task.await.context("ingest task panicked").and_then(|r| r) {
-                errors.push(e);
+        for (name, stage) in [("ingest", self.ingest), ("coverage", self.coverage)] {
+            if let Some((token, task)) = stage {
+                token.cancel();
+                if let Err(e) = task
+                    .await
+                    .context(format!("{name} task panicked"))
+                    .and_then(|r| r)
+                {
+                    errors.push(e);
+                }
             }
         }
         match self.store.close().await {
@@ -310,13 +369,9 @@ pub async fn run_load(
 
 /// Everything in one process: embedded broker, ingest, store, API and a simulated fleet.
 /// Runs until `shutdown`, or until a stage or the fleet fails; then stops in order.
-pub async fn demo(
-    config: Config,
-    roads: Option<&Path>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let network = load_network(roads)?;
+pub async fn demo(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let stack = Stack::start(config.clone(), Parts::ALL).await?;
+    let network = stack.network.clone().expect("the demo loads the roads");
     if let Err(e) = stack.ingest_ready(Duration::from_secs(30)).await {
         stack.stop().await?;
         return Err(e);
@@ -331,6 +386,9 @@ pub async fn demo(
         "cleanfleet demo running. Try:\n  \
          curl http://{api}/api/v1/vehicles\n  \
          curl http://{api}/api/v1/bins\n  \
+         curl http://{api}/api/v1/coverage            (today's covered, mechanised, deep-cleaned shares)\n  \
+         curl http://{api}/api/v1/coverage/segments   (GeoJSON map of the streets' status)\n  \
+         curl http://{api}/api/v1/passes?vehicle=sw-01\n  \
          curl http://{api}/api/v1/ingest/stats\n  \
          curl http://{api}/api/v1/dead-letters\n  \
          curl http://{api}/metrics\n  \

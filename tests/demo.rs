@@ -30,6 +30,7 @@ async fn demo_serves_the_fleet_and_ctrl_c_loses_nothing() {
         .env("CLEANFLEET__EMBEDDED_BROKER__LISTEN", broker.to_string())
         .env("CLEANFLEET__API__LISTEN", api.to_string())
         .env("CLEANFLEET__SIM__BACKFILL", "20m")
+        .env("CLEANFLEET__COVERAGE__TIME_ZONE", "UTC")
         .env("RUST_LOG", "info")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -54,6 +55,28 @@ async fn demo_serves_the_fleet_and_ctrl_c_loses_nothing() {
     assert!(vehicles.iter().any(|v| v["kind"] == "washer_sweeper"));
     let (_, bins) = get_json(api, "/api/v1/bins").await;
     assert_eq!(bins["items"].as_array().unwrap().len(), 12);
+
+    // The coverage stage turns the fleet's fixes into passes the day report counts (the
+    // backfill may straddle midnight: ask for both days).
+    let now = jiff::Timestamp::now();
+    let days: Vec<String> = [now - jiff::SignedDuration::from_mins(25), now]
+        .iter()
+        .map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).date().to_string())
+        .collect();
+    eventually(
+        "passes in the coverage report",
+        Duration::from_secs(60),
+        || async {
+            let mut valid = 0;
+            for date in &days {
+                let (status, body) = get_json(api, &format!("/api/v1/coverage?date={date}")).await;
+                assert_eq!(status, 200, "{body}");
+                valid += body["valid_passes"].as_u64()?;
+            }
+            (valid > 0).then_some(())
+        },
+    )
+    .await;
 
     let interrupted = Command::new("kill")
         .args(["-INT", &demo.0.id().to_string()])

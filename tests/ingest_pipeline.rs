@@ -387,9 +387,8 @@ async fn shutdown_commits_everything_received_and_checkpoints_the_store() {
     let mut config = test_config(dir.path());
     config.broker.url = format!("mqtt://{broker}");
     let parts = cleanfleet::Parts {
-        embedded_broker: false,
         ingest: true,
-        api: false,
+        ..cleanfleet::Parts::NONE
     };
     let restarted = cleanfleet::Stack::start(config, parts).await.unwrap();
     let store = restarted.store.clone();

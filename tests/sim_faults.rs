@@ -236,9 +236,8 @@ async fn fleet_and_ingest_talk_tls() {
     config.broker.url = format!("mqtts://localhost:{}", mosquitto.addr.port());
     config.broker.ca_file = Some(path("ca.pem"));
     let parts = cleanfleet::Parts {
-        embedded_broker: false,
         ingest: true,
-        api: false,
+        ..cleanfleet::Parts::NONE
     };
     let stack = cleanfleet::Stack::start(config.clone(), parts)
         .await

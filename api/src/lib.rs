@@ -1,6 +1,7 @@
 //! The HTTP API. Handlers are thin: parse and check the request, ask the store, shape JSON.
 //! Errors become responses in one place (`error.rs`); a 5xx body never carries internals.
 
+mod coverage;
 mod error;
 mod extract;
 mod metrics;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use coverage::CoverageContext;
 pub use error::{ApiError, ErrorBody};
 pub use metrics::ApiMetrics;
 pub use routes::ApiDoc;
@@ -46,6 +48,8 @@ pub struct ApiState {
     pub registry: prometheus::Registry,
     /// Present when ingestion runs in this process: readiness and statistics use it.
     pub ingest: Option<IngestMetrics>,
+    /// The road network and rules the coverage endpoints judge by; without it they are 503.
+    pub coverage: Option<Arc<CoverageContext>>,
 }
 
 /// The API's routes with request metrics.

@@ -27,7 +27,7 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
 #[openapi(
     info(
         title = "cleanfleet API",
-        description = "City sanitation fleet data: devices, tracks, dead letters, ingest statistics."
+        description = "City sanitation fleet data: devices, tracks, coverage and passes, dead letters, ingest statistics."
     ),
     paths(
         healthz,
@@ -38,7 +38,10 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         list_bins,
         vehicle_track,
         list_dead_letters,
-        ingest_stats
+        ingest_stats,
+        crate::coverage::coverage_report,
+        crate::coverage::coverage_segments,
+        crate::coverage::list_passes
     ),
     components(schemas(
         ErrorBody,
@@ -48,7 +51,12 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         DeadLetterView,
         IngestStats,
         StoreStats,
-        ProcessCounters
+        ProcessCounters,
+        crate::coverage::CoverageReport,
+        crate::coverage::Share,
+        crate::coverage::Missed,
+        crate::coverage::PassPage,
+        cleanfleet_store::PassRecord
     ))
 )]
 pub struct ApiDoc;
@@ -66,6 +74,12 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/bins", get(list_bins))
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/ingest/stats", get(ingest_stats))
+        .route("/api/v1/coverage", get(crate::coverage::coverage_report))
+        .route(
+            "/api/v1/coverage/segments",
+            get(crate::coverage::coverage_segments),
+        )
+        .route("/api/v1/passes", get(crate::coverage::list_passes))
         .fallback(|| async {
             ApiError::NotFound {
                 resource: "route",

@@ -22,6 +22,29 @@ pub enum WorkType {
 }
 
 impl WorkType {
+    pub const ALL: [WorkType; 5] = [
+        WorkType::Sweep,
+        WorkType::WashSweep,
+        WorkType::Flush,
+        WorkType::Sprinkle,
+        WorkType::Manual,
+    ];
+
+    /// The name in JSON and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkType::Sweep => "sweep",
+            WorkType::WashSweep => "wash_sweep",
+            WorkType::Flush => "flush",
+            WorkType::Sprinkle => "sprinkle",
+            WorkType::Manual => "manual",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<WorkType> {
+        WorkType::ALL.into_iter().find(|w| w.as_str() == name)
+    }
+
     /// The work a device of `kind` exists for; `None` for devices that do not clean.
     pub fn of_kind(kind: DeviceKind) -> Option<WorkType> {
         match kind {
@@ -59,6 +82,29 @@ pub enum InvalidReason {
     PoorGps,
     /// Shorter than `min_pass_length_m` on a longer segment.
     TooShort,
+}
+
+impl InvalidReason {
+    pub const ALL: [InvalidReason; 4] = [
+        InvalidReason::ToolOff,
+        InvalidReason::Overspeed,
+        InvalidReason::PoorGps,
+        InvalidReason::TooShort,
+    ];
+
+    /// The name in JSON and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidReason::ToolOff => "tool_off",
+            InvalidReason::Overspeed => "overspeed",
+            InvalidReason::PoorGps => "poor_gps",
+            InvalidReason::TooShort => "too_short",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<InvalidReason> {
+        InvalidReason::ALL.into_iter().find(|r| r.as_str() == name)
+    }
 }
 
 /// What ingest knows of a fix besides its position: one per matched observation.
@@ -363,5 +409,18 @@ mod tests {
         assert!(WorkType::Flush.tools_on(&water) && !WorkType::Flush.tools_on(&brush));
         assert!(WorkType::WashSweep.tools_on(&water) && WorkType::WashSweep.tools_on(&brush));
         assert!(!WorkType::Sprinkle.tools_on(&WorkState::default()));
+    }
+
+    #[test]
+    fn names_match_serde_and_parse_back() {
+        for w in WorkType::ALL {
+            assert_eq!(serde_json::to_value(w).unwrap(), w.as_str());
+            assert_eq!(WorkType::parse(w.as_str()), Some(w));
+        }
+        for r in InvalidReason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+            assert_eq!(InvalidReason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(WorkType::parse("mop"), None);
     }
 }

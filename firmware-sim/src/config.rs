@@ -192,9 +192,6 @@ pub struct SimConfig {
     /// Credentials every simulated device presents to the broker; none by default.
     pub username: Option<String>,
     pub password: Option<String>,
-    /// The road network to drive: an OpenStreetMap PBF file; the built-in demo town when
-    /// unset. `--roads` on the command line overrides it.
-    pub roads: Option<PathBuf>,
     /// Seed of every random choice: the same seed, network and fleet give the same messages.
     pub seed: u64,
     pub fleet: FleetMix,
@@ -224,7 +221,6 @@ impl Default for SimConfig {
             client_id_prefix: "sim".into(),
             username: None,
             password: None,
-            roads: None,
             seed: 1,
             fleet: FleetMix::default(),
             fix_interval_s: 1.0,

@@ -136,6 +136,47 @@ pub struct StoreStats {
     pub newest_fix: Option<Timestamp>,
 }
 
+/// Coverage is computed in chunks of one device's fixes over one hour of device time.
+pub const COVERAGE_CHUNK_MS: i64 = 3_600_000;
+/// A chunk is matched with this much of the fixes before and after it as context, so a fix
+/// landing this close to a chunk makes the chunk stale too.
+pub const COVERAGE_CONTEXT_MS: i64 = 600_000;
+
+/// One device's hour whose passes are missing or older than its fixes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoverageChunk {
+    pub device_id: String,
+    pub kind: DeviceKind,
+    pub start: Timestamp,
+    /// The fixes' version the passes will be computed from.
+    pub version: i64,
+}
+
+impl CoverageChunk {
+    pub fn end(&self) -> Timestamp {
+        self.start + jiff::SignedDuration::from_millis(COVERAGE_CHUNK_MS)
+    }
+}
+
+/// A work pass as stored (`cleanfleet-coverage` computes them): a traversal of a segment of
+/// the road network in one direction, with its work type and, when it does not count, why.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PassRecord {
+    pub device_id: String,
+    pub segment: u32,
+    pub forward: bool,
+    pub from_m: f64,
+    pub to_m: f64,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// `sweep`, `wash_sweep`, `flush`, `sprinkle` or `manual`.
+    pub work: String,
+    /// `tool_off`, `overspeed`, `poor_gps` or `too_short`; absent when the pass counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
+    pub max_speed_kmh: f64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Write one batch atomically and durably; idempotent per record.
@@ -154,6 +195,25 @@ pub trait Store: Send + Sync + 'static {
     async fn stats(&self) -> Result<StoreStats, StoreError>;
     /// Delete device data whose device time is before `before`; returns rows deleted.
     async fn prune(&self, before: Timestamp) -> Result<u64, StoreError>;
+    /// Records the road network coverage is computed on; when it differs from the last one,
+    /// forgets every pass and makes every chunk stale. Returns whether it did.
+    async fn use_coverage_network(&self, network_id: &str) -> Result<bool, StoreError>;
+    /// Stale chunks, oldest hour first.
+    async fn stale_chunks(&self, limit: u32) -> Result<Vec<CoverageChunk>, StoreError>;
+    /// Replaces the chunk's passes and records the version they were computed from; the
+    /// chunk stays stale if fixes landed in it meanwhile.
+    async fn put_passes(
+        &self,
+        chunk: CoverageChunk,
+        passes: Vec<PassRecord>,
+    ) -> Result<(), StoreError>;
+    /// Passes starting in `from..to`, of one device or all, by start time.
+    async fn passes(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        device_id: Option<String>,
+    ) -> Result<Vec<PassRecord>, StoreError>;
     /// Cheap liveness check for readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Flush everything to the backing files and refuse further writes.

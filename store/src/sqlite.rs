@@ -17,8 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde::Deserialize;
 
 use crate::{
-    DeadLetter, DeadLetterQuery, DeviceQuery, DeviceSummary, IngestItem, Store, StoreError,
-    StoreStats, WriteReport,
+    CoverageChunk, DeadLetter, DeadLetterQuery, DeviceQuery, DeviceSummary, IngestItem, PassRecord,
+    Store, StoreError, StoreStats, WriteReport, COVERAGE_CHUNK_MS, COVERAGE_CONTEXT_MS,
 };
 
 /// SQLite's `synchronous` setting. `full` survives power loss after a commit; `normal` survives
@@ -294,8 +294,9 @@ fn insert_body(
                  ON CONFLICT DO NOTHING",
             )?;
             let mut n = 0;
+            let mut stale_hours = std::collections::BTreeSet::new();
             for f in fixes {
-                n += stmt.execute(params![
+                let inserted = stmt.execute(params![
                     key,
                     ms(f.time),
                     f.seq.map(|s| s as i64),
@@ -313,6 +314,21 @@ fn insert_body(
                     f.sos,
                     rec
                 ])? as u64;
+                if inserted > 0 {
+                    let t = ms(f.time);
+                    for around in [t - COVERAGE_CONTEXT_MS, t, t + COVERAGE_CONTEXT_MS] {
+                        stale_hours.insert(around.div_euclid(COVERAGE_CHUNK_MS));
+                    }
+                }
+                n += inserted;
+            }
+            let mut stale = tx.prepare_cached(
+                "INSERT INTO coverage_chunks (device_key, hour, version, computed_version)
+                 VALUES (?1, ?2, 1, 0)
+                 ON CONFLICT DO UPDATE SET version = version + 1",
+            )?;
+            for hour in stale_hours {
+                stale.execute(params![key, hour])?;
             }
             return Ok((n, n));
         }
@@ -693,6 +709,9 @@ impl Store for SqliteStore {
         self.with_writer(move |conn| {
             let tx = conn.transaction()?;
             let mut deleted = 0;
+            let hour = ms(before).div_euclid(COVERAGE_CHUNK_MS);
+            deleted += tx.execute("DELETE FROM passes WHERE hour < ?1", [hour])? as u64;
+            tx.execute("DELETE FROM coverage_chunks WHERE hour < ?1", [hour])?;
             for (table, column) in [
                 ("fixes", "time_ms"),
                 ("bin_readings", "time_ms"),
@@ -709,6 +728,151 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             Ok(deleted)
+        })
+        .await
+    }
+
+    async fn use_coverage_network(&self, network_id: &str) -> Result<bool, StoreError> {
+        let network_id = network_id.to_owned();
+        self.with_writer(move |conn| {
+            let tx = conn.transaction()?;
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM coverage_meta WHERE key = 'network'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let changed = current.as_deref() != Some(network_id.as_str());
+            if changed {
+                tx.execute("DELETE FROM passes", [])?;
+                // A version no computation can have: every chunk is stale.
+                tx.execute("UPDATE coverage_chunks SET computed_version = -1", [])?;
+                tx.execute(
+                    "INSERT INTO coverage_meta (key, value) VALUES ('network', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [&network_id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(changed && current.is_some())
+        })
+        .await
+    }
+
+    async fn stale_chunks(&self, limit: u32) -> Result<Vec<CoverageChunk>, StoreError> {
+        self.with_reader(move |conn| {
+            let chunks = conn
+                .prepare_cached(
+                    "SELECT d.device_id, d.kind, c.hour, c.version
+                     FROM coverage_chunks c JOIN devices d USING (device_key)
+                     WHERE c.version <> c.computed_version
+                     ORDER BY c.hour, c.device_key LIMIT ?1",
+                )?
+                .query_map([limit], |r| {
+                    let kind: String = r.get(1)?;
+                    Ok(CoverageChunk {
+                        device_id: r.get(0)?,
+                        kind: kind.parse().map_err(|_| {
+                            rusqlite::Error::InvalidColumnType(
+                                1,
+                                "kind".into(),
+                                rusqlite::types::Type::Text,
+                            )
+                        })?,
+                        start: ts(r.get::<_, i64>(2)? * COVERAGE_CHUNK_MS),
+                        version: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(chunks)
+        })
+        .await
+    }
+
+    async fn put_passes(
+        &self,
+        chunk: CoverageChunk,
+        passes: Vec<PassRecord>,
+    ) -> Result<(), StoreError> {
+        self.with_writer(move |conn| {
+            let tx = conn.transaction()?;
+            let key: i64 = tx.query_row(
+                "SELECT device_key FROM devices WHERE device_id = ?1",
+                [&chunk.device_id],
+                |r| r.get(0),
+            )?;
+            let hour = ms(chunk.start).div_euclid(COVERAGE_CHUNK_MS);
+            tx.execute(
+                "DELETE FROM passes WHERE device_key = ?1 AND hour = ?2",
+                params![key, hour],
+            )?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO passes (device_key, hour, n, segment, forward, from_m, to_m,
+                         start_ms, end_ms, work, invalid, max_speed_kmh)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )?;
+                for (n, p) in passes.iter().enumerate() {
+                    insert.execute(params![
+                        key,
+                        hour,
+                        n as i64,
+                        p.segment,
+                        p.forward,
+                        p.from_m,
+                        p.to_m,
+                        ms(p.start),
+                        ms(p.end),
+                        p.work,
+                        p.invalid,
+                        p.max_speed_kmh
+                    ])?;
+                }
+            }
+            tx.execute(
+                "UPDATE coverage_chunks SET computed_version = ?3
+                 WHERE device_key = ?1 AND hour = ?2",
+                params![key, hour, chunk.version],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn passes(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        device_id: Option<String>,
+    ) -> Result<Vec<PassRecord>, StoreError> {
+        self.with_reader(move |conn| {
+            let passes = conn
+                .prepare_cached(
+                    "SELECT d.device_id, p.segment, p.forward, p.from_m, p.to_m, p.start_ms,
+                         p.end_ms, p.work, p.invalid, p.max_speed_kmh
+                     FROM passes p JOIN devices d USING (device_key)
+                     WHERE p.start_ms >= ?1 AND p.start_ms < ?2
+                       AND (?3 IS NULL OR d.device_id = ?3)
+                     ORDER BY p.start_ms, d.device_id, p.n",
+                )?
+                .query_map(params![ms(from), ms(to), device_id], |r| {
+                    Ok(PassRecord {
+                        device_id: r.get(0)?,
+                        segment: r.get(1)?,
+                        forward: r.get(2)?,
+                        from_m: r.get(3)?,
+                        to_m: r.get(4)?,
+                        start: ts(r.get(5)?),
+                        end: ts(r.get(6)?),
+                        work: r.get(7)?,
+                        invalid: r.get(8)?,
+                        max_speed_kmh: r.get(9)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(passes)
         })
         .await
     }

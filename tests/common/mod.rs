@@ -19,6 +19,7 @@ pub fn test_config(dir: &Path) -> Config {
     config.embedded_broker.listen = "127.0.0.1:0".parse().unwrap();
     config.api.listen = "127.0.0.1:0".parse().unwrap();
     config.store.synchronous = cleanfleet_store::Synchronous::Normal;
+    config.coverage.poll_interval_s = 0.2;
     config
 }
 

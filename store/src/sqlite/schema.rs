@@ -115,6 +115,42 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX dead_letters_by_reason ON dead_letters (reason, id);
     "#,
+    // 2: coverage. A chunk is one device's fixes in one hour; `version` counts the writes
+    // that touched it (or its context), `computed_version` the version its passes were
+    // computed from. Passes are replaced whole per chunk.
+    r#"
+    CREATE TABLE coverage_chunks (
+        device_key       INTEGER NOT NULL,
+        hour             INTEGER NOT NULL,
+        version          INTEGER NOT NULL,
+        computed_version INTEGER NOT NULL,
+        PRIMARY KEY (device_key, hour)
+    ) WITHOUT ROWID;
+    CREATE INDEX coverage_chunks_stale ON coverage_chunks (hour, device_key)
+        WHERE version <> computed_version;
+
+    CREATE TABLE passes (
+        device_key    INTEGER NOT NULL,
+        hour          INTEGER NOT NULL,
+        n             INTEGER NOT NULL,
+        segment       INTEGER NOT NULL,
+        forward       INTEGER NOT NULL,
+        from_m        REAL NOT NULL,
+        to_m          REAL NOT NULL,
+        start_ms      INTEGER NOT NULL,
+        end_ms        INTEGER NOT NULL,
+        work          TEXT NOT NULL,
+        invalid       TEXT,
+        max_speed_kmh REAL NOT NULL,
+        PRIMARY KEY (device_key, hour, n)
+    ) WITHOUT ROWID;
+    CREATE INDEX passes_by_start ON passes (start_ms);
+
+    CREATE TABLE coverage_meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

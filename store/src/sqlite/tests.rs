@@ -324,3 +324,101 @@ fn schema_newer_than_the_build_is_refused() {
         Err(StoreError::SchemaTooNew { found: 99, .. })
     ));
 }
+
+fn pass(device: &str, start: &str, segment: u32) -> PassRecord {
+    PassRecord {
+        device_id: device.into(),
+        segment,
+        forward: true,
+        from_m: 0.0,
+        to_m: 100.0,
+        start: t(start),
+        end: t(start) + jiff::SignedDuration::from_secs(60),
+        work: "sweep".into(),
+        invalid: None,
+        max_speed_kmh: 6.0,
+    }
+}
+
+#[tokio::test]
+async fn new_fixes_make_their_hours_stale_and_passes_replace_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    // 07:01–07:03 touch hour 07 only; 07:55 is within 10 min of 08:00 and touches 08 too.
+    store
+        .write_batch(vec![fixes("sw-1", &[1, 2, 3])])
+        .await
+        .unwrap();
+    let stale = store.stale_chunks(10).await.unwrap();
+    assert_eq!(
+        stale.len(),
+        2,
+        "07:01 is context of the hour before: {stale:?}"
+    );
+    assert_eq!(
+        stale.iter().map(|c| c.start).collect::<Vec<_>>(),
+        [t("2026-11-21T06:00:00Z"), t("2026-11-21T07:00:00Z")]
+    );
+    assert_eq!(stale[1].kind, DeviceKind::Sweeper);
+    let seven = stale[1].clone();
+
+    // A duplicate changes nothing; passes for the version read make the chunk fresh.
+    store.write_batch(vec![fixes("sw-1", &[2])]).await.unwrap();
+    store
+        .put_passes(seven.clone(), vec![pass("sw-1", "2026-11-21T07:01:00Z", 5)])
+        .await
+        .unwrap();
+    let stale = store.stale_chunks(10).await.unwrap();
+    assert_eq!(stale.len(), 1);
+    assert_eq!(stale[0].start, t("2026-11-21T06:00:00Z"));
+
+    // A late fix makes the hour stale again; passes computed from the old version leave it
+    // stale, and replace rather than add.
+    store.write_batch(vec![fixes("sw-1", &[30])]).await.unwrap();
+    store
+        .put_passes(seven.clone(), vec![pass("sw-1", "2026-11-21T07:02:00Z", 6)])
+        .await
+        .unwrap();
+    let stale = store.stale_chunks(10).await.unwrap();
+    let again = stale.iter().find(|c| c.start == seven.start).unwrap();
+    assert!(again.version > seven.version);
+    let from = t("2026-11-21T00:00:00Z");
+    let to = t("2026-11-22T00:00:00Z");
+    let passes = store.passes(from, to, None).await.unwrap();
+    assert_eq!(passes.len(), 1);
+    assert_eq!(passes[0].segment, 6);
+    store.write_batch(vec![fixes("sw-1", &[55])]).await.unwrap();
+    assert!(store
+        .stale_chunks(10)
+        .await
+        .unwrap()
+        .iter()
+        .any(|c| c.start == t("2026-11-21T08:00:00Z")));
+    assert!(store
+        .passes(from, to, Some("sw-2".into()))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn another_road_network_forgets_every_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert!(
+        !store.use_coverage_network("demo-v1").await.unwrap(),
+        "the first network"
+    );
+    store.write_batch(vec![fixes("sw-1", &[20])]).await.unwrap();
+    let chunk = store.stale_chunks(10).await.unwrap().remove(0);
+    store
+        .put_passes(chunk, vec![pass("sw-1", "2026-11-21T07:20:00Z", 1)])
+        .await
+        .unwrap();
+    assert!(store.stale_chunks(10).await.unwrap().is_empty());
+    assert!(!store.use_coverage_network("demo-v1").await.unwrap());
+    assert!(store.use_coverage_network("monaco").await.unwrap());
+    assert_eq!(store.stale_chunks(10).await.unwrap().len(), 1);
+    let day = (t("2026-11-21T00:00:00Z"), t("2026-11-22T00:00:00Z"));
+    assert!(store.passes(day.0, day.1, None).await.unwrap().is_empty());
+}

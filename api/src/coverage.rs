@@ -1,0 +1,338 @@
+//! Coverage endpoints: a day's shares for the city or a road class, the segments' status as
+//! GeoJSON for a map, and the passes behind them.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cleanfleet_coverage::{
+    segment_status, CoverageRules, CoverageSummary, InvalidReason, MissReason, Pass, SegmentStatus,
+    WorkType,
+};
+use cleanfleet_roads::{RoadClass, RoadNetwork, Segment};
+use cleanfleet_store::PassRecord;
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::Query;
+use crate::ApiState;
+
+/// What the coverage endpoints need besides the store.
+pub struct CoverageContext {
+    pub network: Arc<RoadNetwork>,
+    pub rules: CoverageRules,
+    pub time_zone: TimeZone,
+    /// Its IANA name, as configured.
+    pub time_zone_name: String,
+}
+
+const MAX_PASSES: u32 = 100_000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DayParams {
+    /// Local date in the city's time zone, `YYYY-MM-DD`. Default: today.
+    #[param(value_type = Option<String>)]
+    date: Option<Date>,
+    /// Only segments of this road class: `I`, `II`, `III` or `IV`.
+    #[param(value_type = Option<String>)]
+    class: Option<RoadClass>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Share {
+    length_m: f64,
+    area_m2: f64,
+    share_by_length: f64,
+    share_by_area: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Missed {
+    reason: String,
+    segments: usize,
+    length_m: f64,
+}
+
+/// A day's coverage of a scope.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CoverageReport {
+    date: String,
+    time_zone: String,
+    /// `city`, or `class:I` etc.
+    scope: String,
+    segments: usize,
+    total_length_m: f64,
+    total_area_m2: f64,
+    covered: Share,
+    mechanised: Share,
+    deep_cleaned: Share,
+    /// Segments not covered, by reason.
+    missed: Vec<Missed>,
+    passes: usize,
+    valid_passes: usize,
+}
+
+fn context(state: &ApiState) -> Result<&CoverageContext, ApiError> {
+    state
+        .coverage
+        .as_deref()
+        .ok_or_else(|| ApiError::Unavailable("coverage is not configured in this process".into()))
+}
+
+/// The day's bounds in the city's time zone.
+fn day(
+    state: &ApiState,
+    ctx: &CoverageContext,
+    date: Option<Date>,
+) -> Result<(Date, Timestamp, Timestamp), ApiError> {
+    let date = date.unwrap_or_else(|| state.clock.now().to_zoned(ctx.time_zone.clone()).date());
+    let bad = |e: jiff::Error| ApiError::invalid("date", e.to_string());
+    let start = date
+        .to_zoned(ctx.time_zone.clone())
+        .map_err(bad)?
+        .timestamp();
+    let next = date.tomorrow().map_err(bad)?;
+    let end = next
+        .to_zoned(ctx.time_zone.clone())
+        .map_err(bad)?
+        .timestamp();
+    Ok((date, start, end))
+}
+
+/// Stored passes as the engine's, dropping any that do not fit this network (computed on
+/// another one before the store was told).
+fn engine_passes(network: &RoadNetwork, records: &[PassRecord]) -> Vec<Pass> {
+    let seconds = |t: Timestamp| t.as_millisecond() as f64 / 1000.0;
+    records
+        .iter()
+        .filter(|r| (r.segment as usize) < network.segments().len())
+        .filter_map(|r| {
+            Some(Pass {
+                segment: r.segment,
+                forward: r.forward,
+                from_m: r.from_m,
+                to_m: r.to_m,
+                start_s: seconds(r.start),
+                end_s: seconds(r.end),
+                work: WorkType::parse(&r.work)?,
+                invalid: match &r.invalid {
+                    Some(reason) => Some(InvalidReason::parse(reason)?),
+                    None => None,
+                },
+                max_speed_kmh: r.max_speed_kmh,
+            })
+        })
+        .collect()
+}
+
+async fn day_status(
+    state: &ApiState,
+    params: &DayParams,
+) -> Result<(Date, Vec<PassRecord>, Vec<SegmentStatus>), ApiError> {
+    let ctx = context(state)?;
+    let (date, from, to) = day(state, ctx, params.date)?;
+    let records = state.store.passes(from, to, None).await?;
+    let statuses = segment_status(
+        &ctx.network,
+        &engine_passes(&ctx.network, &records),
+        &ctx.rules,
+    );
+    Ok((date, records, statuses))
+}
+
+fn in_scope(class: Option<RoadClass>) -> impl Fn(&Segment) -> bool {
+    move |s: &Segment| class.is_none_or(|c| s.class == c)
+}
+
+/// A day's covered, mechanised and deep-cleaned shares, by length and by area, with the
+/// segments missed and why.
+#[utoipa::path(get, path = "/api/v1/coverage", params(DayParams),
+    responses((status = 200, body = CoverageReport), (status = 400, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub(crate) async fn coverage_report(
+    State(state): State<ApiState>,
+    Query(params): Query<DayParams>,
+) -> Result<Json<CoverageReport>, ApiError> {
+    let (date, records, statuses) = day_status(&state, &params).await?;
+    let ctx = context(&state)?;
+    let scope = in_scope(params.class);
+    let s = CoverageSummary::of(&ctx.network, &statuses, &scope);
+    let share = |length_m: f64, area_m2: f64| Share {
+        length_m,
+        area_m2,
+        share_by_length: ratio(length_m, s.total_length_m),
+        share_by_area: ratio(area_m2, s.total_area_m2),
+    };
+    let mut missed: Vec<Missed> = Vec::new();
+    for status in &statuses {
+        let segment = &ctx.network.segments()[status.segment as usize];
+        let Some(reason) = status.missed.filter(|_| scope(segment)) else {
+            continue;
+        };
+        let reason = miss_name(reason);
+        match missed.iter_mut().find(|m| m.reason == reason) {
+            Some(m) => {
+                m.segments += 1;
+                m.length_m += segment.length_m;
+            }
+            None => missed.push(Missed {
+                reason,
+                segments: 1,
+                length_m: segment.length_m,
+            }),
+        }
+    }
+    missed.sort_by(|a, b| a.reason.cmp(&b.reason));
+    let scoped: Vec<&PassRecord> = records
+        .iter()
+        .filter(|r| {
+            ctx.network
+                .segments()
+                .get(r.segment as usize)
+                .is_some_and(&scope)
+        })
+        .collect();
+    Ok(Json(CoverageReport {
+        date: date.to_string(),
+        time_zone: ctx.time_zone_name.clone(),
+        scope: params.class.map_or("city".into(), |c| format!("class:{c}")),
+        segments: s.segments,
+        total_length_m: s.total_length_m,
+        total_area_m2: s.total_area_m2,
+        covered: share(s.covered_length_m, s.covered_area_m2),
+        mechanised: share(s.mechanised_length_m, s.mechanised_area_m2),
+        deep_cleaned: share(s.deep_cleaned_length_m, s.deep_cleaned_area_m2),
+        missed,
+        passes: scoped.len(),
+        valid_passes: scoped.iter().filter(|r| r.invalid.is_none()).count(),
+    }))
+}
+
+fn ratio(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 {
+        part / whole
+    } else {
+        0.0
+    }
+}
+
+fn miss_name(reason: MissReason) -> String {
+    match serde_json::to_value(reason) {
+        Ok(Value::String(s)) => s,
+        _ => format!("{reason:?}"),
+    }
+}
+
+/// Every segment in scope with its status for the day, as an RFC 7946 FeatureCollection of
+/// LineStrings, ready for a map.
+#[utoipa::path(get, path = "/api/v1/coverage/segments", params(DayParams),
+    responses((status = 200, description = "GeoJSON FeatureCollection", content_type = "application/geo+json"),
+              (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn coverage_segments(
+    State(state): State<ApiState>,
+    Query(params): Query<DayParams>,
+) -> Result<Response, ApiError> {
+    let (date, _, statuses) = day_status(&state, &params).await?;
+    let ctx = context(&state)?;
+    let scope = in_scope(params.class);
+    let features: Vec<Value> = statuses
+        .iter()
+        .filter_map(|status| {
+            let s = &ctx.network.segments()[status.segment as usize];
+            scope(s).then(|| {
+                json!({
+                    "type": "Feature",
+                    "geometry": {
+                        "type": "LineString",
+                        "coordinates": s.points.iter().map(|&(lon, lat)| json!([lon, lat])).collect::<Vec<_>>(),
+                    },
+                    "properties": {
+                        "segment": s.id,
+                        "osm_way_id": s.osm_way_id,
+                        "name": s.name,
+                        "class": s.class.to_string(),
+                        "oneway": s.oneway,
+                        "length_m": s.length_m,
+                        "width_m": s.width_m,
+                        "covered": status.covered,
+                        "covered_ratio": status.covered_ratio,
+                        "mechanised": status.mechanised,
+                        "deep_cleaned": status.deep_cleaned,
+                        "missed": status.missed.map(miss_name),
+                    },
+                })
+            })
+        })
+        .collect();
+    let body = json!({
+        "type": "FeatureCollection",
+        "date": date.to_string(),
+        "time_zone": ctx.time_zone_name,
+        "features": features,
+    });
+    Ok(([(header::CONTENT_TYPE, "application/geo+json")], Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PassParams {
+    /// Local date in the city's time zone, `YYYY-MM-DD`. Default: today.
+    #[param(value_type = Option<String>)]
+    date: Option<Date>,
+    /// Only this vehicle's passes.
+    vehicle: Option<String>,
+    /// Most passes returned, 1..=100000, default 10000.
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PassPage {
+    date: String,
+    passes: Vec<PassRecord>,
+    /// More passes matched than `limit`.
+    truncated: bool,
+}
+
+/// The day's work passes (starting that day), by start time.
+#[utoipa::path(get, path = "/api/v1/passes", params(PassParams),
+    responses((status = 200, body = PassPage), (status = 400, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub(crate) async fn list_passes(
+    State(state): State<ApiState>,
+    Query(params): Query<PassParams>,
+) -> Result<Json<PassPage>, ApiError> {
+    let ctx = context(&state)?;
+    if let Some(v) = &params.vehicle {
+        if !cleanfleet_model::is_valid_device_id(v) {
+            return Err(ApiError::invalid("vehicle", "not a device id"));
+        }
+    }
+    let limit = match params.limit.unwrap_or(10_000) {
+        n @ 1..=MAX_PASSES => n as usize,
+        _ => {
+            return Err(ApiError::invalid(
+                "limit",
+                format!("must be 1..={MAX_PASSES}"),
+            ))
+        }
+    };
+    let (date, from, to) = day(&state, ctx, params.date)?;
+    let mut passes = state.store.passes(from, to, params.vehicle.clone()).await?;
+    let truncated = passes.len() > limit;
+    passes.truncate(limit);
+    Ok(Json(PassPage {
+        date: date.to_string(),
+        passes,
+        truncated,
+    }))
+}

@@ -1,0 +1,193 @@
+//! The coverage stage: keeps the store's passes up to date with its fixes. It takes stale
+//! chunks (one device, one hour; `cleanfleet_store::COVERAGE_CHUNK_MS`), matches their fixes
+//! with the context around them, derives the passes that start inside the chunk and replaces
+//! the chunk's passes. A chunk's passes depend only on the fixes stored for it and its
+//! context, so arrival order and duplicates do not change them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cleanfleet_coverage::{
+    derive_passes, CoverageRules, FixState, MatchConfig, Matcher, Observation, Pass, WorkType,
+};
+use cleanfleet_model::Fix;
+use cleanfleet_roads::RoadNetwork;
+use cleanfleet_store::{CoverageChunk, PassRecord, Store, COVERAGE_CONTEXT_MS};
+use jiff::{SignedDuration, Timestamp};
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+/// `[coverage]`: how coverage is computed and judged.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoverageConfig {
+    /// The city's IANA time zone: a "day" is a local day there. Default `Asia/Shanghai`.
+    pub time_zone: String,
+    /// Seconds between looks for chunks with new fixes. Default 5.
+    pub poll_interval_s: f64,
+    pub matcher: MatchConfig,
+    pub rules: CoverageRules,
+}
+
+impl Default for CoverageConfig {
+    fn default() -> Self {
+        CoverageConfig {
+            time_zone: "Asia/Shanghai".into(),
+            poll_interval_s: 5.0,
+            matcher: MatchConfig::default(),
+            rules: CoverageRules::default(),
+        }
+    }
+}
+
+/// Most fixes one chunk with its context can hold: 80 minutes at 10 Hz.
+const MAX_CHUNK_FIXES: u32 = 48_000;
+/// Chunks taken from the store per look.
+const CHUNKS_PER_LOOK: u32 = 64;
+
+/// An identity for a road network: coverage computed on another network is discarded.
+pub fn network_id(network: &RoadNetwork) -> String {
+    let mut bytes = Vec::with_capacity(network.segments().len() * 40);
+    for s in network.segments() {
+        bytes.extend_from_slice(&s.from_node.to_le_bytes());
+        bytes.extend_from_slice(&s.to_node.to_le_bytes());
+        bytes.push(u8::from(s.oneway));
+        bytes.extend_from_slice(&s.length_m.to_bits().to_le_bytes());
+        bytes.extend_from_slice(&s.width_m.to_bits().to_le_bytes());
+        bytes.extend_from_slice(s.class.to_string().as_bytes());
+    }
+    format!(
+        "{}-segments-{:016x}",
+        network.segments().len(),
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    )
+}
+
+type Job = (CoverageChunk, Vec<Fix>, oneshot::Sender<Vec<PassRecord>>);
+
+/// Runs until `shutdown`: finishes the chunk in hand, then returns.
+pub async fn run(
+    config: CoverageConfig,
+    network: Arc<RoadNetwork>,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if store.use_coverage_network(&network_id(&network)).await? {
+        info!("the road network changed: recomputing all coverage");
+    }
+    // Matching is CPU work: one thread owns the matcher (and its R-tree) for the stage's life.
+    let (jobs, mut inbox) = mpsc::channel::<Job>(1);
+    let worker_network = network.clone();
+    let (matcher_config, rules) = (config.matcher.clone(), config.rules.clone());
+    let worker = std::thread::Builder::new()
+        .name("coverage".into())
+        .spawn(move || {
+            let mut matcher = Matcher::new(&worker_network, matcher_config);
+            while let Some((chunk, fixes, reply)) = inbox.blocking_recv() {
+                let passes = chunk_passes(&worker_network, &mut matcher, &rules, &chunk, &fixes);
+                let _ = reply.send(passes);
+            }
+        })
+        .context("cannot start the coverage thread")?;
+    let poll = Duration::from_secs_f64(config.poll_interval_s.max(0.1));
+    let result = async {
+        while !shutdown.is_cancelled() {
+            let chunks = store.stale_chunks(CHUNKS_PER_LOOK).await?;
+            if chunks.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(poll) => continue,
+                }
+            }
+            for chunk in chunks {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                let context = SignedDuration::from_millis(COVERAGE_CONTEXT_MS);
+                let fixes = store
+                    .track(
+                        &chunk.device_id,
+                        chunk.start - context,
+                        chunk.end() + context,
+                        MAX_CHUNK_FIXES,
+                    )
+                    .await?;
+                let (reply, passes) = oneshot::channel();
+                jobs.send((chunk.clone(), fixes, reply))
+                    .await
+                    .context("the coverage thread stopped")?;
+                let passes = passes.await.context("the coverage thread stopped")?;
+                debug!(device = %chunk.device_id, start = %chunk.start, passes = passes.len(), "chunk computed");
+                store.put_passes(chunk, passes).await?;
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    drop(jobs);
+    let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+    result
+}
+
+/// The passes of one chunk from its fixes and their context, in device-time order.
+fn chunk_passes(
+    network: &RoadNetwork,
+    matcher: &mut Matcher,
+    rules: &CoverageRules,
+    chunk: &CoverageChunk,
+    fixes: &[Fix],
+) -> Vec<PassRecord> {
+    let Some(work) = WorkType::of_kind(chunk.kind) else {
+        return Vec::new();
+    };
+    let seconds = |t: Timestamp| t.as_millisecond() as f64 / 1000.0;
+    let observations: Vec<Observation> = fixes
+        .iter()
+        .map(|f| Observation {
+            time_s: seconds(f.time),
+            lon: f.lon,
+            lat: f.lat,
+            heading_deg: f.heading_deg,
+            speed_kmh: f.speed_kmh,
+            hdop: f.hdop,
+        })
+        .collect();
+    let states: Vec<FixState> = fixes
+        .iter()
+        .map(|f| FixState {
+            time_s: seconds(f.time),
+            speed_kmh: f.speed_kmh,
+            hdop: f.hdop,
+            satellites: f.satellites,
+            tools_on: work.tools_on(&f.work),
+        })
+        .collect();
+    let matched = matcher.match_trace(&observations);
+    let (from_s, to_s) = (seconds(chunk.start), seconds(chunk.end()));
+    derive_passes(network, work, &states, &matched, rules)
+        .into_iter()
+        .filter(|p| (from_s..to_s).contains(&p.start_s))
+        .map(|p| record(&chunk.device_id, &p))
+        .collect()
+}
+
+fn record(device_id: &str, p: &Pass) -> PassRecord {
+    let at = |s: f64| {
+        Timestamp::from_millisecond((s * 1000.0).round() as i64).unwrap_or(Timestamp::UNIX_EPOCH)
+    };
+    PassRecord {
+        device_id: device_id.to_owned(),
+        segment: p.segment,
+        forward: p.forward,
+        from_m: p.from_m,
+        to_m: p.to_m,
+        start: at(p.start_s),
+        end: at(p.end_s),
+        work: p.work.as_str().to_owned(),
+        invalid: p.invalid.map(|r| r.as_str().to_owned()),
+        max_speed_kmh: p.max_speed_kmh,
+    }
+}

@@ -1,0 +1,182 @@
+//! Coverage end to end: a simulated fleet through the real broker and ingest, the coverage
+//! stage matching the stored fixes into passes, and the API's day report, segment map and
+//! pass list. The same fixes, stored in another order and with duplicates, give the same
+//! passes.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cleanfleet::{Parts, Stack};
+use cleanfleet_model::{decode, Limits};
+use cleanfleet_roads::RoadNetwork;
+use cleanfleet_store::{IngestItem, Store};
+use common::*;
+use jiff::{SignedDuration, Timestamp};
+use tokio_util::sync::CancellationToken;
+
+/// Waits until the coverage stage has caught up with every stored fix.
+async fn coverage_caught_up(store: &dyn Store) {
+    eventually("coverage to catch up", Duration::from_secs(60), || async {
+        store
+            .stale_chunks(1)
+            .await
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.coverage.time_zone = "UTC".into();
+    let stack = Stack::start(config.clone(), Parts::ALL).await.unwrap();
+    stack.ingest_ready(Duration::from_secs(30)).await.unwrap();
+    config.broker.url = format!("mqtt://{}", stack.broker_addr.unwrap());
+    config.sim.backfill = SignedDuration::from_mins(40);
+    config.sim.fleet = cleanfleet_sim::FleetMix {
+        sweepers: 2,
+        washer_sweepers: 1,
+        flushers: 1,
+        ..cleanfleet_sim::FleetMix::NONE
+    };
+    let stop = CancellationToken::new();
+    let network = Arc::new(RoadNetwork::demo());
+    let sim = tokio::spawn(cleanfleet::run_sim(config.clone(), network, stop.clone()));
+    let metrics = stack.ingest_metrics.clone().unwrap();
+    eventually("the backfill", Duration::from_secs(60), || async {
+        (metrics.fixes.get() >= 4 * 2400).then_some(())
+    })
+    .await;
+    stop.cancel();
+    let report = sim.await.unwrap().unwrap();
+    eventually(
+        "ingest to take everything",
+        Duration::from_secs(30),
+        || async { (metrics.messages_committed() >= report.messages_acked).then_some(()) },
+    )
+    .await;
+    coverage_caught_up(stack.store.as_ref()).await;
+
+    // The day (or two, around midnight UTC) the backfill covered.
+    let api = stack.api_addr.unwrap();
+    let now = Timestamp::now();
+    let mut days: Vec<String> = [now - SignedDuration::from_mins(45), now]
+        .iter()
+        .map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).date().to_string())
+        .collect();
+    days.dedup();
+    let (mut covered_m, mut passes, mut valid) = (0.0, 0, 0);
+    for date in &days {
+        let (status, body) = get_json(api, &format!("/api/v1/coverage?date={date}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["segments"], 220);
+        assert_eq!(body["time_zone"], "UTC");
+        covered_m += body["covered"]["length_m"].as_f64().unwrap();
+        passes += body["passes"].as_u64().unwrap();
+        valid += body["valid_passes"].as_u64().unwrap();
+        let share = body["covered"]["share_by_length"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&share));
+    }
+    assert!(passes > 50 && valid > 20, "{passes} passes, {valid} valid");
+    assert!(
+        covered_m > 1000.0,
+        "{covered_m} m covered by 4 vehicles in 40 min"
+    );
+
+    let date = &days[days.len() - 1];
+    let (status, map) = get_json(
+        api,
+        &format!("/api/v1/coverage/segments?date={date}&class=I"),
+    )
+    .await;
+    assert_eq!(status, 200, "{map}");
+    let features = map["features"].as_array().unwrap();
+    assert!(!features.is_empty());
+    assert!(features.iter().all(|f| f["properties"]["class"] == "I"));
+    assert!(features
+        .iter()
+        .all(|f| f["geometry"]["type"] == "LineString"));
+    let (status, page) = get_json(api, &format!("/api/v1/passes?date={date}&vehicle=sw-01")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page["passes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["device_id"] == "sw-01"));
+
+    for (query, field) in [
+        ("/api/v1/coverage?date=2026-13-01", "date"),
+        ("/api/v1/coverage?class=V", "class"),
+        ("/api/v1/coverage/segments?colour=red", "colour"),
+        ("/api/v1/passes?limit=0", "limit"),
+        ("/api/v1/passes?vehicle=no%20such", "vehicle"),
+    ] {
+        let (status, body) = get_json(api, query).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
+    }
+
+    // The same fixes, stored backwards in small batches with every third one twice, give
+    // the same passes.
+    let day = (
+        now - SignedDuration::from_hours(3),
+        now + SignedDuration::from_hours(1),
+    );
+    let expected = stack.store.passes(day.0, day.1, None).await.unwrap();
+    let mut items = Vec::new();
+    for device in ["sw-01", "sw-02", "ws-01", "fl-01"] {
+        let fixes = stack
+            .store
+            .track(device, day.0, day.1, 100_000)
+            .await
+            .unwrap();
+        let kind = if device.starts_with("sw") {
+            "sweeper"
+        } else if device.starts_with("ws") {
+            "washer_sweeper"
+        } else {
+            "flusher"
+        };
+        for (n, chunk) in fixes.chunks(7).enumerate() {
+            let payload = serde_json::json!({ "fixes": chunk }).to_string();
+            let topic = format!("cleanfleet/v1/{kind}/{device}/fixes");
+            let message = decode(&topic, payload.as_bytes(), now, &Limits::default()).unwrap();
+            let item = IngestItem::Accepted {
+                message,
+                received: now,
+            };
+            if n % 3 == 0 {
+                items.push(item.clone());
+            }
+            items.push(item);
+        }
+    }
+    items.reverse();
+    stack.stop().await.unwrap();
+
+    let other = tempfile::tempdir().unwrap();
+    let mut config = test_config(other.path());
+    config.coverage.time_zone = "UTC".into();
+    let replay = Stack::start(
+        config,
+        Parts {
+            coverage: true,
+            ..Parts::NONE
+        },
+    )
+    .await
+    .unwrap();
+    for batch in items.chunks(50) {
+        replay.store.write_batch(batch.to_vec()).await.unwrap();
+    }
+    coverage_caught_up(replay.store.as_ref()).await;
+    let replayed = replay.store.passes(day.0, day.1, None).await.unwrap();
+    assert_eq!(replayed.len(), expected.len());
+    assert_eq!(replayed, expected);
+    replay.stop().await.unwrap();
+}
