@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use cleanfleet_api::ApiConfig;
 use cleanfleet_ingest::{BrokerConfig, IngestConfig};
+use cleanfleet_roads::ZoneConfig;
 use cleanfleet_sim::{LoadConfig, SimConfig};
 use cleanfleet_store::Synchronous;
 
@@ -42,8 +43,16 @@ pub struct Config {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoadsConfig {
-    /// An OpenStreetMap PBF extract; the built-in demo town when unset. `--roads` overrides it.
-    pub osm_pbf: Option<PathBuf>,
+    /// The road network: an OpenStreetMap PBF extract (`.osm.pbf`) or GeoJSON lines with
+    /// OSM-style tags (`.geojson`); the built-in demo town when unset. `--roads` overrides it.
+    pub file: Option<PathBuf>,
+    /// Sections and grid cells as GeoJSON polygons with properties `kind` (`section` or
+    /// `grid`), `id`, `name`, `contractor`; read before `sections` and `grids`.
+    pub zones_geojson: Option<PathBuf>,
+    /// Sections (标段) with their contractor: `polygons`, `segments` and/or `osm_ways`.
+    pub sections: Vec<ZoneConfig>,
+    /// Grid cells (网格), like sections without a contractor.
+    pub grids: Vec<ZoneConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -25,8 +25,8 @@ struct Cli {
 enum Command {
     /// Everything in one process: embedded MQTT broker, ingest, store, API, simulated fleet.
     Demo {
-        /// Drive the simulated fleet on a real OpenStreetMap extract instead of the built-in
-        /// demo town; overrides `[roads] osm_pbf`.
+        /// A road network (OpenStreetMap `.osm.pbf` or `.geojson`) instead of the built-in
+        /// demo town, for the fleet and coverage; overrides `[roads] file`.
         #[arg(long)]
         roads: Option<PathBuf>,
     },
@@ -40,7 +40,7 @@ enum Command {
     Coverage,
     /// Only the simulated fleet, publishing to the broker at `[broker] url`.
     Sim {
-        /// An OpenStreetMap PBF file to drive on; overrides `[roads] osm_pbf`.
+        /// A road network (`.osm.pbf` or `.geojson`) to drive on; overrides `[roads] file`.
         #[arg(long)]
         roads: Option<PathBuf>,
     },
@@ -87,12 +87,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let mut config = config;
     match command {
         Command::Demo { roads } => {
-            config.roads.osm_pbf = roads.or(config.roads.osm_pbf);
+            config.roads.file = roads.or(config.roads.file);
             cleanfleet::demo(config, shutdown).await
         }
         Command::Sim { roads } => {
-            config.roads.osm_pbf = roads.or(config.roads.osm_pbf);
-            let network = cleanfleet::load_network(config.roads.osm_pbf.as_deref())?;
+            config.roads.file = roads.or(config.roads.file);
+            let network = cleanfleet::load_network(config.roads.file.as_deref())?;
             cleanfleet::run_sim(config, network, shutdown)
                 .await
                 .map(drop)

@@ -7,14 +7,14 @@ use anyhow::Context;
 use cleanfleet_api::ApiState;
 use cleanfleet_ingest::IngestMetrics;
 use cleanfleet_model::{Clock, SystemClock};
-use cleanfleet_roads::RoadNetwork;
+use cleanfleet_roads::{RoadNetwork, ZoneKind, Zones};
 use cleanfleet_store::{SqliteConfig, SqliteStore, Store};
 use jiff::SignedDuration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, RoadsConfig};
 
 /// Which stages run in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,8 @@ pub struct Stack {
     pub store: Arc<SqliteStore>,
     /// The city's roads (`[roads]`), loaded when the coverage stage or the API runs.
     pub network: Option<Arc<RoadNetwork>>,
+    /// Its sections and grid cells.
+    pub zones: Option<Arc<Zones>>,
     ingest: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     coverage: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     api: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
@@ -102,9 +104,13 @@ impl Stack {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let failed = CancellationToken::new();
         let network = if parts.coverage || parts.api {
-            Some(load_network(config.roads.osm_pbf.as_deref())?)
+            Some(load_network(config.roads.file.as_deref())?)
         } else {
             None
+        };
+        let zones = match &network {
+            Some(network) => Some(Arc::new(load_zones(&config.roads, network)?)),
+            None => None,
         };
 
         let coverage = if parts.coverage {
@@ -160,6 +166,7 @@ impl Stack {
             let coverage = network.clone().map(|network| {
                 Arc::new(cleanfleet_api::CoverageContext {
                     network,
+                    zones: zones.clone().expect("loaded with the network"),
                     rules: config.coverage.rules.clone(),
                     time_zone,
                     time_zone_name: config.coverage.time_zone.clone(),
@@ -191,6 +198,7 @@ impl Stack {
             ingest_metrics,
             store,
             network,
+            zones,
             ingest,
             coverage,
             api,
@@ -325,9 +333,35 @@ async fn retention_loop(
     }
 }
 
+/// The sections and grid cells of `[roads]`; the built-in demo town without any gets its
+/// four sections of two contractors and sixteen grid cells.
+pub fn load_zones(roads: &RoadsConfig, network: &RoadNetwork) -> anyhow::Result<Zones> {
+    let (mut sections, mut grids) = (Vec::new(), Vec::new());
+    if let Some(path) = &roads.zones_geojson {
+        for (kind, zone) in Zones::read_geojson(path)? {
+            match kind {
+                ZoneKind::Section => sections.push(zone),
+                ZoneKind::Grid => grids.push(zone),
+            }
+        }
+    }
+    sections.extend(roads.sections.iter().cloned());
+    grids.extend(roads.grids.iter().cloned());
+    if roads.file.is_none() && sections.is_empty() && grids.is_empty() {
+        (sections, grids) = Zones::demo_configs(network);
+    }
+    let zones = Zones::new(network, &sections, &grids)?;
+    info!(
+        sections = zones.sections().len(),
+        grids = zones.grids().len(),
+        "sections and grid cells"
+    );
+    Ok(zones)
+}
+
 pub fn load_network(roads: Option<&Path>) -> anyhow::Result<Arc<RoadNetwork>> {
     let network = match roads {
-        Some(path) => RoadNetwork::from_osm_pbf(path, true)
+        Some(path) => RoadNetwork::from_file(path, true)
             .with_context(|| format!("cannot load roads from {}", path.display()))?,
         None => RoadNetwork::demo(),
     };

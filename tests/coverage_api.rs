@@ -88,6 +88,55 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
         "{covered_m} m covered by 4 vehicles in 40 min"
     );
 
+    // Sections split the city: the contractors' covered lengths add up to the city's.
+    let (status, zones) = get_json(api, "/api/v1/zones").await;
+    assert_eq!(status, 200, "{zones}");
+    assert_eq!(zones["sections"].as_array().unwrap().len(), 4);
+    assert_eq!(zones["grids"].as_array().unwrap().len(), 16);
+    for date in &days {
+        let covered = |body: &serde_json::Value| body["covered"]["length_m"].as_f64().unwrap();
+        let (_, city) = get_json(api, &format!("/api/v1/coverage?date={date}")).await;
+        let mut by_contractor = 0.0;
+        let mut segments = 0;
+        for contractor in ["acme-cleaning", "green-city"] {
+            let (status, body) = get_json(
+                api,
+                &format!("/api/v1/coverage?date={date}&contractor={contractor}"),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["scope"], format!("contractor:{contractor}"));
+            by_contractor += covered(&body);
+            segments += body["segments"].as_u64().unwrap();
+        }
+        assert_eq!(segments, 220);
+        assert!(
+            (by_contractor - covered(&city)).abs() < 1e-6,
+            "{by_contractor} vs {city}"
+        );
+        let (_, cell) = get_json(
+            api,
+            &format!("/api/v1/coverage?date={date}&grid=GA1&section=SW"),
+        )
+        .await;
+        assert_eq!(cell["scope"], "section:SW grid:GA1");
+        assert!(cell["segments"].as_u64().unwrap() > 0);
+    }
+    let (status, segment) = get_json(api, "/api/v1/segments/0").await;
+    assert_eq!(status, 200, "{segment}");
+    assert!(segment["properties"]["section"].is_string());
+    assert!(segment["properties"]["grid"].is_string());
+    for (query, code) in [
+        ("/api/v1/coverage?section=XX", 404),
+        ("/api/v1/coverage?contractor=nobody", 404),
+        ("/api/v1/coverage?grid=ZZ9", 404),
+        ("/api/v1/segments/99999", 404),
+        ("/api/v1/segments/abc", 400),
+    ] {
+        let (status, body) = get_json(api, query).await;
+        assert_eq!(status, code, "{query}: {body}");
+    }
+
     let date = &days[days.len() - 1];
     let (status, map) = get_json(
         api,

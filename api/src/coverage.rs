@@ -11,7 +11,7 @@ use cleanfleet_coverage::{
     segment_status, CoverageRules, CoverageSummary, InvalidReason, MissReason, Pass, SegmentStatus,
     WorkType,
 };
-use cleanfleet_roads::{RoadClass, RoadNetwork, Segment};
+use cleanfleet_roads::{RoadClass, RoadNetwork, Segment, Zones};
 use cleanfleet_store::PassRecord;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -27,6 +27,7 @@ use crate::ApiState;
 /// What the coverage endpoints need besides the store.
 pub struct CoverageContext {
     pub network: Arc<RoadNetwork>,
+    pub zones: Arc<Zones>,
     pub rules: CoverageRules,
     pub time_zone: TimeZone,
     /// Its IANA name, as configured.
@@ -45,6 +46,94 @@ pub(crate) struct DayParams {
     /// Only segments of this road class: `I`, `II`, `III` or `IV`.
     #[param(value_type = Option<String>)]
     class: Option<RoadClass>,
+    /// Only this section's segments.
+    section: Option<String>,
+    /// Only the segments of this contractor's sections.
+    contractor: Option<String>,
+    /// Only this grid cell's segments.
+    grid: Option<String>,
+}
+
+/// Which segments a request is about: every filter given must hold.
+struct Scope {
+    class: Option<RoadClass>,
+    sections: Option<Vec<bool>>,
+    grid: Option<Vec<bool>>,
+    name: String,
+}
+
+impl Scope {
+    fn new(ctx: &CoverageContext, p: &DayParams) -> Result<Scope, ApiError> {
+        let segments = ctx.network.segments().len();
+        let member = |ids: &mut dyn Iterator<Item = u32>| {
+            let mut m = vec![false; segments];
+            for s in ids {
+                m[s as usize] = true;
+            }
+            m
+        };
+        let mut names = Vec::new();
+        let mut sections: Option<Vec<bool>> = None;
+        if let Some(id) = &p.section {
+            let zone = ctx.zones.section(id).ok_or_else(|| ApiError::NotFound {
+                resource: "section",
+                id: id.clone(),
+            })?;
+            sections = Some(member(&mut zone.segments.iter().copied()));
+            names.push(format!("section:{id}"));
+        }
+        if let Some(contractor) = &p.contractor {
+            let zones: Vec<_> = ctx
+                .zones
+                .sections()
+                .iter()
+                .filter(|z| z.contractor.as_deref() == Some(contractor.as_str()))
+                .collect();
+            if zones.is_empty() {
+                return Err(ApiError::NotFound {
+                    resource: "contractor",
+                    id: contractor.clone(),
+                });
+            }
+            let theirs = member(&mut zones.iter().flat_map(|z| z.segments.iter().copied()));
+            sections = Some(match sections {
+                Some(s) => s.iter().zip(&theirs).map(|(a, b)| *a && *b).collect(),
+                None => theirs,
+            });
+            names.push(format!("contractor:{contractor}"));
+        }
+        let grid = match &p.grid {
+            Some(id) => {
+                let zone = ctx.zones.grid(id).ok_or_else(|| ApiError::NotFound {
+                    resource: "grid cell",
+                    id: id.clone(),
+                })?;
+                names.push(format!("grid:{id}"));
+                Some(member(&mut zone.segments.iter().copied()))
+            }
+            None => None,
+        };
+        if let Some(c) = p.class {
+            names.push(format!("class:{c}"));
+        }
+        Ok(Scope {
+            class: p.class,
+            sections,
+            grid,
+            name: if names.is_empty() {
+                "city".into()
+            } else {
+                names.join(" ")
+            },
+        })
+    }
+
+    fn contains(&self, s: &Segment) -> bool {
+        let i = s.id as usize;
+        self.class.is_none_or(|c| s.class == c)
+            && self.sections.as_ref().is_none_or(|m| m[i])
+            && self.grid.as_ref().is_none_or(|m| m[i])
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -149,10 +238,6 @@ async fn day_status(
     Ok((date, records, statuses))
 }
 
-fn in_scope(class: Option<RoadClass>) -> impl Fn(&Segment) -> bool {
-    move |s: &Segment| class.is_none_or(|c| s.class == c)
-}
-
 /// A day's covered, mechanised and deep-cleaned shares, by length and by area, with the
 /// segments missed and why.
 #[utoipa::path(get, path = "/api/v1/coverage", params(DayParams),
@@ -162,10 +247,11 @@ pub(crate) async fn coverage_report(
     State(state): State<ApiState>,
     Query(params): Query<DayParams>,
 ) -> Result<Json<CoverageReport>, ApiError> {
-    let (date, records, statuses) = day_status(&state, &params).await?;
     let ctx = context(&state)?;
-    let scope = in_scope(params.class);
-    let s = CoverageSummary::of(&ctx.network, &statuses, &scope);
+    let scope = Scope::new(ctx, &params)?;
+    let (date, records, statuses) = day_status(&state, &params).await?;
+    let in_scope = |s: &Segment| scope.contains(s);
+    let s = CoverageSummary::of(&ctx.network, &statuses, in_scope);
     let share = |length_m: f64, area_m2: f64| Share {
         length_m,
         area_m2,
@@ -175,7 +261,7 @@ pub(crate) async fn coverage_report(
     let mut missed: Vec<Missed> = Vec::new();
     for status in &statuses {
         let segment = &ctx.network.segments()[status.segment as usize];
-        let Some(reason) = status.missed.filter(|_| scope(segment)) else {
+        let Some(reason) = status.missed.filter(|_| scope.contains(segment)) else {
             continue;
         };
         let reason = miss_name(reason);
@@ -198,13 +284,13 @@ pub(crate) async fn coverage_report(
             ctx.network
                 .segments()
                 .get(r.segment as usize)
-                .is_some_and(&scope)
+                .is_some_and(in_scope)
         })
         .collect();
     Ok(Json(CoverageReport {
         date: date.to_string(),
         time_zone: ctx.time_zone_name.clone(),
-        scope: params.class.map_or("city".into(), |c| format!("class:{c}")),
+        scope: scope.name.clone(),
         segments: s.segments,
         total_length_m: s.total_length_m,
         total_area_m2: s.total_area_m2,
@@ -241,14 +327,14 @@ pub(crate) async fn coverage_segments(
     State(state): State<ApiState>,
     Query(params): Query<DayParams>,
 ) -> Result<Response, ApiError> {
-    let (date, _, statuses) = day_status(&state, &params).await?;
     let ctx = context(&state)?;
-    let scope = in_scope(params.class);
+    let scope = Scope::new(ctx, &params)?;
+    let (date, _, statuses) = day_status(&state, &params).await?;
     let features: Vec<Value> = statuses
         .iter()
         .filter_map(|status| {
             let s = &ctx.network.segments()[status.segment as usize];
-            scope(s).then(|| {
+            scope.contains(s).then(|| {
                 json!({
                     "type": "Feature",
                     "geometry": {
@@ -268,6 +354,9 @@ pub(crate) async fn coverage_segments(
                         "mechanised": status.mechanised,
                         "deep_cleaned": status.deep_cleaned,
                         "missed": status.missed.map(miss_name),
+                        "section": ctx.zones.section_of(s.id).map(|z| z.id.clone()),
+                        "contractor": ctx.zones.section_of(s.id).and_then(|z| z.contractor.clone()),
+                        "grid": ctx.zones.grid_of(s.id).map(|z| z.id.clone()),
                     },
                 })
             })
@@ -335,4 +424,100 @@ pub(crate) async fn list_passes(
         passes,
         truncated,
     }))
+}
+
+/// A section or grid cell with the extent of its streets.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ZoneView {
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contractor: Option<String>,
+    segments: usize,
+    length_m: f64,
+    area_m2: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ZoneList {
+    sections: Vec<ZoneView>,
+    grids: Vec<ZoneView>,
+}
+
+fn zone_view(network: &RoadNetwork, zone: &cleanfleet_roads::Zone) -> ZoneView {
+    let segments = || {
+        zone.segments
+            .iter()
+            .map(|&s| &network.segments()[s as usize])
+    };
+    ZoneView {
+        id: zone.id.clone(),
+        name: zone.name.clone(),
+        contractor: zone.contractor.clone(),
+        segments: zone.segments.len(),
+        length_m: segments().map(|s| s.length_m).sum(),
+        area_m2: segments().map(|s| s.length_m * s.width_m).sum(),
+    }
+}
+
+/// The city's sections (with their contractors) and grid cells.
+#[utoipa::path(get, path = "/api/v1/zones",
+    responses((status = 200, body = ZoneList), (status = 503, body = ErrorBody)))]
+pub(crate) async fn list_zones(State(state): State<ApiState>) -> Result<Json<ZoneList>, ApiError> {
+    let ctx = context(&state)?;
+    let view = |zones: &[cleanfleet_roads::Zone]| {
+        zones.iter().map(|z| zone_view(&ctx.network, z)).collect()
+    };
+    Ok(Json(ZoneList {
+        sections: view(ctx.zones.sections()),
+        grids: view(ctx.zones.grids()),
+    }))
+}
+
+/// One road segment: its geometry and attributes, and the section, contractor and grid cell
+/// it belongs to, as a GeoJSON Feature.
+#[utoipa::path(get, path = "/api/v1/segments/{segment}",
+    params(("segment" = u32, Path, description = "Segment index")),
+    responses((status = 200, description = "GeoJSON Feature", content_type = "application/geo+json"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub(crate) async fn get_segment(
+    State(state): State<ApiState>,
+    path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let ctx = context(&state)?;
+    let axum::extract::Path(raw) = path.map_err(|e| ApiError::invalid("segment", e.body_text()))?;
+    let id: u32 = raw
+        .parse()
+        .map_err(|_| ApiError::invalid("segment", "must be a segment index (a whole number)"))?;
+    let s = ctx
+        .network
+        .segments()
+        .get(id as usize)
+        .ok_or(ApiError::NotFound {
+            resource: "segment",
+            id: raw,
+        })?;
+    let section = ctx.zones.section_of(id);
+    let body = json!({
+        "type": "Feature",
+        "geometry": {
+            "type": "LineString",
+            "coordinates": s.points.iter().map(|&(lon, lat)| json!([lon, lat])).collect::<Vec<_>>(),
+        },
+        "properties": {
+            "segment": s.id,
+            "osm_way_id": s.osm_way_id,
+            "name": s.name,
+            "class": s.class.to_string(),
+            "oneway": s.oneway,
+            "length_m": s.length_m,
+            "width_m": s.width_m,
+            "section": section.map(|z| z.id.clone()),
+            "contractor": section.and_then(|z| z.contractor.clone()),
+            "grid": ctx.zones.grid_of(id).map(|z| z.id.clone()),
+        },
+    });
+    Ok(([(header::CONTENT_TYPE, "application/geo+json")], Json(body)).into_response())
 }

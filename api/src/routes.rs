@@ -41,7 +41,9 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         ingest_stats,
         crate::coverage::coverage_report,
         crate::coverage::coverage_segments,
-        crate::coverage::list_passes
+        crate::coverage::list_passes,
+        crate::coverage::list_zones,
+        crate::coverage::get_segment
     ),
     components(schemas(
         ErrorBody,
@@ -56,6 +58,8 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         crate::coverage::Share,
         crate::coverage::Missed,
         crate::coverage::PassPage,
+        crate::coverage::ZoneList,
+        crate::coverage::ZoneView,
         cleanfleet_store::PassRecord
     ))
 )]
@@ -80,6 +84,11 @@ pub fn routes() -> Router<ApiState> {
             get(crate::coverage::coverage_segments),
         )
         .route("/api/v1/passes", get(crate::coverage::list_passes))
+        .route("/api/v1/zones", get(crate::coverage::list_zones))
+        .route(
+            "/api/v1/segments/{segment}",
+            get(crate::coverage::get_segment),
+        )
         .fallback(|| async {
             ApiError::NotFound {
                 resource: "route",

@@ -12,6 +12,9 @@ pub enum RoadsError {
     /// The file does not start with an OSM PBF header block.
     #[error("{} is not an OpenStreetMap PBF file: {reason}", path.display())]
     NotPbf { path: PathBuf, reason: String },
+    /// The file is not a GeoJSON FeatureCollection of lines.
+    #[error("{} is not a GeoJSON road network: {reason}", path.display())]
+    NotGeoJson { path: PathBuf, reason: String },
     /// The file starts like a PBF file but is damaged further on.
     #[error("{} is a damaged OpenStreetMap PBF file: {source}", path.display())]
     Pbf {
@@ -22,6 +25,9 @@ pub enum RoadsError {
     /// The file holds no way that is a road for cleaning (highway classes I–IV).
     #[error("{} contains no roads (no way with a highway tag of class I–IV and known node positions)", path.display())]
     NoRoads { path: PathBuf },
+    /// Sections or grid cells that cannot be assigned.
+    #[error("invalid sections or grid cells: {0}")]
+    InvalidZones(String),
     /// Parts given to [`crate::RoadNetwork::new`] do not form a network.
     #[error("invalid road network: {0}")]
     InvalidNetwork(String),

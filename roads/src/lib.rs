@@ -10,10 +10,13 @@ mod build;
 mod class;
 mod demo;
 mod error;
+mod geojson;
 mod network;
 mod osm;
 mod tags;
+mod zones;
 
 pub use class::RoadClass;
 pub use error::RoadsError;
 pub use network::{RoadNetwork, Segment};
+pub use zones::{Zone, ZoneConfig, ZoneKind, Zones};
