@@ -2,7 +2,6 @@
 //! OpenStreetMap contributors, ODbL 1.0), which lives outside the repository and has one-way
 //! dead ends where the extract clips roads.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use cleanfleet_model::{decode, Body, Limits};
@@ -11,20 +10,7 @@ use cleanfleet_sim::{Content, Fleet, SimConfig};
 use jiff::{SignedDuration, Timestamp};
 
 fn monaco() -> Option<RoadNetwork> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/monaco.osm.pbf");
-    if !path.exists() {
-        if std::env::var("CLEANFLEET_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-            panic!(
-                "{} not found and CLEANFLEET_REQUIRE_EXTERNAL=1",
-                path.display()
-            );
-        }
-        eprintln!(
-            "\n*** SKIPPED: monaco.osm.pbf not found at {} ***\n",
-            path.display()
-        );
-        return None;
-    }
+    let path = cleanfleet_roads::test_data::monaco_pbf()?;
     Some(RoadNetwork::from_osm_pbf(&path, false).unwrap())
 }
 

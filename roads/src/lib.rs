@@ -14,6 +14,7 @@ mod geojson;
 mod network;
 mod osm;
 mod tags;
+pub mod test_data;
 mod zones;
 
 pub use class::RoadClass;

@@ -1,27 +1,8 @@
 //! Import of the real Monaco extract (`shared/data/monaco.osm.pbf`, © OpenStreetMap
 //! contributors, ODbL 1.0), which lives outside the repository.
 
-use std::path::PathBuf;
-
+use cleanfleet_roads::test_data::monaco_pbf as monaco_path;
 use cleanfleet_roads::{RoadClass, RoadNetwork};
-
-fn monaco_path() -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/monaco.osm.pbf");
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("CLEANFLEET_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-        panic!(
-            "{} not found and CLEANFLEET_REQUIRE_EXTERNAL=1",
-            path.display()
-        );
-    }
-    eprintln!(
-        "\n*** SKIPPED: monaco.osm.pbf not found at {} ***\n",
-        path.display()
-    );
-    None
-}
 
 #[test]
 fn imports_monaco() {
