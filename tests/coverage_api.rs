@@ -122,6 +122,17 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
         assert_eq!(cell["scope"], "section:SW grid:GA1");
         assert!(cell["segments"].as_u64().unwrap() > 0);
     }
+    let (status, vehicles) = get_json(api, &format!("/api/v1/coverage/vehicles?date={}", days[days.len() - 1])).await;
+    assert_eq!(status, 200, "{vehicles}");
+    for v in vehicles["vehicles"].as_array().unwrap() {
+        let id = v["device_id"].as_str().unwrap();
+        assert!(["sw-01", "sw-02", "ws-01", "fl-01"].contains(&id), "{v}");
+        assert!(v["mileage_m"].as_f64().unwrap() >= v["working_mileage_m"].as_f64().unwrap());
+        assert!(v["working_mileage_m"].as_f64().unwrap() >= v["valid_mileage_m"].as_f64().unwrap());
+        if let Some(speed) = v["mean_working_speed_kmh"].as_f64() {
+            assert!(speed > 1.0 && speed < 20.0, "{v}");
+        }
+    }
     let (status, segment) = get_json(api, "/api/v1/segments/0").await;
     assert_eq!(status, 200, "{segment}");
     assert!(segment["properties"]["section"].is_string());

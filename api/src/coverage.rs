@@ -521,3 +521,166 @@ pub(crate) async fn get_segment(
     });
     Ok(([(header::CONTENT_TYPE, "application/geo+json")], Json(body)).into_response())
 }
+
+/// One vehicle's (or crew member's) work on a day.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub(crate) struct VehicleDay {
+    device_id: String,
+    /// Every traversal matched to the road, tools on or off.
+    passes: usize,
+    /// Traversals with the tools on.
+    working_passes: usize,
+    valid_passes: usize,
+    /// Driven on the road network, as matched.
+    mileage_m: f64,
+    working_mileage_m: f64,
+    valid_mileage_m: f64,
+    /// Working distance over working time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mean_working_speed_kmh: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_working_speed_kmh: Option<f64>,
+    /// Runs of overspeed work (超速作业), however many passes each spans.
+    overspeed_events: usize,
+    /// Sections it worked in.
+    sections: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct VehicleDayList {
+    date: String,
+    vehicles: Vec<VehicleDay>,
+}
+
+/// Passes further apart than this start a new overspeed event.
+const OVERSPEED_EVENT_GAP_S: f64 = 60.0;
+
+fn vehicle_days(ctx: &CoverageContext, records: &[PassRecord], scope: &Scope) -> Vec<VehicleDay> {
+    let mut by_device: std::collections::BTreeMap<&str, Vec<&PassRecord>> = Default::default();
+    for r in records {
+        let Some(segment) = ctx.network.segments().get(r.segment as usize) else {
+            continue;
+        };
+        if scope.contains(segment) {
+            by_device.entry(r.device_id.as_str()).or_default().push(r);
+        }
+    }
+    by_device
+        .into_iter()
+        .map(|(device_id, mut passes)| {
+            passes.sort_by_key(|p| p.start);
+            let mut day = VehicleDay {
+                device_id: device_id.to_owned(),
+                ..VehicleDay::default()
+            };
+            let (mut working_s, mut last_overspeed_end): (f64, Option<Timestamp>) = (0.0, None);
+            let mut sections = std::collections::BTreeSet::new();
+            for p in &passes {
+                let length_m = p.to_m - p.from_m;
+                day.passes += 1;
+                day.mileage_m += length_m;
+                let working = p.invalid.as_deref() != Some(InvalidReason::ToolOff.as_str());
+                if !working {
+                    continue;
+                }
+                day.working_passes += 1;
+                day.working_mileage_m += length_m;
+                working_s += p.end.duration_since(p.start).as_secs_f64();
+                day.max_working_speed_kmh = Some(day.max_working_speed_kmh.unwrap_or(0.0).max(p.max_speed_kmh));
+                if p.invalid.is_none() {
+                    day.valid_passes += 1;
+                    day.valid_mileage_m += length_m;
+                }
+                if p.invalid.as_deref() == Some(InvalidReason::Overspeed.as_str()) {
+                    let continues = last_overspeed_end
+                        .is_some_and(|end| p.start.duration_since(end).as_secs_f64() <= OVERSPEED_EVENT_GAP_S);
+                    day.overspeed_events += usize::from(!continues);
+                    last_overspeed_end = Some(p.end);
+                }
+                if let Some(section) = ctx.zones.section_of(p.segment) {
+                    sections.insert(section.id.clone());
+                }
+            }
+            day.mean_working_speed_kmh = (working_s > 0.0).then(|| day.working_mileage_m / working_s * 3.6);
+            day.sections = sections.into_iter().collect();
+            day
+        })
+        .collect()
+}
+
+/// Per vehicle for a day: passes, valid passes, actual and valid mileage, mean and max
+/// working speed, overspeed-work events; in scope like `/api/v1/coverage`.
+#[utoipa::path(get, path = "/api/v1/coverage/vehicles", params(DayParams),
+    responses((status = 200, body = VehicleDayList), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn coverage_vehicles(
+    State(state): State<ApiState>,
+    Query(params): Query<DayParams>,
+) -> Result<Json<VehicleDayList>, ApiError> {
+    let ctx = context(&state)?;
+    let scope = Scope::new(ctx, &params)?;
+    let (date, from, to) = day(&state, ctx, params.date)?;
+    let records = state.store.passes(from, to, None).await?;
+    Ok(Json(VehicleDayList {
+        date: date.to_string(),
+        vehicles: vehicle_days(ctx, &records, &scope),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(start_s: i64, length_m: f64, invalid: Option<InvalidReason>, max_speed_kmh: f64) -> PassRecord {
+        let start = Timestamp::from_second(1_800_000_000 + start_s).unwrap();
+        PassRecord {
+            device_id: "sw-01".into(),
+            segment: 3,
+            forward: true,
+            from_m: 0.0,
+            to_m: length_m,
+            start,
+            // 6 km/h: 100 m a minute.
+            end: start + jiff::SignedDuration::from_secs_f64(length_m / 100.0 * 60.0),
+            work: "sweep".into(),
+            invalid: invalid.map(|r| r.as_str().to_owned()),
+            max_speed_kmh,
+        }
+    }
+
+    #[test]
+    fn a_vehicles_day_sums_its_passes_and_counts_overspeed_runs_once() {
+        let network = Arc::new(RoadNetwork::demo());
+        let (sections, grids) = Zones::demo_configs(&network);
+        let ctx = CoverageContext {
+            zones: Arc::new(Zones::new(&network, &sections, &grids).unwrap()),
+            network,
+            rules: CoverageRules::default(),
+            time_zone: TimeZone::UTC,
+            time_zone_name: "UTC".into(),
+        };
+        let records = [
+            record(0, 100.0, Some(InvalidReason::ToolOff), 30.0),
+            record(100, 200.0, None, 7.0),
+            record(300, 50.0, Some(InvalidReason::Overspeed), 11.0),
+            record(330, 50.0, Some(InvalidReason::Overspeed), 12.0),
+            record(1000, 100.0, Some(InvalidReason::Overspeed), 10.0),
+            record(2000, 5.0, Some(InvalidReason::TooShort), 6.0),
+        ];
+        let scope = Scope {
+            class: None,
+            sections: None,
+            grid: None,
+            name: "city".into(),
+        };
+        let days = vehicle_days(&ctx, &records, &scope);
+        assert_eq!(days.len(), 1);
+        let d = &days[0];
+        assert_eq!((d.passes, d.working_passes, d.valid_passes), (6, 5, 1));
+        assert_eq!((d.mileage_m, d.working_mileage_m, d.valid_mileage_m), (505.0, 405.0, 200.0));
+        assert_eq!(d.overspeed_events, 2, "two runs of overspeed work");
+        assert_eq!(d.max_working_speed_kmh, Some(12.0));
+        assert!((d.mean_working_speed_kmh.unwrap() - 6.0).abs() < 1e-9);
+        assert_eq!(d.sections, [ctx.zones.section_of(3).unwrap().id.clone()]);
+    }
+}

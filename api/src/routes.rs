@@ -43,6 +43,7 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         crate::coverage::coverage_segments,
         crate::coverage::list_passes,
         crate::coverage::list_zones,
+        crate::coverage::coverage_vehicles,
         crate::coverage::get_segment
     ),
     components(schemas(
@@ -59,6 +60,8 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         crate::coverage::Missed,
         crate::coverage::PassPage,
         crate::coverage::ZoneList,
+        crate::coverage::VehicleDay,
+        crate::coverage::VehicleDayList,
         crate::coverage::ZoneView,
         cleanfleet_store::PassRecord
     ))
@@ -85,6 +88,7 @@ pub fn routes() -> Router<ApiState> {
         )
         .route("/api/v1/passes", get(crate::coverage::list_passes))
         .route("/api/v1/zones", get(crate::coverage::list_zones))
+        .route("/api/v1/coverage/vehicles", get(crate::coverage::coverage_vehicles))
         .route(
             "/api/v1/segments/{segment}",
             get(crate::coverage::get_segment),
