@@ -373,18 +373,20 @@ pub fn load_network(roads: Option<&Path>) -> anyhow::Result<Arc<RoadNetwork>> {
     Ok(Arc::new(network))
 }
 
-/// Run the simulated fleet against `[broker] url` until `shutdown`.
+/// Run the simulated fleet against `[broker] url` until `shutdown`, its cleaning vehicles
+/// working the sections of `[roads]`.
 pub async fn run_sim(
     config: Config,
     network: Arc<RoadNetwork>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<cleanfleet_sim::SimReport> {
     let addr = config.broker.address()?;
+    let zones = load_zones(&config.roads, &network)?;
     let mut sim = config.sim;
     sim.broker_host = addr.host;
     sim.broker_port = addr.port;
     let tls = config.broker.tls()?;
-    let report = cleanfleet_sim::run(sim, network, tls, shutdown).await?;
+    let report = cleanfleet_sim::run(sim, network, Some(&zones), tls, shutdown).await?;
     info!(?report, "simulator stopped");
     Ok(report)
 }

@@ -122,7 +122,11 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
         assert_eq!(cell["scope"], "section:SW grid:GA1");
         assert!(cell["segments"].as_u64().unwrap() > 0);
     }
-    let (status, vehicles) = get_json(api, &format!("/api/v1/coverage/vehicles?date={}", days[days.len() - 1])).await;
+    let (status, vehicles) = get_json(
+        api,
+        &format!("/api/v1/coverage/vehicles?date={}", days[days.len() - 1]),
+    )
+    .await;
     assert_eq!(status, 200, "{vehicles}");
     for v in vehicles["vehicles"].as_array().unwrap() {
         let id = v["device_id"].as_str().unwrap();

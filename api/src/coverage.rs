@@ -586,14 +586,19 @@ fn vehicle_days(ctx: &CoverageContext, records: &[PassRecord], scope: &Scope) ->
                 day.working_passes += 1;
                 day.working_mileage_m += length_m;
                 working_s += p.end.duration_since(p.start).as_secs_f64();
-                day.max_working_speed_kmh = Some(day.max_working_speed_kmh.unwrap_or(0.0).max(p.max_speed_kmh));
+                day.max_working_speed_kmh = Some(
+                    day.max_working_speed_kmh
+                        .unwrap_or(0.0)
+                        .max(p.max_speed_kmh),
+                );
                 if p.invalid.is_none() {
                     day.valid_passes += 1;
                     day.valid_mileage_m += length_m;
                 }
                 if p.invalid.as_deref() == Some(InvalidReason::Overspeed.as_str()) {
-                    let continues = last_overspeed_end
-                        .is_some_and(|end| p.start.duration_since(end).as_secs_f64() <= OVERSPEED_EVENT_GAP_S);
+                    let continues = last_overspeed_end.is_some_and(|end| {
+                        p.start.duration_since(end).as_secs_f64() <= OVERSPEED_EVENT_GAP_S
+                    });
                     day.overspeed_events += usize::from(!continues);
                     last_overspeed_end = Some(p.end);
                 }
@@ -601,7 +606,8 @@ fn vehicle_days(ctx: &CoverageContext, records: &[PassRecord], scope: &Scope) ->
                     sections.insert(section.id.clone());
                 }
             }
-            day.mean_working_speed_kmh = (working_s > 0.0).then(|| day.working_mileage_m / working_s * 3.6);
+            day.mean_working_speed_kmh =
+                (working_s > 0.0).then(|| day.working_mileage_m / working_s * 3.6);
             day.sections = sections.into_iter().collect();
             day
         })
@@ -631,7 +637,12 @@ pub(crate) async fn coverage_vehicles(
 mod tests {
     use super::*;
 
-    fn record(start_s: i64, length_m: f64, invalid: Option<InvalidReason>, max_speed_kmh: f64) -> PassRecord {
+    fn record(
+        start_s: i64,
+        length_m: f64,
+        invalid: Option<InvalidReason>,
+        max_speed_kmh: f64,
+    ) -> PassRecord {
         let start = Timestamp::from_second(1_800_000_000 + start_s).unwrap();
         PassRecord {
             device_id: "sw-01".into(),
@@ -677,7 +688,10 @@ mod tests {
         assert_eq!(days.len(), 1);
         let d = &days[0];
         assert_eq!((d.passes, d.working_passes, d.valid_passes), (6, 5, 1));
-        assert_eq!((d.mileage_m, d.working_mileage_m, d.valid_mileage_m), (505.0, 405.0, 200.0));
+        assert_eq!(
+            (d.mileage_m, d.working_mileage_m, d.valid_mileage_m),
+            (505.0, 405.0, 200.0)
+        );
         assert_eq!(d.overspeed_events, 2, "two runs of overspeed work");
         assert_eq!(d.max_working_speed_kmh, Some(12.0));
         assert!((d.mean_working_speed_kmh.unwrap() - 6.0).abs() < 1e-9);

@@ -88,7 +88,10 @@ pub fn routes() -> Router<ApiState> {
         )
         .route("/api/v1/passes", get(crate::coverage::list_passes))
         .route("/api/v1/zones", get(crate::coverage::list_zones))
-        .route("/api/v1/coverage/vehicles", get(crate::coverage::coverage_vehicles))
+        .route(
+            "/api/v1/coverage/vehicles",
+            get(crate::coverage::coverage_vehicles),
+        )
         .route(
             "/api/v1/segments/{segment}",
             get(crate::coverage::get_segment),

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cleanfleet_model::{DeviceState, DeviceStatus};
-use cleanfleet_roads::RoadNetwork;
+use cleanfleet_roads::{RoadNetwork, Zones};
 use jiff::{SignedDuration, Timestamp};
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration,
@@ -78,13 +78,15 @@ struct Link {
 }
 
 /// Runs the simulation until `shutdown` is cancelled: connects every device, replays
-/// `config.backfill` of history, then publishes in real time. On shutdown, sends unfinished
+/// `config.backfill` of history, then publishes in real time. With `zones`, cleaning vehicles
+/// work their sections. On shutdown, sends unfinished
 /// fix batches, waits (at most 5 s) for the broker to acknowledge every message, and
 /// disconnects cleanly; then writes the ground truth if `config.truth_path` is set. With
 /// `tls`, every device connects over TLS.
 pub async fn run(
     config: SimConfig,
     network: Arc<RoadNetwork>,
+    zones: Option<&Zones>,
     tls: Option<TlsConfiguration>,
     shutdown: CancellationToken,
 ) -> Result<SimReport, SimError> {
@@ -93,6 +95,9 @@ pub async fn run(
     let start = Timestamp::from_second((Timestamp::now() - config.backfill).as_second())
         .expect("now minus at most 30 days is a valid time");
     let mut fleet = Fleet::new(network, &config, start)?;
+    if let Some(zones) = zones {
+        fleet.assign_sections(zones);
+    }
     if config.truth_path.is_some() {
         fleet.record_truth();
     }

@@ -597,3 +597,41 @@ fn bin_sensor_faults_follow_the_config() {
         assert!(values.len() <= episodes(*device), "{device}: {values:?}");
     }
 }
+
+#[test]
+fn vehicles_with_a_section_keep_to_it() {
+    let network = Arc::new(RoadNetwork::demo());
+    let (sections, grids) = cleanfleet_roads::Zones::demo_configs(&network);
+    let zones = cleanfleet_roads::Zones::new(&network, &sections, &grids).unwrap();
+    let mut fleet = Fleet::new(network, &SimConfig::default(), start()).unwrap();
+    fleet.assign_sections(&zones);
+    fleet.record_truth();
+    run(&mut fleet, 3);
+    let truth = fleet.truth().unwrap();
+    // In turn over the cleaning vehicles: sw-01 SW, sw-02 NW, ws-01 SE, fl-01 NE, sp-01 SW.
+    for (id, section) in [
+        ("sw-01", "SW"),
+        ("sw-02", "NW"),
+        ("fl-01", "NE"),
+        ("sp-01", "SW"),
+    ] {
+        let device = truth
+            .devices
+            .iter()
+            .position(|d| d.device_id == id)
+            .unwrap();
+        let working: Vec<u32> = truth
+            .path
+            .iter()
+            .filter(|p| p.device == device && p.work.any())
+            .map(|p| p.on.unwrap().segment)
+            .collect();
+        let home = working
+            .iter()
+            .filter(|&&s| zones.section_of(s).unwrap().id == section)
+            .count() as f64
+            / working.len() as f64;
+        // A quarter of the town by chance; most of its work with the bias.
+        assert!(home > 0.6, "{id} worked {home:.2} of its time in {section}");
+    }
+}

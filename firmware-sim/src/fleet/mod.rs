@@ -10,7 +10,7 @@ mod vehicle;
 use std::sync::Arc;
 
 use cleanfleet_model::{DeviceKind, Fix, FixBatch, Stream, Topic};
-use cleanfleet_roads::RoadNetwork;
+use cleanfleet_roads::{RoadNetwork, Zones};
 use jiff::{SignedDuration, Timestamp};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -94,6 +94,10 @@ pub struct Fleet {
     skews: Vec<SignedDuration>,
     /// One per deep-cleaning pair.
     trails: Vec<Trail>,
+    /// Per segment, its section's index; empty without sections.
+    section_of: Vec<Option<u32>>,
+    /// Per section, the core intersections its segments start from.
+    section_nodes: Vec<Vec<u32>>,
     truth: Option<Truth>,
 }
 
@@ -124,6 +128,8 @@ struct World<'a> {
     /// Work passes finished this tick.
     passes: &'a mut Vec<WorkPass>,
     trails: &'a mut [Trail],
+    section_of: &'a [Option<u32>],
+    section_nodes: &'a [Vec<u32>],
     now: Timestamp,
     dt_s: f64,
 }
@@ -286,6 +292,8 @@ impl Fleet {
             uplinks,
             skews,
             trails,
+            section_of: Vec::new(),
+            section_nodes: Vec::new(),
             truth: None,
         })
     }
@@ -341,6 +349,39 @@ impl Fleet {
             truth.passes.extend(passes);
         }
         out
+    }
+
+    /// Gives each cleaning vehicle a section of `zones` to work, in turn; they then keep
+    /// mostly to their section's streets (a washer-sweeper following a flusher drives the
+    /// flusher's trail).
+    pub fn assign_sections(&mut self, zones: &Zones) {
+        let count = zones.sections().len() as u32;
+        if count == 0 {
+            return;
+        }
+        self.section_of = (0..self.network.segments().len() as u32)
+            .map(|s| {
+                let id = &zones.section_of(s)?.id;
+                zones
+                    .sections()
+                    .iter()
+                    .position(|z| &z.id == id)
+                    .map(|i| i as u32)
+            })
+            .collect();
+        self.section_nodes = vec![Vec::new(); count as usize];
+        for node in self.core.nodes() {
+            let section = self
+                .network
+                .outgoing(*node)
+                .find_map(|(s, _)| self.section_of[s as usize]);
+            if let Some(section) = section {
+                self.section_nodes[section as usize].push(*node);
+            }
+        }
+        for (n, v) in self.vehicles.iter_mut().filter(|v| v.is_cleaning()).enumerate() {
+            v.assign_section(n as u32 % count);
+        }
     }
 
     /// Starts recording the ground truth (see [`Fleet::truth`]) from now on.
@@ -414,6 +455,8 @@ impl Fleet {
             out: &mut sent,
             passes: &mut passes,
             trails: &mut self.trails,
+            section_of: &self.section_of,
+            section_nodes: &self.section_nodes,
             now: self.now,
             dt_s: self.tick.as_secs_f64(),
         };

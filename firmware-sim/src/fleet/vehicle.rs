@@ -33,6 +33,8 @@ const OVERSPEED_CHANCE: f64 = 0.05;
 const OVERSPEED_BAND: (f64, f64) = (1.15, 1.5);
 /// Chance of turning back at an intersection where the road allows it.
 const U_TURN_CHANCE: f64 = 0.03;
+/// A vehicle with a section prefers streets inside it this much.
+const SECTION_WEIGHT: f64 = 20.0;
 /// How long a follower waits at an intersection for its leader to drive on.
 const WAIT_FOR_LEADER_S: i64 = 20;
 const CRUISE_MIN: f64 = 5.0;
@@ -214,6 +216,8 @@ pub(super) struct Vehicle {
     /// The traversal being worked, until the tools stop or the vehicle leaves the segment.
     open_pass: Option<WorkPass>,
     convoy: Convoy,
+    /// The section it works, an index of [`World::section_of`]'s values.
+    section: Option<u32>,
 }
 
 impl Vehicle {
@@ -277,6 +281,7 @@ impl Vehicle {
             last_truth: None,
             open_pass: None,
             convoy: Convoy::Alone,
+            section: None,
             rng,
         }
     }
@@ -325,6 +330,15 @@ impl Vehicle {
             self.offset_m = 0.0;
             self.heading_deg = leader.heading_deg;
         }
+    }
+
+    /// Works section `section` from now on (a cleaning vehicle keeps to its section's streets).
+    pub fn assign_section(&mut self, section: u32) {
+        self.section = Some(section);
+    }
+
+    pub fn is_cleaning(&self) -> bool {
+        self.profile.band_kmh.is_some()
     }
 
     /// Ends the pass being worked, if any, into `passes`.
@@ -601,7 +615,11 @@ impl Vehicle {
                 } else {
                     1.0
                 };
-                class_weight * recent
+                let home = match (self.section, world.section_of.get(s as usize)) {
+                    (Some(mine), Some(Some(theirs))) if mine == *theirs => SECTION_WEIGHT,
+                    _ => 1.0,
+                };
+                class_weight * recent * home
             })
             .collect();
         let mut pick = self.rng.random::<f64>() * weights.iter().sum::<f64>();
@@ -628,6 +646,11 @@ impl Vehicle {
         }
         let now = world.now;
         let was_working = matches!(self.activity, Activity::Driving { working: true, .. });
+        let used_up = self.water_tank_ratio.is_some_and(|r| r <= TANK_EMPTY_RATIO)
+            || self.profile.hopper_kg.is_some_and(|h| self.load_kg >= h);
+        if !used_up && self.head_for_section(world) {
+            return;
+        }
         self.activity = if self.water_tank_ratio.is_some_and(|r| r <= TANK_EMPTY_RATIO) {
             Activity::Stopped {
                 until: now + SignedDuration::from_mins(REFILL_MIN as i64),
@@ -648,6 +671,47 @@ impl Vehicle {
             let leg = self.minutes(WORK_LEG_MIN);
             self.driving(true, now, Some(leg))
         };
+    }
+
+    /// Outside its section, a vehicle drives (tools up) to a random intersection of it;
+    /// returns whether it set off.
+    fn head_for_section(&mut self, world: &mut World) -> bool {
+        let Some(section) = self.section else {
+            return false;
+        };
+        if matches!(self.convoy, Convoy::Follows(_)) {
+            return false;
+        }
+        let here = world
+            .section_of
+            .get(self.edge.0 as usize)
+            .copied()
+            .flatten();
+        let nodes = &world.section_nodes[section as usize];
+        if here == Some(section) || nodes.is_empty() {
+            return false;
+        }
+        let from = world.network.segments()[self.edge.0 as usize].end_node(self.edge.1);
+        let goal = nodes[self.rng.random_range(0..nodes.len())];
+        let Some(route) = world.core.route(world.network, from, goal) else {
+            return false;
+        };
+        let length_m: f64 = route
+            .iter()
+            .map(|&(s, _)| world.network.segments()[s as usize].length_m)
+            .sum();
+        let target_kmh = self.rng.random_range(TRANSIT_KMH.0..TRANSIT_KMH.1);
+        self.route = route.into();
+        // Time to get there at the lowest transit speed, then choose again.
+        let eta = SignedDuration::from_secs_f64(length_m / (TRANSIT_KMH.0 / 3.6) + 30.0);
+        self.activity = Activity::Driving {
+            working: false,
+            overspeed: false,
+            target_kmh,
+            until: Some(world.now + eta),
+            destination: None,
+        };
+        true
     }
 
     /// A collection truck goes to the weighbridge after a few bins, else to the fullest bin
