@@ -300,4 +300,21 @@ mod tests {
         let err = Config::load(Some(&file), []).unwrap_err().to_string();
         assert!(err.contains("listen") || err.contains("address"), "{err}");
     }
+
+    #[test]
+    fn every_simulator_scenario_is_a_valid_config() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-sim/scenarios");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let config = Config::load(Some(&path), std::iter::empty())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                config.sim.validate().unwrap();
+                checked += 1;
+            }
+        }
+        assert!(checked >= 2, "{checked} scenarios");
+    }
+
 }
