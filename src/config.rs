@@ -316,5 +316,4 @@ mod tests {
         }
         assert!(checked >= 2, "{checked} scenarios");
     }
-
 }

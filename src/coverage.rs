@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cleanfleet_coverage::{
-    derive_passes, CoverageRules, FixState, MatchConfig, Matcher, Observation, Pass, WorkType,
+    derive_passes, CoverageRules, FixState, MatchConfig, Matcher, Observation, Pass, SectionPlan,
+    WorkType,
 };
 use cleanfleet_model::Fix;
 use cleanfleet_roads::RoadNetwork;
@@ -30,6 +31,8 @@ pub struct CoverageConfig {
     pub poll_interval_s: f64,
     pub matcher: MatchConfig,
     pub rules: CoverageRules,
+    /// Each section's planned passes per day (`[[coverage.plans]]`).
+    pub plans: Vec<SectionPlan>,
 }
 
 impl Default for CoverageConfig {
@@ -39,6 +42,7 @@ impl Default for CoverageConfig {
             poll_interval_s: 5.0,
             matcher: MatchConfig::default(),
             rules: CoverageRules::default(),
+            plans: Vec::new(),
         }
     }
 }

@@ -163,11 +163,26 @@ impl Stack {
                         config.coverage.time_zone
                     )
                 })?;
+            if let Some(zones) = &zones {
+                for plan in &config.coverage.plans {
+                    anyhow::ensure!(
+                        zones.section(&plan.section).is_some(),
+                        "[[coverage.plans]] names section {:?}, which [roads] does not define",
+                        plan.section
+                    );
+                    anyhow::ensure!(
+                        plan.passes_per_side.is_finite() && plan.passes_per_side >= 0.0,
+                        "[[coverage.plans]] section {:?}: passes_per_side must be 0 or more",
+                        plan.section
+                    );
+                }
+            }
             let coverage = network.clone().map(|network| {
                 Arc::new(cleanfleet_api::CoverageContext {
                     network,
                     zones: zones.clone().expect("loaded with the network"),
                     rules: config.coverage.rules.clone(),
+                    plans: config.coverage.plans.clone(),
                     time_zone,
                     time_zone_name: config.coverage.time_zone.clone(),
                 })

@@ -34,6 +34,10 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     config.coverage.time_zone = "UTC".into();
+    config.coverage.plans = vec![cleanfleet_coverage::SectionPlan {
+        section: "SW".into(),
+        passes_per_side: 2.0,
+    }];
     let stack = Stack::start(config.clone(), Parts::ALL).await.unwrap();
     stack.ingest_ready(Duration::from_secs(30)).await.unwrap();
     config.broker.url = format!("mqtt://{}", stack.broker_addr.unwrap());
@@ -136,6 +140,76 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
         if let Some(speed) = v["mean_working_speed_kmh"].as_f64() {
             assert!(speed > 1.0 && speed < 20.0, "{v}");
         }
+    }
+    // Sections add up to the city; the planned one has its plan.
+    let (status, by_section) = get_json(
+        api,
+        &format!("/api/v1/coverage/sections?date={}", days[days.len() - 1]),
+    )
+    .await;
+    assert_eq!(status, 200, "{by_section}");
+    let (_, city) = get_json(
+        api,
+        &format!("/api/v1/coverage?date={}", days[days.len() - 1]),
+    )
+    .await;
+    let rows = by_section["sections"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    let sum = |key: &str| rows.iter().map(|r| r[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum("segments"), 220);
+    assert_eq!(sum("passes"), city["passes"].as_u64().unwrap());
+    assert_eq!(sum("valid_passes"), city["valid_passes"].as_u64().unwrap());
+    for row in rows {
+        assert_eq!(
+            row["planned_passes"].is_number(),
+            row["section"] == "SW",
+            "{row}"
+        );
+    }
+    let sw = rows.iter().find(|r| r["section"] == "SW").unwrap();
+    assert!(sw["planned_passes"].as_f64().unwrap() >= 2.0 * sw["segments"].as_f64().unwrap());
+
+    // A range reports each day as the day report does.
+    let (first, last) = (&days[0], &days[days.len() - 1]);
+    let (status, daily) = get_json(
+        api,
+        &format!("/api/v1/coverage/daily?from={first}&to={last}&contractor=green-city"),
+    )
+    .await;
+    assert_eq!(status, 200, "{daily}");
+    assert_eq!(daily["days"].as_array().unwrap().len(), days.len());
+    for (row, date) in daily["days"].as_array().unwrap().iter().zip(&days) {
+        let (_, one) = get_json(
+            api,
+            &format!("/api/v1/coverage?date={date}&contractor=green-city"),
+        )
+        .await;
+        assert_eq!(row["date"], date.as_str());
+        assert_eq!(
+            row["covered_share_by_length"],
+            one["covered"]["share_by_length"]
+        );
+    }
+    // An ad-hoc polygon around the whole town is the city.
+    let (status, whole) = get_json(
+        api,
+        &format!("/api/v1/coverage?date={last}&polygon=120.8%2031.9,120.95%2031.9,120.95%2032.1,120.8%2032.1"),
+    )
+    .await;
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(whole["segments"], 220);
+    assert_eq!(whole["scope"], "polygon");
+    for (query, field) in [
+        ("/api/v1/coverage?polygon=1%202,3", "polygon"),
+        ("/api/v1/coverage?polygon=200%200,1%201,2%202", "polygon"),
+        ("/api/v1/coverage?from=2026-11-01", "from"),
+        ("/api/v1/coverage/daily?from=2026-11-01", "to"),
+        ("/api/v1/coverage/daily?from=2026-11-02&to=2026-11-01", "to"),
+        ("/api/v1/coverage/daily?from=2026-01-01&to=2026-12-31", "to"),
+    ] {
+        let (status, body) = get_json(api, query).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
     }
     let (status, segment) = get_json(api, "/api/v1/segments/0").await;
     assert_eq!(status, 200, "{segment}");

@@ -8,10 +8,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cleanfleet_coverage::{
-    segment_status, CoverageRules, CoverageSummary, InvalidReason, MissReason, Pass, SegmentStatus,
-    WorkType,
+    segment_status, CoverageRules, CoverageSummary, InvalidReason, MissReason, Pass, SectionPlan,
+    SegmentStatus, WorkType,
 };
-use cleanfleet_roads::{RoadClass, RoadNetwork, Segment, Zones};
+use cleanfleet_roads::{RoadClass, RoadNetwork, Segment, ZoneConfig, Zones};
 use cleanfleet_store::PassRecord;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -29,6 +29,7 @@ pub struct CoverageContext {
     pub network: Arc<RoadNetwork>,
     pub zones: Arc<Zones>,
     pub rules: CoverageRules,
+    pub plans: Vec<SectionPlan>,
     pub time_zone: TimeZone,
     /// Its IANA name, as configured.
     pub time_zone_name: String,
@@ -43,6 +44,12 @@ pub(crate) struct DayParams {
     /// Local date in the city's time zone, `YYYY-MM-DD`. Default: today.
     #[param(value_type = Option<String>)]
     date: Option<Date>,
+    /// First day of a range (`/api/v1/coverage/daily` only), `YYYY-MM-DD`.
+    #[param(value_type = Option<String>)]
+    from: Option<Date>,
+    /// Last day of a range, inclusive (`/api/v1/coverage/daily` only).
+    #[param(value_type = Option<String>)]
+    to: Option<Date>,
     /// Only segments of this road class: `I`, `II`, `III` or `IV`.
     #[param(value_type = Option<String>)]
     class: Option<RoadClass>,
@@ -52,6 +59,9 @@ pub(crate) struct DayParams {
     contractor: Option<String>,
     /// Only this grid cell's segments.
     grid: Option<String>,
+    /// Only segments whose midpoint lies in this polygon: `lon lat,lon lat,...` (WGS 84, at
+    /// least 3 points).
+    polygon: Option<String>,
 }
 
 /// Which segments a request is about: every filter given must hold.
@@ -59,6 +69,7 @@ struct Scope {
     class: Option<RoadClass>,
     sections: Option<Vec<bool>>,
     grid: Option<Vec<bool>>,
+    polygon: Option<Vec<bool>>,
     name: String,
 }
 
@@ -113,6 +124,44 @@ impl Scope {
             }
             None => None,
         };
+        let polygon = match &p.polygon {
+            Some(text) => {
+                let bad = || {
+                    ApiError::invalid(
+                        "polygon",
+                        "must be at least 3 points `lon lat` separated by commas",
+                    )
+                };
+                let ring: Vec<(f64, f64)> = text
+                    .split(',')
+                    .map(|point| {
+                        let mut numbers = point.split_whitespace().map(str::parse::<f64>);
+                        match (numbers.next(), numbers.next(), numbers.next()) {
+                            (Some(Ok(lon)), Some(Ok(lat)), None)
+                                if (-180.0..=180.0).contains(&lon)
+                                    && (-90.0..=90.0).contains(&lat) =>
+                            {
+                                Ok((lon, lat))
+                            }
+                            _ => Err(bad()),
+                        }
+                    })
+                    .collect::<Result<_, _>>()?;
+                if ring.len() < 3 {
+                    return Err(bad());
+                }
+                let zone = ZoneConfig {
+                    id: "polygon".into(),
+                    polygons: vec![ring],
+                    ..ZoneConfig::default()
+                };
+                let zones = Zones::new(&ctx.network, &[zone], &[])
+                    .map_err(|e| ApiError::invalid("polygon", e.to_string()))?;
+                names.push("polygon".into());
+                Some(member(&mut zones.sections()[0].segments.iter().copied()))
+            }
+            None => None,
+        };
         if let Some(c) = p.class {
             names.push(format!("class:{c}"));
         }
@@ -120,6 +169,7 @@ impl Scope {
             class: p.class,
             sections,
             grid,
+            polygon,
             name: if names.is_empty() {
                 "city".into()
             } else {
@@ -133,6 +183,7 @@ impl Scope {
         self.class.is_none_or(|c| s.class == c)
             && self.sections.as_ref().is_none_or(|m| m[i])
             && self.grid.as_ref().is_none_or(|m| m[i])
+            && self.polygon.as_ref().is_none_or(|m| m[i])
     }
 }
 
@@ -166,6 +217,7 @@ pub(crate) struct CoverageReport {
     deep_cleaned: Share,
     /// Segments not covered, by reason.
     missed: Vec<Missed>,
+    /// Traversals with the tools on.
     passes: usize,
     valid_passes: usize,
 }
@@ -248,6 +300,7 @@ pub(crate) async fn coverage_report(
     Query(params): Query<DayParams>,
 ) -> Result<Json<CoverageReport>, ApiError> {
     let ctx = context(&state)?;
+    one_day(&params)?;
     let scope = Scope::new(ctx, &params)?;
     let (date, records, statuses) = day_status(&state, &params).await?;
     let in_scope = |s: &Segment| scope.contains(s);
@@ -280,6 +333,7 @@ pub(crate) async fn coverage_report(
     missed.sort_by(|a, b| a.reason.cmp(&b.reason));
     let scoped: Vec<&PassRecord> = records
         .iter()
+        .filter(|r| r.invalid.as_deref() != Some(InvalidReason::ToolOff.as_str()))
         .filter(|r| {
             ctx.network
                 .segments()
@@ -328,6 +382,7 @@ pub(crate) async fn coverage_segments(
     Query(params): Query<DayParams>,
 ) -> Result<Response, ApiError> {
     let ctx = context(&state)?;
+    one_day(&params)?;
     let scope = Scope::new(ctx, &params)?;
     let (date, _, statuses) = day_status(&state, &params).await?;
     let features: Vec<Value> = statuses
@@ -624,6 +679,7 @@ pub(crate) async fn coverage_vehicles(
     Query(params): Query<DayParams>,
 ) -> Result<Json<VehicleDayList>, ApiError> {
     let ctx = context(&state)?;
+    one_day(&params)?;
     let scope = Scope::new(ctx, &params)?;
     let (date, from, to) = day(&state, ctx, params.date)?;
     let records = state.store.passes(from, to, None).await?;
@@ -667,6 +723,7 @@ mod tests {
             zones: Arc::new(Zones::new(&network, &sections, &grids).unwrap()),
             network,
             rules: CoverageRules::default(),
+            plans: Vec::new(),
             time_zone: TimeZone::UTC,
             time_zone_name: "UTC".into(),
         };
@@ -682,6 +739,7 @@ mod tests {
             class: None,
             sections: None,
             grid: None,
+            polygon: None,
             name: "city".into(),
         };
         let days = vehicle_days(&ctx, &records, &scope);
@@ -697,4 +755,260 @@ mod tests {
         assert!((d.mean_working_speed_kmh.unwrap() - 6.0).abs() < 1e-9);
         assert_eq!(d.sections, [ctx.zones.section_of(3).unwrap().id.clone()]);
     }
+}
+
+/// Rejects a range on the endpoints that report one day.
+fn one_day(params: &DayParams) -> Result<(), ApiError> {
+    for (field, given) in [("from", params.from.is_some()), ("to", params.to.is_some())] {
+        if given {
+            return Err(ApiError::invalid(
+                field,
+                "ranges are for /api/v1/coverage/daily; here give `date`",
+            ));
+        }
+    }
+    Ok(())
+}
+
+const MAX_RANGE_DAYS: i32 = 92;
+
+/// One day's shares (of length and of area) in a range.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DayShares {
+    date: String,
+    covered_share_by_length: f64,
+    covered_share_by_area: f64,
+    mechanised_rate_by_length: f64,
+    mechanised_rate_by_area: f64,
+    deep_cleaned_share_by_length: f64,
+    deep_cleaned_share_by_area: f64,
+    valid_passes: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DailyReport {
+    from: String,
+    to: String,
+    time_zone: String,
+    scope: String,
+    segments: usize,
+    total_length_m: f64,
+    total_area_m2: f64,
+    days: Vec<DayShares>,
+    /// Means of the days' shares.
+    mean: DayShares,
+}
+
+/// Each day's covered, mechanised and deep-cleaned shares over a range of up to 92 days, and
+/// their means; in scope like `/api/v1/coverage`.
+#[utoipa::path(get, path = "/api/v1/coverage/daily", params(DayParams),
+    responses((status = 200, body = DailyReport), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn coverage_daily(
+    State(state): State<ApiState>,
+    Query(params): Query<DayParams>,
+) -> Result<Json<DailyReport>, ApiError> {
+    let ctx = context(&state)?;
+    if params.date.is_some() {
+        return Err(ApiError::invalid("date", "give a range as `from` and `to`"));
+    }
+    let (Some(first), Some(last)) = (params.from, params.to) else {
+        let missing = if params.from.is_none() { "from" } else { "to" };
+        return Err(ApiError::invalid(
+            missing,
+            "required: the range's first and last day",
+        ));
+    };
+    let span = first
+        .until(last)
+        .map_err(|e| ApiError::invalid("to", e.to_string()))?;
+    let days = span.get_days();
+    if days < 0 {
+        return Err(ApiError::invalid("to", "must not be before `from`"));
+    }
+    if days >= MAX_RANGE_DAYS {
+        return Err(ApiError::invalid(
+            "to",
+            format!("a range spans at most {MAX_RANGE_DAYS} days"),
+        ));
+    }
+    let scope = Scope::new(ctx, &params)?;
+    let (_, from, _) = day(&state, ctx, Some(first))?;
+    let (_, _, to) = day(&state, ctx, Some(last))?;
+    let records = state.store.passes(from, to, None).await?;
+    let in_scope = |s: &Segment| scope.contains(s);
+    let mut rows = Vec::new();
+    let mut totals;
+    let mut date = first;
+    loop {
+        let (_, start, end) = day(&state, ctx, Some(date))?;
+        let today: Vec<PassRecord> = records
+            .iter()
+            .filter(|r| start <= r.start && r.start < end)
+            .cloned()
+            .collect();
+        let statuses = segment_status(
+            &ctx.network,
+            &engine_passes(&ctx.network, &today),
+            &ctx.rules,
+        );
+        let s = CoverageSummary::of(&ctx.network, &statuses, in_scope);
+        totals = s;
+        let valid_passes = today
+            .iter()
+            .filter(|r| r.invalid.is_none())
+            .filter(|r| {
+                ctx.network
+                    .segments()
+                    .get(r.segment as usize)
+                    .is_some_and(in_scope)
+            })
+            .count();
+        rows.push(shares(date.to_string(), &s, valid_passes));
+        if date >= last {
+            break;
+        }
+        date = date
+            .tomorrow()
+            .map_err(|e| ApiError::invalid("to", e.to_string()))?;
+    }
+    let n = rows.len() as f64;
+    let mean = |f: fn(&DayShares) -> f64| rows.iter().map(f).sum::<f64>() / n;
+    let mean_row = DayShares {
+        date: format!("{first}/{last}"),
+        covered_share_by_length: mean(|r| r.covered_share_by_length),
+        covered_share_by_area: mean(|r| r.covered_share_by_area),
+        mechanised_rate_by_length: mean(|r| r.mechanised_rate_by_length),
+        mechanised_rate_by_area: mean(|r| r.mechanised_rate_by_area),
+        deep_cleaned_share_by_length: mean(|r| r.deep_cleaned_share_by_length),
+        deep_cleaned_share_by_area: mean(|r| r.deep_cleaned_share_by_area),
+        valid_passes: rows.iter().map(|r| r.valid_passes).sum::<usize>() / rows.len(),
+    };
+    Ok(Json(DailyReport {
+        from: first.to_string(),
+        to: last.to_string(),
+        time_zone: ctx.time_zone_name.clone(),
+        scope: scope.name.clone(),
+        segments: totals.segments,
+        total_length_m: totals.total_length_m,
+        total_area_m2: totals.total_area_m2,
+        days: rows,
+        mean: mean_row,
+    }))
+}
+
+fn shares(date: String, s: &CoverageSummary, valid_passes: usize) -> DayShares {
+    DayShares {
+        date,
+        covered_share_by_length: ratio(s.covered_length_m, s.total_length_m),
+        covered_share_by_area: ratio(s.covered_area_m2, s.total_area_m2),
+        mechanised_rate_by_length: ratio(s.mechanised_length_m, s.total_length_m),
+        mechanised_rate_by_area: ratio(s.mechanised_area_m2, s.total_area_m2),
+        deep_cleaned_share_by_length: ratio(s.deep_cleaned_length_m, s.total_length_m),
+        deep_cleaned_share_by_area: ratio(s.deep_cleaned_area_m2, s.total_area_m2),
+        valid_passes,
+    }
+}
+
+/// A section's day: its coverage against its plan.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SectionDay {
+    section: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contractor: Option<String>,
+    segments: usize,
+    length_m: f64,
+    covered_share_by_length: f64,
+    covered_share_by_area: f64,
+    mechanised_rate_by_length: f64,
+    deep_cleaned_share_by_length: f64,
+    /// Segments not covered (漏扫).
+    missed_segments: usize,
+    /// Traversals with the tools on.
+    passes: usize,
+    valid_passes: usize,
+    valid_mileage_m: f64,
+    /// From `[[coverage.plans]]`; absent without a plan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    planned_passes: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    planned_mileage_m: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SectionDayList {
+    date: String,
+    sections: Vec<SectionDay>,
+}
+
+/// Per section (of one contractor, with `contractor`) for a day: coverage shares, missed
+/// segments, passes and valid passes and mileage against the plan.
+#[utoipa::path(get, path = "/api/v1/coverage/sections", params(DayParams),
+    responses((status = 200, body = SectionDayList), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn coverage_sections(
+    State(state): State<ApiState>,
+    Query(params): Query<DayParams>,
+) -> Result<Json<SectionDayList>, ApiError> {
+    let ctx = context(&state)?;
+    one_day(&params)?;
+    let scope = Scope::new(ctx, &params)?;
+    let (date, records, statuses) = day_status(&state, &params).await?;
+    let mut sections = Vec::new();
+    for zone in ctx.zones.sections() {
+        let members: std::collections::HashSet<u32> = zone
+            .segments
+            .iter()
+            .copied()
+            .filter(|&s| scope.contains(&ctx.network.segments()[s as usize]))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let s = CoverageSummary::of(&ctx.network, &statuses, |seg| members.contains(&seg.id));
+        let theirs = || records.iter().filter(|r| members.contains(&r.segment));
+        let working =
+            || theirs().filter(|r| r.invalid.as_deref() != Some(InvalidReason::ToolOff.as_str()));
+        let plan = ctx.plans.iter().find(|p| p.section == zone.id);
+        let sides_m: f64 = members
+            .iter()
+            .map(|&id| {
+                let seg = &ctx.network.segments()[id as usize];
+                f64::from(ctx.rules.sides(seg)) * seg.length_m
+            })
+            .sum();
+        let sides: u32 = members
+            .iter()
+            .map(|&id| ctx.rules.sides(&ctx.network.segments()[id as usize]))
+            .sum();
+        sections.push(SectionDay {
+            section: zone.id.clone(),
+            name: zone.name.clone(),
+            contractor: zone.contractor.clone(),
+            segments: s.segments,
+            length_m: s.total_length_m,
+            covered_share_by_length: s.covered_share_by_length(),
+            covered_share_by_area: s.covered_share_by_area(),
+            mechanised_rate_by_length: s.mechanised_rate_by_length(),
+            deep_cleaned_share_by_length: s.deep_cleaned_share_by_length(),
+            missed_segments: statuses
+                .iter()
+                .filter(|st| members.contains(&st.segment) && !st.covered)
+                .count(),
+            passes: working().count(),
+            valid_passes: working().filter(|r| r.invalid.is_none()).count(),
+            valid_mileage_m: working()
+                .filter(|r| r.invalid.is_none())
+                .map(|r| r.to_m - r.from_m)
+                .sum(),
+            planned_passes: plan.map(|p| p.passes_per_side * f64::from(sides)),
+            planned_mileage_m: plan.map(|p| p.passes_per_side * sides_m),
+        });
+    }
+    Ok(Json(SectionDayList {
+        date: date.to_string(),
+        sections,
+    }))
 }

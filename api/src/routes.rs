@@ -44,6 +44,8 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         crate::coverage::list_passes,
         crate::coverage::list_zones,
         crate::coverage::coverage_vehicles,
+        crate::coverage::coverage_daily,
+        crate::coverage::coverage_sections,
         crate::coverage::get_segment
     ),
     components(schemas(
@@ -61,6 +63,10 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         crate::coverage::PassPage,
         crate::coverage::ZoneList,
         crate::coverage::VehicleDay,
+        crate::coverage::DayShares,
+        crate::coverage::DailyReport,
+        crate::coverage::SectionDay,
+        crate::coverage::SectionDayList,
         crate::coverage::VehicleDayList,
         crate::coverage::ZoneView,
         cleanfleet_store::PassRecord
@@ -91,6 +97,14 @@ pub fn routes() -> Router<ApiState> {
         .route(
             "/api/v1/coverage/vehicles",
             get(crate::coverage::coverage_vehicles),
+        )
+        .route(
+            "/api/v1/coverage/daily",
+            get(crate::coverage::coverage_daily),
+        )
+        .route(
+            "/api/v1/coverage/sections",
+            get(crate::coverage::coverage_sections),
         )
         .route(
             "/api/v1/segments/{segment}",

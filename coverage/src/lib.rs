@@ -21,5 +21,5 @@ pub use index::{Candidate, SegmentIndex};
 pub use matcher::{Leg, MatchConfig, MatchedPoint, MatchedTrace, Matcher, Observation, Traversal};
 pub use passes::{derive_passes, FixState, InvalidReason, Pass, WorkType};
 pub use plane::Plane;
-pub use rules::{CoverageRules, DeepCleanRule, SpeedBands};
+pub use rules::{CoverageRules, DeepCleanRule, SectionPlan, SpeedBands};
 pub use status::{segment_status, CoverageSummary, MissReason, SegmentStatus};

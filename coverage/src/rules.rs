@@ -107,7 +107,28 @@ impl Default for CoverageRules {
     }
 }
 
+/// What a section's contract plans per day (DOMAIN.md: planned passes, speed, mileage).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SectionPlan {
+    /// The section's id (`[roads] sections` or the zones file).
+    pub section: String,
+    /// Planned traversals of each side of each of its segments (a main road has two
+    /// sides). Planned passes and mileage follow from it.
+    pub passes_per_side: f64,
+}
+
 impl CoverageRules {
+    /// Sides of a segment that are cleaned separately: 2 for a two-way road of a class in
+    /// `both_sides_classes`, else 1.
+    pub fn sides(&self, segment: &cleanfleet_roads::Segment) -> u32 {
+        if !segment.oneway && self.both_sides_classes.contains(&segment.class) {
+            2
+        } else {
+            1
+        }
+    }
+
     pub fn band_kmh(&self, work: WorkType) -> f64 {
         let b = &self.speed_band_kmh;
         match work {

@@ -68,7 +68,7 @@ pub fn segment_status(
 }
 
 fn status_of(segment: &Segment, passes: &[&Pass], rules: &CoverageRules) -> SegmentStatus {
-    let both_sides = !segment.oneway && rules.both_sides_classes.contains(&segment.class);
+    let both_sides = rules.sides(segment) == 2;
     let length_m = segment.length_m;
     // Share of the segment an interval set covers, on the side(s) that count.
     let ratio = |intervals: &dyn Fn(bool) -> Vec<(f64, f64)>| -> (f64, f64) {

@@ -379,7 +379,12 @@ impl Fleet {
                 self.section_nodes[section as usize].push(*node);
             }
         }
-        for (n, v) in self.vehicles.iter_mut().filter(|v| v.is_cleaning()).enumerate() {
+        for (n, v) in self
+            .vehicles
+            .iter_mut()
+            .filter(|v| v.is_cleaning())
+            .enumerate()
+        {
             v.assign_section(n as u32 % count);
         }
     }
