@@ -2,6 +2,8 @@
 //! trace by the vehicle's work state, with whether they count and why not (DOMAIN.md,
 //! "Coverage rules").
 
+use std::collections::HashMap;
+
 use cleanfleet_model::{DeviceKind, WorkState};
 use cleanfleet_roads::RoadNetwork;
 use serde::{Deserialize, Serialize};
@@ -225,6 +227,28 @@ pub fn derive_passes(
         }
     }
     passes.extend(open);
+    // When a fix was matched onto each traversal, by (segment, direction).
+    let mut matched_at: HashMap<(u32, bool), Vec<f64>> = HashMap::new();
+    for (m, f) in matched.points.iter().zip(fixes) {
+        if let Some(m) = m {
+            matched_at
+                .entry((m.segment, m.forward))
+                .or_default()
+                .push(f.time_s);
+        }
+    }
+    for p in &mut passes {
+        let supported = matched_at
+            .get(&(p.segment, p.forward))
+            .is_some_and(|times| {
+                times
+                    .iter()
+                    .any(|&t| t >= p.start_s - SUPPORT_SLACK_S && t <= p.end_s + SUPPORT_SLACK_S)
+            });
+        if p.invalid.is_none() && !supported && p.length_m() > rules.max_unsupported_pass_m {
+            p.invalid = Some(InvalidReason::PoorGps);
+        }
+    }
     for p in &mut passes {
         let segment_m = network.segments()[p.segment as usize].length_m;
         let short = p.length_m() < rules.min_pass_length_m
@@ -238,6 +262,8 @@ pub fn derive_passes(
 
 /// Stretches this close continue a pass (rounding at the seams of legs).
 const CONTIGUOUS_M: f64 = 0.5;
+/// A fix this close in time to a pass supports it (times are interpolated along legs).
+const SUPPORT_SLACK_S: f64 = 0.5;
 
 #[cfg(test)]
 mod tests {
@@ -368,6 +394,70 @@ mod tests {
         let band = rules.band_kmh(WorkType::Flush);
         assert_eq!(at(band), None);
         assert_eq!(at(band + 0.1), Some(InvalidReason::Overspeed));
+    }
+
+    #[test]
+    fn a_street_the_path_only_runs_through_between_fixes_is_not_credited() {
+        let net = demo();
+        let (a, b, c) = (0u32, 1u32, 2u32);
+        let length = |s: u32| net.segments()[s as usize].length_m;
+        let trace = MatchedTrace {
+            points: vec![
+                Some(MatchedPoint {
+                    segment: a,
+                    forward: true,
+                    offset_m: length(a) - 5.0,
+                    distance_m: 3.0,
+                }),
+                Some(MatchedPoint {
+                    segment: c,
+                    forward: true,
+                    offset_m: 5.0,
+                    distance_m: 3.0,
+                }),
+            ],
+            legs: vec![Leg {
+                from_point: 0,
+                to_point: 1,
+                traversals: 0..3,
+            }],
+            traversals: vec![
+                Traversal {
+                    segment: a,
+                    forward: true,
+                    from_m: length(a) - 5.0,
+                    to_m: length(a),
+                },
+                Traversal {
+                    segment: b,
+                    forward: true,
+                    from_m: 0.0,
+                    to_m: length(b),
+                },
+                Traversal {
+                    segment: c,
+                    forward: true,
+                    from_m: 0.0,
+                    to_m: 5.0,
+                },
+            ],
+        };
+        let fixes = [fix(0.0, 6.0, true), fix(2.0, 6.0, true)];
+        let rules = CoverageRules::default();
+        let passes = derive_passes(&net, WorkType::Sweep, &fixes, &trace, &rules);
+        let through = passes.iter().find(|p| p.segment == b).unwrap();
+        assert!(length(b) > rules.max_unsupported_pass_m);
+        assert_eq!(through.invalid, Some(InvalidReason::PoorGps));
+        // With a fix on it, the same stretch counts.
+        let mut supported = trace.clone();
+        supported.points[1] = Some(MatchedPoint {
+            segment: b,
+            forward: true,
+            offset_m: length(b),
+            distance_m: 3.0,
+        });
+        let passes = derive_passes(&net, WorkType::Sweep, &fixes, &supported, &rules);
+        assert!(passes.iter().find(|p| p.segment == b).unwrap().is_valid());
     }
 
     #[test]

@@ -33,8 +33,9 @@ impl Default for SpeedBands {
     }
 }
 
-/// The deep-cleaning recipe: a pass of `first`, then within `within_s` a pass of `then`, in
-/// the same direction over the same part.
+/// The deep-cleaning recipe: a pass of `first`, then within `within_s` a pass of `then` over
+/// the same part: on the same side of a street cleaned on both sides, in either direction on
+/// one cleaned as one side.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeepCleanRule {
@@ -71,6 +72,10 @@ pub struct CoverageRules {
     pub min_pass_length_m: f64,
     /// Nothing is credited across a silence longer than this. Default 60.
     pub max_gap_s: f64,
+    /// A valid pass longer than this on which no fix was matched (the decoded path only
+    /// runs through it between fixes) counts as poor GPS: at 1 Hz a working vehicle leaves
+    /// fixes on every street it works. Default 25.
+    pub max_unsupported_pass_m: f64,
     /// A side of a segment is covered when valid passes cover this share of it. Default 0.9.
     pub covered_ratio: f64,
     /// Two-way segments of these classes need a valid pass in each direction. Default
@@ -93,6 +98,7 @@ impl Default for CoverageRules {
             max_match_distance_m: 30.0,
             min_pass_length_m: 10.0,
             max_gap_s: 60.0,
+            max_unsupported_pass_m: 25.0,
             covered_ratio: 0.9,
             both_sides_classes: vec![RoadClass::I, RoadClass::II],
             covering_work: vec![

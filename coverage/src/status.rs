@@ -110,10 +110,10 @@ fn status_of(segment: &Segment, passes: &[&Pass], rules: &CoverageRules) -> Segm
             .iter()
             .filter(|p| p.forward == forward && p.is_valid() && deep.first.contains(&p.work))
         {
-            for then in passes
-                .iter()
-                .filter(|p| p.forward == forward && p.is_valid() && deep.then.contains(&p.work))
-            {
+            // On a street cleaned as one side, the sweep may come the other way.
+            for then in passes.iter().filter(|p| {
+                (p.forward == forward || !both_sides) && p.is_valid() && deep.then.contains(&p.work)
+            }) {
                 let soon_after = then.start_s >= first.start_s
                     && then.start_s - first.end_s <= deep.within_s + TIME_EPSILON_S;
                 let (a, b) = (along(first), along(then));
@@ -355,6 +355,23 @@ mod tests {
         assert!(deep(flush.end_s + rules.deep_clean.within_s));
         assert!(!deep(flush.end_s + rules.deep_clean.within_s + 1.0));
         assert!(!deep(flush.start_s - 10.0), "a sweep before the flush");
+        // On a street cleaned as one side the sweep may come the other way; on a main road
+        // it must be the same side.
+        let back = pass(
+            s.id,
+            false,
+            0.0,
+            s.length_m,
+            WorkType::Sweep,
+            flush.end_s + 60.0,
+        );
+        assert!(segment_status(&net, &[flush, back], &rules)[s.id as usize].deep_cleaned);
+        let main = find(&net, RoadClass::I, false);
+        let main_flush = pass(main.id, true, 0.0, main.length_m, WorkType::Flush, 0.0);
+        let main_back = pass(main.id, false, 0.0, main.length_m, WorkType::Sweep, 600.0);
+        assert!(
+            !segment_status(&net, &[main_flush, main_back], &rules)[main.id as usize].deep_cleaned
+        );
         // Sprinkling is not cleaning: no coverage, no deep-cleaning.
         let sprinkled = [pass(s.id, true, 0.0, s.length_m, WorkType::Sprinkle, 0.0)];
         let status = segment_status(&net, &sprinkled, &rules)[s.id as usize];
