@@ -16,6 +16,7 @@ use cleanfleet_model::Fix;
 use cleanfleet_roads::RoadNetwork;
 use cleanfleet_store::{CoverageChunk, PassRecord, Store, COVERAGE_CONTEXT_MS};
 use jiff::{SignedDuration, Timestamp};
+use prometheus::{exponential_buckets, Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -72,11 +73,55 @@ pub fn network_id(network: &RoadNetwork) -> String {
 
 type Job = (CoverageChunk, Vec<Fix>, oneshot::Sender<Vec<PassRecord>>);
 
+/// The coverage stage's Prometheus metrics.
+#[derive(Clone)]
+pub struct CoverageMetrics {
+    pub chunks: IntCounter,
+    pub fixes: IntCounter,
+    pub passes: IntCounter,
+    pub chunk_duration: Histogram,
+    pub backlog: IntGauge,
+}
+
+impl CoverageMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = CoverageMetrics {
+            chunks: IntCounter::new(
+                "cleanfleet_coverage_chunks_total",
+                "Chunks (one device, one hour) whose passes were computed",
+            )?,
+            fixes: IntCounter::new(
+                "cleanfleet_coverage_fixes_total",
+                "Fixes matched to the road network, context included",
+            )?,
+            passes: IntCounter::new("cleanfleet_coverage_passes_total", "Passes written")?,
+            chunk_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "cleanfleet_coverage_chunk_duration_seconds",
+                    "Time to load, match and store one chunk",
+                )
+                .buckets(exponential_buckets(0.001, 2.0, 14)?),
+            )?,
+            backlog: IntGauge::new(
+                "cleanfleet_coverage_backlog_chunks",
+                "Chunks whose fixes changed since their passes were computed",
+            )?,
+        };
+        registry.register(Box::new(m.chunks.clone()))?;
+        registry.register(Box::new(m.fixes.clone()))?;
+        registry.register(Box::new(m.passes.clone()))?;
+        registry.register(Box::new(m.chunk_duration.clone()))?;
+        registry.register(Box::new(m.backlog.clone()))?;
+        Ok(m)
+    }
+}
+
 /// Runs until `shutdown`: finishes the chunk in hand, then returns.
 pub async fn run(
     config: CoverageConfig,
     network: Arc<RoadNetwork>,
     store: Arc<dyn Store>,
+    metrics: CoverageMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     if store.use_coverage_network(&network_id(&network)).await? {
@@ -99,6 +144,7 @@ pub async fn run(
     let poll = Duration::from_secs_f64(config.poll_interval_s.max(0.1));
     let result = async {
         while !shutdown.is_cancelled() {
+            metrics.backlog.set(store.coverage_backlog().await? as i64);
             let chunks = store.stale_chunks(CHUNKS_PER_LOOK).await?;
             if chunks.is_empty() {
                 tokio::select! {
@@ -110,6 +156,7 @@ pub async fn run(
                 if shutdown.is_cancelled() {
                     break;
                 }
+                let timer = metrics.chunk_duration.start_timer();
                 let context = SignedDuration::from_millis(COVERAGE_CONTEXT_MS);
                 let fixes = store
                     .track(
@@ -119,13 +166,17 @@ pub async fn run(
                         MAX_CHUNK_FIXES,
                     )
                     .await?;
+                metrics.fixes.inc_by(fixes.len() as u64);
                 let (reply, passes) = oneshot::channel();
                 jobs.send((chunk.clone(), fixes, reply))
                     .await
                     .context("the coverage thread stopped")?;
                 let passes = passes.await.context("the coverage thread stopped")?;
                 debug!(device = %chunk.device_id, start = %chunk.start, passes = passes.len(), "chunk computed");
+                metrics.passes.inc_by(passes.len() as u64);
                 store.put_passes(chunk, passes).await?;
+                metrics.chunks.inc();
+                timer.observe_duration();
             }
         }
         anyhow::Ok(())

@@ -114,6 +114,7 @@ impl Stack {
         };
 
         let coverage = if parts.coverage {
+            let metrics = crate::coverage::CoverageMetrics::register(&registry)?;
             let token = CancellationToken::new();
             let task = spawn_stage(
                 "coverage",
@@ -123,6 +124,7 @@ impl Stack {
                     config.coverage.clone(),
                     network.clone().expect("loaded for coverage"),
                     store.clone(),
+                    metrics,
                     token.clone(),
                 ),
             );

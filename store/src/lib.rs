@@ -200,6 +200,8 @@ pub trait Store: Send + Sync + 'static {
     async fn use_coverage_network(&self, network_id: &str) -> Result<bool, StoreError>;
     /// Stale chunks, oldest hour first.
     async fn stale_chunks(&self, limit: u32) -> Result<Vec<CoverageChunk>, StoreError>;
+    /// How many chunks are stale.
+    async fn coverage_backlog(&self) -> Result<u64, StoreError>;
     /// Replaces the chunk's passes and records the version they were computed from; the
     /// chunk stays stale if fixes landed in it meanwhile.
     async fn put_passes(

@@ -790,6 +790,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn coverage_backlog(&self) -> Result<u64, StoreError> {
+        self.with_reader(|conn| {
+            let n: i64 = conn.query_row(
+                "SELECT count(*) FROM coverage_chunks WHERE version <> computed_version",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn put_passes(
         &self,
         chunk: CoverageChunk,

@@ -355,6 +355,7 @@ async fn new_fixes_make_their_hours_stale_and_passes_replace_them() {
         2,
         "07:01 is context of the hour before: {stale:?}"
     );
+    assert_eq!(store.coverage_backlog().await.unwrap(), 2);
     assert_eq!(
         stale.iter().map(|c| c.start).collect::<Vec<_>>(),
         [t("2026-11-21T06:00:00Z"), t("2026-11-21T07:00:00Z")]
