@@ -124,8 +124,16 @@ pub async fn run(
     metrics: CoverageMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    if store.use_coverage_network(&network_id(&network)).await? {
-        info!("the road network changed: recomputing all coverage");
+    // Passes depend on the network, the matcher's settings and the pass rules: when any of
+    // them changes, every chunk is computed again.
+    let settings = format!("{:?}{:?}", config.matcher, config.rules);
+    let basis = format!(
+        "{}-settings-{:016x}",
+        network_id(&network),
+        xxhash_rust::xxh3::xxh3_64(settings.as_bytes())
+    );
+    if store.use_coverage_network(&basis).await? {
+        info!("the road network or the coverage settings changed: recomputing all coverage");
     }
     // Matching is CPU work: one thread owns the matcher (and its R-tree) for the stage's life.
     let (jobs, mut inbox) = mpsc::channel::<Job>(1);
