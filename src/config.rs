@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use cleanfleet_api::ApiConfig;
 use cleanfleet_ingest::{BrokerConfig, IngestConfig};
+use cleanfleet_inspection::InspectionRules;
 use cleanfleet_roads::ZoneConfig;
 use cleanfleet_sim::{LoadConfig, SimConfig};
 use cleanfleet_store::Synchronous;
@@ -36,6 +37,8 @@ pub struct Config {
     pub load: LoadConfig,
     pub roads: RoadsConfig,
     pub coverage: CoverageConfig,
+    /// Weight-based cleanliness checks (以克论净): how road results are made and judged.
+    pub inspection: InspectionRules,
 }
 
 /// `[roads]`: the city's road network, which the simulated fleet drives and coverage is

@@ -181,6 +181,8 @@ impl Stack {
             }
             let coverage = network.clone().map(|network| {
                 Arc::new(cleanfleet_api::CoverageContext {
+                    index: Arc::new(cleanfleet_coverage::SegmentIndex::new(&network)),
+                    inspection: config.inspection.clone(),
                     network,
                     zones: zones.clone().expect("loaded with the network"),
                     rules: config.coverage.rules.clone(),

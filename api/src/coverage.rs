@@ -9,8 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cleanfleet_coverage::{
     segment_status, CoverageRules, CoverageSummary, InvalidReason, MissReason, Pass, SectionPlan,
-    SegmentStatus, WorkType,
+    SegmentIndex, SegmentStatus, WorkType,
 };
+use cleanfleet_inspection::InspectionRules;
 use cleanfleet_roads::{RoadClass, RoadNetwork, Segment, ZoneConfig, Zones};
 use cleanfleet_store::PassRecord;
 use jiff::civil::Date;
@@ -27,6 +28,9 @@ use crate::ApiState;
 /// What the coverage endpoints need besides the store.
 pub struct CoverageContext {
     pub network: Arc<RoadNetwork>,
+    /// The network's R-tree, to place inspectors' samples.
+    pub index: Arc<SegmentIndex>,
+    pub inspection: InspectionRules,
     pub zones: Arc<Zones>,
     pub rules: CoverageRules,
     pub plans: Vec<SectionPlan>,
@@ -43,7 +47,7 @@ const MAX_PASSES: u32 = 100_000;
 pub(crate) struct DayParams {
     /// Local date in the city's time zone, `YYYY-MM-DD`. Default: today.
     #[param(value_type = Option<String>)]
-    date: Option<Date>,
+    pub(crate) date: Option<Date>,
     /// First day of a range (`/api/v1/coverage/daily` only), `YYYY-MM-DD`.
     #[param(value_type = Option<String>)]
     from: Option<Date>,
@@ -65,7 +69,7 @@ pub(crate) struct DayParams {
 }
 
 /// Which segments a request is about: every filter given must hold.
-struct Scope {
+pub(crate) struct Scope {
     class: Option<RoadClass>,
     sections: Option<Vec<bool>>,
     grid: Option<Vec<bool>>,
@@ -74,7 +78,7 @@ struct Scope {
 }
 
 impl Scope {
-    fn new(ctx: &CoverageContext, p: &DayParams) -> Result<Scope, ApiError> {
+    pub(crate) fn new(ctx: &CoverageContext, p: &DayParams) -> Result<Scope, ApiError> {
         let segments = ctx.network.segments().len();
         let member = |ids: &mut dyn Iterator<Item = u32>| {
             let mut m = vec![false; segments];
@@ -178,7 +182,7 @@ impl Scope {
         })
     }
 
-    fn contains(&self, s: &Segment) -> bool {
+    pub(crate) fn contains(&self, s: &Segment) -> bool {
         let i = s.id as usize;
         self.class.is_none_or(|c| s.class == c)
             && self.sections.as_ref().is_none_or(|m| m[i])
@@ -222,7 +226,7 @@ pub(crate) struct CoverageReport {
     valid_passes: usize,
 }
 
-fn context(state: &ApiState) -> Result<&CoverageContext, ApiError> {
+pub(crate) fn context(state: &ApiState) -> Result<&CoverageContext, ApiError> {
     state
         .coverage
         .as_deref()
@@ -230,7 +234,7 @@ fn context(state: &ApiState) -> Result<&CoverageContext, ApiError> {
 }
 
 /// The day's bounds in the city's time zone.
-fn day(
+pub(crate) fn day(
     state: &ApiState,
     ctx: &CoverageContext,
     date: Option<Date>,
@@ -251,7 +255,7 @@ fn day(
 
 /// Stored passes as the engine's, dropping any that do not fit this network (computed on
 /// another one before the store was told).
-fn engine_passes(network: &RoadNetwork, records: &[PassRecord]) -> Vec<Pass> {
+pub(crate) fn engine_passes(network: &RoadNetwork, records: &[PassRecord]) -> Vec<Pass> {
     let seconds = |t: Timestamp| t.as_millisecond() as f64 / 1000.0;
     records
         .iter()
@@ -721,6 +725,8 @@ mod tests {
         let (sections, grids) = Zones::demo_configs(&network);
         let ctx = CoverageContext {
             zones: Arc::new(Zones::new(&network, &sections, &grids).unwrap()),
+            index: Arc::new(SegmentIndex::new(&network)),
+            inspection: InspectionRules::default(),
             network,
             rules: CoverageRules::default(),
             plans: Vec::new(),
@@ -758,7 +764,7 @@ mod tests {
 }
 
 /// Rejects a range on the endpoints that report one day.
-fn one_day(params: &DayParams) -> Result<(), ApiError> {
+pub(crate) fn one_day(params: &DayParams) -> Result<(), ApiError> {
     for (field, given) in [("from", params.from.is_some()), ("to", params.to.is_some())] {
         if given {
             return Err(ApiError::invalid(

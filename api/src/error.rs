@@ -12,6 +12,9 @@ pub enum ApiError {
     InvalidParameter { field: String, message: String },
     #[error("no {resource} {id:?}")]
     NotFound { resource: &'static str, id: String },
+    /// The request repeats one already taken (e.g. a sample submitted twice).
+    #[error("{field}: {message}")]
+    Conflict { field: String, message: String },
     #[error("{0}")]
     Unavailable(String),
     #[error("store: {0}")]
@@ -55,6 +58,12 @@ impl IntoResponse for ApiError {
             ApiError::NotFound { .. } => {
                 (StatusCode::NOT_FOUND, "not_found", None, self.to_string())
             }
+            ApiError::Conflict { field, message } => (
+                StatusCode::CONFLICT,
+                "conflict",
+                Some(field.clone()),
+                message.clone(),
+            ),
             ApiError::Unavailable(why) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -50,3 +50,29 @@ impl<S: Send + Sync> FromRequestParts<S> for DeviceId {
         Ok(DeviceId(id))
     }
 }
+
+/// A JSON request body parsed into `T`; a bad body is a 400 naming the field.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::invalid("body", e.body_text()))?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut de)
+            .map(JsonBody)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.into_inner().to_string();
+                let field = if path != "." {
+                    path
+                } else {
+                    message.split('`').nth(1).unwrap_or("body").to_owned()
+                };
+                ApiError::invalid(field, message)
+            })
+    }
+}

@@ -4,6 +4,7 @@
 mod coverage;
 mod error;
 mod extract;
+mod inspection;
 mod metrics;
 mod routes;
 

@@ -46,6 +46,10 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         crate::coverage::coverage_vehicles,
         crate::coverage::coverage_daily,
         crate::coverage::coverage_sections,
+        crate::inspection::submit_sample,
+        crate::inspection::list_samples,
+        crate::inspection::list_inspections,
+        crate::inspection::failed_samples,
         crate::coverage::get_segment
     ),
     components(schemas(
@@ -66,6 +70,11 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         crate::coverage::DayShares,
         crate::coverage::DailyReport,
         crate::coverage::SectionDay,
+        crate::inspection::SampleView,
+        crate::inspection::SampleList,
+        crate::inspection::InspectionView,
+        crate::inspection::InspectionList,
+        cleanfleet_model::InspectionSample,
         crate::coverage::SectionDayList,
         crate::coverage::VehicleDayList,
         crate::coverage::ZoneView,
@@ -105,6 +114,18 @@ pub fn routes() -> Router<ApiState> {
         .route(
             "/api/v1/coverage/sections",
             get(crate::coverage::coverage_sections),
+        )
+        .route(
+            "/api/v1/samples",
+            get(crate::inspection::list_samples).post(crate::inspection::submit_sample),
+        )
+        .route(
+            "/api/v1/inspections",
+            get(crate::inspection::list_inspections),
+        )
+        .route(
+            "/api/v1/inspections/failed-samples",
+            get(crate::inspection::failed_samples),
         )
         .route(
             "/api/v1/segments/{segment}",

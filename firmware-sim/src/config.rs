@@ -21,7 +21,7 @@ pub struct FleetMix {
     /// 5 s, now and then with an SOS. Default 0.
     pub wearables: u32,
     /// Inspectors' scales (`sc-01`, ...), weighing the dust on 1 m² of a random road every
-    /// 20–40 minutes. Default 0.
+    /// 20–40 minutes. Default 2.
     pub scales: u32,
 }
 
@@ -37,7 +37,7 @@ impl Default for FleetMix {
             toilets: 1,
             weighbridges: 1,
             wearables: 0,
-            scales: 0,
+            scales: 2,
         }
     }
 }
@@ -320,7 +320,7 @@ mod tests {
     fn defaults_are_the_demo_fleet_and_valid() {
         let c = SimConfig::default();
         c.validate().unwrap();
-        assert_eq!(c.fleet.total(), 2 + 1 + 1 + 1 + 1 + 12 + 1 + 1);
+        assert_eq!(c.fleet.total(), 2 + 1 + 1 + 1 + 1 + 12 + 1 + 1 + 2);
         assert_eq!(c.batch_fixes, 10);
         assert_eq!(c.client_id_prefix, "sim");
     }

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use cleanfleet_model::{
-    BinReading, Decoded, DeviceKind, DeviceState, Fix, RejectReason, ToiletReading,
+    BinReading, Decoded, DeviceKind, DeviceState, Fix, InspectionSample, RejectReason,
+    ToiletReading,
 };
 use jiff::Timestamp;
 use serde::Serialize;
@@ -216,6 +217,14 @@ pub trait Store: Send + Sync + 'static {
         to: Timestamp,
         device_id: Option<String>,
     ) -> Result<Vec<PassRecord>, StoreError>;
+    /// Inspectors' samples taken in `from..to`, by time, with the device that sent each.
+    async fn samples(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(String, InspectionSample)>, StoreError>;
+    /// Whether a device already sent a sample with this id.
+    async fn sample_exists(&self, device_id: &str, sample_id: &str) -> Result<bool, StoreError>;
     /// Cheap liveness check for readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Flush everything to the backing files and refuse further writes.

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use cleanfleet_model::{
-    BinReading, Body, Decoded, DeviceKind, DeviceState, Fix, ToiletReading, WorkState,
+    BinReading, Body, Decoded, DeviceKind, DeviceState, Fix, InspectionSample, ToiletReading,
+    WorkState,
 };
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
@@ -786,6 +787,57 @@ impl Store for SqliteStore {
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(chunks)
+        })
+        .await
+    }
+
+    async fn samples(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(String, InspectionSample)>, StoreError> {
+        self.with_reader(move |conn| {
+            let samples = conn
+                .prepare_cached(
+                    "SELECT d.device_id, s.sample_id, s.time_ms, s.lat, s.lon, s.grams, s.area_m2,
+                         s.inspector, s.litter_count, s.photo_ref
+                     FROM inspection_samples s JOIN devices d USING (device_key)
+                     WHERE s.time_ms >= ?1 AND s.time_ms < ?2
+                     ORDER BY s.time_ms, d.device_id, s.sample_id",
+                )?
+                .query_map(params![ms(from), ms(to)], |r| {
+                    let device_id: String = r.get(0)?;
+                    Ok((
+                        device_id.clone(),
+                        InspectionSample {
+                            device_id: Some(device_id),
+                            sample_id: r.get(1)?,
+                            time: ts(r.get(2)?),
+                            lat: r.get(3)?,
+                            lon: r.get(4)?,
+                            grams: r.get(5)?,
+                            area_m2: r.get(6)?,
+                            inspector: r.get(7)?,
+                            litter_count: r.get(8)?,
+                            photo_ref: r.get(9)?,
+                        },
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(samples)
+        })
+        .await
+    }
+
+    async fn sample_exists(&self, device_id: &str, sample_id: &str) -> Result<bool, StoreError> {
+        let (device_id, sample_id) = (device_id.to_owned(), sample_id.to_owned());
+        self.with_reader(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT 1 FROM inspection_samples s JOIN devices d USING (device_key)
+                     WHERE d.device_id = ?1 AND s.sample_id = ?2",
+                )?
+                .exists(params![device_id, sample_id])?)
         })
         .await
     }

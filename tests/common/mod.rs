@@ -143,6 +143,22 @@ pub async fn get_json(api: SocketAddr, path: &str) -> (u16, serde_json::Value) {
     (status, body)
 }
 
+pub async fn post_json(
+    api: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{api}{path}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
 pub async fn get_text(api: SocketAddr, path: &str) -> String {
     reqwest::get(format!("http://{api}{path}"))
         .await

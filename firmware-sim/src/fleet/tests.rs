@@ -58,10 +58,14 @@ fn devices_and_ids() {
         ids[..8],
         ["sw-01", "sw-02", "ws-01", "fl-01", "sp-01", "ct-01", "bin-001", "bin-002"]
     );
-    assert_eq!(ids[ids.len() - 2..], ["wc-01", "wb-01"]);
-    assert_eq!(ids.len(), 20);
+    assert_eq!(ids[ids.len() - 4..], ["wc-01", "wb-01", "sc-01", "sc-02"]);
+    assert_eq!(ids.len(), 22);
     for d in fleet.devices() {
-        assert_eq!(d.position.is_some(), !d.kind.is_vehicle(), "{}", d.id);
+        let fixed = matches!(
+            d.kind,
+            DeviceKind::Bin | DeviceKind::Toilet | DeviceKind::Weighbridge
+        );
+        assert_eq!(d.position.is_some(), fixed, "{}", d.id);
     }
     assert_eq!(device_ids("bin", 1200, 3).last().unwrap(), "bin-1200");
 }
@@ -149,6 +153,7 @@ fn one_hour_in_the_demo_town() {
                 assert!(r.nh3_mg_m3.unwrap() >= 0.0 && r.h2s_mg_m3.unwrap() >= 0.0);
             }
             Body::Ticket(t) => tickets.push(t),
+            Body::Sample(s) => assert!(s.grams >= 0.0 && s.sample_id.starts_with("SC-")),
             other => panic!("unexpected {other:?}"),
         }
     }

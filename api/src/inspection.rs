@@ -1,0 +1,381 @@
+//! Weight-based cleanliness (以克论净): inspectors' samples (from scales over MQTT, or submitted
+//! here by an inspector's app), the roads' results against their class limits, and the
+//! cleaning behind each result.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cleanfleet_coverage::segment_status;
+use cleanfleet_inspection::{
+    last_cleaning, place, road_of, road_results, DevicePass, LastCleaning, Placement, RoadResult,
+    Sample,
+};
+use cleanfleet_model::{decode, InspectionSample, Limits};
+use cleanfleet_store::IngestItem;
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::coverage::{context, day, engine_passes, one_day, CoverageContext, DayParams, Scope};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{JsonBody, Query};
+use crate::ApiState;
+
+/// How far back the last cleaning of a sampled road is looked for.
+const CLEANING_LOOKBACK: SignedDuration = SignedDuration::from_hours(48);
+
+fn sample_of(device_id: String, s: InspectionSample) -> Sample {
+    Sample {
+        device_id,
+        sample_id: s.sample_id,
+        inspector: s.inspector,
+        time: s.time,
+        lon: s.lon,
+        lat: s.lat,
+        grams: s.grams,
+        area_m2: s.area_m2,
+        litter_count: s.litter_count,
+        photo_ref: s.photo_ref,
+    }
+}
+
+/// A sample with the road it was taken on and its own verdict.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SampleView {
+    device_id: String,
+    sample_id: String,
+    inspector: String,
+    time: Timestamp,
+    lon: f64,
+    lat: f64,
+    grams: f64,
+    area_m2: f64,
+    g_per_m2: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    litter_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    photo_ref: Option<String>,
+    /// The segment it lies on; absent when no road is within `max_distance_to_road_m`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    segment: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    distance_to_road_m: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    road: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit_g_per_m2: Option<f64>,
+    /// This sample alone is within its road's limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    within_limit: Option<bool>,
+}
+
+fn view(ctx: &CoverageContext, s: &Sample, placement: Option<Placement>) -> SampleView {
+    let road = placement.map(|p| road_of(&ctx.network, p.segment));
+    let limit = road
+        .as_ref()
+        .map(|r| ctx.inspection.limits_g_per_m2.of(r.class));
+    SampleView {
+        device_id: s.device_id.clone(),
+        sample_id: s.sample_id.clone(),
+        inspector: s.inspector.clone(),
+        time: s.time,
+        lon: s.lon,
+        lat: s.lat,
+        grams: s.grams,
+        area_m2: s.area_m2,
+        g_per_m2: s.g_per_m2(),
+        litter_count: s.litter_count,
+        photo_ref: s.photo_ref.clone(),
+        segment: placement.map(|p| p.segment),
+        distance_to_road_m: placement.map(|p| p.distance_m),
+        road: road.as_ref().map(|r| r.road.clone()),
+        class: road.as_ref().map(|r| r.class.to_string()),
+        limit_g_per_m2: limit,
+        within_limit: limit.map(|l| s.g_per_m2() <= l),
+    }
+}
+
+/// An inspector's app submits a sample: `device_id` names the app (or scale). Refused with the
+/// field at fault, changing nothing, when a value is out of range, no road is near, or the
+/// sample was already submitted.
+#[utoipa::path(post, path = "/api/v1/samples", request_body = InspectionSample,
+    responses((status = 201, body = SampleView), (status = 400, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn submit_sample(
+    State(state): State<ApiState>,
+    JsonBody(sample): JsonBody<InspectionSample>,
+) -> Result<Response, ApiError> {
+    let ctx = context(&state)?;
+    let Some(device_id) = sample.device_id.clone() else {
+        return Err(ApiError::invalid(
+            "device_id",
+            "required: the app or scale sending the sample",
+        ));
+    };
+    if !cleanfleet_model::is_valid_device_id(&device_id) {
+        return Err(ApiError::invalid(
+            "device_id",
+            "must be 1-64 of A-Z a-z 0-9 _ . - starting with a letter or digit",
+        ));
+    }
+    // The device contract's checks, exactly as for a scale over MQTT.
+    let topic = format!("cleanfleet/v1/scale/{device_id}/sample");
+    let payload = serde_json::to_vec(&sample).expect("a sample serializes");
+    let now = state.clock.now();
+    let decoded = decode(&topic, &payload, now, &Limits::default()).map_err(|r| {
+        let field = r.detail.split(':').next().unwrap_or("body").trim();
+        let field = if field.is_empty() || field.contains(' ') {
+            "body"
+        } else {
+            field
+        };
+        ApiError::invalid(field, r.detail.clone())
+    })?;
+    let Some(placement) = place(&ctx.index, &ctx.inspection, sample.lon, sample.lat) else {
+        return Err(ApiError::invalid(
+            "lat",
+            format!(
+                "no road within {} m of ({}, {})",
+                ctx.inspection.max_distance_to_road_m, sample.lon, sample.lat
+            ),
+        ));
+    };
+    if state
+        .store
+        .sample_exists(&device_id, &sample.sample_id)
+        .await?
+    {
+        return Err(ApiError::Conflict {
+            field: "sample_id".into(),
+            message: format!(
+                "{device_id} already submitted sample {:?}",
+                sample.sample_id
+            ),
+        });
+    }
+    state
+        .store
+        .write_batch(vec![IngestItem::Accepted {
+            message: decoded,
+            received: now,
+        }])
+        .await?;
+    let body = view(ctx, &sample_of(device_id, sample), Some(placement));
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SampleList {
+    date: String,
+    samples: Vec<SampleView>,
+}
+
+async fn day_samples(
+    state: &ApiState,
+    ctx: &CoverageContext,
+    params: &DayParams,
+) -> Result<(String, Vec<(Sample, Option<Placement>)>), ApiError> {
+    let (date, from, to) = day(state, ctx, params.date)?;
+    let samples = state
+        .store
+        .samples(from, to)
+        .await?
+        .into_iter()
+        .map(|(device, s)| {
+            let placement = place(&ctx.index, &ctx.inspection, s.lon, s.lat);
+            (sample_of(device, s), placement)
+        })
+        .collect();
+    Ok((date.to_string(), samples))
+}
+
+/// The day's samples with the road each lies on and its own verdict.
+#[utoipa::path(get, path = "/api/v1/samples", params(DayParams),
+    responses((status = 200, body = SampleList), (status = 400, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub(crate) async fn list_samples(
+    State(state): State<ApiState>,
+    Query(params): Query<DayParams>,
+) -> Result<Json<SampleList>, ApiError> {
+    let ctx = context(&state)?;
+    one_day(&params)?;
+    let scope = Scope::new(ctx, &params)?;
+    let (date, samples) = day_samples(&state, ctx, &params).await?;
+    let samples = samples
+        .iter()
+        .filter(|(_, p)| {
+            p.is_none_or(|p| scope.contains(&ctx.network.segments()[p.segment as usize]))
+        })
+        .map(|(s, p)| view(ctx, s, *p))
+        .collect();
+    Ok(Json(SampleList { date, samples }))
+}
+
+/// A road's inspection with the cleaning behind it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct InspectionView {
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    result: RoadResult,
+    /// The section and contractor responsible (of the first segment sampled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    section: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contractor: Option<String>,
+    /// The last valid cleaning of the road's sampled segments before the first sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    last_cleaned: Option<LastCleaning>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hours_since_cleaned: Option<f64>,
+    /// A sampled segment was deep-cleaned that day.
+    deep_cleaned_that_day: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct InspectionList {
+    date: String,
+    aggregate: String,
+    inspections: Vec<InspectionView>,
+    /// Samples farther than `max_distance_to_road_m` from every road, left out.
+    unplaced_samples: Vec<String>,
+}
+
+async fn inspections_of_day(
+    state: &ApiState,
+    ctx: &CoverageContext,
+    params: &DayParams,
+) -> Result<
+    (
+        String,
+        Vec<InspectionView>,
+        Vec<(Sample, Option<Placement>)>,
+    ),
+    ApiError,
+> {
+    let scope = Scope::new(ctx, params)?;
+    let (date, samples) = day_samples(state, ctx, params).await?;
+    let placed: Vec<(Sample, Placement)> = samples
+        .iter()
+        .filter_map(|(s, p)| Some((s.clone(), (*p)?)))
+        .filter(|(_, p)| scope.contains(&ctx.network.segments()[p.segment as usize]))
+        .collect();
+    let (_, from, to) = day(state, ctx, params.date)?;
+    let records = state
+        .store
+        .passes(from - CLEANING_LOOKBACK, to, None)
+        .await?;
+    let passes: Vec<DevicePass> = records
+        .iter()
+        .zip(engine_passes(&ctx.network, &records))
+        .map(|(r, pass)| DevicePass {
+            device_id: r.device_id.clone(),
+            pass,
+        })
+        .collect();
+    let today: Vec<_> = records
+        .iter()
+        .filter(|r| from <= r.start && r.start < to)
+        .cloned()
+        .collect();
+    let statuses = segment_status(
+        &ctx.network,
+        &engine_passes(&ctx.network, &today),
+        &ctx.rules,
+    );
+    let views = road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, &placed)
+        .into_iter()
+        .map(|result| {
+            let last = last_cleaning(
+                &passes,
+                &result.segments,
+                &ctx.rules.covering_work,
+                result.time,
+            );
+            let section = ctx.zones.section_of(result.segments[0]);
+            InspectionView {
+                hours_since_cleaned: last
+                    .as_ref()
+                    .map(|l| result.time.duration_since(l.time).as_secs_f64() / 3600.0),
+                deep_cleaned_that_day: result
+                    .segments
+                    .iter()
+                    .any(|&s| statuses[s as usize].deep_cleaned),
+                section: section.map(|z| z.id.clone()),
+                contractor: section.and_then(|z| z.contractor.clone()),
+                last_cleaned: last,
+                result,
+            }
+        })
+        .collect();
+    Ok((date, views, samples))
+}
+
+/// The day's road inspections: the result of each road's points (mean or median, g/m²)
+/// against its class limit, with when, by which vehicle and with what work it was last
+/// validly cleaned; in scope like `/api/v1/coverage`.
+#[utoipa::path(get, path = "/api/v1/inspections", params(DayParams),
+    responses((status = 200, body = InspectionList), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn list_inspections(
+    State(state): State<ApiState>,
+    Query(params): Query<DayParams>,
+) -> Result<Json<InspectionList>, ApiError> {
+    let ctx = context(&state)?;
+    one_day(&params)?;
+    let (date, inspections, samples) = inspections_of_day(&state, ctx, &params).await?;
+    Ok(Json(InspectionList {
+        date,
+        aggregate: serde_json::to_value(ctx.inspection.aggregate)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        inspections,
+        unplaced_samples: samples
+            .iter()
+            .filter(|(_, p)| p.is_none())
+            .map(|(s, _)| s.sample_id.clone())
+            .collect(),
+    }))
+}
+
+/// The samples of the day's failed road inspections as GeoJSON Points, for a map.
+#[utoipa::path(get, path = "/api/v1/inspections/failed-samples", params(DayParams),
+    responses((status = 200, description = "GeoJSON FeatureCollection", content_type = "application/geo+json"),
+              (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn failed_samples(
+    State(state): State<ApiState>,
+    Query(params): Query<DayParams>,
+) -> Result<Response, ApiError> {
+    let ctx = context(&state)?;
+    one_day(&params)?;
+    let (date, inspections, samples) = inspections_of_day(&state, ctx, &params).await?;
+    let mut features: Vec<Value> = Vec::new();
+    for inspection in inspections.iter().filter(|i| !i.result.passed) {
+        for (s, p) in &samples {
+            let ours = inspection.result.samples.contains(&s.sample_id)
+                && inspection.result.inspector == s.inspector
+                && p.is_some_and(|p| inspection.result.segments.contains(&p.segment));
+            if !ours {
+                continue;
+            }
+            let v = view(ctx, s, *p);
+            features.push(json!({
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [s.lon, s.lat]},
+                "properties": {
+                    "sample": v,
+                    "road_result_g_per_m2": inspection.result.result_g_per_m2,
+                    "contractor": inspection.contractor,
+                    "last_cleaned": inspection.last_cleaned,
+                },
+            }));
+        }
+    }
+    let body = json!({"type": "FeatureCollection", "date": date, "features": features});
+    Ok(([(header::CONTENT_TYPE, "application/geo+json")], Json(body)).into_response())
+}

@@ -1,0 +1,271 @@
+//! Weight-based cleanliness end to end: inspectors' scales over MQTT and an app over HTTP,
+//! samples placed on roads, road results against class limits with the cleaning behind them,
+//! and bad submissions refused with the field at fault, changing nothing.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cleanfleet::{Parts, Stack};
+use cleanfleet_roads::{RoadClass, RoadNetwork};
+use cleanfleet_store::Store;
+use common::*;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_become_road_results_with_their_cleaning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.coverage.time_zone = "UTC".into();
+    config.inspection.points_per_road = 3;
+    let stack = Stack::start(config.clone(), Parts::ALL).await.unwrap();
+    stack.ingest_ready(Duration::from_secs(30)).await.unwrap();
+    let api = stack.api_addr.unwrap();
+
+    // Two hours of a fleet with two inspectors' scales.
+    config.broker.url = format!("mqtt://{}", stack.broker_addr.unwrap());
+    config.sim.backfill = SignedDuration::from_hours(2);
+    config.sim.fleet = cleanfleet_sim::FleetMix {
+        sweepers: 2,
+        flushers: 1,
+        washer_sweepers: 1,
+        scales: 2,
+        ..cleanfleet_sim::FleetMix::NONE
+    };
+    let stop = CancellationToken::new();
+    let sim = tokio::spawn(cleanfleet::run_sim(
+        config.clone(),
+        Arc::new(RoadNetwork::demo()),
+        stop.clone(),
+    ));
+    let metrics = stack.ingest_metrics.clone().unwrap();
+    eventually("the backfill", Duration::from_secs(60), || async {
+        (metrics.fixes.get() >= 4 * 7200).then_some(())
+    })
+    .await;
+    stop.cancel();
+    let report = sim.await.unwrap().unwrap();
+    assert!(report.samples_published >= 4, "{report:?}");
+    eventually(
+        "ingest and coverage to catch up",
+        Duration::from_secs(60),
+        || async {
+            let ingested = metrics.messages_committed() >= report.messages_acked;
+            let computed = stack.store.stale_chunks(1).await.unwrap().is_empty();
+            (ingested && computed).then_some(())
+        },
+    )
+    .await;
+
+    let now = Timestamp::now();
+    let mut days: Vec<String> = [now - SignedDuration::from_mins(125), now]
+        .iter()
+        .map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).date().to_string())
+        .collect();
+    days.dedup();
+    let (mut samples, mut results, mut with_cleaning) = (0, 0, 0);
+    for date in &days {
+        let (status, body) = get_json(api, &format!("/api/v1/samples?date={date}")).await;
+        assert_eq!(status, 200, "{body}");
+        for s in body["samples"].as_array().unwrap() {
+            samples += 1;
+            // The simulated scales sample within a few metres of a road.
+            assert!(s["segment"].is_u64(), "{s}");
+            let within = s["g_per_m2"].as_f64().unwrap() <= s["limit_g_per_m2"].as_f64().unwrap();
+            assert_eq!(s["within_limit"], within);
+        }
+        let (status, body) = get_json(api, &format!("/api/v1/inspections?date={date}")).await;
+        assert_eq!(status, 200, "{body}");
+        for r in body["inspections"].as_array().unwrap() {
+            results += 1;
+            let passed =
+                r["result_g_per_m2"].as_f64().unwrap() <= r["limit_g_per_m2"].as_f64().unwrap();
+            assert_eq!(r["passed"], passed, "{r}");
+            assert!(
+                r["section"].is_string() && r["contractor"].is_string(),
+                "{r}"
+            );
+            if let Some(last) = r["last_cleaned"].as_object() {
+                with_cleaning += 1;
+                let cleaned: Timestamp = last["time"].as_str().unwrap().parse().unwrap();
+                let sampled: Timestamp = r["time"].as_str().unwrap().parse().unwrap();
+                assert!(cleaned <= sampled, "{r}");
+                assert!(r["hours_since_cleaned"].as_f64().unwrap() >= 0.0);
+            }
+        }
+    }
+    assert_eq!(samples as u64, report.samples_published);
+    assert!(results >= 1, "{results} road results");
+    eprintln!(
+        "{samples} samples, {results} road results, {with_cleaning} with a cleaning before them"
+    );
+    // A sample taken after a valid pass links to that cleaning.
+    let (_, passes) = get_json(
+        api,
+        &format!("/api/v1/passes?date={}", days[days.len() - 1]),
+    )
+    .await;
+    let cleaned = passes["passes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|p| {
+            p["invalid"].is_null()
+                && p["work"] != "sprinkle"
+                && p["to_m"].as_f64().unwrap() - p["from_m"].as_f64().unwrap() > 50.0
+        })
+        .cloned()
+        .expect("a valid pass in two hours");
+    let net = RoadNetwork::demo();
+    let segment = &net.segments()[cleaned["segment"].as_u64().unwrap() as usize];
+    let end: Timestamp = cleaned["end"].as_str().unwrap().parse().unwrap();
+    let mid = (
+        (segment.points[0].0 + segment.points[1].0) / 2.0,
+        (segment.points[0].1 + segment.points[1].1) / 2.0,
+    );
+    let after = json!({"device_id": "app-8", "sample_id": "C-1", "time": (end + SignedDuration::from_secs(1)).to_string(),
+        "lat": mid.1, "lon": mid.0, "grams": 3.0, "inspector": "insp-8"});
+    let (status, created) = post_json(api, "/api/v1/samples", &after).await;
+    assert_eq!(status, 201, "{created}");
+    let day = end.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
+    let (_, body) = get_json(api, &format!("/api/v1/inspections?date={day}")).await;
+    let linked = body["inspections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["inspector"] == "insp-8")
+        .cloned()
+        .unwrap();
+    let last = &linked["last_cleaned"];
+    assert!(last.is_object(), "{linked}");
+    let last_time: Timestamp = last["time"].as_str().unwrap().parse().unwrap();
+    assert!(
+        last_time <= end + SignedDuration::from_secs(1)
+            && last_time >= end - SignedDuration::from_secs(1),
+        "{linked} vs {cleaned}"
+    );
+    assert!(linked["hours_since_cleaned"].as_f64().unwrap() < 0.01);
+
+    // An inspector's app: three points on one class II road, exactly at the limit on average.
+    let road: Vec<_> = net
+        .segments()
+        .iter()
+        .filter(|s| s.class == RoadClass::II && s.name.is_some())
+        .collect();
+    let name = road[0].name.clone().unwrap();
+    let on_road: Vec<_> = road
+        .iter()
+        .filter(|s| s.name.as_deref() == Some(&name))
+        .take(3)
+        .collect();
+    let middle = |s: &cleanfleet_roads::Segment| {
+        (
+            (s.points[0].0 + s.points[1].0) / 2.0,
+            (s.points[0].1 + s.points[1].1) / 2.0,
+        )
+    };
+    let time = |minutes: i64| (now - SignedDuration::from_mins(minutes)).to_string();
+    let submit = |id: &str, grams: f64, at: (f64, f64), when: String| {
+        json!({"device_id": "app-7", "sample_id": id, "time": when, "lat": at.1, "lon": at.0,
+               "grams": grams, "area_m2": 1.0, "inspector": "insp-9", "litter_count": 0})
+    };
+    let stored = || async { stack.store.stats().await.unwrap().inspection_samples };
+    let before = stored().await;
+    for (n, (segment, grams)) in on_road.iter().zip([8.0, 12.0, 10.0]).enumerate() {
+        let body = submit(
+            &format!("A-{n}"),
+            grams,
+            middle(segment),
+            time(3 - n as i64),
+        );
+        let (status, created) = post_json(api, "/api/v1/samples", &body).await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["road"], name.as_str());
+        assert_eq!(created["limit_g_per_m2"], 10.0);
+    }
+    assert_eq!(stored().await, before + 3);
+
+    // Bad submissions: a clear reason naming the field, and nothing changes.
+    let good = submit("B-1", 5.0, middle(on_road[0]), time(1));
+    let with = |key: &str, value: serde_json::Value| {
+        let mut body = good.clone();
+        body[key] = value;
+        body
+    };
+    let mut without_device = good.clone();
+    without_device.as_object_mut().unwrap().remove("device_id");
+    let far = (net.bbox().max().x + 0.01, net.bbox().max().y + 0.01);
+    let cases = [
+        (
+            submit("A-0", 9.0, middle(on_road[0]), time(1)),
+            409,
+            "sample_id",
+        ),
+        (without_device, 400, "device_id"),
+        (with("grams", json!(-1.0)), 400, "grams"),
+        (with("area_m2", json!(0.0)), 400, "area_m2"),
+        (with("lat", json!(far.1)), 400, "lat"),
+        (with("colour", json!("red")), 400, "colour"),
+        (with("grams", json!("heavy")), 400, "grams"),
+    ];
+    let count = stored().await;
+    for (body, code, field) in cases {
+        let (status, answer) = post_json(api, "/api/v1/samples", &body).await;
+        assert_eq!(status, code, "{body}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
+    }
+    assert_eq!(stored().await, count, "refused submissions store nothing");
+
+    // The road's result: the mean of 8, 12 and 10 is the class II limit, which passes; one
+    // more heavy point fails it, and the failed road's samples are on the map.
+    let today = now.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
+    let result_of = |body: &serde_json::Value| {
+        body["inspections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["inspector"] == "insp-9")
+            .cloned()
+            .unwrap()
+    };
+    let (_, body) = get_json(api, &format!("/api/v1/inspections?date={today}")).await;
+    let r = result_of(&body);
+    assert_eq!(
+        (r["points"].as_u64(), r["result_g_per_m2"].as_f64()),
+        (Some(3), Some(10.0))
+    );
+    assert_eq!(r["passed"], true);
+    assert_eq!(r["incomplete"], false);
+    let (status, _) = post_json(
+        api,
+        "/api/v1/samples",
+        &submit("A-9", 14.0, middle(on_road[1]), time(0)),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, body) = get_json(api, &format!("/api/v1/inspections?date={today}")).await;
+    let r = result_of(&body);
+    assert_eq!(
+        (r["points"].as_u64(), r["result_g_per_m2"].as_f64()),
+        (Some(4), Some(11.0))
+    );
+    assert_eq!(r["passed"], false);
+    let (status, map) = get_json(
+        api,
+        &format!("/api/v1/inspections/failed-samples?date={today}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{map}");
+    let ours: Vec<_> = map["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["properties"]["sample"]["inspector"] == "insp-9")
+        .collect();
+    assert_eq!(ours.len(), 4);
+    stack.stop().await.unwrap();
+}
