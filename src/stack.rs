@@ -191,13 +191,16 @@ impl Stack {
                     time_zone_name: config.coverage.time_zone.clone(),
                 })
             });
-            let router = cleanfleet_api::router(ApiState {
-                store: store.clone(),
-                clock,
-                registry,
-                ingest: ingest_metrics.clone(),
-                coverage,
-            })?;
+            let router = cleanfleet_api::router(
+                ApiState {
+                    store: store.clone(),
+                    clock,
+                    registry,
+                    ingest: ingest_metrics.clone(),
+                    coverage,
+                },
+                &config.api.auth,
+            )?;
             let token = CancellationToken::new();
             let serve_token = token.clone();
             let task = spawn_stage("api", &token, &failed, async move {
@@ -422,9 +425,54 @@ pub async fn run_load(
     Ok(cleanfleet_sim::run_load(load, shutdown).await?)
 }
 
+/// With authentication on and no tokens configured, the demo makes one per role (and per
+/// contractor of its sections) for this run and returns them to print; none otherwise.
+fn demo_tokens(
+    config: &mut Config,
+    contractors: &std::collections::BTreeSet<String>,
+) -> Vec<(String, String)> {
+    use cleanfleet_api::{token_sha256, Role, TokenConfig};
+    if !config.api.auth.enabled || !config.api.auth.tokens.is_empty() {
+        return Vec::new();
+    }
+    let mut made = Vec::new();
+    let mut roles: Vec<(String, Role, Option<&str>)> = vec![
+        ("admin".into(), Role::Admin, None),
+        ("dispatcher".into(), Role::Dispatcher, None),
+        ("inspector".into(), Role::Inspector, None),
+    ];
+    for c in contractors {
+        roles.push((
+            format!("contractor {c}"),
+            Role::Contractor,
+            Some(c.as_str()),
+        ));
+    }
+    for (name, role, contractor) in roles {
+        let token = format!("{:032x}", rand::random::<u128>());
+        config.api.auth.tokens.push(TokenConfig {
+            name: name.clone(),
+            role,
+            contractor: contractor.map(str::to_owned),
+            sha256: token_sha256(&token),
+        });
+        made.push((name, token));
+    }
+    made
+}
+
 /// Everything in one process: embedded broker, ingest, store, API and a simulated fleet.
 /// Runs until `shutdown`, or until a stage or the fleet fails; then stops in order.
-pub async fn demo(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn demo(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let contractors: std::collections::BTreeSet<String> = {
+        let network = load_network(config.roads.file.as_deref())?;
+        load_zones(&config.roads, &network)?
+            .sections()
+            .iter()
+            .filter_map(|z| z.contractor.clone())
+            .collect()
+    };
+    let tokens = demo_tokens(&mut config, &contractors);
     let stack = Stack::start(config.clone(), Parts::ALL).await?;
     let network = stack.network.clone().expect("the demo loads the roads");
     if let Err(e) = stack.ingest_ready(Duration::from_secs(30)).await {
@@ -453,6 +501,9 @@ pub async fn demo(config: Config, shutdown: CancellationToken) -> anyhow::Result
         host = broker.ip(),
         port = broker.port(),
     );
+    for (role, token) in &tokens {
+        info!("demo token for {role}: {token}   (curl -H 'Authorization: Bearer {token}' ...)");
+    }
     let ended_early = tokio::select! {
         _ = shutdown.cancelled() => None,
         _ = stack.failed() => None,

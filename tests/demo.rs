@@ -39,11 +39,35 @@ async fn demo_serves_the_fleet_and_ctrl_c_loses_nothing() {
         .unwrap();
     let mut demo = KillOnDrop(demo);
 
+    // The demo prints a token per role; the API refuses requests without one.
+    let token_of = |role: &'static str| {
+        let log_path = log_path.clone();
+        move || {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let marker = format!("demo token for {role}: ");
+            let line = log.lines().find(|l| l.contains(&marker))?;
+            let token = line
+                .split(&marker)
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            Some(token)
+        }
+    };
+    let admin = eventually("the demo's admin token", Duration::from_secs(60), || {
+        let found = token_of("admin")();
+        async move { found }
+    })
+    .await;
     let vehicles = eventually(
         "the demo fleet in the API",
         Duration::from_secs(60),
         || async {
-            let Ok(response) = reqwest::get(format!("http://{api}/api/v1/vehicles")).await else {
+            let request = reqwest::Client::new()
+                .get(format!("http://{api}/api/v1/vehicles"))
+                .bearer_auth(&admin);
+            let Ok(response) = request.send().await else {
                 return None;
             };
             let body: serde_json::Value = response.json().await.ok()?;
@@ -53,7 +77,12 @@ async fn demo_serves_the_fleet_and_ctrl_c_loses_nothing() {
     )
     .await;
     assert!(vehicles.iter().any(|v| v["kind"] == "washer_sweeper"));
-    let (_, bins) = get_json(api, "/api/v1/bins").await;
+    let (status, _) = get_json_as(api, "/api/v1/vehicles", None).await;
+    assert_eq!(status, 401, "no token, no data");
+    let acme = token_of("contractor acme-cleaning")().expect("a token per contractor");
+    let (status, _) = get_json_as(api, "/api/v1/coverage", Some(&acme)).await;
+    assert_eq!(status, 200);
+    let (_, bins) = get_json_as(api, "/api/v1/bins", Some(&admin)).await;
     assert_eq!(bins["items"].as_array().unwrap().len(), 12);
 
     // The coverage stage turns the fleet's fixes into passes the day report counts (the
@@ -69,7 +98,8 @@ async fn demo_serves_the_fleet_and_ctrl_c_loses_nothing() {
         || async {
             let mut valid = 0;
             for date in &days {
-                let (status, body) = get_json(api, &format!("/api/v1/coverage?date={date}")).await;
+                let (status, body) =
+                    get_json_as(api, &format!("/api/v1/coverage?date={date}"), Some(&admin)).await;
                 assert_eq!(status, 200, "{body}");
                 valid += body["valid_passes"].as_u64()?;
             }

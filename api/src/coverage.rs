@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use cleanfleet_coverage::{
     segment_status, CoverageRules, CoverageSummary, InvalidReason, MissReason, Pass, SectionPlan,
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Query;
 use crate::ApiState;
@@ -182,6 +184,14 @@ impl Scope {
         })
     }
 
+    /// No filter: the whole city.
+    pub(crate) fn is_city(&self) -> bool {
+        self.class.is_none()
+            && self.sections.is_none()
+            && self.grid.is_none()
+            && self.polygon.is_none()
+    }
+
     pub(crate) fn contains(&self, s: &Segment) -> bool {
         let i = s.id as usize;
         self.class.is_none_or(|c| s.class == c)
@@ -302,8 +312,10 @@ async fn day_status(
 pub(crate) async fn coverage_report(
     State(state): State<ApiState>,
     Query(params): Query<DayParams>,
+    principal: Option<Extension<Principal>>,
 ) -> Result<Json<CoverageReport>, ApiError> {
     let ctx = context(&state)?;
+    let params = restrict(params, principal.as_deref(), ctx)?;
     one_day(&params)?;
     let scope = Scope::new(ctx, &params)?;
     let (date, records, statuses) = day_status(&state, &params).await?;
@@ -384,8 +396,10 @@ fn miss_name(reason: MissReason) -> String {
 pub(crate) async fn coverage_segments(
     State(state): State<ApiState>,
     Query(params): Query<DayParams>,
+    principal: Option<Extension<Principal>>,
 ) -> Result<Response, ApiError> {
     let ctx = context(&state)?;
+    let params = restrict(params, principal.as_deref(), ctx)?;
     one_day(&params)?;
     let scope = Scope::new(ctx, &params)?;
     let (date, _, statuses) = day_status(&state, &params).await?;
@@ -458,6 +472,7 @@ pub(crate) struct PassPage {
 pub(crate) async fn list_passes(
     State(state): State<ApiState>,
     Query(params): Query<PassParams>,
+    principal: Option<Extension<Principal>>,
 ) -> Result<Json<PassPage>, ApiError> {
     let ctx = context(&state)?;
     if let Some(v) = &params.vehicle {
@@ -476,6 +491,7 @@ pub(crate) async fn list_passes(
     };
     let (date, from, to) = day(&state, ctx, params.date)?;
     let mut passes = state.store.passes(from, to, params.vehicle.clone()).await?;
+    passes.retain(|p| may_see(ctx, principal.as_deref(), p.segment));
     let truncated = passes.len() > limit;
     passes.truncate(limit);
     Ok(Json(PassPage {
@@ -523,11 +539,28 @@ fn zone_view(network: &RoadNetwork, zone: &cleanfleet_roads::Zone) -> ZoneView {
 /// The city's sections (with their contractors) and grid cells.
 #[utoipa::path(get, path = "/api/v1/zones",
     responses((status = 200, body = ZoneList), (status = 503, body = ErrorBody)))]
-pub(crate) async fn list_zones(State(state): State<ApiState>) -> Result<Json<ZoneList>, ApiError> {
+pub(crate) async fn list_zones(
+    State(state): State<ApiState>,
+    principal: Option<Extension<Principal>>,
+) -> Result<Json<ZoneList>, ApiError> {
     let ctx = context(&state)?;
     let view = |zones: &[cleanfleet_roads::Zone]| {
         zones.iter().map(|z| zone_view(&ctx.network, z)).collect()
     };
+    // A contractor sees its own sections and no grid cells (they are the city's).
+    if let Some(mine) = principal.as_deref().and_then(Principal::contractor) {
+        let own: Vec<cleanfleet_roads::Zone> = ctx
+            .zones
+            .sections()
+            .iter()
+            .filter(|z| z.contractor.as_deref() == Some(mine))
+            .cloned()
+            .collect();
+        return Ok(Json(ZoneList {
+            sections: view(&own),
+            grids: Vec::new(),
+        }));
+    }
     Ok(Json(ZoneList {
         sections: view(ctx.zones.sections()),
         grids: view(ctx.zones.grids()),
@@ -544,6 +577,7 @@ pub(crate) async fn list_zones(State(state): State<ApiState>) -> Result<Json<Zon
 pub(crate) async fn get_segment(
     State(state): State<ApiState>,
     path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+    principal: Option<Extension<Principal>>,
 ) -> Result<Response, ApiError> {
     let ctx = context(&state)?;
     let axum::extract::Path(raw) = path.map_err(|e| ApiError::invalid("segment", e.body_text()))?;
@@ -554,6 +588,7 @@ pub(crate) async fn get_segment(
         .network
         .segments()
         .get(id as usize)
+        .filter(|s| may_see(ctx, principal.as_deref(), s.id))
         .ok_or(ApiError::NotFound {
             resource: "segment",
             id: raw,
@@ -681,8 +716,10 @@ fn vehicle_days(ctx: &CoverageContext, records: &[PassRecord], scope: &Scope) ->
 pub(crate) async fn coverage_vehicles(
     State(state): State<ApiState>,
     Query(params): Query<DayParams>,
+    principal: Option<Extension<Principal>>,
 ) -> Result<Json<VehicleDayList>, ApiError> {
     let ctx = context(&state)?;
+    let params = restrict(params, principal.as_deref(), ctx)?;
     one_day(&params)?;
     let scope = Scope::new(ctx, &params)?;
     let (date, from, to) = day(&state, ctx, params.date)?;
@@ -813,8 +850,10 @@ pub(crate) struct DailyReport {
 pub(crate) async fn coverage_daily(
     State(state): State<ApiState>,
     Query(params): Query<DayParams>,
+    principal: Option<Extension<Principal>>,
 ) -> Result<Json<DailyReport>, ApiError> {
     let ctx = context(&state)?;
+    let params = restrict(params, principal.as_deref(), ctx)?;
     if params.date.is_some() {
         return Err(ApiError::invalid("date", "give a range as `from` and `to`"));
     }
@@ -957,8 +996,10 @@ pub(crate) struct SectionDayList {
 pub(crate) async fn coverage_sections(
     State(state): State<ApiState>,
     Query(params): Query<DayParams>,
+    principal: Option<Extension<Principal>>,
 ) -> Result<Json<SectionDayList>, ApiError> {
     let ctx = context(&state)?;
+    let params = restrict(params, principal.as_deref(), ctx)?;
     one_day(&params)?;
     let scope = Scope::new(ctx, &params)?;
     let (date, records, statuses) = day_status(&state, &params).await?;
@@ -1017,4 +1058,49 @@ pub(crate) async fn coverage_sections(
         date: date.to_string(),
         sections,
     }))
+}
+
+/// A contractor sees only its own sections: its scope narrows to them, and asking for another
+/// contractor, or a section not its own, finds nothing (404).
+pub(crate) fn restrict(
+    mut params: DayParams,
+    principal: Option<&Principal>,
+    ctx: &CoverageContext,
+) -> Result<DayParams, ApiError> {
+    let Some(mine) = principal.and_then(Principal::contractor) else {
+        return Ok(params);
+    };
+    if let Some(other) = params.contractor.as_deref().filter(|c| *c != mine) {
+        return Err(ApiError::NotFound {
+            resource: "contractor",
+            id: other.to_owned(),
+        });
+    }
+    if let Some(section) = &params.section {
+        let owner = ctx
+            .zones
+            .section(section)
+            .and_then(|z| z.contractor.as_deref());
+        if owner != Some(mine) {
+            return Err(ApiError::NotFound {
+                resource: "section",
+                id: section.clone(),
+            });
+        }
+    }
+    params.contractor = Some(mine.to_owned());
+    Ok(params)
+}
+
+/// Whether a segment lies in a contractor's sections (any segment for city staff).
+pub(crate) fn may_see(ctx: &CoverageContext, principal: Option<&Principal>, segment: u32) -> bool {
+    match principal.and_then(Principal::contractor) {
+        None => true,
+        Some(mine) => {
+            ctx.zones
+                .section_of(segment)
+                .and_then(|z| z.contractor.as_deref())
+                == Some(mine)
+        }
+    }
 }

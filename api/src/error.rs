@@ -12,6 +12,10 @@ pub enum ApiError {
     InvalidParameter { field: String, message: String },
     #[error("no {resource} {id:?}")]
     NotFound { resource: &'static str, id: String },
+    #[error("a valid token is required: Authorization: Bearer <token> or X-API-Key: <token>")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     /// The request repeats one already taken (e.g. a sample submitted twice).
     #[error("{field}: {message}")]
     Conflict { field: String, message: String },
@@ -58,6 +62,13 @@ impl IntoResponse for ApiError {
             ApiError::NotFound { .. } => {
                 (StatusCode::NOT_FOUND, "not_found", None, self.to_string())
             }
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                None,
+                self.to_string(),
+            ),
+            ApiError::Forbidden(why) => (StatusCode::FORBIDDEN, "forbidden", None, why.clone()),
             ApiError::Conflict { field, message } => (
                 StatusCode::CONFLICT,
                 "conflict",

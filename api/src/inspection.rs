@@ -5,6 +5,7 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use cleanfleet_coverage::segment_status;
 use cleanfleet_inspection::{
@@ -18,7 +19,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::coverage::{context, day, engine_passes, one_day, CoverageContext, DayParams, Scope};
+use crate::auth::Principal;
+use crate::coverage::{
+    context, day, engine_passes, one_day, restrict, CoverageContext, DayParams, Scope,
+};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, Query};
 use crate::ApiState;
@@ -200,15 +204,19 @@ async fn day_samples(
 pub(crate) async fn list_samples(
     State(state): State<ApiState>,
     Query(params): Query<DayParams>,
+    principal: Option<Extension<Principal>>,
 ) -> Result<Json<SampleList>, ApiError> {
     let ctx = context(&state)?;
+    let params = restrict(params, principal.as_deref(), ctx)?;
     one_day(&params)?;
     let scope = Scope::new(ctx, &params)?;
     let (date, samples) = day_samples(&state, ctx, &params).await?;
     let samples = samples
         .iter()
-        .filter(|(_, p)| {
-            p.is_none_or(|p| scope.contains(&ctx.network.segments()[p.segment as usize]))
+        .filter(|(_, p)| match p {
+            Some(p) => scope.contains(&ctx.network.segments()[p.segment as usize]),
+            // Samples on no road belong to no section: only the city sees them.
+            None => scope.is_city(),
         })
         .map(|(s, p)| view(ctx, s, *p))
         .collect();
@@ -324,9 +332,12 @@ async fn inspections_of_day(
 pub(crate) async fn list_inspections(
     State(state): State<ApiState>,
     Query(params): Query<DayParams>,
+    principal: Option<Extension<Principal>>,
 ) -> Result<Json<InspectionList>, ApiError> {
     let ctx = context(&state)?;
+    let params = restrict(params, principal.as_deref(), ctx)?;
     one_day(&params)?;
+    let city = Scope::new(ctx, &params)?.is_city();
     let (date, inspections, samples) = inspections_of_day(&state, ctx, &params).await?;
     Ok(Json(InspectionList {
         date,
@@ -337,7 +348,7 @@ pub(crate) async fn list_inspections(
         inspections,
         unplaced_samples: samples
             .iter()
-            .filter(|(_, p)| p.is_none())
+            .filter(|(_, p)| city && p.is_none())
             .map(|(s, _)| s.sample_id.clone())
             .collect(),
     }))
@@ -350,8 +361,10 @@ pub(crate) async fn list_inspections(
 pub(crate) async fn failed_samples(
     State(state): State<ApiState>,
     Query(params): Query<DayParams>,
+    principal: Option<Extension<Principal>>,
 ) -> Result<Response, ApiError> {
     let ctx = context(&state)?;
+    let params = restrict(params, principal.as_deref(), ctx)?;
     one_day(&params)?;
     let (date, inspections, samples) = inspections_of_day(&state, ctx, &params).await?;
     let mut features: Vec<Value> = Vec::new();

@@ -1,6 +1,7 @@
 //! The HTTP API. Handlers are thin: parse and check the request, ask the store, shape JSON.
 //! Errors become responses in one place (`error.rs`); a 5xx body never carries internals.
 
+mod auth;
 mod coverage;
 mod error;
 mod extract;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::{token_sha256, AuthConfig, Principal, Role, TokenConfig};
 pub use coverage::CoverageContext;
 pub use error::{ApiError, ErrorBody};
 pub use metrics::ApiMetrics;
@@ -30,12 +32,14 @@ pub use routes::ApiDoc;
 pub struct ApiConfig {
     /// Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    pub auth: AuthConfig,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -53,11 +57,25 @@ pub struct ApiState {
     pub coverage: Option<Arc<CoverageContext>>,
 }
 
-/// The API's routes with request metrics.
-pub fn router(state: ApiState) -> Result<Router, prometheus::Error> {
+/// Why the API cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Auth(String),
+}
+
+/// The API's routes behind authentication, with request metrics.
+pub fn router(state: ApiState, auth: &AuthConfig) -> Result<Router, RouterError> {
     let metrics = ApiMetrics::register(&state.registry)?;
+    let authenticator = auth::Authenticator::new(auth).map_err(RouterError::Auth)?;
     Ok(routes::routes()
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            authenticator,
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track,

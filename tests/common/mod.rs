@@ -20,8 +20,30 @@ pub fn test_config(dir: &Path) -> Config {
     config.api.listen = "127.0.0.1:0".parse().unwrap();
     config.store.synchronous = cleanfleet_store::Synchronous::Normal;
     config.coverage.poll_interval_s = 0.2;
+    let token =
+        |name: &str, role, contractor: Option<&str>, token: &str| cleanfleet_api::TokenConfig {
+            name: name.into(),
+            role,
+            contractor: contractor.map(str::to_owned),
+            sha256: cleanfleet_api::token_sha256(token),
+        };
+    use cleanfleet_api::Role;
+    config.api.auth.tokens = vec![
+        token("admin", Role::Admin, None, ADMIN_TOKEN),
+        token("dispatcher", Role::Dispatcher, None, DISPATCHER_TOKEN),
+        token("inspector", Role::Inspector, None, INSPECTOR_TOKEN),
+        token("acme", Role::Contractor, Some("acme-cleaning"), ACME_TOKEN),
+        token("green", Role::Contractor, Some("green-city"), GREEN_TOKEN),
+    ];
     config
 }
+
+/// Tokens of [`test_config`], one per role (and one per demo contractor).
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+pub const DISPATCHER_TOKEN: &str = "dispatcher-token-for-tests";
+pub const INSPECTOR_TOKEN: &str = "inspector-token-for-tests";
+pub const ACME_TOKEN: &str = "acme-cleaning-token-for-tests";
+pub const GREEN_TOKEN: &str = "green-city-token-for-tests";
 
 /// The whole stack, with ingest subscribed: ready for devices.
 pub async fn start_stack(dir: &Path) -> Stack {
@@ -136,20 +158,45 @@ pub fn fixes_topic(device: &str) -> String {
     format!("cleanfleet/v1/sweeper/{device}/fixes")
 }
 
+/// GET as the admin.
 pub async fn get_json(api: SocketAddr, path: &str) -> (u16, serde_json::Value) {
-    let response = reqwest::get(format!("http://{api}{path}")).await.unwrap();
+    get_json_as(api, path, Some(ADMIN_TOKEN)).await
+}
+
+/// GET with a bearer token, or none.
+pub async fn get_json_as(
+    api: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new().get(format!("http://{api}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let body = response.json().await.unwrap_or(serde_json::Value::Null);
     (status, body)
 }
 
+/// POST as the admin.
 pub async fn post_json(
     api: SocketAddr,
     path: &str,
     body: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
+    post_json_as(api, path, body, ADMIN_TOKEN).await
+}
+
+pub async fn post_json_as(
+    api: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+    token: &str,
+) -> (u16, serde_json::Value) {
     let response = reqwest::Client::new()
         .post(format!("http://{api}{path}"))
+        .bearer_auth(token)
         .json(body)
         .send()
         .await
