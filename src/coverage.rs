@@ -207,27 +207,8 @@ fn chunk_passes(
         return Vec::new();
     };
     let seconds = |t: Timestamp| t.as_millisecond() as f64 / 1000.0;
-    let observations: Vec<Observation> = fixes
-        .iter()
-        .map(|f| Observation {
-            time_s: seconds(f.time),
-            lon: f.lon,
-            lat: f.lat,
-            heading_deg: f.heading_deg,
-            speed_kmh: f.speed_kmh,
-            hdop: f.hdop,
-        })
-        .collect();
-    let states: Vec<FixState> = fixes
-        .iter()
-        .map(|f| FixState {
-            time_s: seconds(f.time),
-            speed_kmh: f.speed_kmh,
-            hdop: f.hdop,
-            satellites: f.satellites,
-            tools_on: work.tools_on(&f.work),
-        })
-        .collect();
+    let observations: Vec<Observation> = fixes.iter().map(Observation::from_fix).collect();
+    let states: Vec<FixState> = fixes.iter().map(|f| FixState::from_fix(f, work)).collect();
     let matched = matcher.match_trace(&observations);
     let (from_s, to_s) = (seconds(chunk.start), seconds(chunk.end()));
     derive_passes(network, work, &states, &matched, rules)

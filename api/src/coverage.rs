@@ -408,30 +408,14 @@ pub(crate) async fn coverage_segments(
         .filter_map(|status| {
             let s = &ctx.network.segments()[status.segment as usize];
             scope.contains(s).then(|| {
-                json!({
-                    "type": "Feature",
-                    "geometry": {
-                        "type": "LineString",
-                        "coordinates": s.points.iter().map(|&(lon, lat)| json!([lon, lat])).collect::<Vec<_>>(),
-                    },
-                    "properties": {
-                        "segment": s.id,
-                        "osm_way_id": s.osm_way_id,
-                        "name": s.name,
-                        "class": s.class.to_string(),
-                        "oneway": s.oneway,
-                        "length_m": s.length_m,
-                        "width_m": s.width_m,
-                        "covered": status.covered,
-                        "covered_ratio": status.covered_ratio,
-                        "mechanised": status.mechanised,
-                        "deep_cleaned": status.deep_cleaned,
-                        "missed": status.missed.map(miss_name),
-                        "section": ctx.zones.section_of(s.id).map(|z| z.id.clone()),
-                        "contractor": ctx.zones.section_of(s.id).and_then(|z| z.contractor.clone()),
-                        "grid": ctx.zones.grid_of(s.id).map(|z| z.id.clone()),
-                    },
-                })
+                let mut feature = segment_feature(ctx, s);
+                let properties = &mut feature["properties"];
+                properties["covered"] = json!(status.covered);
+                properties["covered_ratio"] = json!(status.covered_ratio);
+                properties["mechanised"] = json!(status.mechanised);
+                properties["deep_cleaned"] = json!(status.deep_cleaned);
+                properties["missed"] = json!(status.missed.map(miss_name));
+                feature
             })
         })
         .collect();
@@ -593,8 +577,14 @@ pub(crate) async fn get_segment(
             resource: "segment",
             id: raw,
         })?;
-    let section = ctx.zones.section_of(id);
-    let body = json!({
+    let body = segment_feature(ctx, s);
+    Ok(([(header::CONTENT_TYPE, "application/geo+json")], Json(body)).into_response())
+}
+
+/// A segment as a GeoJSON Feature: its line, attributes, section, contractor and grid cell.
+fn segment_feature(ctx: &CoverageContext, s: &Segment) -> Value {
+    let section = ctx.zones.section_of(s.id);
+    json!({
         "type": "Feature",
         "geometry": {
             "type": "LineString",
@@ -610,10 +600,9 @@ pub(crate) async fn get_segment(
             "width_m": s.width_m,
             "section": section.map(|z| z.id.clone()),
             "contractor": section.and_then(|z| z.contractor.clone()),
-            "grid": ctx.zones.grid_of(id).map(|z| z.id.clone()),
+            "grid": ctx.zones.grid_of(s.id).map(|z| z.id.clone()),
         },
-    });
-    Ok(([(header::CONTENT_TYPE, "application/geo+json")], Json(body)).into_response())
+    })
 }
 
 /// One vehicle's (or crew member's) work on a day.

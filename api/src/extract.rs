@@ -17,17 +17,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(Query)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let message = e.into_inner().to_string();
-                let field = if path != "." {
-                    path
-                } else {
-                    // Unknown and missing fields are named in the message: "unknown field `x`".
-                    message.split('`').nth(1).unwrap_or("query").to_owned()
-                };
-                ApiError::invalid(field, message)
-            })
+            .map_err(|e| field_error(e, "query"))
     }
 }
 
@@ -64,15 +54,19 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Json
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(&mut de)
             .map(JsonBody)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let message = e.into_inner().to_string();
-                let field = if path != "." {
-                    path
-                } else {
-                    message.split('`').nth(1).unwrap_or("body").to_owned()
-                };
-                ApiError::invalid(field, message)
-            })
+            .map_err(|e| field_error(e, "body"))
     }
+}
+
+/// A deserialization error as a 400 naming the field: the path to it, or for unknown and
+/// missing fields the name the message quotes ("unknown field `x`"), else `whole`.
+fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>, whole: &str) -> ApiError {
+    let path = e.path().to_string();
+    let message = e.into_inner().to_string();
+    let field = if path != "." {
+        path
+    } else {
+        message.split('`').nth(1).unwrap_or(whole).to_owned()
+    };
+    ApiError::invalid(field, message)
 }

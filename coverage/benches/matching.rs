@@ -96,30 +96,12 @@ fn compute(
             continue;
         };
         let kept: Vec<&Fix> = fixes.iter().filter(|_| !rng.random_bool(lost)).collect();
-        let observations: Vec<Observation> = kept
-            .iter()
-            .map(|f| Observation {
-                time_s: seconds(f.time),
-                lon: f.lon,
-                lat: f.lat,
-                heading_deg: f.heading_deg,
-                speed_kmh: f.speed_kmh,
-                hdop: f.hdop,
-            })
-            .collect();
+        let observations: Vec<Observation> =
+            kept.iter().map(|f| Observation::from_fix(f)).collect();
         let started = Instant::now();
         let matched = matcher.match_trace(&observations);
         outcome.matching_s += started.elapsed().as_secs_f64();
-        let states: Vec<FixState> = kept
-            .iter()
-            .map(|f| FixState {
-                time_s: seconds(f.time),
-                speed_kmh: f.speed_kmh,
-                hdop: f.hdop,
-                satellites: f.satellites,
-                tools_on: work.tools_on(&f.work),
-            })
-            .collect();
+        let states: Vec<FixState> = kept.iter().map(|f| FixState::from_fix(f, work)).collect();
         passes.extend(derive_passes(network, work, &states, &matched, rules));
         for (f, m) in kept.iter().zip(&matched.points) {
             outcome.fixes += 1;

@@ -124,14 +124,7 @@ fn fleet_traces(network: &Arc<RoadNetwork>) -> Vec<Trace> {
             let p = by_seq[&(m.device, f.seq.unwrap())];
             let segment = p.on.map(|o| o.segment).unwrap();
             per_device.entry(m.device).or_default().push(Point {
-                observation: Observation {
-                    time_s: f.time.as_millisecond() as f64 / 1000.0,
-                    lon: f.lon,
-                    lat: f.lat,
-                    heading_deg: f.heading_deg,
-                    speed_kmh: f.speed_kmh,
-                    hdop: f.hdop,
-                },
+                observation: Observation::from_fix(&f),
                 true_lon_lat: (p.lon, p.lat),
                 true_way: network.segments()[segment as usize].osm_way_id,
             });

@@ -30,6 +30,20 @@ pub struct Observation {
     pub hdop: Option<f64>,
 }
 
+impl Observation {
+    /// What the matcher uses of a stored fix.
+    pub fn from_fix(f: &cleanfleet_model::Fix) -> Observation {
+        Observation {
+            time_s: f.time.as_millisecond() as f64 / 1000.0,
+            lon: f.lon,
+            lat: f.lat,
+            heading_deg: f.heading_deg,
+            speed_kmh: f.speed_kmh,
+            hdop: f.hdop,
+        }
+    }
+}
+
 /// Tuning of the matcher; every field has a default for 1 Hz truck GPS.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -119,6 +119,19 @@ pub struct FixState {
     pub tools_on: bool,
 }
 
+impl FixState {
+    /// What pass rules use of a stored fix from a device doing `work`.
+    pub fn from_fix(f: &cleanfleet_model::Fix, work: WorkType) -> FixState {
+        FixState {
+            time_s: f.time.as_millisecond() as f64 / 1000.0,
+            speed_kmh: f.speed_kmh,
+            hdop: f.hdop,
+            satellites: f.satellites,
+            tools_on: work.tools_on(&f.work),
+        }
+    }
+}
+
 /// A continuous traversal of one segment in one direction under one work condition.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Pass {

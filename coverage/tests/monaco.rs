@@ -59,28 +59,8 @@ fn monaco_round_trip_matches_the_truth() {
     let mut passes = Vec::new();
     for (device, trace) in &traces {
         let work = WorkType::of_kind(truth.devices[*device].kind).unwrap();
-        let seconds = |t: Timestamp| t.as_millisecond() as f64 / 1000.0;
-        let observations: Vec<Observation> = trace
-            .iter()
-            .map(|f| Observation {
-                time_s: seconds(f.time),
-                lon: f.lon,
-                lat: f.lat,
-                heading_deg: f.heading_deg,
-                speed_kmh: f.speed_kmh,
-                hdop: f.hdop,
-            })
-            .collect();
-        let states: Vec<FixState> = trace
-            .iter()
-            .map(|f| FixState {
-                time_s: seconds(f.time),
-                speed_kmh: f.speed_kmh,
-                hdop: f.hdop,
-                satellites: f.satellites,
-                tools_on: work.tools_on(&f.work),
-            })
-            .collect();
+        let observations: Vec<Observation> = trace.iter().map(Observation::from_fix).collect();
+        let states: Vec<FixState> = trace.iter().map(|f| FixState::from_fix(f, work)).collect();
         let matched = matcher.match_trace(&observations);
         for (f, m) in trace.iter().zip(&matched.points) {
             fixes += 1;
