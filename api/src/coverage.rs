@@ -311,13 +311,9 @@ async fn day_status(
               (status = 503, body = ErrorBody)))]
 pub(crate) async fn coverage_report(
     State(state): State<ApiState>,
-    Query(params): Query<DayParams>,
-    principal: Option<Extension<Principal>>,
+    OneDay { ctx, params, scope }: OneDay,
 ) -> Result<Json<CoverageReport>, ApiError> {
-    let ctx = context(&state)?;
-    let params = restrict(params, principal.as_deref(), ctx)?;
-    one_day(&params)?;
-    let scope = Scope::new(ctx, &params)?;
+    let ctx = ctx.as_ref();
     let (date, records, statuses) = day_status(&state, &params).await?;
     let in_scope = |s: &Segment| scope.contains(s);
     let s = CoverageSummary::of(&ctx.network, &statuses, in_scope);
@@ -395,13 +391,9 @@ fn miss_name(reason: MissReason) -> String {
               (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn coverage_segments(
     State(state): State<ApiState>,
-    Query(params): Query<DayParams>,
-    principal: Option<Extension<Principal>>,
+    OneDay { ctx, params, scope }: OneDay,
 ) -> Result<Response, ApiError> {
-    let ctx = context(&state)?;
-    let params = restrict(params, principal.as_deref(), ctx)?;
-    one_day(&params)?;
-    let scope = Scope::new(ctx, &params)?;
+    let ctx = ctx.as_ref();
     let (date, _, statuses) = day_status(&state, &params).await?;
     let features: Vec<Value> = statuses
         .iter()
@@ -704,13 +696,9 @@ fn vehicle_days(ctx: &CoverageContext, records: &[PassRecord], scope: &Scope) ->
               (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn coverage_vehicles(
     State(state): State<ApiState>,
-    Query(params): Query<DayParams>,
-    principal: Option<Extension<Principal>>,
+    OneDay { ctx, params, scope }: OneDay,
 ) -> Result<Json<VehicleDayList>, ApiError> {
-    let ctx = context(&state)?;
-    let params = restrict(params, principal.as_deref(), ctx)?;
-    one_day(&params)?;
-    let scope = Scope::new(ctx, &params)?;
+    let ctx = ctx.as_ref();
     let (date, from, to) = day(&state, ctx, params.date)?;
     let records = state.store.passes(from, to, None).await?;
     Ok(Json(VehicleDayList {
@@ -984,13 +972,9 @@ pub(crate) struct SectionDayList {
               (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn coverage_sections(
     State(state): State<ApiState>,
-    Query(params): Query<DayParams>,
-    principal: Option<Extension<Principal>>,
+    OneDay { ctx, params, scope }: OneDay,
 ) -> Result<Json<SectionDayList>, ApiError> {
-    let ctx = context(&state)?;
-    let params = restrict(params, principal.as_deref(), ctx)?;
-    one_day(&params)?;
-    let scope = Scope::new(ctx, &params)?;
+    let ctx = ctx.as_ref();
     let (date, records, statuses) = day_status(&state, &params).await?;
     let mut sections = Vec::new();
     for zone in ctx.zones.sections() {
@@ -1091,5 +1075,32 @@ pub(crate) fn may_see(ctx: &CoverageContext, principal: Option<&Principal>, segm
                 .and_then(|z| z.contractor.as_deref())
                 == Some(mine)
         }
+    }
+}
+
+/// A one-day request in the caller's scope: the coverage context, the parameters (narrowed
+/// to a contractor's own sections) and the segments they select.
+pub(crate) struct OneDay {
+    pub ctx: Arc<CoverageContext>,
+    pub params: DayParams,
+    pub scope: Scope,
+}
+
+impl axum::extract::FromRequestParts<ApiState> for OneDay {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &ApiState,
+    ) -> Result<Self, ApiError> {
+        let Query(params) = Query::<DayParams>::from_request_parts(parts, state).await?;
+        let ctx = state.coverage.clone().ok_or_else(|| {
+            ApiError::Unavailable("coverage is not configured in this process".into())
+        })?;
+        let principal = parts.extensions.get::<Principal>().cloned();
+        let params = restrict(params, principal.as_ref(), &ctx)?;
+        one_day(&params)?;
+        let scope = Scope::new(&ctx, &params)?;
+        Ok(OneDay { ctx, params, scope })
     }
 }

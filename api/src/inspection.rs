@@ -5,7 +5,6 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use axum::Json;
 use cleanfleet_coverage::segment_status;
 use cleanfleet_inspection::{
@@ -19,12 +18,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::auth::Principal;
-use crate::coverage::{
-    context, day, engine_passes, one_day, restrict, CoverageContext, DayParams, Scope,
-};
+use crate::coverage::{context, day, engine_passes, CoverageContext, DayParams, OneDay, Scope};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{JsonBody, Query};
+use crate::extract::JsonBody;
 use crate::ApiState;
 
 /// How far back the last cleaning of a sampled road is looked for.
@@ -203,13 +199,9 @@ async fn day_samples(
               (status = 503, body = ErrorBody)))]
 pub(crate) async fn list_samples(
     State(state): State<ApiState>,
-    Query(params): Query<DayParams>,
-    principal: Option<Extension<Principal>>,
+    OneDay { ctx, params, scope }: OneDay,
 ) -> Result<Json<SampleList>, ApiError> {
-    let ctx = context(&state)?;
-    let params = restrict(params, principal.as_deref(), ctx)?;
-    one_day(&params)?;
-    let scope = Scope::new(ctx, &params)?;
+    let ctx = ctx.as_ref();
     let (date, samples) = day_samples(&state, ctx, &params).await?;
     let samples = samples
         .iter()
@@ -257,6 +249,7 @@ async fn inspections_of_day(
     state: &ApiState,
     ctx: &CoverageContext,
     params: &DayParams,
+    scope: &Scope,
 ) -> Result<
     (
         String,
@@ -265,7 +258,6 @@ async fn inspections_of_day(
     ),
     ApiError,
 > {
-    let scope = Scope::new(ctx, params)?;
     let (date, samples) = day_samples(state, ctx, params).await?;
     let placed: Vec<(Sample, Placement)> = samples
         .iter()
@@ -331,14 +323,11 @@ async fn inspections_of_day(
               (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn list_inspections(
     State(state): State<ApiState>,
-    Query(params): Query<DayParams>,
-    principal: Option<Extension<Principal>>,
+    OneDay { ctx, params, scope }: OneDay,
 ) -> Result<Json<InspectionList>, ApiError> {
-    let ctx = context(&state)?;
-    let params = restrict(params, principal.as_deref(), ctx)?;
-    one_day(&params)?;
-    let city = Scope::new(ctx, &params)?.is_city();
-    let (date, inspections, samples) = inspections_of_day(&state, ctx, &params).await?;
+    let ctx = ctx.as_ref();
+    let city = scope.is_city();
+    let (date, inspections, samples) = inspections_of_day(&state, ctx, &params, &scope).await?;
     Ok(Json(InspectionList {
         date,
         aggregate: serde_json::to_value(ctx.inspection.aggregate)
@@ -360,13 +349,10 @@ pub(crate) async fn list_inspections(
               (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn failed_samples(
     State(state): State<ApiState>,
-    Query(params): Query<DayParams>,
-    principal: Option<Extension<Principal>>,
+    OneDay { ctx, params, scope }: OneDay,
 ) -> Result<Response, ApiError> {
-    let ctx = context(&state)?;
-    let params = restrict(params, principal.as_deref(), ctx)?;
-    one_day(&params)?;
-    let (date, inspections, samples) = inspections_of_day(&state, ctx, &params).await?;
+    let ctx = ctx.as_ref();
+    let (date, inspections, samples) = inspections_of_day(&state, ctx, &params, &scope).await?;
     let mut features: Vec<Value> = Vec::new();
     for inspection in inspections.iter().filter(|i| !i.result.passed) {
         for (s, p) in &samples {
