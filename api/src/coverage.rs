@@ -864,21 +864,12 @@ pub(crate) async fn coverage_daily(
     let mut date = first;
     loop {
         let (_, start, end) = day(&state, ctx, Some(date))?;
-        let today: Vec<PassRecord> = records
-            .iter()
-            .filter(|r| start <= r.start && r.start < end)
-            .cloned()
-            .collect();
-        let statuses = segment_status(
-            &ctx.network,
-            &engine_passes(&ctx.network, &today),
-            &ctx.rules,
-        );
+        let statuses = status_between(ctx, &records, start, end);
         let s = CoverageSummary::of(&ctx.network, &statuses, in_scope);
         totals = s;
-        let valid_passes = today
+        let valid_passes = records
             .iter()
-            .filter(|r| r.invalid.is_none())
+            .filter(|r| start <= r.start && r.start < end && r.invalid.is_none())
             .filter(|r| {
                 ctx.network
                     .segments()
@@ -1103,4 +1094,23 @@ impl axum::extract::FromRequestParts<ApiState> for OneDay {
         let scope = Scope::new(&ctx, &params)?;
         Ok(OneDay { ctx, params, scope })
     }
+}
+
+/// Segment status from those of `records` that start in `from..to`.
+pub(crate) fn status_between(
+    ctx: &CoverageContext,
+    records: &[PassRecord],
+    from: Timestamp,
+    to: Timestamp,
+) -> Vec<SegmentStatus> {
+    let within: Vec<PassRecord> = records
+        .iter()
+        .filter(|r| from <= r.start && r.start < to)
+        .cloned()
+        .collect();
+    segment_status(
+        &ctx.network,
+        &engine_passes(&ctx.network, &within),
+        &ctx.rules,
+    )
 }

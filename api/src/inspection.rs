@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cleanfleet_coverage::segment_status;
 use cleanfleet_inspection::{
     last_cleaning, place, road_of, road_results, DevicePass, LastCleaning, Placement, RoadResult,
     Sample,
@@ -18,7 +17,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::coverage::{context, day, engine_passes, CoverageContext, DayParams, OneDay, Scope};
+use crate::coverage::{
+    context, day, engine_passes, status_between, CoverageContext, DayParams, OneDay, Scope,
+};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::ApiState;
@@ -277,16 +278,7 @@ async fn inspections_of_day(
             pass,
         })
         .collect();
-    let today: Vec<_> = records
-        .iter()
-        .filter(|r| from <= r.start && r.start < to)
-        .cloned()
-        .collect();
-    let statuses = segment_status(
-        &ctx.network,
-        &engine_passes(&ctx.network, &today),
-        &ctx.rules,
-    );
+    let statuses = status_between(ctx, &records, from, to);
     let views = road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, &placed)
         .into_iter()
         .map(|result| {
