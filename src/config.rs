@@ -39,6 +39,8 @@ pub struct Config {
     pub coverage: CoverageConfig,
     /// Weight-based cleanliness checks (以克论净): how road results are made and judged.
     pub inspection: InspectionRules,
+    /// Contractor assessment: deductions and how the score becomes pay.
+    pub assessment: cleanfleet_inspection::assessment::AssessmentRules,
 }
 
 /// `[roads]`: the city's road network, which the simulated fleet drives and coverage is

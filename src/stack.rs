@@ -183,6 +183,7 @@ impl Stack {
                 Arc::new(cleanfleet_api::CoverageContext {
                     index: Arc::new(cleanfleet_coverage::SegmentIndex::new(&network)),
                     inspection: config.inspection.clone(),
+                    assessment: config.assessment.clone(),
                     network,
                     zones: zones.clone().expect("loaded with the network"),
                     rules: config.coverage.rules.clone(),

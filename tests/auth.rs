@@ -26,6 +26,7 @@ async fn documented_get_paths(api: std::net::SocketAddr) -> Vec<String> {
         // Required parameters.
         .map(|path| match path.as_str() {
             "/api/v1/coverage/daily" => format!("{path}?from=2026-11-01&to=2026-11-02"),
+            "/api/v1/assessment" => format!("{path}?contractor=acme-cleaning&month=2026-11"),
             _ => path,
         })
         .collect();

@@ -267,5 +267,86 @@ async fn samples_become_road_results_with_their_cleaning() {
         .filter(|f| f["properties"]["sample"]["inspector"] == "insp-9")
         .collect();
     assert_eq!(ours.len(), 4);
+
+    // The failed road costs its contractor points, traceable to the samples.
+    let contractor = ours[0]["properties"]["contractor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let month = &today[..7];
+    let (status, a) = get_json(
+        api,
+        &format!("/api/v1/assessment?contractor={contractor}&month={month}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{a}");
+    let failed: Vec<_> = a["deductions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| {
+            d["kind"] == "failed_weight_check"
+                && d["records"].as_array().unwrap().iter().any(|r| r == "A-9")
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{a}");
+    assert_eq!(failed[0]["points"], 1.5, "class II");
+    let deducted: f64 = a["deductions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["points"].as_f64().unwrap())
+        .sum();
+    assert!((a["score"].as_f64().unwrap() - (100.0 - deducted).max(0.0)).abs() < 1e-9);
+    let csv = reqwest::Client::new()
+        .get(format!(
+            "http://{api}/api/v1/assessment?contractor={contractor}&month={month}&format=csv"
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        csv.starts_with("date,kind,points,detail,records\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("failed_weight_check,1.5,") && csv.contains("A-9"),
+        "{csv}"
+    );
+    let other = if contractor == "acme-cleaning" {
+        GREEN_TOKEN
+    } else {
+        ACME_TOKEN
+    };
+    let (status, _) = get_json_as(
+        api,
+        &format!("/api/v1/assessment?contractor={contractor}&month={month}"),
+        Some(other),
+    )
+    .await;
+    assert_eq!(
+        status, 404,
+        "another contractor's score does not exist for it"
+    );
+    for (query, field) in [
+        ("month=2026-13", "month"),
+        ("quarter=2026-Q5", "quarter"),
+        ("", "month"),
+    ] {
+        let (status, body) = get_json(
+            api,
+            &format!("/api/v1/assessment?contractor={contractor}&{query}"),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{query}: {body}"
+        );
+    }
     stack.stop().await.unwrap();
 }

@@ -39,7 +39,7 @@ async fn faulty_fleet_is_stored_exactly_once() {
     let metrics = stack.ingest_metrics.clone().unwrap();
     eventually(
         "the backfill to arrive",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || async { (metrics.fixes.get() > 10_000).then_some(()) },
     )
     .await;
@@ -48,7 +48,7 @@ async fn faulty_fleet_is_stored_exactly_once() {
     let report = sim.await.unwrap().unwrap();
     eventually(
         "ingest to take every message",
-        Duration::from_secs(30),
+        Duration::from_secs(120),
         || async { (metrics.messages_committed() >= report.messages_acked).then_some(()) },
     )
     .await;

@@ -149,7 +149,8 @@ fn is_open(path: &str) -> bool {
 }
 
 /// What a contractor may read (its own part of it: the handlers restrict the scope).
-const CONTRACTOR_PATHS: [&str; 7] = [
+const CONTRACTOR_PATHS: [&str; 8] = [
+    "/api/v1/assessment",
     "/api/v1/coverage",
     "/api/v1/passes",
     "/api/v1/samples",

@@ -33,6 +33,7 @@ pub struct CoverageContext {
     /// The network's R-tree, to place inspectors' samples.
     pub index: Arc<SegmentIndex>,
     pub inspection: InspectionRules,
+    pub assessment: cleanfleet_inspection::assessment::AssessmentRules,
     pub zones: Arc<Zones>,
     pub rules: CoverageRules,
     pub plans: Vec<SectionPlan>,
@@ -741,6 +742,7 @@ mod tests {
             zones: Arc::new(Zones::new(&network, &sections, &grids).unwrap()),
             index: Arc::new(SegmentIndex::new(&network)),
             inspection: InspectionRules::default(),
+            assessment: Default::default(),
             network,
             rules: CoverageRules::default(),
             plans: Vec::new(),

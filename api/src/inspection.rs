@@ -370,3 +370,200 @@ pub(crate) async fn failed_samples(
     let body = json!({"type": "FeatureCollection", "date": date, "features": features});
     Ok(([(header::CONTENT_TYPE, "application/geo+json")], Json(body)).into_response())
 }
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AssessmentParams {
+    /// The contractor assessed (a contractor's own token may leave it out).
+    contractor: Option<String>,
+    /// A month, `YYYY-MM`.
+    month: Option<String>,
+    /// A quarter, `YYYY-Qn`.
+    quarter: Option<String>,
+    /// `json` (default) or `csv` (the deductions, one per line).
+    format: Option<String>,
+}
+
+/// The first day and the day after the last of a month (`2026-11`) or quarter (`2026-Q4`).
+fn period(
+    params: &AssessmentParams,
+) -> Result<(String, jiff::civil::Date, jiff::civil::Date), ApiError> {
+    let bad = |field: &str, what: &str| ApiError::invalid(field, what.to_owned());
+    match (&params.month, &params.quarter) {
+        (Some(month), None) => {
+            let first: jiff::civil::Date = format!("{month}-01")
+                .parse()
+                .map_err(|_| bad("month", "must be YYYY-MM"))?;
+            let next = first
+                .checked_add(jiff::Span::new().months(1))
+                .map_err(|_| bad("month", "out of range"))?;
+            Ok((month.clone(), first, next))
+        }
+        (None, Some(quarter)) => {
+            let (year, q) = quarter
+                .split_once("-Q")
+                .and_then(|(y, q)| Some((y.parse::<i16>().ok()?, q.parse::<i8>().ok()?)))
+                .filter(|(_, q)| (1..=4).contains(q))
+                .ok_or_else(|| bad("quarter", "must be YYYY-Qn with n 1 to 4"))?;
+            let first = jiff::civil::Date::new(year, (q - 1) * 3 + 1, 1)
+                .map_err(|_| bad("quarter", "out of range"))?;
+            let next = first
+                .checked_add(jiff::Span::new().months(3))
+                .map_err(|_| bad("quarter", "out of range"))?;
+            Ok((quarter.clone(), first, next))
+        }
+        (Some(_), Some(_)) => Err(bad("quarter", "give a month or a quarter, not both")),
+        (None, None) => Err(bad(
+            "month",
+            "required: a month (YYYY-MM) or a quarter (YYYY-Qn)",
+        )),
+    }
+}
+
+/// A contractor's score for a month or quarter: every deduction (failed weight checks,
+/// missed segments, coverage short of target, overspeed work) with the records behind it, and
+/// the pay factor the score earns. Days after today are not counted.
+#[utoipa::path(get, path = "/api/v1/assessment", params(AssessmentParams),
+    responses((status = 200, description = "Assessment as JSON, or CSV with format=csv"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub(crate) async fn contractor_assessment(
+    State(state): State<ApiState>,
+    crate::extract::Query(params): crate::extract::Query<AssessmentParams>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
+) -> Result<Response, ApiError> {
+    use cleanfleet_inspection::assessment::{assess, DayRecord};
+    let ctx = context(&state)?;
+    let own = principal
+        .as_deref()
+        .and_then(crate::auth::Principal::contractor);
+    let contractor = match (own, &params.contractor) {
+        (Some(mine), Some(asked)) if mine != asked => {
+            return Err(ApiError::NotFound {
+                resource: "contractor",
+                id: asked.clone(),
+            })
+        }
+        (Some(mine), _) => mine.to_owned(),
+        (None, Some(asked)) => asked.clone(),
+        (None, None) => return Err(ApiError::invalid("contractor", "required")),
+    };
+    let csv = match params.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::invalid("format", "json or csv")),
+    };
+    let (name, first, end) = period(&params)?;
+    let members: std::collections::HashSet<u32> = ctx
+        .zones
+        .sections()
+        .iter()
+        .filter(|z| z.contractor.as_deref() == Some(contractor.as_str()))
+        .flat_map(|z| z.segments.iter().copied())
+        .collect();
+    if members.is_empty() {
+        return Err(ApiError::NotFound {
+            resource: "contractor",
+            id: contractor,
+        });
+    }
+    let today = state.clock.now().to_zoned(ctx.time_zone.clone()).date();
+    let (_, from, _) = day(&state, ctx, Some(first))?;
+    let (_, _, to) = day(
+        &state,
+        ctx,
+        Some(
+            end.yesterday()
+                .map_err(|e| ApiError::invalid("month", e.to_string()))?,
+        ),
+    )?;
+    let records = state.store.passes(from, to, None).await?;
+    let samples: Vec<(Sample, Placement)> = state
+        .store
+        .samples(from, to)
+        .await?
+        .into_iter()
+        .filter_map(|(device, s)| {
+            let p = place(&ctx.index, &ctx.inspection, s.lon, s.lat)?;
+            members
+                .contains(&p.segment)
+                .then(|| (sample_of(device, s), p))
+        })
+        .collect();
+    let results = road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, &samples);
+    let mut days = Vec::new();
+    let mut date = first;
+    while date < end && date <= today {
+        let (_, start, stop) = day(&state, ctx, Some(date))?;
+        let statuses = status_between(ctx, &records, start, stop);
+        let s = cleanfleet_coverage::CoverageSummary::of(&ctx.network, &statuses, |seg| {
+            members.contains(&seg.id)
+        });
+        let mut overspeed: Vec<&cleanfleet_store::PassRecord> = records
+            .iter()
+            .filter(|r| start <= r.start && r.start < stop && members.contains(&r.segment))
+            .filter(|r| r.invalid.as_deref() == Some("overspeed"))
+            .collect();
+        overspeed.sort_by(|a, b| (&a.device_id, a.start).cmp(&(&b.device_id, b.start)));
+        let mut events = Vec::new();
+        let mut last: Option<(&str, Timestamp)> = None;
+        for r in overspeed {
+            let continues = last.is_some_and(|(d, end)| {
+                d == r.device_id && r.start.duration_since(end).as_secs_f64() <= 60.0
+            });
+            if !continues {
+                events.push((r.device_id.clone(), r.start.to_string()));
+            }
+            last = Some((&r.device_id, r.end));
+        }
+        days.push(DayRecord {
+            date: date.to_string(),
+            covered_share: s.covered_share_by_length(),
+            deep_cleaned_share: s.deep_cleaned_share_by_length(),
+            missed_segments: statuses
+                .iter()
+                .filter(|st| members.contains(&st.segment) && !st.covered)
+                .map(|st| st.segment)
+                .collect(),
+            failed_checks: results
+                .iter()
+                .filter(|r| r.date == date.to_string() && !r.passed)
+                .map(|r| (r.road.clone(), r.class, r.samples.clone()))
+                .collect(),
+            overspeed_events: events,
+        });
+        date = date
+            .tomorrow()
+            .map_err(|e| ApiError::invalid("month", e.to_string()))?;
+    }
+    let a = assess(&ctx.assessment, &days);
+    if csv {
+        let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let mut text = String::from("date,kind,points,detail,records\n");
+        for d in &a.deductions {
+            text.push_str(&format!(
+                "{},{},{},{},{}\n",
+                d.date,
+                d.kind,
+                d.points,
+                quote(&d.detail),
+                quote(&d.records.join(";"))
+            ));
+        }
+        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response());
+    }
+    Ok(Json(json!({
+        "contractor": contractor,
+        "period": name,
+        "from": first.to_string(),
+        "to": end.yesterday().map(|d| d.to_string()).unwrap_or_default(),
+        "days_assessed": days.len(),
+        "base_score": a.base_score,
+        "deducted": a.deducted,
+        "score": a.score,
+        "pay_factor": a.pay_factor,
+        "deductions": a.deductions,
+    }))
+    .into_response())
+}

@@ -50,6 +50,7 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         crate::inspection::list_samples,
         crate::inspection::list_inspections,
         crate::inspection::failed_samples,
+        crate::inspection::contractor_assessment,
         crate::coverage::get_segment
     ),
     components(schemas(
@@ -126,6 +127,10 @@ pub fn routes() -> Router<ApiState> {
         .route(
             "/api/v1/inspections/failed-samples",
             get(crate::inspection::failed_samples),
+        )
+        .route(
+            "/api/v1/assessment",
+            get(crate::inspection::contractor_assessment),
         )
         .route(
             "/api/v1/segments/{segment}",

@@ -3,6 +3,8 @@
 //! median of its points, in g/m²) is compared with the limit for its class. Every result says
 //! when and by whom the road was last validly cleaned. **Pure: no I/O, no clock.**
 
+pub mod assessment;
+
 use std::collections::BTreeMap;
 
 use cleanfleet_coverage::{Pass, SegmentIndex, WorkType};

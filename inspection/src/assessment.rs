@@ -1,0 +1,320 @@
+//! Contractor assessment (考核扣分, DOMAIN.md "Assessment and pay"): points deducted from a
+//! base score for failed weight checks, missed segments, coverage short of its target and
+//! overspeed work, each deduction pointing at the records behind it; and the pay factor the
+//! score earns. Pure arithmetic over what the caller gathered.
+
+use cleanfleet_roads::RoadClass;
+use serde::{Deserialize, Serialize};
+
+use crate::ClassLimits;
+
+/// Points per failed weight check by road class, and per other failing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeductionRules {
+    /// Per failed road result, by the road's class (same shape as the limits). Default
+    /// I 2, II 1.5, III 1, IV 0.5.
+    pub failed_weight_check: ClassLimits,
+    /// Per segment not covered on a day. Default 0.05.
+    pub missed_segment: f64,
+    /// Daily covered share (by length) the contractor must reach. Default 0.9.
+    pub coverage_target: f64,
+    /// Per percentage point a day falls short of `coverage_target`. Default 0.5.
+    pub coverage_shortfall_per_point: f64,
+    /// Daily deep-cleaned share target; none by default.
+    pub deep_clean_target: Option<f64>,
+    /// Per percentage point a day falls short of `deep_clean_target`. Default 0.2.
+    pub deep_clean_shortfall_per_point: f64,
+    /// Per run of overspeed work. Default 0.2.
+    pub overspeed_event: f64,
+}
+
+impl Default for DeductionRules {
+    fn default() -> Self {
+        DeductionRules {
+            failed_weight_check: ClassLimits {
+                i: 2.0,
+                ii: 1.5,
+                iii: 1.0,
+                iv: 0.5,
+            },
+            missed_segment: 0.05,
+            coverage_target: 0.9,
+            coverage_shortfall_per_point: 0.5,
+            deep_clean_target: None,
+            deep_clean_shortfall_per_point: 0.2,
+            overspeed_event: 0.2,
+        }
+    }
+}
+
+/// How a score becomes pay: full from `full_pay_from`, `deduction_per_point` of the fee per
+/// point below it, `bonus` from `bonus_from` (Haikou's and a township contract's rules).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PayRules {
+    /// Default 90.
+    pub full_pay_from: f64,
+    /// Default 0.05 (5 % of the fee per point below `full_pay_from`).
+    pub deduction_per_point: f64,
+    /// Default 95.
+    pub bonus_from: f64,
+    /// Default 0.02.
+    pub bonus: f64,
+}
+
+impl Default for PayRules {
+    fn default() -> Self {
+        PayRules {
+            full_pay_from: 90.0,
+            deduction_per_point: 0.05,
+            bonus_from: 95.0,
+            bonus: 0.02,
+        }
+    }
+}
+
+/// `[assessment]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssessmentRules {
+    /// Default 100.
+    pub base_score: f64,
+    pub deductions: DeductionRules,
+    pub pay: PayRules,
+}
+
+impl Default for AssessmentRules {
+    fn default() -> Self {
+        AssessmentRules {
+            base_score: 100.0,
+            deductions: DeductionRules::default(),
+            pay: PayRules::default(),
+        }
+    }
+}
+
+/// What a contractor's sections showed on one day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DayRecord {
+    /// Local date.
+    pub date: String,
+    pub covered_share: f64,
+    pub deep_cleaned_share: f64,
+    /// Segments not covered.
+    pub missed_segments: Vec<u32>,
+    /// Failed road results: (road, class, sample ids).
+    pub failed_checks: Vec<(String, RoadClass, Vec<String>)>,
+    /// Overspeed-work runs: (device, start time RFC 3339).
+    pub overspeed_events: Vec<(String, String)>,
+}
+
+/// One deduction with what it rests on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Deduction {
+    pub date: String,
+    /// `failed_weight_check`, `missed_segments`, `coverage_shortfall`,
+    /// `deep_clean_shortfall`, `overspeed_work`.
+    pub kind: String,
+    pub points: f64,
+    pub detail: String,
+    /// The records behind it: sample ids, segment indexes, `device@time` of overspeed runs.
+    pub records: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Assessment {
+    pub base_score: f64,
+    pub deducted: f64,
+    /// Never below 0.
+    pub score: f64,
+    /// The share of the fee earned: 1 full pay, above 1 with a bonus.
+    pub pay_factor: f64,
+    pub deductions: Vec<Deduction>,
+}
+
+/// Percentage points, rounded to 0.01 so that shares like 0.8 and 0.9 are exact.
+fn points_below(share: f64, target: f64) -> f64 {
+    (((target - share) * 100.0).max(0.0) * 100.0).round() / 100.0
+}
+
+/// Scores a contractor over the days given (a month, a quarter).
+pub fn assess(rules: &AssessmentRules, days: &[DayRecord]) -> Assessment {
+    let d = &rules.deductions;
+    let mut deductions = Vec::new();
+    for day in days {
+        for (road, class, samples) in &day.failed_checks {
+            deductions.push(Deduction {
+                date: day.date.clone(),
+                kind: "failed_weight_check".into(),
+                points: d.failed_weight_check.of(*class),
+                detail: format!("{road} (class {class}) over its dust limit"),
+                records: samples.clone(),
+            });
+        }
+        if !day.missed_segments.is_empty() && d.missed_segment > 0.0 {
+            deductions.push(Deduction {
+                date: day.date.clone(),
+                kind: "missed_segments".into(),
+                points: d.missed_segment * day.missed_segments.len() as f64,
+                detail: format!("{} segments not covered", day.missed_segments.len()),
+                records: day
+                    .missed_segments
+                    .iter()
+                    .map(|s| format!("segment {s}"))
+                    .collect(),
+            });
+        }
+        let short = points_below(day.covered_share, d.coverage_target);
+        if short > 0.0 {
+            deductions.push(Deduction {
+                date: day.date.clone(),
+                kind: "coverage_shortfall".into(),
+                points: short * d.coverage_shortfall_per_point,
+                detail: format!(
+                    "covered {:.2} % against a target of {:.2} %",
+                    day.covered_share * 100.0,
+                    d.coverage_target * 100.0
+                ),
+                records: Vec::new(),
+            });
+        }
+        if let Some(target) = d.deep_clean_target {
+            let short = points_below(day.deep_cleaned_share, target);
+            if short > 0.0 {
+                deductions.push(Deduction {
+                    date: day.date.clone(),
+                    kind: "deep_clean_shortfall".into(),
+                    points: short * d.deep_clean_shortfall_per_point,
+                    detail: format!(
+                        "deep-cleaned {:.2} % against a target of {:.2} %",
+                        day.deep_cleaned_share * 100.0,
+                        target * 100.0
+                    ),
+                    records: Vec::new(),
+                });
+            }
+        }
+        if !day.overspeed_events.is_empty() && d.overspeed_event > 0.0 {
+            deductions.push(Deduction {
+                date: day.date.clone(),
+                kind: "overspeed_work".into(),
+                points: d.overspeed_event * day.overspeed_events.len() as f64,
+                detail: format!("{} runs of overspeed work", day.overspeed_events.len()),
+                records: day
+                    .overspeed_events
+                    .iter()
+                    .map(|(device, at)| format!("{device}@{at}"))
+                    .collect(),
+            });
+        }
+    }
+    let deducted: f64 = deductions.iter().map(|d| d.points).sum();
+    let score = (rules.base_score - deducted).max(0.0);
+    Assessment {
+        base_score: rules.base_score,
+        deducted,
+        score,
+        pay_factor: pay_factor(&rules.pay, score),
+        deductions,
+    }
+}
+
+/// The share of the fee a score earns.
+pub fn pay_factor(pay: &PayRules, score: f64) -> f64 {
+    if score >= pay.bonus_from {
+        1.0 + pay.bonus
+    } else if score >= pay.full_pay_from {
+        1.0
+    } else {
+        (1.0 - (pay.full_pay_from - score) * pay.deduction_per_point).max(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(date: &str) -> DayRecord {
+        DayRecord {
+            date: date.into(),
+            covered_share: 0.95,
+            deep_cleaned_share: 0.7,
+            missed_segments: Vec::new(),
+            failed_checks: Vec::new(),
+            overspeed_events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn pay_factor_at_each_boundary() {
+        let pay = PayRules::default();
+        assert_eq!(pay_factor(&pay, 100.0), 1.02);
+        assert_eq!(pay_factor(&pay, 95.0), 1.02);
+        assert_eq!(pay_factor(&pay, 94.99), 1.0);
+        assert_eq!(pay_factor(&pay, 90.0), 1.0);
+        assert!(
+            (pay_factor(&pay, 89.0) - 0.95).abs() < 1e-12,
+            "5 % per point below 90"
+        );
+        assert!((pay_factor(&pay, 85.5) - 0.775).abs() < 1e-12);
+        assert_eq!(pay_factor(&pay, 60.0), 0.0, "never below nothing");
+    }
+
+    #[test]
+    fn deductions_add_up_and_point_at_their_records() {
+        let rules = AssessmentRules {
+            deductions: DeductionRules {
+                deep_clean_target: Some(0.6),
+                ..DeductionRules::default()
+            },
+            ..AssessmentRules::default()
+        };
+        let mut bad = day("2026-11-02");
+        bad.covered_share = 0.8;
+        bad.deep_cleaned_share = 0.55;
+        bad.missed_segments = vec![3, 9];
+        bad.failed_checks = vec![(
+            "Renmin Road".into(),
+            RoadClass::I,
+            vec!["S1".into(), "S2".into()],
+        )];
+        bad.overspeed_events = vec![("sw-01".into(), "2026-11-02T01:00:00Z".into())];
+        let a = assess(&rules, &[day("2026-11-01"), bad]);
+        let by_kind = |k: &str| a.deductions.iter().find(|d| d.kind == k).unwrap();
+        assert_eq!(by_kind("failed_weight_check").points, 2.0);
+        assert_eq!(by_kind("failed_weight_check").records, ["S1", "S2"]);
+        assert!((by_kind("missed_segments").points - 0.1).abs() < 1e-12);
+        assert_eq!(
+            by_kind("missed_segments").records,
+            ["segment 3", "segment 9"]
+        );
+        assert!(
+            (by_kind("coverage_shortfall").points - 5.0).abs() < 1e-9,
+            "10 points short × 0.5"
+        );
+        assert!(
+            (by_kind("deep_clean_shortfall").points - 1.0).abs() < 1e-9,
+            "5 points short × 0.2"
+        );
+        assert!((by_kind("overspeed_work").points - 0.2).abs() < 1e-12);
+        assert_eq!(a.deductions.len(), 5, "the good day deducts nothing");
+        assert!((a.deducted - 8.3).abs() < 1e-9);
+        assert!((a.score - 91.7).abs() < 1e-9);
+        assert_eq!(a.pay_factor, 1.0);
+    }
+
+    #[test]
+    fn a_share_exactly_at_target_deducts_nothing_and_scores_stop_at_zero() {
+        let rules = AssessmentRules::default();
+        let mut on_target = day("2026-11-01");
+        on_target.covered_share = 0.9;
+        assert!(assess(&rules, &[on_target]).deductions.is_empty());
+        let mut awful = day("2026-11-01");
+        awful.covered_share = 0.0;
+        let days: Vec<DayRecord> = (0..10).map(|_| awful.clone()).collect();
+        let a = assess(&rules, &days);
+        assert_eq!(a.score, 0.0);
+        assert_eq!(a.pay_factor, 0.0);
+    }
+}
