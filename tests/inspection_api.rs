@@ -317,6 +317,31 @@ async fn samples_become_road_results_with_their_cleaning() {
         csv.contains("failed_weight_check,1.5,") && csv.contains("A-9"),
         "{csv}"
     );
+    let xlsx = reqwest::Client::new()
+        .get(format!(
+            "http://{api}/api/v1/assessment?contractor={contractor}&month={month}&format=xlsx"
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        xlsx.headers()["content-type"],
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    );
+    let bytes = xlsx.bytes().await.unwrap();
+    let mut book = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let mut strings = String::new();
+    std::io::Read::read_to_string(
+        &mut book.by_name("xl/sharedStrings.xml").unwrap(),
+        &mut strings,
+    )
+    .unwrap();
+    assert!(
+        strings.contains("failed_weight_check") && strings.contains("A-9"),
+        "{strings}"
+    );
+    assert!(strings.contains("Deductions") || book.by_name("xl/worksheets/sheet2.xml").is_ok());
     let other = if contractor == "acme-cleaning" {
         GREEN_TOKEN
     } else {

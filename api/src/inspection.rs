@@ -381,7 +381,8 @@ pub(crate) struct AssessmentParams {
     month: Option<String>,
     /// A quarter, `YYYY-Qn`.
     quarter: Option<String>,
-    /// `json` (default) or `csv` (the deductions, one per line).
+    /// `json` (default), `csv` (the deductions, one per line) or `xlsx` (a workbook with a
+    /// summary sheet and the deductions).
     format: Option<String>,
 }
 
@@ -449,10 +450,11 @@ pub(crate) async fn contractor_assessment(
         (None, Some(asked)) => asked.clone(),
         (None, None) => return Err(ApiError::invalid("contractor", "required")),
     };
-    let csv = match params.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(_) => return Err(ApiError::invalid("format", "json or csv")),
+    let format = match params.format.as_deref() {
+        None | Some("json") => ReportFormat::Json,
+        Some("csv") => ReportFormat::Csv,
+        Some("xlsx") => ReportFormat::Xlsx,
+        Some(_) => return Err(ApiError::invalid("format", "json, csv or xlsx")),
     };
     let (name, first, end) = period(&params)?;
     let members: std::collections::HashSet<u32> = ctx
@@ -538,7 +540,24 @@ pub(crate) async fn contractor_assessment(
             .map_err(|e| ApiError::invalid("month", e.to_string()))?;
     }
     let a = assess(&ctx.assessment, &days);
-    if csv {
+    let to_date = end.yesterday().map(|d| d.to_string()).unwrap_or_default();
+    if format == ReportFormat::Xlsx {
+        let bytes = assessment_xlsx(&contractor, &name, &first.to_string(), &to_date, &a)
+            .map_err(|e| ApiError::Unavailable(format!("cannot write the workbook: {e}")))?;
+        let file = format!("attachment; filename=\"assessment-{contractor}-{name}.xlsx\"");
+        return Ok((
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet".to_owned(),
+                ),
+                (header::CONTENT_DISPOSITION, file),
+            ],
+            bytes,
+        )
+            .into_response());
+    }
+    if format == ReportFormat::Csv {
         let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
         let mut text = String::from("date,kind,points,detail,records\n");
         for d in &a.deductions {
@@ -557,7 +576,7 @@ pub(crate) async fn contractor_assessment(
         "contractor": contractor,
         "period": name,
         "from": first.to_string(),
-        "to": end.yesterday().map(|d| d.to_string()).unwrap_or_default(),
+        "to": to_date,
         "days_assessed": days.len(),
         "base_score": a.base_score,
         "deducted": a.deducted,
@@ -566,4 +585,62 @@ pub(crate) async fn contractor_assessment(
         "deductions": a.deductions,
     }))
     .into_response())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReportFormat {
+    Json,
+    Csv,
+    Xlsx,
+}
+
+/// The assessment as a workbook: a summary sheet and one row per deduction.
+fn assessment_xlsx(
+    contractor: &str,
+    period: &str,
+    from: &str,
+    to: &str,
+    a: &cleanfleet_inspection::assessment::Assessment,
+) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+    use rust_xlsxwriter::{Format, Workbook};
+    let mut book = Workbook::new();
+    let bold = Format::new().set_bold();
+    let summary = book.add_worksheet().set_name("Summary")?;
+    let rows: [(&str, String); 7] = [
+        ("Contractor", contractor.to_owned()),
+        ("Period", period.to_owned()),
+        ("From", from.to_owned()),
+        ("To", to.to_owned()),
+        ("Base score", a.base_score.to_string()),
+        ("Score", a.score.to_string()),
+        ("Pay factor", a.pay_factor.to_string()),
+    ];
+    for (row, (label, value)) in rows.iter().enumerate() {
+        summary.write_string_with_format(row as u32, 0, *label, &bold)?;
+        match value.parse::<f64>() {
+            Ok(number) if row >= 4 => summary.write_number(row as u32, 1, number)?,
+            _ => summary.write_string(row as u32, 1, value)?,
+        };
+    }
+    summary.set_column_width(0, 14)?;
+    summary.set_column_width(1, 24)?;
+    let sheet = book.add_worksheet().set_name("Deductions")?;
+    for (col, title) in ["Date", "Kind", "Points", "Detail", "Records"]
+        .iter()
+        .enumerate()
+    {
+        sheet.write_string_with_format(0, col as u16, *title, &bold)?;
+    }
+    for (i, d) in a.deductions.iter().enumerate() {
+        let row = i as u32 + 1;
+        sheet.write_string(row, 0, &d.date)?;
+        sheet.write_string(row, 1, &d.kind)?;
+        sheet.write_number(row, 2, d.points)?;
+        sheet.write_string(row, 3, &d.detail)?;
+        sheet.write_string(row, 4, d.records.join("; "))?;
+    }
+    sheet.set_column_width(1, 22)?;
+    sheet.set_column_width(3, 48)?;
+    sheet.set_column_width(4, 60)?;
+    book.save_to_buffer()
 }
