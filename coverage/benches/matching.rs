@@ -151,11 +151,14 @@ fn main() {
             ..SimConfig::default()
         };
         let start: Timestamp = "2026-11-21T06:00:00Z".parse().unwrap();
-        let mut fleet = Fleet::new(network.clone(), &config, start).unwrap();
-        fleet.record_truth();
-        let mut messages = fleet.step_until(start + SignedDuration::from_hours(SHIFT_H));
-        messages.extend(fleet.flush());
-        let truth = fleet.truth().unwrap();
+        let (messages, truth) = Fleet::simulate(
+            network.clone(),
+            &config,
+            start,
+            SignedDuration::from_hours(SHIFT_H),
+        )
+        .unwrap();
+        let truth = &truth;
         let truth_on: HashMap<(usize, u64), u32> = truth
             .path
             .iter()

@@ -105,11 +105,14 @@ fn fleet_traces(network: &Arc<RoadNetwork>) -> Vec<Trace> {
         ..SimConfig::default()
     };
     let start: Timestamp = "2026-11-21T06:00:00Z".parse().unwrap();
-    let mut fleet = Fleet::new(network.clone(), &config, start).unwrap();
-    fleet.record_truth();
-    let mut messages = fleet.step_until(start + SignedDuration::from_hours(1));
-    messages.extend(fleet.flush());
-    let truth = fleet.truth().unwrap();
+    let (messages, truth) = Fleet::simulate(
+        network.clone(),
+        &config,
+        start,
+        SignedDuration::from_hours(1),
+    )
+    .unwrap();
+    let truth = &truth;
     let by_seq: HashMap<(usize, u64), &cleanfleet_sim::PathPoint> =
         truth.path.iter().map(|p| ((p.device, p.seq), p)).collect();
     let mut per_device: HashMap<usize, Vec<Point>> = HashMap::new();

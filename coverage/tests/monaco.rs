@@ -34,11 +34,14 @@ fn monaco_round_trip_matches_the_truth() {
         ..SimConfig::default()
     };
     let start: Timestamp = "2026-11-21T06:00:00Z".parse().unwrap();
-    let mut fleet = Fleet::new(network.clone(), &config, start).unwrap();
-    fleet.record_truth();
-    let mut messages = fleet.step_until(start + SignedDuration::from_hours(1));
-    messages.extend(fleet.flush());
-    let truth = fleet.truth().unwrap();
+    let (messages, truth) = Fleet::simulate(
+        network.clone(),
+        &config,
+        start,
+        SignedDuration::from_hours(1),
+    )
+    .unwrap();
+    let truth = &truth;
     let true_segment: HashMap<(usize, u64), u32> = truth
         .path
         .iter()

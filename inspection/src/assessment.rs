@@ -165,35 +165,37 @@ pub fn assess(rules: &AssessmentRules, days: &[DayRecord]) -> Assessment {
                     .collect(),
             });
         }
-        let short = points_below(day.covered_share, d.coverage_target);
-        if short > 0.0 {
-            deductions.push(Deduction {
-                date: day.date.clone(),
-                kind: "coverage_shortfall".into(),
-                points: short * d.coverage_shortfall_per_point,
-                detail: format!(
-                    "covered {:.2} % against a target of {:.2} %",
-                    day.covered_share * 100.0,
-                    d.coverage_target * 100.0
-                ),
-                records: Vec::new(),
-            });
-        }
-        if let Some(target) = d.deep_clean_target {
-            let short = points_below(day.deep_cleaned_share, target);
+        let mut shortfall = |kind: &str, what: &str, share: f64, target: f64, per_point: f64| {
+            let short = points_below(share, target);
             if short > 0.0 {
                 deductions.push(Deduction {
                     date: day.date.clone(),
-                    kind: "deep_clean_shortfall".into(),
-                    points: short * d.deep_clean_shortfall_per_point,
+                    kind: kind.into(),
+                    points: short * per_point,
                     detail: format!(
-                        "deep-cleaned {:.2} % against a target of {:.2} %",
-                        day.deep_cleaned_share * 100.0,
+                        "{what} {:.2} % against a target of {:.2} %",
+                        share * 100.0,
                         target * 100.0
                     ),
                     records: Vec::new(),
                 });
             }
+        };
+        shortfall(
+            "coverage_shortfall",
+            "covered",
+            day.covered_share,
+            d.coverage_target,
+            d.coverage_shortfall_per_point,
+        );
+        if let Some(target) = d.deep_clean_target {
+            shortfall(
+                "deep_clean_shortfall",
+                "deep-cleaned",
+                day.deep_cleaned_share,
+                target,
+                d.deep_clean_shortfall_per_point,
+            );
         }
         if !day.overspeed_events.is_empty() && d.overspeed_event > 0.0 {
             deductions.push(Deduction {

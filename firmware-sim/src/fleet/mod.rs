@@ -420,6 +420,22 @@ impl Fleet {
         });
     }
 
+    /// Simulates `span` from `start` at once, recording the truth: every message sent (with
+    /// the backlog flushed at the end) and what really happened. For tests and benchmarks.
+    pub fn simulate(
+        network: Arc<RoadNetwork>,
+        config: &SimConfig,
+        start: Timestamp,
+        span: SignedDuration,
+    ) -> Result<(Vec<SimMessage>, Truth), SimError> {
+        let mut fleet = Fleet::new(network, config, start)?;
+        fleet.record_truth();
+        let mut messages = fleet.step_until(start + span);
+        messages.extend(fleet.flush());
+        let truth = fleet.truth.take().unwrap_or_default();
+        Ok((messages, truth))
+    }
+
     /// What really happened since [`Fleet::record_truth`]: vehicle paths before GPS error,
     /// bin fills and collections, drop-outs; `None` if not recording.
     pub fn truth(&self) -> Option<&Truth> {
