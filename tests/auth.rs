@@ -40,14 +40,17 @@ async fn every_endpoint_needs_a_token_and_each_role_gets_its_share() {
     let dir = tempfile::tempdir().unwrap();
     let stack = start_stack(dir.path()).await;
     let api = stack.api_addr.unwrap();
-    // A little data: a sweeper's fixes, so that devices and tracks exist.
+    // A little data: fixes of acme's sweeper sw-01 and green's sw-02, and of ct-09 that no
+    // section lists, so that devices and tracks exist.
     let mut publisher = Publisher::connect(stack.broker_addr.unwrap(), "auth-test").await;
-    publisher
-        .publish(&fixes_topic("sw-01"), fix_batch("sw-01", 0, 50))
-        .await;
+    for device in ["sw-01", "sw-02", "ct-09"] {
+        publisher
+            .publish(&fixes_topic(device), fix_batch(device, 0, 50))
+            .await;
+    }
     eventually("the fixes", Duration::from_secs(10), || async {
-        let (status, _) = get_json(api, "/api/v1/devices/sw-01").await;
-        (status == 200).then_some(())
+        let (_, page) = get_json(api, "/api/v1/vehicles").await;
+        (page["items"].as_array()?.len() == 3).then_some(())
     })
     .await;
 
@@ -73,20 +76,56 @@ async fn every_endpoint_needs_a_token_and_each_role_gets_its_share() {
             [200, 403, 404].contains(&contractor),
             "{path}: contractor {contractor} {body}"
         );
-        let operations = [
-            "/api/v1/devices",
-            "/api/v1/vehicles",
-            "/api/v1/bins",
-            "/api/v1/dead-letters",
-            "/api/v1/ingest",
-        ];
+        let operations = ["/api/v1/bins", "/api/v1/dead-letters", "/api/v1/ingest"];
         if operations.iter().any(|p| path.starts_with(p)) {
             assert_eq!(
                 contractor, 403,
-                "{path}: devices and operations are the city's"
+                "{path}: bins and operations are the city's"
             );
         }
     }
+
+    // A contractor sees the devices its sections list, and no other exists for it.
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["device_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (token, own, others) in [
+        (ACME_TOKEN, "sw-01", ["sw-02", "ct-09"]),
+        (GREEN_TOKEN, "sw-02", ["sw-01", "ct-09"]),
+    ] {
+        for list in [
+            "/api/v1/devices",
+            "/api/v1/vehicles",
+            "/api/v1/devices?kind=sweeper",
+        ] {
+            let (status, page) = get_json_as(api, list, Some(token)).await;
+            assert_eq!(status, 200, "{list}: {page}");
+            assert_eq!(ids(&page), [own], "{token} {list}");
+        }
+        for path in [
+            format!("/api/v1/devices/{own}"),
+            format!("/api/v1/vehicles/{own}/track"),
+        ] {
+            let (status, body) = get_json_as(api, &path, Some(token)).await;
+            assert_eq!(status, 200, "{token} {path}: {body}");
+        }
+        for other in others {
+            for path in [
+                format!("/api/v1/devices/{other}"),
+                format!("/api/v1/vehicles/{other}/track"),
+            ] {
+                let (status, body) = get_json_as(api, &path, Some(token)).await;
+                assert_eq!(status, 404, "{token} {path}: {body}");
+            }
+        }
+    }
+    let (_, page) = get_json(api, "/api/v1/devices").await;
+    assert_eq!(ids(&page), ["ct-09", "sw-01", "sw-02"], "the city sees all");
 
     // A contractor's scope is its own sections.
     let (_, zones) = get_json_as(api, "/api/v1/zones", Some(ACME_TOKEN)).await;

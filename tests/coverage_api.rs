@@ -247,6 +247,48 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
         .iter()
         .all(|p| p["device_id"] == "sw-01"));
 
+    // Each contractor sees its own vehicles' work (the demo town's sections list them:
+    // acme sw-01, fl-01, ws-01; green sw-02), never the other's.
+    let devices_in = |body: &serde_json::Value, list: &str| -> std::collections::BTreeSet<String> {
+        body[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["device_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, all) = get_json(api, &format!("/api/v1/passes?date={date}")).await;
+    let everyone = devices_in(&all, "passes");
+    assert!(
+        everyone.contains("sw-01") && everyone.contains("sw-02"),
+        "{everyone:?}"
+    );
+    for (token, own) in [
+        (ACME_TOKEN, &["sw-01", "fl-01", "ws-01"][..]),
+        (GREEN_TOKEN, &["sw-02"]),
+    ] {
+        let (status, passes) =
+            get_json_as(api, &format!("/api/v1/passes?date={date}"), Some(token)).await;
+        assert_eq!(status, 200, "{passes}");
+        let seen = devices_in(&passes, "passes");
+        assert!(!seen.is_empty(), "{token}");
+        assert!(
+            seen.iter().all(|d| own.contains(&d.as_str())),
+            "{token}: {seen:?}"
+        );
+        let (_, vehicles) = get_json_as(
+            api,
+            &format!("/api/v1/coverage/vehicles?date={date}"),
+            Some(token),
+        )
+        .await;
+        let seen = devices_in(&vehicles, "vehicles");
+        assert!(
+            seen.iter().all(|d| own.contains(&d.as_str())),
+            "{token}: {seen:?}"
+        );
+    }
+
     for (query, field) in [
         ("/api/v1/coverage?date=2026-13-01", "date"),
         ("/api/v1/coverage?class=V", "class"),

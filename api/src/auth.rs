@@ -2,7 +2,8 @@
 //! (`Authorization: Bearer <token>` or `X-API-Key: <token>`); the config holds only its
 //! SHA-256. Roles: `admin` everything; `dispatcher` reads everything; `inspector` reads and
 //! submits samples; `contractor` (bound to one contractor id) sees only its own sections'
-//! coverage, passes, samples and inspections, and nothing about devices or operations.
+//! coverage, samples, inspections and scores, the devices its sections list (and their work
+//! and tracks), and nothing of bins or operations (dead letters, ingest).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -149,9 +150,11 @@ fn is_open(path: &str) -> bool {
 }
 
 /// What a contractor may read (its own part of it: the handlers restrict the scope).
-const CONTRACTOR_PATHS: [&str; 8] = [
+const CONTRACTOR_PATHS: [&str; 10] = [
     "/api/v1/assessment",
     "/api/v1/coverage",
+    "/api/v1/devices",
+    "/api/v1/vehicles",
     "/api/v1/passes",
     "/api/v1/samples",
     "/api/v1/inspections",
@@ -234,6 +237,11 @@ mod tests {
         for path in [
             "/api/v1/vehicles",
             "/api/v1/devices/sw-01",
+            "/api/v1/vehicles/sw-01/track",
+        ] {
+            assert!(allowed(Role::Contractor, &get, path), "{path}");
+        }
+        for path in [
             "/api/v1/dead-letters",
             "/api/v1/ingest/stats",
             "/api/v1/bins",

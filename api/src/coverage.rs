@@ -312,7 +312,9 @@ async fn day_status(
               (status = 503, body = ErrorBody)))]
 pub(crate) async fn coverage_report(
     State(state): State<ApiState>,
-    OneDay { ctx, params, scope }: OneDay,
+    OneDay {
+        ctx, params, scope, ..
+    }: OneDay,
 ) -> Result<Json<CoverageReport>, ApiError> {
     let ctx = ctx.as_ref();
     let (date, records, statuses) = day_status(&state, &params).await?;
@@ -392,7 +394,9 @@ fn miss_name(reason: MissReason) -> String {
               (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn coverage_segments(
     State(state): State<ApiState>,
-    OneDay { ctx, params, scope }: OneDay,
+    OneDay {
+        ctx, params, scope, ..
+    }: OneDay,
 ) -> Result<Response, ApiError> {
     let ctx = ctx.as_ref();
     let (date, _, statuses) = day_status(&state, &params).await?;
@@ -468,7 +472,8 @@ pub(crate) async fn list_passes(
     };
     let (date, from, to) = day(&state, ctx, params.date)?;
     let mut passes = state.store.passes(from, to, params.vehicle.clone()).await?;
-    passes.retain(|p| may_see(ctx, principal.as_deref(), p.segment));
+    let viewer = principal.as_deref().and_then(Principal::contractor);
+    passes.retain(|p| may_see_work(ctx, viewer, &p.device_id, p.segment));
     let truncated = passes.len() > limit;
     passes.truncate(limit);
     Ok(Json(PassPage {
@@ -697,11 +702,17 @@ fn vehicle_days(ctx: &CoverageContext, records: &[PassRecord], scope: &Scope) ->
               (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn coverage_vehicles(
     State(state): State<ApiState>,
-    OneDay { ctx, params, scope }: OneDay,
+    OneDay {
+        ctx,
+        params,
+        scope,
+        viewer,
+    }: OneDay,
 ) -> Result<Json<VehicleDayList>, ApiError> {
     let ctx = ctx.as_ref();
     let (date, from, to) = day(&state, ctx, params.date)?;
-    let records = state.store.passes(from, to, None).await?;
+    let mut records = state.store.passes(from, to, None).await?;
+    records.retain(|r| may_see_work(ctx, viewer.as_deref(), &r.device_id, r.segment));
     Ok(Json(VehicleDayList {
         date: date.to_string(),
         vehicles: vehicle_days(ctx, &records, &scope),
@@ -965,7 +976,9 @@ pub(crate) struct SectionDayList {
               (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn coverage_sections(
     State(state): State<ApiState>,
-    OneDay { ctx, params, scope }: OneDay,
+    OneDay {
+        ctx, params, scope, ..
+    }: OneDay,
 ) -> Result<Json<SectionDayList>, ApiError> {
     let ctx = ctx.as_ref();
     let (date, records, statuses) = day_status(&state, &params).await?;
@@ -1058,6 +1071,29 @@ pub(crate) fn restrict(
     Ok(params)
 }
 
+/// Whether a contractor (`viewer`; `None` for city staff) may see a device's work on a
+/// segment: its own devices' anywhere, and on its own sections that of devices under no
+/// contractor; never another contractor's.
+pub(crate) fn may_see_work(
+    ctx: &CoverageContext,
+    viewer: Option<&str>,
+    device_id: &str,
+    segment: u32,
+) -> bool {
+    let Some(mine) = viewer else {
+        return true;
+    };
+    match ctx.zones.contractor_of_device(device_id) {
+        Some(owner) => owner == mine,
+        None => {
+            ctx.zones
+                .section_of(segment)
+                .and_then(|z| z.contractor.as_deref())
+                == Some(mine)
+        }
+    }
+}
+
 /// Whether a segment lies in a contractor's sections (any segment for city staff).
 pub(crate) fn may_see(ctx: &CoverageContext, principal: Option<&Principal>, segment: u32) -> bool {
     match principal.and_then(Principal::contractor) {
@@ -1077,6 +1113,8 @@ pub(crate) struct OneDay {
     pub ctx: Arc<CoverageContext>,
     pub params: DayParams,
     pub scope: Scope,
+    /// The contractor whose data alone the caller may see; `None` for city staff.
+    pub viewer: Option<String>,
 }
 
 impl axum::extract::FromRequestParts<ApiState> for OneDay {
@@ -1094,7 +1132,16 @@ impl axum::extract::FromRequestParts<ApiState> for OneDay {
         let params = restrict(params, principal.as_ref(), &ctx)?;
         one_day(&params)?;
         let scope = Scope::new(&ctx, &params)?;
-        Ok(OneDay { ctx, params, scope })
+        let viewer = principal
+            .as_ref()
+            .and_then(Principal::contractor)
+            .map(str::to_owned);
+        Ok(OneDay {
+            ctx,
+            params,
+            scope,
+            viewer,
+        })
     }
 }
 

@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use crate::coverage::{
-    context, day, engine_passes, status_between, CoverageContext, DayParams, OneDay, Scope,
+    context, day, engine_passes, may_see_work, status_between, CoverageContext, DayParams, OneDay,
+    Scope,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
@@ -200,7 +201,9 @@ async fn day_samples(
               (status = 503, body = ErrorBody)))]
 pub(crate) async fn list_samples(
     State(state): State<ApiState>,
-    OneDay { ctx, params, scope }: OneDay,
+    OneDay {
+        ctx, params, scope, ..
+    }: OneDay,
 ) -> Result<Json<SampleList>, ApiError> {
     let ctx = ctx.as_ref();
     let (date, samples) = day_samples(&state, ctx, &params).await?;
@@ -251,6 +254,7 @@ async fn inspections_of_day(
     ctx: &CoverageContext,
     params: &DayParams,
     scope: &Scope,
+    viewer: Option<&str>,
 ) -> Result<
     (
         String,
@@ -273,6 +277,7 @@ async fn inspections_of_day(
     let passes: Vec<DevicePass> = records
         .iter()
         .zip(engine_passes(&ctx.network, &records))
+        .filter(|(r, _)| may_see_work(ctx, viewer, &r.device_id, r.segment))
         .map(|(r, pass)| DevicePass {
             device_id: r.device_id.clone(),
             pass,
@@ -315,11 +320,17 @@ async fn inspections_of_day(
               (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn list_inspections(
     State(state): State<ApiState>,
-    OneDay { ctx, params, scope }: OneDay,
+    OneDay {
+        ctx,
+        params,
+        scope,
+        viewer,
+    }: OneDay,
 ) -> Result<Json<InspectionList>, ApiError> {
     let ctx = ctx.as_ref();
     let city = scope.is_city();
-    let (date, inspections, samples) = inspections_of_day(&state, ctx, &params, &scope).await?;
+    let (date, inspections, samples) =
+        inspections_of_day(&state, ctx, &params, &scope, viewer.as_deref()).await?;
     Ok(Json(InspectionList {
         date,
         aggregate: serde_json::to_value(ctx.inspection.aggregate)
@@ -341,10 +352,16 @@ pub(crate) async fn list_inspections(
               (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn failed_samples(
     State(state): State<ApiState>,
-    OneDay { ctx, params, scope }: OneDay,
+    OneDay {
+        ctx,
+        params,
+        scope,
+        viewer,
+    }: OneDay,
 ) -> Result<Response, ApiError> {
     let ctx = ctx.as_ref();
-    let (date, inspections, samples) = inspections_of_day(&state, ctx, &params, &scope).await?;
+    let (date, inspections, samples) =
+        inspections_of_day(&state, ctx, &params, &scope, viewer.as_deref()).await?;
     let mut features: Vec<Value> = Vec::new();
     for inspection in inspections.iter().filter(|i| !i.result.passed) {
         for (s, p) in &samples {
@@ -504,7 +521,8 @@ pub(crate) async fn contractor_assessment(
         });
         let mut overspeed: Vec<&cleanfleet_store::PassRecord> = records
             .iter()
-            .filter(|r| start <= r.start && r.start < stop && members.contains(&r.segment))
+            .filter(|r| start <= r.start && r.start < stop)
+            .filter(|r| may_see_work(ctx, Some(&contractor), &r.device_id, r.segment))
             .filter(|r| r.invalid.as_deref() == Some("overspeed"))
             .collect();
         overspeed.sort_by(|a, b| (&a.device_id, a.start).cmp(&(&b.device_id, b.start)));

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use base64::Engine;
 use cleanfleet_model::{DeviceKind, Fix, RejectReason};
 use cleanfleet_store::{DeadLetterQuery, DeviceQuery, DeviceSummary, StoreStats};
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{DeviceId, Query};
 use crate::ApiState;
@@ -238,8 +239,37 @@ fn parse_kinds(kinds: &str) -> Result<Vec<DeviceKind>, ApiError> {
     Ok(parsed)
 }
 
+/// The devices a caller may see: all (`None`) for city staff; for a contractor, those its
+/// sections list.
+fn own_devices(state: &ApiState, principal: Option<&Principal>) -> Option<Vec<String>> {
+    let mine = principal?.contractor()?;
+    Some(
+        state
+            .coverage
+            .as_ref()
+            .map(|ctx| ctx.zones.devices_of(mine).map(str::to_owned).collect())
+            .unwrap_or_default(),
+    )
+}
+
+/// 404 for a device the caller may not see, as if it did not exist.
+fn check_visible(
+    state: &ApiState,
+    principal: Option<&Principal>,
+    device_id: &str,
+) -> Result<(), ApiError> {
+    match own_devices(state, principal) {
+        Some(own) if !own.iter().any(|d| d == device_id) => Err(ApiError::NotFound {
+            resource: "device",
+            id: device_id.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 async fn device_page(
     state: &ApiState,
+    principal: Option<&Principal>,
     kinds: Vec<DeviceKind>,
     after: Option<String>,
     limit: Option<u32>,
@@ -251,6 +281,7 @@ async fn device_page(
             kinds,
             after,
             limit,
+            only: own_devices(state, principal),
         })
         .await?;
     let next_cursor = (items.len() == limit as usize)
@@ -259,30 +290,40 @@ async fn device_page(
     Ok(Json(DevicePage { items, next_cursor }))
 }
 
-/// All devices with their latest state, by id.
+/// All devices with their latest state, by id (a contractor's token: the devices its
+/// sections list).
 #[utoipa::path(get, path = "/api/v1/devices", params(DeviceListParams), responses(
     (status = 200, body = DevicePage), (status = 400, body = ErrorBody)))]
 async fn list_devices(
     State(state): State<ApiState>,
+    principal: Option<Extension<Principal>>,
     Query(p): Query<DeviceListParams>,
 ) -> Result<Json<DevicePage>, ApiError> {
     let kinds = p.kind.as_deref().map(parse_kinds).transpose()?;
-    device_page(&state, kinds.unwrap_or_default(), p.after, p.limit).await
+    device_page(
+        &state,
+        principal.as_deref(),
+        kinds.unwrap_or_default(),
+        p.after,
+        p.limit,
+    )
+    .await
 }
 
 /// Vehicles (sweepers, washer-sweepers, flushers, sprinklers, collection trucks) with their
-/// latest position and work state.
+/// latest position and work state (a contractor's token: its own).
 #[utoipa::path(get, path = "/api/v1/vehicles", params(PageParams), responses(
     (status = 200, body = DevicePage), (status = 400, body = ErrorBody)))]
 async fn list_vehicles(
     State(state): State<ApiState>,
+    principal: Option<Extension<Principal>>,
     Query(p): Query<PageParams>,
 ) -> Result<Json<DevicePage>, ApiError> {
     let kinds = DeviceKind::ALL
         .into_iter()
         .filter(|k| k.is_vehicle())
         .collect();
-    device_page(&state, kinds, p.after, p.limit).await
+    device_page(&state, principal.as_deref(), kinds, p.after, p.limit).await
 }
 
 /// Smart bins with their latest fill level.
@@ -292,7 +333,7 @@ async fn list_bins(
     State(state): State<ApiState>,
     Query(p): Query<PageParams>,
 ) -> Result<Json<DevicePage>, ApiError> {
-    device_page(&state, vec![DeviceKind::Bin], p.after, p.limit).await
+    device_page(&state, None, vec![DeviceKind::Bin], p.after, p.limit).await
 }
 
 /// One device with its latest state.
@@ -300,8 +341,10 @@ async fn list_bins(
     (status = 200, body = DeviceSummary), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_device(
     State(state): State<ApiState>,
+    principal: Option<Extension<Principal>>,
     DeviceId(id): DeviceId,
 ) -> Result<Json<DeviceSummary>, ApiError> {
+    check_visible(&state, principal.as_deref(), &id)?;
     state
         .store
         .device(&id)
@@ -343,9 +386,11 @@ enum TrackGeometry {
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn vehicle_track(
     State(state): State<ApiState>,
+    principal: Option<Extension<Principal>>,
     DeviceId(id): DeviceId,
     Query(p): Query<TrackParams>,
 ) -> Result<Response, ApiError> {
+    check_visible(&state, principal.as_deref(), &id)?;
     let to = p.to.unwrap_or_else(|| state.clock.now());
     let from = match p.from {
         Some(from) => from,

@@ -4,7 +4,7 @@
 //! segment belongs to at most one section and one grid cell: the first zone, in the order
 //! given, that claims it (explicit lists before polygons).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use geo::{Coord, Intersects, LineString, Point, Polygon};
@@ -33,6 +33,11 @@ pub struct ZoneConfig {
     /// OSM way ids: every segment cut from them.
     #[serde(default)]
     pub osm_ways: Vec<i64>,
+    /// Device ids of the vehicles and crew wearables under the section's contract (sections
+    /// only): its contractor sees them, and the simulator works them here. A device is under
+    /// one section at most.
+    #[serde(default)]
+    pub devices: Vec<String>,
 }
 
 /// Which zones are sections and which grid cells.
@@ -49,6 +54,8 @@ pub struct Zone {
     pub name: Option<String>,
     pub contractor: Option<String>,
     pub segments: Vec<u32>,
+    /// The devices under the section's contract.
+    pub devices: Vec<String>,
 }
 
 /// The sections and grid cells of a network.
@@ -58,6 +65,7 @@ pub struct Zones {
     grids: Vec<Zone>,
     section_of: Vec<Option<u32>>,
     grid_of: Vec<Option<u32>>,
+    section_of_device: HashMap<String, u32>,
 }
 
 impl Zones {
@@ -69,16 +77,35 @@ impl Zones {
     ) -> Result<Zones, RoadsError> {
         let (sections, section_of) = assign(network, sections, "section")?;
         let (grids, grid_of) = assign(network, grids, "grid cell")?;
+        if let Some(g) = grids.iter().find(|g| !g.devices.is_empty()) {
+            return Err(RoadsError::InvalidZones(format!(
+                "grid cell {:?} lists devices: only sections have devices",
+                g.id
+            )));
+        }
+        let mut section_of_device = HashMap::new();
+        for (z, section) in sections.iter().enumerate() {
+            for device in &section.devices {
+                if let Some(other) = section_of_device.insert(device.clone(), z as u32) {
+                    return Err(RoadsError::InvalidZones(format!(
+                        "device {device:?} is listed under sections {:?} and {:?}",
+                        sections[other as usize].id, section.id
+                    )));
+                }
+            }
+        }
         Ok(Zones {
             sections,
             grids,
             section_of,
             grid_of,
+            section_of_device,
         })
     }
 
     /// Zones from a GeoJSON FeatureCollection of Polygons and MultiPolygons whose properties
-    /// have `kind` (`section` or `grid`), `id`, and optionally `name` and `contractor`.
+    /// have `kind` (`section` or `grid`), `id`, and optionally `name`, `contractor` and
+    /// `devices` (an array of device ids).
     pub fn read_geojson(path: &Path) -> Result<Vec<(ZoneKind, ZoneConfig)>, RoadsError> {
         let text = std::fs::read_to_string(path).map_err(|source| RoadsError::Io {
             path: path.to_owned(),
@@ -132,6 +159,8 @@ impl Zones {
                     )))
                 }
             };
+            let devices = devices(feature)
+                .map_err(|what| bad(format!("zone {id:?}: property devices {what}")))?;
             zones.push((
                 kind,
                 ZoneConfig {
@@ -139,6 +168,7 @@ impl Zones {
                     name: property("name"),
                     contractor: property("contractor"),
                     polygons,
+                    devices,
                     ..ZoneConfig::default()
                 },
             ));
@@ -163,6 +193,25 @@ impl Zones {
     pub fn grid_of(&self, segment: u32) -> Option<&Zone> {
         let i = (*self.grid_of.get(segment as usize)?)?;
         self.grids.get(i as usize)
+    }
+
+    /// The section whose contract a device is under, if any.
+    pub fn section_of_device(&self, device_id: &str) -> Option<&Zone> {
+        let i = *self.section_of_device.get(device_id)?;
+        self.sections.get(i as usize)
+    }
+
+    /// The contractor a device works for: its section's.
+    pub fn contractor_of_device(&self, device_id: &str) -> Option<&str> {
+        self.section_of_device(device_id)?.contractor.as_deref()
+    }
+
+    /// The devices under a contractor's sections.
+    pub fn devices_of<'a>(&'a self, contractor: &'a str) -> impl Iterator<Item = &'a str> {
+        self.sections
+            .iter()
+            .filter(move |z| z.contractor.as_deref() == Some(contractor))
+            .flat_map(|z| z.devices.iter().map(String::as_str))
     }
 
     pub fn section(&self, id: &str) -> Option<&Zone> {
@@ -240,6 +289,7 @@ fn assign(
             name: c.name.clone(),
             contractor: c.contractor.clone(),
             segments: Vec::new(),
+            devices: c.devices.clone(),
         })
         .collect();
     for (segment, z) in owner.iter().enumerate() {
@@ -248,6 +298,22 @@ fn assign(
         }
     }
     Ok((zones, owner))
+}
+
+/// A feature's `devices` property: absent, or an array of strings.
+fn devices(feature: &geojson::Feature) -> Result<Vec<String>, &'static str> {
+    match feature.properties.as_ref().and_then(|p| p.get("devices")) {
+        None => Ok(Vec::new()),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or("must hold strings only")
+            })
+            .collect(),
+        Some(_) => Err("must be an array of device ids"),
+    }
 }
 
 /// The point halfway along a polyline (by planar length in degrees: good enough to place a
@@ -327,13 +393,16 @@ mod tests {
         assert!(zones.grid_of(0).is_none() && zones.grid("G").is_none());
     }
 
+    fn zone(id: &str) -> ZoneConfig {
+        ZoneConfig {
+            id: id.into(),
+            ..ZoneConfig::default()
+        }
+    }
+
     #[test]
     fn bad_zones_are_named() {
         let net = RoadNetwork::demo();
-        let zone = |id: &str| ZoneConfig {
-            id: id.into(),
-            ..ZoneConfig::default()
-        };
         let twice = Zones::new(&net, &[zone("A"), zone("A")], &[]).unwrap_err();
         assert!(twice.to_string().contains("\"A\" is used twice"), "{twice}");
         let far = ZoneConfig {
@@ -359,7 +428,7 @@ mod tests {
         std::fs::write(
             &path,
             r#"{"type":"FeatureCollection","features":[
-              {"type":"Feature","properties":{"kind":"section","id":"S1","name":"North","contractor":"acme"},
+              {"type":"Feature","properties":{"kind":"section","id":"S1","name":"North","contractor":"acme","devices":["sw-01","cw-07"]},
                "geometry":{"type":"Polygon","coordinates":[[[120,31],[121,31],[121,33],[120,33],[120,31]]]}},
               {"type":"Feature","properties":{"kind":"grid","id":"G-01"},
                "geometry":{"type":"MultiPolygon","coordinates":[[[[120,31],[121,31],[121,32],[120,31]]]]}}
@@ -370,10 +439,63 @@ mod tests {
         assert_eq!(zones.len(), 2);
         assert_eq!(zones[0].0, ZoneKind::Section);
         assert_eq!(zones[0].1.contractor.as_deref(), Some("acme"));
+        assert_eq!(zones[0].1.devices, ["sw-01", "cw-07"]);
+        assert!(zones[1].1.devices.is_empty());
         assert_eq!(zones[1].1.polygons[0].len(), 4);
         std::fs::write(&path, r#"{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"id":"x"},"geometry":null}]}"#).unwrap();
         let err = Zones::read_geojson(&path).unwrap_err();
         assert!(err.to_string().contains("property kind"), "{err}");
+        std::fs::write(&path, r#"{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"kind":"section","id":"S","devices":"sw-01"},"geometry":{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,0]]]}}]}"#).unwrap();
+        let err = Zones::read_geojson(&path).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("zone \"S\": property devices must be an array"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_device_works_for_the_contractor_of_the_one_section_listing_it() {
+        let net = RoadNetwork::demo();
+        let west = ZoneConfig {
+            contractor: Some("acme".into()),
+            devices: vec!["sw-01".into(), "cw-01".into()],
+            ..zone("W")
+        };
+        let east = ZoneConfig {
+            devices: vec!["sw-02".into()],
+            ..zone("E")
+        };
+        let zones = Zones::new(&net, &[west.clone(), east.clone()], &[]).unwrap();
+        assert_eq!(zones.section_of_device("cw-01").unwrap().id, "W");
+        assert_eq!(zones.contractor_of_device("sw-01"), Some("acme"));
+        assert_eq!(zones.section_of_device("sw-02").unwrap().id, "E");
+        assert_eq!(
+            zones.contractor_of_device("sw-02"),
+            None,
+            "E has no contractor"
+        );
+        assert_eq!(zones.section_of_device("sw-03"), None);
+
+        let twice = ZoneConfig {
+            devices: vec!["sw-01".into()],
+            ..east
+        };
+        let err = Zones::new(&net, &[west, twice], &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("device \"sw-01\" is listed under sections \"W\" and \"E\""),
+            "{err}"
+        );
+        let grid = ZoneConfig {
+            devices: vec!["sw-09".into()],
+            ..zone("G")
+        };
+        let err = Zones::new(&net, &[], &[grid]).unwrap_err();
+        assert!(
+            err.to_string().contains("only sections have devices"),
+            "{err}"
+        );
     }
 }
 
@@ -395,18 +517,21 @@ impl Zones {
             let (d, e) = (split(n, j, y0, y1), split(n, j + 1, y0, y1));
             vec![(a, d), (c, d), (c, e), (a, e), (a, d)]
         };
+        // The devices are the simulator's default fleet: the flusher and the washer-sweeper
+        // that follows it work one section together.
         let sections = [
-            ("SW", 0, 0, "acme-cleaning"),
-            ("NW", 0, 1, "acme-cleaning"),
-            ("SE", 1, 0, "green-city"),
-            ("NE", 1, 1, "green-city"),
+            ("SW", 0, 0, "acme-cleaning", &["fl-01", "ws-01"][..]),
+            ("NW", 0, 1, "acme-cleaning", &["sw-01"]),
+            ("SE", 1, 0, "green-city", &["sw-02", "ct-01"]),
+            ("NE", 1, 1, "green-city", &["sp-01"]),
         ]
         .into_iter()
-        .map(|(id, i, j, contractor)| ZoneConfig {
+        .map(|(id, i, j, contractor, devices)| ZoneConfig {
             id: id.into(),
             name: Some(format!("{id} quarter")),
             contractor: Some(contractor.into()),
             polygons: vec![cell(2, i, j)],
+            devices: devices.iter().map(|&d| d.to_owned()).collect(),
             ..ZoneConfig::default()
         })
         .collect();

@@ -96,6 +96,8 @@ pub struct DeviceQuery {
     /// Return devices whose id sorts after this (keyset pagination).
     pub after: Option<String>,
     pub limit: u32,
+    /// Only these devices (a contractor's own); `None`: all.
+    pub only: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -580,18 +580,24 @@ impl Store for SqliteStore {
     async fn devices(&self, query: DeviceQuery) -> Result<Vec<DeviceSummary>, StoreError> {
         self.with_reader(move |conn| {
             let kinds: Vec<&str> = query.kinds.iter().map(|k| k.as_str()).collect();
+            let placeholders = |n: usize| vec!["?"; n].join(", ");
             let kind_filter = if kinds.is_empty() {
                 String::new()
             } else {
-                format!("AND kind IN ({})", vec!["?"; kinds.len()].join(", "))
+                format!("AND kind IN ({})", placeholders(kinds.len()))
+            };
+            let id_filter = match &query.only {
+                None => String::new(),
+                Some(ids) => format!("AND device_id IN ({})", placeholders(ids.len())),
             };
             let sql = format!(
-                "SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id > ? {kind_filter}
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id > ? {kind_filter} {id_filter}
                  ORDER BY device_id LIMIT ?"
             );
             let mut values: Vec<rusqlite::types::Value> =
                 vec![query.after.unwrap_or_default().into()];
             values.extend(kinds.iter().map(|k| k.to_string().into()));
+            values.extend(query.only.into_iter().flatten().map(Into::into));
             values.push(i64::from(query.limit).into());
             let rows = conn
                 .prepare_cached(&sql)?

@@ -603,17 +603,21 @@ fn vehicles_with_a_section_keep_to_it() {
     let network = Arc::new(RoadNetwork::demo());
     let (sections, grids) = cleanfleet_roads::Zones::demo_configs(&network);
     let zones = cleanfleet_roads::Zones::new(&network, &sections, &grids).unwrap();
-    let mut fleet = Fleet::new(network, &SimConfig::default(), start()).unwrap();
+    let mut config = SimConfig::default();
+    config.fleet.sweepers = 3;
+    let mut fleet = Fleet::new(network, &config, start()).unwrap();
     fleet.assign_sections(&zones);
     fleet.record_truth();
     run(&mut fleet, 3);
     let truth = fleet.truth().unwrap();
-    // In turn over the cleaning vehicles: sw-01 SW, sw-02 NW, ws-01 SE, fl-01 NE, sp-01 SW.
+    // Listed under their sections in the demo town; sw-03 is listed nowhere and takes the
+    // first section in turn.
     for (id, section) in [
-        ("sw-01", "SW"),
-        ("sw-02", "NW"),
-        ("fl-01", "NE"),
-        ("sp-01", "SW"),
+        ("sw-01", "NW"),
+        ("sw-02", "SE"),
+        ("fl-01", "SW"),
+        ("sp-01", "NE"),
+        ("sw-03", "SW"),
     ] {
         let device = truth
             .devices

@@ -351,9 +351,9 @@ impl Fleet {
         out
     }
 
-    /// Gives each cleaning vehicle a section of `zones` to work, in turn; they then keep
-    /// mostly to their section's streets (a washer-sweeper following a flusher drives the
-    /// flusher's trail).
+    /// Gives each cleaning vehicle a section of `zones` to work: the section that lists it
+    /// among its devices, else one in turn; they then keep mostly to their section's streets
+    /// (a washer-sweeper following a flusher drives the flusher's trail).
     pub fn assign_sections(&mut self, zones: &Zones) {
         let count = zones.sections().len() as u32;
         if count == 0 {
@@ -379,13 +379,20 @@ impl Fleet {
                 self.section_nodes[section as usize].push(*node);
             }
         }
-        for (n, v) in self
-            .vehicles
-            .iter_mut()
-            .filter(|v| v.is_cleaning())
-            .enumerate()
-        {
-            v.assign_section(n as u32 % count);
+        let listed = |id: &str| {
+            let section = zones.section_of_device(id)?;
+            zones.sections().iter().position(|z| z.id == section.id)
+        };
+        let mut in_turn = 0;
+        for v in self.vehicles.iter_mut().filter(|v| v.is_cleaning()) {
+            let section = match listed(&self.devices[v.device()].id) {
+                Some(section) => section as u32,
+                None => {
+                    in_turn += 1;
+                    (in_turn - 1) % count
+                }
+            };
+            v.assign_section(section);
         }
     }
 

@@ -191,6 +191,7 @@ async fn devices_page_by_id_and_filter_by_kind() {
                     kinds,
                     after,
                     limit: 2,
+                    only: None,
                 })
                 .await
                 .unwrap()
@@ -208,6 +209,30 @@ async fn devices_page_by_id_and_filter_by_kind() {
     assert_eq!(
         page(None, vec![DeviceKind::Bin, DeviceKind::Toilet]).await,
         ["b-1"]
+    );
+    let only = |ids: &[&str], after: Option<&str>| {
+        let store = store.clone();
+        let query = DeviceQuery {
+            kinds: vec![DeviceKind::Sweeper],
+            after: after.map(str::to_owned),
+            limit: 1,
+            only: Some(ids.iter().map(|&d| d.to_owned()).collect()),
+        };
+        async move {
+            store
+                .devices(query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.device_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(only(&["sw-3", "b-1", "sw-1"], None).await, ["sw-1"]);
+    assert_eq!(only(&["sw-3", "b-1", "sw-1"], Some("sw-1")).await, ["sw-3"]);
+    assert!(
+        only(&[], None).await.is_empty(),
+        "nothing listed, nothing seen"
     );
 }
 
