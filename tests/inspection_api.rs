@@ -150,6 +150,54 @@ async fn samples_become_road_results_with_their_cleaning() {
     );
     assert!(linked["hours_since_cleaned"].as_f64().unwrap() < 0.01);
 
+    // Litter counted two minutes before that pass, halfway along its stretch, stays until a
+    // valid cleaning reaches it: that pass at the latest.
+    let index = cleanfleet_coverage::SegmentIndex::new(&net);
+    let (from_m, to_m) = (
+        cleaned["from_m"].as_f64().unwrap(),
+        cleaned["to_m"].as_f64().unwrap(),
+    );
+    let along_m = (from_m + to_m) / 2.0;
+    let offset_m = if cleaned["forward"] == true {
+        along_m
+    } else {
+        segment.length_m - along_m
+    };
+    let (lon, lat) = index
+        .plane()
+        .to_lon_lat(index.point_at(segment.id, offset_m));
+    let start: Timestamp = cleaned["start"].as_str().unwrap().parse().unwrap();
+    let seen = start - SignedDuration::from_mins(2);
+    let litter = json!({"device_id": "app-8", "sample_id": "L-1", "time": seen.to_string(),
+        "lat": lat, "lon": lon, "grams": 2.0, "inspector": "insp-7", "litter_count": 4});
+    let (status, created) = post_json(api, "/api/v1/samples", &litter).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["segment"], segment.id, "{created}");
+    let seen_day = seen.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
+    let (_, body) = get_json(api, &format!("/api/v1/inspections?date={seen_day}")).await;
+    let littered = body["inspections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["inspector"] == "insp-7")
+        .cloned()
+        .unwrap();
+    let clearance = &littered["litter_clearance"][0];
+    assert_eq!(clearance["sample_id"], "L-1", "{littered}");
+    assert_eq!(clearance["litter_count"], 4);
+    let cleared: Timestamp = clearance["cleared_by"]["time"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{littered}"))
+        .parse()
+        .unwrap();
+    assert!(
+        seen <= cleared && cleared <= end + SignedDuration::from_secs(1),
+        "{littered} vs {cleaned}"
+    );
+    let dwell_s = clearance["dwell_s"].as_f64().unwrap();
+    assert!((dwell_s - cleared.duration_since(seen).as_secs_f64()).abs() < 0.01);
+    assert_eq!(clearance["in_time"], dwell_s <= 1200.0, "{clearance}");
+
     // An inspector's app: three points on one class II road, exactly at the limit on average.
     let road: Vec<_> = net
         .segments()

@@ -7,8 +7,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cleanfleet_inspection::{
-    last_cleaning, place, road_of, road_results, DevicePass, LastCleaning, Placement, RoadResult,
-    Sample,
+    last_cleaning, litter_clearances, place, road_of, road_results, Cleaning, DevicePass,
+    LitterClearance, Placement, RoadResult, Sample,
 };
 use cleanfleet_model::{decode, InspectionSample, Limits};
 use cleanfleet_store::IngestItem;
@@ -233,11 +233,16 @@ pub(crate) struct InspectionView {
     /// The last valid cleaning of the road's sampled segments before the first sample.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object)]
-    last_cleaned: Option<LastCleaning>,
+    last_cleaned: Option<Cleaning>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hours_since_cleaned: Option<f64>,
     /// A sampled segment was deep-cleaned that day.
     deep_cleaned_that_day: bool,
+    /// Each sample that counted litter: how long it stayed until a valid cleaning reached its
+    /// place, against `max_litter_dwell_s`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    litter_clearance: Vec<LitterClearance>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -270,9 +275,13 @@ async fn inspections_of_day(
         .filter(|(_, p)| scope.contains(&ctx.network.segments()[p.segment as usize]))
         .collect();
     let (_, from, to) = day(state, ctx, params.date)?;
+    // Litter seen late in the day is cleared the next: look that far ahead.
+    let lookahead = SignedDuration::from_secs_f64(ctx.inspection.max_litter_dwell_s.max(0.0))
+        + SignedDuration::from_hours(1);
+    let known_until = (to + lookahead).min(state.clock.now());
     let records = state
         .store
-        .passes(from - CLEANING_LOOKBACK, to, None)
+        .passes(from - CLEANING_LOOKBACK, known_until.max(to), None)
         .await?;
     let passes: Vec<DevicePass> = records
         .iter()
@@ -294,7 +303,23 @@ async fn inspections_of_day(
                 result.time,
             );
             let section = ctx.zones.section_of(result.segments[0]);
+            let points: Vec<&(Sample, Placement)> = placed
+                .iter()
+                .filter(|(s, p)| {
+                    s.inspector == result.inspector
+                        && result.samples.contains(&s.sample_id)
+                        && result.segments.contains(&p.segment)
+                })
+                .collect();
             InspectionView {
+                litter_clearance: litter_clearances(
+                    &ctx.network,
+                    &ctx.inspection,
+                    &passes,
+                    &ctx.rules.covering_work,
+                    &points,
+                    known_until,
+                ),
                 hours_since_cleaned: last
                     .as_ref()
                     .map(|l| result.time.duration_since(l.time).as_secs_f64() / 3600.0),

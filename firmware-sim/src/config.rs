@@ -20,8 +20,8 @@ pub struct FleetMix {
     /// Crew members' wearables (`cw-01`, ...), walking the streets and reporting a fix every
     /// 5 s, now and then with an SOS. Default 0.
     pub wearables: u32,
-    /// Inspectors' scales (`sc-01`, ...), weighing the dust on 1 m² of a random road every
-    /// 20–40 minutes. Default 2.
+    /// Inspectors' scales (`sc-01`, ...): every 20–40 minutes a road inspection, five 1 m²
+    /// samples along one street a few minutes apart. Default 2.
     pub scales: u32,
 }
 

@@ -1,7 +1,8 @@
 //! Weight-based cleanliness checks (以克论净, DOMAIN.md "Weight-based cleanliness"): an
 //! inspector weighs the dust on a known area at N points of a road; the road's result (mean or
 //! median of its points, in g/m²) is compared with the limit for its class. Every result says
-//! when and by whom the road was last validly cleaned. **Pure: no I/O, no clock.**
+//! when and by whom the road was last validly cleaned, and how long the litter an inspector
+//! counted stayed before a cleaning passed over it. **Pure: no I/O, no clock.**
 
 pub mod assessment;
 
@@ -73,6 +74,11 @@ pub struct InspectionRules {
     pub max_distance_to_road_m: f64,
     /// Litter items per 1,000 m² allowed, where cities count litter; none by default.
     pub max_litter_per_1000_m2: Option<f64>,
+    /// Counted litter should be cleared within this (a valid cleaning pass over the place).
+    /// Default 1200 (20 min).
+    pub max_litter_dwell_s: f64,
+    /// A pass clears litter this close to its covered stretch. Default 5.
+    pub litter_reach_m: f64,
 }
 
 impl Default for InspectionRules {
@@ -83,6 +89,8 @@ impl Default for InspectionRules {
             points_per_road: 5,
             max_distance_to_road_m: 30.0,
             max_litter_per_1000_m2: None,
+            max_litter_dwell_s: 1200.0,
+            litter_reach_m: 5.0,
         }
     }
 }
@@ -113,6 +121,8 @@ impl Sample {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Placement {
     pub segment: u32,
+    /// Along the segment from its `from_node`.
+    pub offset_m: f64,
     pub distance_m: f64,
 }
 
@@ -132,13 +142,14 @@ pub fn place(
     );
     candidates.first().map(|c| Placement {
         segment: c.segment,
+        offset_m: c.offset_m,
         distance_m: c.distance_m,
     })
 }
 
-/// The last valid cleaning of a road before a time.
+/// A valid cleaning of a road: when, by which device, with what work, on which segment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LastCleaning {
+pub struct Cleaning {
     pub time: Timestamp,
     pub device_id: String,
     pub work: WorkType,
@@ -158,7 +169,7 @@ pub fn last_cleaning(
     segments: &[u32],
     covering: &[WorkType],
     before: Timestamp,
-) -> Option<LastCleaning> {
+) -> Option<Cleaning> {
     let before_s = before.as_millisecond() as f64 / 1000.0;
     passes
         .iter()
@@ -174,13 +185,105 @@ pub fn last_cleaning(
                 .total_cmp(&b.pass.end_s)
                 .then_with(|| b.device_id.cmp(&a.device_id))
         })
-        .map(|p| LastCleaning {
-            time: Timestamp::from_millisecond((p.pass.end_s * 1000.0).round() as i64)
-                .unwrap_or(Timestamp::UNIX_EPOCH),
+        .map(|p| Cleaning {
+            time: timestamp_of(p.pass.end_s),
             device_id: p.device_id.clone(),
             work: p.pass.work,
             segment: p.pass.segment,
         })
+}
+
+/// Litter an inspector counted at a sample, and the cleaning that cleared it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LitterClearance {
+    pub sample_id: String,
+    pub litter_count: u32,
+    pub seen: Timestamp,
+    /// The first valid cleaning pass over the sample's place after it was seen: when it
+    /// reached the place, by which device, with which work.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleared_by: Option<Cleaning>,
+    /// From seen to cleared; while not cleared, `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dwell_s: Option<f64>,
+    /// Cleared within `max_litter_dwell_s`: `false` also when not cleared and the limit has
+    /// passed by `known_until`; `None` while it may still be cleared in time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_time: Option<bool>,
+}
+
+/// For each sample that counted litter, the first valid pass of `covering` work that reached
+/// its place (its segment, in either direction, within `litter_reach_m` of the covered
+/// stretch) after it was seen. `known_until`: the passes are complete up to this time.
+pub fn litter_clearances(
+    network: &RoadNetwork,
+    rules: &InspectionRules,
+    passes: &[DevicePass],
+    covering: &[WorkType],
+    samples: &[&(Sample, Placement)],
+    known_until: Timestamp,
+) -> Vec<LitterClearance> {
+    samples
+        .iter()
+        .filter_map(|(s, place)| {
+            let litter_count = s.litter_count.filter(|&n| n > 0)?;
+            let seen_s = s.time.as_millisecond() as f64 / 1000.0;
+            let length_m = network.segments()[place.segment as usize].length_m;
+            let cleared = passes
+                .iter()
+                .filter(|p| {
+                    p.pass.is_valid()
+                        && covering.contains(&p.pass.work)
+                        && p.pass.segment == place.segment
+                })
+                .filter_map(|p| {
+                    let along_m = if p.pass.forward {
+                        place.offset_m
+                    } else {
+                        length_m - place.offset_m
+                    };
+                    let reach = rules.litter_reach_m;
+                    if along_m < p.pass.from_m - reach || along_m > p.pass.to_m + reach {
+                        return None;
+                    }
+                    let share = if p.pass.to_m > p.pass.from_m {
+                        ((along_m - p.pass.from_m) / (p.pass.to_m - p.pass.from_m)).clamp(0.0, 1.0)
+                    } else {
+                        1.0
+                    };
+                    let at_s = p.pass.start_s + share * (p.pass.end_s - p.pass.start_s);
+                    (at_s >= seen_s).then_some((at_s, p))
+                })
+                .min_by(|a, b| {
+                    a.0.total_cmp(&b.0)
+                        .then_with(|| a.1.device_id.cmp(&b.1.device_id))
+                });
+            let dwell_s = cleared.map(|(at_s, _)| at_s - seen_s);
+            let waited_s = known_until.duration_since(s.time).as_secs_f64();
+            let in_time = match dwell_s {
+                Some(d) => Some(d <= rules.max_litter_dwell_s),
+                None if waited_s > rules.max_litter_dwell_s => Some(false),
+                None => None,
+            };
+            Some(LitterClearance {
+                sample_id: s.sample_id.clone(),
+                litter_count,
+                seen: s.time,
+                cleared_by: cleared.map(|(at_s, p)| Cleaning {
+                    time: timestamp_of(at_s),
+                    device_id: p.device_id.clone(),
+                    work: p.pass.work,
+                    segment: p.pass.segment,
+                }),
+                dwell_s,
+                in_time,
+            })
+        })
+        .collect()
+}
+
+fn timestamp_of(seconds: f64) -> Timestamp {
+    Timestamp::from_millisecond((seconds * 1000.0).round() as i64).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 /// A road of the network as inspections see it: a named street of one class, or an unnamed

@@ -40,6 +40,7 @@ fn segments_of(net: &RoadNetwork, class: RoadClass) -> (u32, u32, u32) {
 fn at(segment: u32) -> Placement {
     Placement {
         segment,
+        offset_m: 0.0,
         distance_m: 2.0,
     }
 }
@@ -224,4 +225,110 @@ fn the_last_valid_cleaning_before_the_sample() {
         "overspeed and sprinkling do not clean"
     );
     assert!(last_cleaning(&passes, &[7], &covering, t("2026-11-21T00:00:00Z")).is_none());
+}
+
+#[test]
+fn litter_dwells_until_the_first_valid_cleaning_reaches_its_place() {
+    let net = RoadNetwork::demo();
+    let segment = net
+        .segments()
+        .iter()
+        .find(|s| s.length_m > 120.0)
+        .unwrap();
+    let (id, length_m) = (segment.id, segment.length_m);
+    let rules = InspectionRules::default();
+    let at_s = |s: &str| t(s).as_millisecond() as f64 / 1000.0;
+    let covering = [WorkType::Sweep, WorkType::Manual];
+    // 1 m/s over 0..100 m in the driving direction, starting at `start`.
+    let drive = |device: &str, forward: bool, from_m: f64, start: &str, work, invalid| {
+        let start_s = at_s(start);
+        DevicePass {
+            device_id: device.into(),
+            pass: Pass {
+                segment: id,
+                forward,
+                from_m,
+                to_m: from_m + 100.0,
+                start_s,
+                end_s: start_s + 100.0,
+                work,
+                invalid,
+                max_speed_kmh: 3.6,
+            },
+        }
+    };
+    let littered = |sample_id: &str, time: &str, count: Option<u32>| {
+        let mut s = sample(sample_id, "insp-1", time, 2.0);
+        s.litter_count = count;
+        (
+            s,
+            Placement {
+                segment: id,
+                offset_m: 30.0,
+                distance_m: 1.0,
+            },
+        )
+    };
+    let samples = [
+        littered("a", "2026-11-21T10:00:00Z", Some(3)),
+        littered("b", "2026-11-21T11:00:00Z", Some(1)),
+        littered("c", "2026-11-21T12:00:00Z", Some(2)),
+        littered("clean", "2026-11-21T10:00:00Z", Some(0)),
+        littered("uncounted", "2026-11-21T10:00:00Z", None),
+    ];
+    let samples: Vec<&(Sample, Placement)> = samples.iter().collect();
+    let passes = vec![
+        // Before "a" was seen: cleans nothing of it.
+        drive("sw-01", true, 0.0, "2026-11-21T09:59:00Z", WorkType::Sweep, None),
+        // Too fast, sprinkling only, or short of the place by more than 5 m: none clears.
+        drive("sw-02", true, 0.0, "2026-11-21T10:01:00Z", WorkType::Sweep, Some(InvalidReason::Overspeed)),
+        drive("sp-01", true, 0.0, "2026-11-21T10:01:00Z", WorkType::Sprinkle, None),
+        drive("sw-03", true, 36.0, "2026-11-21T10:01:00Z", WorkType::Sweep, None),
+        // Reaches 30 m at 10:05:30 (dwell 330 s) ...
+        drive("sw-01", true, 0.0, "2026-11-21T10:05:00Z", WorkType::Sweep, None),
+        // ... and a crew member walking the other way reaches it at 10:06:40, 100 m in.
+        drive("cw-01", false, length_m - 130.0, "2026-11-21T10:05:00Z", WorkType::Manual, None),
+        // "b" waits exactly the limit: 11:00:00 + 1200 s, reached 30 m in.
+        drive("cw-01", true, 0.0, "2026-11-21T11:19:30Z", WorkType::Manual, None),
+        // "c" waits one second longer than the limit.
+        drive("sw-01", true, 0.0, "2026-11-21T12:19:31Z", WorkType::Sweep, None),
+    ];
+    let run = |passes: &[DevicePass], known_until: &str| {
+        litter_clearances(&net, &rules, passes, &covering, &samples, t(known_until))
+    };
+    let all = run(&passes, "2026-11-22T00:00:00Z");
+    assert_eq!(
+        all.iter().map(|c| c.sample_id.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"],
+        "only samples that counted litter"
+    );
+    let a = &all[0];
+    let by = a.cleared_by.as_ref().unwrap();
+    assert_eq!((by.device_id.as_str(), by.work), ("sw-01", WorkType::Sweep));
+    assert_eq!(by.time, t("2026-11-21T10:05:30Z"));
+    assert_eq!((a.dwell_s, a.in_time, a.litter_count), (Some(330.0), Some(true), 3));
+    assert_eq!((all[1].dwell_s, all[1].in_time), (Some(1200.0), Some(true)), "the limit is inclusive");
+    assert_eq!((all[2].dwell_s, all[2].in_time), (Some(1201.0), Some(false)));
+
+    // Arrival order does not matter.
+    let mut reversed = passes.clone();
+    reversed.reverse();
+    assert_eq!(run(&reversed, "2026-11-22T00:00:00Z"), all);
+
+    // Without the sweeper, the crew member walking the other way clears "a".
+    let without: Vec<DevicePass> = passes
+        .iter()
+        .filter(|p| !(p.device_id == "sw-01" && p.pass.start_s == at_s("2026-11-21T10:05:00Z")))
+        .cloned()
+        .collect();
+    let a = &run(&without, "2026-11-22T00:00:00Z")[0];
+    assert_eq!(a.cleared_by.as_ref().unwrap().device_id, "cw-01");
+    assert_eq!(a.dwell_s, Some(400.0));
+
+    // Not cleared: late once the limit has passed, open until then.
+    let none: Vec<DevicePass> = Vec::new();
+    let open = run(&none, "2026-11-21T10:20:00Z");
+    assert_eq!((open[0].cleared_by.as_ref(), open[0].in_time), (None, None));
+    let late = run(&none, "2026-11-21T10:20:01Z");
+    assert_eq!((late[0].dwell_s, late[0].in_time), (None, Some(false)));
 }

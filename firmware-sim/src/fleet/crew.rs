@@ -19,8 +19,11 @@ pub(super) const WEARABLE_FIX_INTERVAL: SignedDuration = SignedDuration::from_se
 pub const SOS_PER_HOUR: f64 = 0.05;
 /// Metres per degree of latitude, on the sphere Haversine lengths use.
 const METRES_PER_DEGREE: f64 = 111_195.08;
-/// Minutes between two samples of a scale.
-const SAMPLE_MIN: (f64, f64) = (20.0, 40.0);
+/// Minutes between two road inspections of a scale.
+const ROUND_GAP_MIN: (f64, f64) = (20.0, 40.0);
+/// Points an inspection takes on one road (Beijing's 5), and minutes between two of them.
+pub const ROUND_POINTS: usize = 5;
+const POINT_GAP_MIN: (f64, f64) = (2.0, 4.0);
 /// Dust on a freshly cleaned square metre, and how much more settles per hour.
 pub const SAMPLE_BASE_G: f64 = 2.0;
 pub const SAMPLE_G_PER_HOUR: f64 = 1.5;
@@ -239,6 +242,8 @@ pub(super) struct Scale {
     skew: SignedDuration,
     inspector: String,
     next_sample: Timestamp,
+    /// The points of the road inspection under way still to take: (segment, metres along).
+    round: Vec<(u32, f64)>,
     seq: u64,
 }
 
@@ -252,7 +257,8 @@ impl Scale {
             skew,
             ..
         } = identity;
-        let first = SignedDuration::from_secs_f64(rng.random_range(1.0..SAMPLE_MIN.1) * 60.0);
+        let first =
+            SignedDuration::from_secs_f64(rng.random_range(1.0..ROUND_GAP_MIN.1) * 60.0);
         Scale {
             device,
             id,
@@ -260,13 +266,35 @@ impl Scale {
             skew,
             inspector,
             next_sample: start + first,
+            round: Vec::new(),
             seq: 0,
             rng,
         }
     }
 
-    /// Takes a sample when one is due. `last_cleaned` holds, per segment, when a working
-    /// cleaning vehicle was last on it.
+    /// The points of a road inspection: [`ROUND_POINTS`] places on the segments of one
+    /// named street (an unnamed segment is a road of its own).
+    fn plan_round(&mut self, network: &RoadNetwork) -> Vec<(u32, f64)> {
+        let segments = network.segments();
+        let first = &segments[self.rng.random_range(0..segments.len())];
+        let road: Vec<&cleanfleet_roads::Segment> = match &first.name {
+            Some(name) => segments
+                .iter()
+                .filter(|s| s.name.as_ref() == Some(name))
+                .collect(),
+            None => vec![first],
+        };
+        (0..ROUND_POINTS)
+            .map(|_| {
+                let s = road[self.rng.random_range(0..road.len())];
+                (s.id, self.rng.random::<f64>() * s.length_m)
+            })
+            .collect()
+    }
+
+    /// Takes a sample when one is due: the points of one road a few minutes apart, then a
+    /// pause before the next road. `last_cleaned` holds, per segment, when a working cleaning
+    /// vehicle was last on it.
     pub fn step(
         &mut self,
         network: &RoadNetwork,
@@ -276,11 +304,18 @@ impl Scale {
         if now < self.next_sample || network.segments().is_empty() {
             return None;
         }
-        let wait = self.rng.random_range(SAMPLE_MIN.0..SAMPLE_MIN.1) * 60.0;
+        if self.round.is_empty() {
+            self.round = self.plan_round(network);
+        }
+        let (segment, along_m) = self.round.pop().expect("a round has points");
+        let gap = if self.round.is_empty() {
+            ROUND_GAP_MIN
+        } else {
+            POINT_GAP_MIN
+        };
+        let wait = self.rng.random_range(gap.0..gap.1) * 60.0;
         self.next_sample = now + SignedDuration::from_secs_f64(wait);
-        let segments = network.segments();
-        let segment = &segments[self.rng.random_range(0..segments.len())];
-        let along_m = self.rng.random::<f64>() * segment.length_m;
+        let segment = &network.segments()[segment as usize];
         let ((lon, lat), heading) = position_along(segment, true, along_m);
         let lateral_m = (SAMPLE_LATERAL_M * gaussian(&mut self.rng))
             .clamp(-3.0 * SAMPLE_LATERAL_M, 3.0 * SAMPLE_LATERAL_M);

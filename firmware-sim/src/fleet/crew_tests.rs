@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use cleanfleet_model::{decode, Body, Decoded, Fix, Limits, WorkState};
 use cleanfleet_roads::Segment;
 
-use super::crew::WALK_KMH;
+use super::crew::{ROUND_POINTS, WALK_KMH};
 use super::*;
 use crate::FleetMix;
 
@@ -215,12 +215,36 @@ fn scale_samples_weigh_the_dust_since_the_last_cleaning() {
         times.entry(m.device).or_default().push(s.time);
     }
     assert_eq!(samples, truth.samples.len());
-    // Every 20–40 minutes: 12 to 24 in 8 hours.
-    for t in times.values() {
-        assert!((11..=25).contains(&t.len()), "{} samples", t.len());
-        for w in t.windows(2) {
-            let gap = w[1].duration_since(w[0]);
+    // Road inspections of five points 2–4 minutes apart on one street, 20–40 minutes between
+    // roads: 9 to 15 inspections in 8 hours.
+    let road_of = |s: &SampleTruth| {
+        let segment = &net.segments()[s.segment as usize];
+        segment.name.clone().unwrap_or_else(|| segment.id.to_string())
+    };
+    for (device, t) in &times {
+        let rounds: Vec<&[Timestamp]> = t
+            .chunk_by(|a, b| b.duration_since(*a) <= SignedDuration::from_mins(4))
+            .collect();
+        assert!((9..=15).contains(&rounds.len()), "{} inspections", rounds.len());
+        let (last, complete) = rounds.split_last().unwrap();
+        assert!(last.len() <= ROUND_POINTS);
+        for round in complete {
+            assert_eq!(round.len(), ROUND_POINTS, "{round:?}");
+        }
+        for w in rounds.windows(2) {
+            let gap = w[1][0].duration_since(*w[0].last().unwrap());
             assert!(gap >= SignedDuration::from_mins(20) && gap <= SignedDuration::from_mins(41));
+        }
+        let own: Vec<&SampleTruth> = truth
+            .samples
+            .iter()
+            .filter(|s| s.device == *device)
+            .collect();
+        for round in own.chunks(ROUND_POINTS) {
+            assert!(
+                round.iter().all(|s| road_of(s) == road_of(round[0])),
+                "one road per inspection"
+            );
         }
     }
 
