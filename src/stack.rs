@@ -51,6 +51,8 @@ pub struct Stack {
     pub network: Option<Arc<RoadNetwork>>,
     /// Its sections and grid cells.
     pub zones: Option<Arc<Zones>>,
+    /// What the API's handlers share, when the API runs here.
+    pub api_state: Option<ApiState>,
     ingest: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     coverage: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     api: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
@@ -153,7 +155,7 @@ impl Stack {
             (None, None)
         };
 
-        let (api, api_addr) = if parts.api {
+        let (api, api_addr, api_state) = if parts.api {
             let listener = tokio::net::TcpListener::bind(config.api.listen)
                 .await
                 .with_context(|| format!("cannot listen on {} for HTTP", config.api.listen))?;
@@ -192,16 +194,14 @@ impl Stack {
                     time_zone_name: config.coverage.time_zone.clone(),
                 })
             });
-            let router = cleanfleet_api::router(
-                ApiState {
-                    store: store.clone(),
-                    clock,
-                    registry,
-                    ingest: ingest_metrics.clone(),
-                    coverage,
-                },
-                &config.api.auth,
-            )?;
+            let state = ApiState {
+                store: store.clone(),
+                clock,
+                registry,
+                ingest: ingest_metrics.clone(),
+                coverage,
+            };
+            let router = cleanfleet_api::router(state.clone(), &config.api.auth)?;
             let token = CancellationToken::new();
             let serve_token = token.clone();
             let task = spawn_stage("api", &token, &failed, async move {
@@ -210,9 +210,9 @@ impl Stack {
                     .context("HTTP server failed")
             });
             info!(%addr, "HTTP API listening");
-            (Some((token, task)), Some(addr))
+            (Some((token, task)), Some(addr), Some(state))
         } else {
-            (None, None)
+            (None, None, None)
         };
 
         Ok(Stack {
@@ -222,6 +222,7 @@ impl Stack {
             store,
             network,
             zones,
+            api_state,
             ingest,
             coverage,
             api,
@@ -462,6 +463,30 @@ fn demo_tokens(
     made
 }
 
+/// The demo's first contractor report comes this long after the fleet starts (its backfill
+/// replayed and matched by then on an ordinary machine), the next ones at this interval.
+const FIRST_REPORT: Duration = Duration::from_secs(30);
+const REPORT_EVERY: Duration = Duration::from_secs(300);
+
+/// Logs each contractor's brief (today's coverage and inspections, the month's score and
+/// pay) now and then, until `stop`.
+async fn report_contractors(state: ApiState, contractors: Vec<String>, stop: CancellationToken) {
+    let mut wait = FIRST_REPORT;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        for contractor in &contractors {
+            match cleanfleet_api::contractor_brief(&state, contractor).await {
+                Ok(brief) => info!("contractor report: {brief}"),
+                Err(e) => warn!(contractor, error = %e, "no contractor report"),
+            }
+        }
+        wait = REPORT_EVERY;
+    }
+}
+
 /// Everything in one process: embedded broker, ingest, store, API and a simulated fleet.
 /// Runs until `shutdown`, or until a stage or the fleet fails; then stops in order.
 pub async fn demo(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -486,19 +511,28 @@ pub async fn demo(mut config: Config, shutdown: CancellationToken) -> anyhow::Re
     sim_config.broker.url = format!("mqtt://{broker}");
     let sim_stop = CancellationToken::new();
     let mut sim = tokio::spawn(run_sim(sim_config, network, sim_stop.clone()));
+    let reports = tokio::spawn(report_contractors(
+        stack.api_state.clone().expect("demo runs the API"),
+        contractors.into_iter().collect(),
+        sim_stop.clone(),
+    ));
     info!(
-        "cleanfleet demo running. Try:\n  \
-         curl http://{api}/api/v1/vehicles\n  \
-         curl http://{api}/api/v1/bins\n  \
-         curl http://{api}/api/v1/coverage            (today's covered, mechanised, deep-cleaned shares)\n  \
-         curl http://{api}/api/v1/coverage/segments   (GeoJSON map of the streets' status)\n  \
-         curl http://{api}/api/v1/passes?vehicle=sw-01\n  \
-         curl http://{api}/api/v1/ingest/stats\n  \
-         curl http://{api}/api/v1/dead-letters\n  \
+        "cleanfleet demo running. Set T to a token below, then try:\n  \
+         alias api='curl -sH \"Authorization: Bearer $T\"'\n  \
+         api http://{api}/api/v1/vehicles\n  \
+         api http://{api}/api/v1/bins\n  \
+         api http://{api}/api/v1/coverage            (today's covered, mechanised, deep-cleaned shares)\n  \
+         api http://{api}/api/v1/coverage/segments   (GeoJSON map of the streets' status)\n  \
+         api http://{api}/api/v1/passes?vehicle=sw-01\n  \
+         api http://{api}/api/v1/inspections         (以克论净: road results, last cleaning, litter)\n  \
+         api 'http://{api}/api/v1/assessment?month={month}'   (a contractor's token: its score and pay)\n  \
+         api http://{api}/api/v1/ingest/stats\n  \
+         api http://{api}/api/v1/dead-letters\n  \
          curl http://{api}/metrics\n  \
          OpenAPI: http://{api}/api/v1/openapi.json\n  \
          MQTT: mosquitto_sub -h {host} -p {port} -t 'cleanfleet/#' -v\n\
          Ctrl-C stops it without losing anything.",
+        month = jiff::Zoned::now().strftime("%Y-%m"),
         host = broker.ip(),
         port = broker.port(),
     );
@@ -512,6 +546,7 @@ pub async fn demo(mut config: Config, shutdown: CancellationToken) -> anyhow::Re
     };
     info!("shutting down: stopping the simulated fleet");
     sim_stop.cancel();
+    let _ = reports.await;
     let sim_result = match ended_early {
         Some(ended) => ended,
         None => sim.await,

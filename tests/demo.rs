@@ -108,6 +108,33 @@ async fn demo_serves_the_fleet_and_ctrl_c_loses_nothing() {
     )
     .await;
 
+    // Half a minute in, the demo logs each contractor's day and month in brief.
+    for contractor in ["acme-cleaning", "green-city"] {
+        let marker = format!("contractor report: {contractor} on ");
+        let line = eventually("a contractor report", Duration::from_secs(90), || {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let line = log.lines().find(|l| l.contains(&marker)).map(str::to_owned);
+            async move { line }
+        })
+        .await;
+        let number_after = |label: &str| -> f64 {
+            line.split(label)
+                .nth(1)
+                .and_then(|rest| rest.split([' ', ',', ';', '/']).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no {label:?} in {line}"))
+        };
+        let covered = number_after("covered ");
+        assert!((0.0..=100.0).contains(&covered), "{line}");
+        let inspections = number_after("; ");
+        let passed = number_after("inspections, ");
+        assert!(passed <= inspections, "{line}");
+        let score = number_after(" score ");
+        assert!((0.0..=100.0).contains(&score), "{line}");
+        let pay = number_after("pay factor ");
+        assert!((0.0..=1.02).contains(&pay), "{line}");
+    }
+
     let interrupted = Command::new("kill")
         .args(["-INT", &demo.0.id().to_string()])
         .status()

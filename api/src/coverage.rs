@@ -44,7 +44,7 @@ pub struct CoverageContext {
 
 const MAX_PASSES: u32 = 100_000;
 
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct DayParams {
@@ -69,6 +69,16 @@ pub(crate) struct DayParams {
     /// Only segments whose midpoint lies in this polygon: `lon lat,lon lat,...` (WGS 84, at
     /// least 3 points).
     polygon: Option<String>,
+}
+
+impl DayParams {
+    /// Today in a contractor's sections.
+    pub(crate) fn contractor_today(contractor: &str) -> DayParams {
+        DayParams {
+            contractor: Some(contractor.to_owned()),
+            ..DayParams::default()
+        }
+    }
 }
 
 /// Which segments a request is about: every filter given must hold.
@@ -290,7 +300,7 @@ pub(crate) fn engine_passes(network: &RoadNetwork, records: &[PassRecord]) -> Ve
         .collect()
 }
 
-async fn day_status(
+pub(crate) async fn day_status(
     state: &ApiState,
     params: &DayParams,
 ) -> Result<(Date, Vec<PassRecord>, Vec<SegmentStatus>), ApiError> {

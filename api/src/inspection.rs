@@ -224,7 +224,7 @@ pub(crate) async fn list_samples(
 pub(crate) struct InspectionView {
     #[serde(flatten)]
     #[schema(value_type = Object)]
-    result: RoadResult,
+    pub(crate) result: RoadResult,
     /// The section and contractor responsible (of the first segment sampled).
     #[serde(skip_serializing_if = "Option::is_none")]
     section: Option<String>,
@@ -242,7 +242,7 @@ pub(crate) struct InspectionView {
     /// place, against `max_litter_dwell_s`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Object>)]
-    litter_clearance: Vec<LitterClearance>,
+    pub(crate) litter_clearance: Vec<LitterClearance>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -254,7 +254,7 @@ pub(crate) struct InspectionList {
     unplaced_samples: Vec<String>,
 }
 
-async fn inspections_of_day(
+pub(crate) async fn inspections_of_day(
     state: &ApiState,
     ctx: &CoverageContext,
     params: &DayParams,
@@ -476,7 +476,6 @@ pub(crate) async fn contractor_assessment(
     crate::extract::Query(params): crate::extract::Query<AssessmentParams>,
     principal: Option<axum::Extension<crate::auth::Principal>>,
 ) -> Result<Response, ApiError> {
-    use cleanfleet_inspection::assessment::{assess, DayRecord};
     let ctx = context(&state)?;
     let own = principal
         .as_deref()
@@ -499,93 +498,11 @@ pub(crate) async fn contractor_assessment(
         Some(_) => return Err(ApiError::invalid("format", "json, csv or xlsx")),
     };
     let (name, first, end) = period(&params)?;
-    let members: std::collections::HashSet<u32> = ctx
-        .zones
-        .sections()
-        .iter()
-        .filter(|z| z.contractor.as_deref() == Some(contractor.as_str()))
-        .flat_map(|z| z.segments.iter().copied())
-        .collect();
-    if members.is_empty() {
-        return Err(ApiError::NotFound {
-            resource: "contractor",
-            id: contractor,
-        });
-    }
-    let today = state.clock.now().to_zoned(ctx.time_zone.clone()).date();
-    let (_, from, _) = day(&state, ctx, Some(first))?;
-    let (_, _, to) = day(
-        &state,
-        ctx,
-        Some(
-            end.yesterday()
-                .map_err(|e| ApiError::invalid("month", e.to_string()))?,
-        ),
-    )?;
-    let records = state.store.passes(from, to, None).await?;
-    let samples: Vec<(Sample, Placement)> = state
-        .store
-        .samples(from, to)
-        .await?
-        .into_iter()
-        .filter_map(|(device, s)| {
-            let p = place(&ctx.index, &ctx.inspection, s.lon, s.lat)?;
-            members
-                .contains(&p.segment)
-                .then(|| (sample_of(device, s), p))
-        })
-        .collect();
-    let results = road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, &samples);
-    let mut days = Vec::new();
-    let mut date = first;
-    while date < end && date <= today {
-        let (_, start, stop) = day(&state, ctx, Some(date))?;
-        let statuses = status_between(ctx, &records, start, stop);
-        let s = cleanfleet_coverage::CoverageSummary::of(&ctx.network, &statuses, |seg| {
-            members.contains(&seg.id)
-        });
-        let mut overspeed: Vec<&cleanfleet_store::PassRecord> = records
-            .iter()
-            .filter(|r| start <= r.start && r.start < stop)
-            .filter(|r| may_see_work(ctx, Some(&contractor), &r.device_id, r.segment))
-            .filter(|r| r.invalid.as_deref() == Some("overspeed"))
-            .collect();
-        overspeed.sort_by(|a, b| (&a.device_id, a.start).cmp(&(&b.device_id, b.start)));
-        let mut events = Vec::new();
-        let mut last: Option<(&str, Timestamp)> = None;
-        for r in overspeed {
-            let continues = last.is_some_and(|(d, end)| {
-                d == r.device_id && r.start.duration_since(end).as_secs_f64() <= 60.0
-            });
-            if !continues {
-                events.push((r.device_id.clone(), r.start.to_string()));
-            }
-            last = Some((&r.device_id, r.end));
-        }
-        days.push(DayRecord {
-            date: date.to_string(),
-            covered_share: s.covered_share_by_length(),
-            deep_cleaned_share: s.deep_cleaned_share_by_length(),
-            missed_segments: statuses
-                .iter()
-                .filter(|st| members.contains(&st.segment) && !st.covered)
-                .map(|st| st.segment)
-                .collect(),
-            failed_checks: results
-                .iter()
-                .filter(|r| r.date == date.to_string() && !r.passed)
-                .map(|r| (r.road.clone(), r.class, r.samples.clone()))
-                .collect(),
-            overspeed_events: events,
-        });
-        date = date
-            .tomorrow()
-            .map_err(|e| ApiError::invalid("month", e.to_string()))?;
-    }
-    let a = assess(&ctx.assessment, &days);
+    let period = assess_contractor(&state, ctx, &contractor, first, end).await?;
+    let a = &period.assessment;
     let to_date = end.yesterday().map(|d| d.to_string()).unwrap_or_default();
     if format == ReportFormat::Xlsx {
-        let bytes = assessment_xlsx(&contractor, &name, &first.to_string(), &to_date, &a)
+        let bytes = assessment_xlsx(&contractor, &name, &first.to_string(), &to_date, a)
             .map_err(|e| ApiError::Unavailable(format!("cannot write the workbook: {e}")))?;
         let file = format!("attachment; filename=\"assessment-{contractor}-{name}.xlsx\"");
         return Ok((
@@ -620,7 +537,9 @@ pub(crate) async fn contractor_assessment(
         "period": name,
         "from": first.to_string(),
         "to": to_date,
-        "days_assessed": days.len(),
+        "days_assessed": period.days_assessed,
+        "days_without_data": period.days_without_data,
+        "in_progress": period.in_progress,
         "base_score": a.base_score,
         "deducted": a.deducted,
         "score": a.score,
@@ -628,6 +547,131 @@ pub(crate) async fn contractor_assessment(
         "deductions": a.deductions,
     }))
     .into_response())
+}
+
+/// A contractor's assessment over `first..end` (days after today not counted). 404 for a
+/// contractor with no sections.
+pub(crate) async fn assess_contractor(
+    state: &ApiState,
+    ctx: &CoverageContext,
+    contractor: &str,
+    first: jiff::civil::Date,
+    end: jiff::civil::Date,
+) -> Result<PeriodAssessment, ApiError> {
+    use cleanfleet_inspection::assessment::{assess, DayCoverage, DayRecord};
+    let (mut days_without_data, mut in_progress) = (Vec::new(), None);
+    let members: std::collections::HashSet<u32> = ctx
+        .zones
+        .sections()
+        .iter()
+        .filter(|z| z.contractor.as_deref() == Some(contractor))
+        .flat_map(|z| z.segments.iter().copied())
+        .collect();
+    if members.is_empty() {
+        return Err(ApiError::NotFound {
+            resource: "contractor",
+            id: contractor.to_owned(),
+        });
+    }
+    let today = state.clock.now().to_zoned(ctx.time_zone.clone()).date();
+    let (_, from, _) = day(state, ctx, Some(first))?;
+    let (_, _, to) = day(
+        state,
+        ctx,
+        Some(
+            end.yesterday()
+                .map_err(|e| ApiError::invalid("month", e.to_string()))?,
+        ),
+    )?;
+    let records = state.store.passes(from, to, None).await?;
+    let samples: Vec<(Sample, Placement)> = state
+        .store
+        .samples(from, to)
+        .await?
+        .into_iter()
+        .filter_map(|(device, s)| {
+            let p = place(&ctx.index, &ctx.inspection, s.lon, s.lat)?;
+            members
+                .contains(&p.segment)
+                .then(|| (sample_of(device, s), p))
+        })
+        .collect();
+    let results = road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, &samples);
+    let mut days = Vec::new();
+    let mut date = first;
+    while date < end && date <= today {
+        let (_, start, stop) = day(state, ctx, Some(date))?;
+        let had_data = records.iter().any(|r| start <= r.start && r.start < stop);
+        let coverage = if date == today {
+            in_progress = Some(date.to_string());
+            None
+        } else if !had_data {
+            days_without_data.push(date.to_string());
+            None
+        } else {
+            let statuses = status_between(ctx, &records, start, stop);
+            let s = cleanfleet_coverage::CoverageSummary::of(&ctx.network, &statuses, |seg| {
+                members.contains(&seg.id)
+            });
+            Some(DayCoverage {
+                covered_share: s.covered_share_by_length(),
+                deep_cleaned_share: s.deep_cleaned_share_by_length(),
+                missed_segments: statuses
+                    .iter()
+                    .filter(|st| members.contains(&st.segment) && !st.covered)
+                    .map(|st| st.segment)
+                    .collect(),
+            })
+        };
+        let mut overspeed: Vec<&cleanfleet_store::PassRecord> = records
+            .iter()
+            .filter(|r| start <= r.start && r.start < stop)
+            .filter(|r| may_see_work(ctx, Some(contractor), &r.device_id, r.segment))
+            .filter(|r| r.invalid.as_deref() == Some("overspeed"))
+            .collect();
+        overspeed.sort_by(|a, b| (&a.device_id, a.start).cmp(&(&b.device_id, b.start)));
+        let mut events = Vec::new();
+        let mut last: Option<(&str, Timestamp)> = None;
+        for r in overspeed {
+            let continues = last.is_some_and(|(d, end)| {
+                d == r.device_id && r.start.duration_since(end).as_secs_f64() <= 60.0
+            });
+            if !continues {
+                events.push((r.device_id.clone(), r.start.to_string()));
+            }
+            last = Some((&r.device_id, r.end));
+        }
+        days.push(DayRecord {
+            date: date.to_string(),
+            coverage,
+            failed_checks: results
+                .iter()
+                .filter(|r| r.date == date.to_string() && !r.passed)
+                .map(|r| (r.road.clone(), r.class, r.samples.clone()))
+                .collect(),
+            overspeed_events: events,
+        });
+        date = date
+            .tomorrow()
+            .map_err(|e| ApiError::invalid("month", e.to_string()))?;
+    }
+    Ok(PeriodAssessment {
+        assessment: assess(&ctx.assessment, &days),
+        days_assessed: days.len(),
+        days_without_data,
+        in_progress,
+    })
+}
+
+/// A contractor's assessment over a period, and which of its days its shares rest on.
+pub(crate) struct PeriodAssessment {
+    pub(crate) assessment: cleanfleet_inspection::assessment::Assessment,
+    /// Days up to today.
+    pub(crate) days_assessed: usize,
+    /// Days over with no stored work at all: their shares are not judged.
+    pub(crate) days_without_data: Vec<String>,
+    /// Today, when in the period: its incidents count, its shares once it is over.
+    pub(crate) in_progress: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! Errors become responses in one place (`error.rs`); a 5xx body never carries internals.
 
 mod auth;
+mod brief;
 mod coverage;
 mod error;
 mod extract;
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{token_sha256, AuthConfig, Principal, Role, TokenConfig};
+pub use brief::{contractor_brief, ContractorBrief};
 pub use coverage::CoverageContext;
 pub use error::{ApiError, ErrorBody};
 pub use metrics::ApiMetrics;

@@ -2,6 +2,12 @@
 //! base score for failed weight checks, missed segments, coverage short of its target and
 //! overspeed work, each deduction pointing at the records behind it; and the pay factor the
 //! score earns. Pure arithmetic over what the caller gathered.
+//!
+//! Incidents (a failed weight check, a run of overspeed work) count on the day they happen.
+//! Shares and misses are judged over the period, on the days that are over and had data: the
+//! mean daily share against its target, and the segments left uncovered on every one of those
+//! days; a day still under way, or one the platform received nothing for, is not held against
+//! the contractor.
 
 use cleanfleet_roads::RoadClass;
 use serde::{Deserialize, Serialize};
@@ -15,15 +21,16 @@ pub struct DeductionRules {
     /// Per failed road result, by the road's class (same shape as the limits). Default
     /// I 2, II 1.5, III 1, IV 0.5.
     pub failed_weight_check: ClassLimits,
-    /// Per segment not covered on a day. Default 0.05.
+    /// Per segment left uncovered on every day of the period judged. Default 0.05.
     pub missed_segment: f64,
-    /// Daily covered share (by length) the contractor must reach. Default 0.9.
+    /// Covered share (by length, mean of the days judged) the contractor must reach. Default
+    /// 0.9.
     pub coverage_target: f64,
-    /// Per percentage point a day falls short of `coverage_target`. Default 0.5.
+    /// Per percentage point the period falls short of `coverage_target`. Default 0.5.
     pub coverage_shortfall_per_point: f64,
-    /// Daily deep-cleaned share target; none by default.
+    /// Deep-cleaned share target (mean of the days judged); none by default.
     pub deep_clean_target: Option<f64>,
-    /// Per percentage point a day falls short of `deep_clean_target`. Default 0.2.
+    /// Per percentage point the period falls short of `deep_clean_target`. Default 0.2.
     pub deep_clean_shortfall_per_point: f64,
     /// Per run of overspeed work. Default 0.2.
     pub overspeed_event: f64,
@@ -99,26 +106,36 @@ impl Default for AssessmentRules {
 pub struct DayRecord {
     /// Local date.
     pub date: String,
-    pub covered_share: f64,
-    pub deep_cleaned_share: f64,
-    /// Segments not covered.
-    pub missed_segments: Vec<u32>,
+    /// The day's coverage, when the day is over and had data; `None` otherwise.
+    pub coverage: Option<DayCoverage>,
     /// Failed road results: (road, class, sample ids).
     pub failed_checks: Vec<(String, RoadClass, Vec<String>)>,
     /// Overspeed-work runs: (device, start time RFC 3339).
     pub overspeed_events: Vec<(String, String)>,
 }
 
+/// A finished day's coverage of a contractor's sections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DayCoverage {
+    pub covered_share: f64,
+    pub deep_cleaned_share: f64,
+    /// Segments not covered.
+    pub missed_segments: Vec<u32>,
+}
+
 /// One deduction with what it rests on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Deduction {
+    /// The day of an incident; `first/last` (ISO 8601 interval) of the days a period's
+    /// shares were judged on.
     pub date: String,
     /// `failed_weight_check`, `missed_segments`, `coverage_shortfall`,
     /// `deep_clean_shortfall`, `overspeed_work`.
     pub kind: String,
     pub points: f64,
     pub detail: String,
-    /// The records behind it: sample ids, segment indexes, `device@time` of overspeed runs.
+    /// The records behind it: sample ids, segment indexes, `device@time` of overspeed runs,
+    /// `date share` of the days a shortfall was judged on.
     pub records: Vec<String>,
 }
 
@@ -152,51 +169,6 @@ pub fn assess(rules: &AssessmentRules, days: &[DayRecord]) -> Assessment {
                 records: samples.clone(),
             });
         }
-        if !day.missed_segments.is_empty() && d.missed_segment > 0.0 {
-            deductions.push(Deduction {
-                date: day.date.clone(),
-                kind: "missed_segments".into(),
-                points: d.missed_segment * day.missed_segments.len() as f64,
-                detail: format!("{} segments not covered", day.missed_segments.len()),
-                records: day
-                    .missed_segments
-                    .iter()
-                    .map(|s| format!("segment {s}"))
-                    .collect(),
-            });
-        }
-        let mut shortfall = |kind: &str, what: &str, share: f64, target: f64, per_point: f64| {
-            let short = points_below(share, target);
-            if short > 0.0 {
-                deductions.push(Deduction {
-                    date: day.date.clone(),
-                    kind: kind.into(),
-                    points: short * per_point,
-                    detail: format!(
-                        "{what} {:.2} % against a target of {:.2} %",
-                        share * 100.0,
-                        target * 100.0
-                    ),
-                    records: Vec::new(),
-                });
-            }
-        };
-        shortfall(
-            "coverage_shortfall",
-            "covered",
-            day.covered_share,
-            d.coverage_target,
-            d.coverage_shortfall_per_point,
-        );
-        if let Some(target) = d.deep_clean_target {
-            shortfall(
-                "deep_clean_shortfall",
-                "deep-cleaned",
-                day.deep_cleaned_share,
-                target,
-                d.deep_clean_shortfall_per_point,
-            );
-        }
         if !day.overspeed_events.is_empty() && d.overspeed_event > 0.0 {
             deductions.push(Deduction {
                 date: day.date.clone(),
@@ -209,6 +181,71 @@ pub fn assess(rules: &AssessmentRules, days: &[DayRecord]) -> Assessment {
                     .map(|(device, at)| format!("{device}@{at}"))
                     .collect(),
             });
+        }
+    }
+    let judged: Vec<(&str, &DayCoverage)> = days
+        .iter()
+        .filter_map(|day| Some((day.date.as_str(), day.coverage.as_ref()?)))
+        .collect();
+    if let (Some(first), Some(last)) = (judged.first(), judged.last()) {
+        let span = format!("{}/{}", first.0, last.0);
+        let mut missed: Vec<u32> = first.1.missed_segments.clone();
+        for (_, c) in &judged[1..] {
+            missed.retain(|s| c.missed_segments.contains(s));
+        }
+        if !missed.is_empty() && d.missed_segment > 0.0 {
+            deductions.push(Deduction {
+                date: span.clone(),
+                kind: "missed_segments".into(),
+                points: d.missed_segment * missed.len() as f64,
+                detail: format!(
+                    "{} segments not covered on any of {} days",
+                    missed.len(),
+                    judged.len()
+                ),
+                records: missed.iter().map(|s| format!("segment {s}")).collect(),
+            });
+        }
+        let mut shortfall = |kind: &str,
+                             what: &str,
+                             share: fn(&DayCoverage) -> f64,
+                             target: f64,
+                             per_point: f64| {
+            let mean = judged.iter().map(|(_, c)| share(c)).sum::<f64>() / judged.len() as f64;
+            let short = points_below(mean, target);
+            if short > 0.0 {
+                deductions.push(Deduction {
+                    date: span.clone(),
+                    kind: kind.into(),
+                    points: short * per_point,
+                    detail: format!(
+                        "{what} {:.2} % on average over {} days against a target of {:.2} %",
+                        mean * 100.0,
+                        judged.len(),
+                        target * 100.0
+                    ),
+                    records: judged
+                        .iter()
+                        .map(|(date, c)| format!("{date} {:.2} %", share(c) * 100.0))
+                        .collect(),
+                });
+            }
+        };
+        shortfall(
+            "coverage_shortfall",
+            "covered",
+            |c| c.covered_share,
+            d.coverage_target,
+            d.coverage_shortfall_per_point,
+        );
+        if let Some(target) = d.deep_clean_target {
+            shortfall(
+                "deep_clean_shortfall",
+                "deep-cleaned",
+                |c| c.deep_cleaned_share,
+                target,
+                d.deep_clean_shortfall_per_point,
+            );
         }
     }
     let deducted: f64 = deductions.iter().map(|d| d.points).sum();
@@ -240,12 +277,18 @@ mod tests {
     fn day(date: &str) -> DayRecord {
         DayRecord {
             date: date.into(),
-            covered_share: 0.95,
-            deep_cleaned_share: 0.7,
-            missed_segments: Vec::new(),
+            coverage: Some(DayCoverage {
+                covered_share: 0.95,
+                deep_cleaned_share: 0.7,
+                missed_segments: Vec::new(),
+            }),
             failed_checks: Vec::new(),
             overspeed_events: Vec::new(),
         }
+    }
+
+    fn coverage(day: &mut DayRecord) -> &mut DayCoverage {
+        day.coverage.as_mut().unwrap()
     }
 
     #[test]
@@ -272,49 +315,103 @@ mod tests {
             },
             ..AssessmentRules::default()
         };
+        let mut good = day("2026-11-01");
+        coverage(&mut good).missed_segments = vec![3, 4];
         let mut bad = day("2026-11-02");
-        bad.covered_share = 0.8;
-        bad.deep_cleaned_share = 0.55;
-        bad.missed_segments = vec![3, 9];
+        *coverage(&mut bad) = DayCoverage {
+            covered_share: 0.65,
+            deep_cleaned_share: 0.4,
+            missed_segments: vec![3, 9],
+        };
         bad.failed_checks = vec![(
             "Renmin Road".into(),
             RoadClass::I,
             vec!["S1".into(), "S2".into()],
         )];
         bad.overspeed_events = vec![("sw-01".into(), "2026-11-02T01:00:00Z".into())];
-        let a = assess(&rules, &[day("2026-11-01"), bad]);
+        let a = assess(&rules, &[good, bad]);
         let by_kind = |k: &str| a.deductions.iter().find(|d| d.kind == k).unwrap();
         assert_eq!(by_kind("failed_weight_check").points, 2.0);
         assert_eq!(by_kind("failed_weight_check").records, ["S1", "S2"]);
-        assert!((by_kind("missed_segments").points - 0.1).abs() < 1e-12);
-        assert_eq!(
-            by_kind("missed_segments").records,
-            ["segment 3", "segment 9"]
-        );
+        assert_eq!(by_kind("failed_weight_check").date, "2026-11-02");
+        let missed = by_kind("missed_segments");
         assert!(
-            (by_kind("coverage_shortfall").points - 5.0).abs() < 1e-9,
-            "10 points short × 0.5"
+            (missed.points - 0.05).abs() < 1e-12,
+            "only 3 was missed on both days"
+        );
+        assert_eq!(missed.records, ["segment 3"]);
+        assert_eq!(missed.date, "2026-11-01/2026-11-02");
+        let coverage = by_kind("coverage_shortfall");
+        assert!(
+            (coverage.points - 5.0).abs() < 1e-9,
+            "a mean of 80 %: 10 points short × 0.5"
+        );
+        assert_eq!(
+            coverage.records,
+            ["2026-11-01 95.00 %", "2026-11-02 65.00 %"]
         );
         assert!(
             (by_kind("deep_clean_shortfall").points - 1.0).abs() < 1e-9,
-            "5 points short × 0.2"
+            "a mean of 55 %: 5 points short × 0.2"
         );
         assert!((by_kind("overspeed_work").points - 0.2).abs() < 1e-12);
-        assert_eq!(a.deductions.len(), 5, "the good day deducts nothing");
-        assert!((a.deducted - 8.3).abs() < 1e-9);
-        assert!((a.score - 91.7).abs() < 1e-9);
+        assert_eq!(a.deductions.len(), 5);
+        assert!((a.deducted - 8.25).abs() < 1e-9);
+        assert!((a.score - 91.75).abs() < 1e-9);
         assert_eq!(a.pay_factor, 1.0);
+    }
+
+    #[test]
+    fn days_under_way_or_without_data_count_incidents_only() {
+        let rules = AssessmentRules::default();
+        let mut today = day("2026-11-03");
+        today.coverage = None;
+        today.overspeed_events = vec![("sw-01".into(), "2026-11-03T01:00:00Z".into())];
+        let mut silent = day("2026-11-02");
+        silent.coverage = None;
+        let a = assess(&rules, &[silent, today]);
+        assert_eq!(a.deductions.len(), 1, "{a:?}");
+        assert_eq!(a.deductions[0].kind, "overspeed_work");
+        let mut poor = day("2026-11-01");
+        coverage(&mut poor).covered_share = 0.5;
+        let mut with_poor = vec![poor];
+        with_poor.extend([day("2026-11-02"), day("2026-11-03")].map(|mut d| {
+            d.coverage = None;
+            d
+        }));
+        let a = assess(&rules, &with_poor);
+        assert_eq!(a.deductions[0].date, "2026-11-01/2026-11-01");
+        assert!(
+            (a.deductions[0].points - 20.0).abs() < 1e-9,
+            "judged on its one day"
+        );
     }
 
     #[test]
     fn a_share_exactly_at_target_deducts_nothing_and_scores_stop_at_zero() {
         let rules = AssessmentRules::default();
         let mut on_target = day("2026-11-01");
-        on_target.covered_share = 0.9;
+        coverage(&mut on_target).covered_share = 0.9;
         assert!(assess(&rules, &[on_target]).deductions.is_empty());
         let mut awful = day("2026-11-01");
-        awful.covered_share = 0.0;
-        let days: Vec<DayRecord> = (0..10).map(|_| awful.clone()).collect();
+        awful.failed_checks = (0..60)
+            .map(|n| ("Lane".into(), RoadClass::IV, vec![format!("S{n}")]))
+            .collect();
+        coverage(&mut awful).covered_share = 0.0;
+        let a = assess(&rules, &[awful]);
+        assert_eq!(
+            a.deducted, 75.0,
+            "45 for coverage, 30 for 60 class IV checks"
+        );
+        let days: Vec<DayRecord> = (0..3)
+            .map(|_| {
+                let mut d = day("2026-11-01");
+                d.failed_checks = (0..100)
+                    .map(|n| ("Lane".into(), RoadClass::IV, vec![format!("S{n}")]))
+                    .collect();
+                d
+            })
+            .collect();
         let a = assess(&rules, &days);
         assert_eq!(a.score, 0.0);
         assert_eq!(a.pay_factor, 0.0);

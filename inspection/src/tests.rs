@@ -230,11 +230,7 @@ fn the_last_valid_cleaning_before_the_sample() {
 #[test]
 fn litter_dwells_until_the_first_valid_cleaning_reaches_its_place() {
     let net = RoadNetwork::demo();
-    let segment = net
-        .segments()
-        .iter()
-        .find(|s| s.length_m > 120.0)
-        .unwrap();
+    let segment = net.segments().iter().find(|s| s.length_m > 120.0).unwrap();
     let (id, length_m) = (segment.id, segment.length_m);
     let rules = InspectionRules::default();
     let at_s = |s: &str| t(s).as_millisecond() as f64 / 1000.0;
@@ -279,19 +275,75 @@ fn litter_dwells_until_the_first_valid_cleaning_reaches_its_place() {
     let samples: Vec<&(Sample, Placement)> = samples.iter().collect();
     let passes = vec![
         // Before "a" was seen: cleans nothing of it.
-        drive("sw-01", true, 0.0, "2026-11-21T09:59:00Z", WorkType::Sweep, None),
+        drive(
+            "sw-01",
+            true,
+            0.0,
+            "2026-11-21T09:59:00Z",
+            WorkType::Sweep,
+            None,
+        ),
         // Too fast, sprinkling only, or short of the place by more than 5 m: none clears.
-        drive("sw-02", true, 0.0, "2026-11-21T10:01:00Z", WorkType::Sweep, Some(InvalidReason::Overspeed)),
-        drive("sp-01", true, 0.0, "2026-11-21T10:01:00Z", WorkType::Sprinkle, None),
-        drive("sw-03", true, 36.0, "2026-11-21T10:01:00Z", WorkType::Sweep, None),
+        drive(
+            "sw-02",
+            true,
+            0.0,
+            "2026-11-21T10:01:00Z",
+            WorkType::Sweep,
+            Some(InvalidReason::Overspeed),
+        ),
+        drive(
+            "sp-01",
+            true,
+            0.0,
+            "2026-11-21T10:01:00Z",
+            WorkType::Sprinkle,
+            None,
+        ),
+        drive(
+            "sw-03",
+            true,
+            36.0,
+            "2026-11-21T10:01:00Z",
+            WorkType::Sweep,
+            None,
+        ),
         // Reaches 30 m at 10:05:30 (dwell 330 s) ...
-        drive("sw-01", true, 0.0, "2026-11-21T10:05:00Z", WorkType::Sweep, None),
+        drive(
+            "sw-01",
+            true,
+            0.0,
+            "2026-11-21T10:05:00Z",
+            WorkType::Sweep,
+            None,
+        ),
         // ... and a crew member walking the other way reaches it at 10:06:40, 100 m in.
-        drive("cw-01", false, length_m - 130.0, "2026-11-21T10:05:00Z", WorkType::Manual, None),
+        drive(
+            "cw-01",
+            false,
+            length_m - 130.0,
+            "2026-11-21T10:05:00Z",
+            WorkType::Manual,
+            None,
+        ),
         // "b" waits exactly the limit: 11:00:00 + 1200 s, reached 30 m in.
-        drive("cw-01", true, 0.0, "2026-11-21T11:19:30Z", WorkType::Manual, None),
+        drive(
+            "cw-01",
+            true,
+            0.0,
+            "2026-11-21T11:19:30Z",
+            WorkType::Manual,
+            None,
+        ),
         // "c" waits one second longer than the limit.
-        drive("sw-01", true, 0.0, "2026-11-21T12:19:31Z", WorkType::Sweep, None),
+        drive(
+            "sw-01",
+            true,
+            0.0,
+            "2026-11-21T12:19:31Z",
+            WorkType::Sweep,
+            None,
+        ),
     ];
     let run = |passes: &[DevicePass], known_until: &str| {
         litter_clearances(&net, &rules, passes, &covering, &samples, t(known_until))
@@ -306,9 +358,19 @@ fn litter_dwells_until_the_first_valid_cleaning_reaches_its_place() {
     let by = a.cleared_by.as_ref().unwrap();
     assert_eq!((by.device_id.as_str(), by.work), ("sw-01", WorkType::Sweep));
     assert_eq!(by.time, t("2026-11-21T10:05:30Z"));
-    assert_eq!((a.dwell_s, a.in_time, a.litter_count), (Some(330.0), Some(true), 3));
-    assert_eq!((all[1].dwell_s, all[1].in_time), (Some(1200.0), Some(true)), "the limit is inclusive");
-    assert_eq!((all[2].dwell_s, all[2].in_time), (Some(1201.0), Some(false)));
+    assert_eq!(
+        (a.dwell_s, a.in_time, a.litter_count),
+        (Some(330.0), Some(true), 3)
+    );
+    assert_eq!(
+        (all[1].dwell_s, all[1].in_time),
+        (Some(1200.0), Some(true)),
+        "the limit is inclusive"
+    );
+    assert_eq!(
+        (all[2].dwell_s, all[2].in_time),
+        (Some(1201.0), Some(false))
+    );
 
     // Arrival order does not matter.
     let mut reversed = passes.clone();

@@ -257,8 +257,7 @@ impl Scale {
             skew,
             ..
         } = identity;
-        let first =
-            SignedDuration::from_secs_f64(rng.random_range(1.0..ROUND_GAP_MIN.1) * 60.0);
+        let first = SignedDuration::from_secs_f64(rng.random_range(1.0..ROUND_GAP_MIN.1) * 60.0);
         Scale {
             device,
             id,

@@ -219,13 +219,20 @@ fn scale_samples_weigh_the_dust_since_the_last_cleaning() {
     // roads: 9 to 15 inspections in 8 hours.
     let road_of = |s: &SampleTruth| {
         let segment = &net.segments()[s.segment as usize];
-        segment.name.clone().unwrap_or_else(|| segment.id.to_string())
+        segment
+            .name
+            .clone()
+            .unwrap_or_else(|| segment.id.to_string())
     };
     for (device, t) in &times {
         let rounds: Vec<&[Timestamp]> = t
             .chunk_by(|a, b| b.duration_since(*a) <= SignedDuration::from_mins(4))
             .collect();
-        assert!((9..=15).contains(&rounds.len()), "{} inspections", rounds.len());
+        assert!(
+            (9..=15).contains(&rounds.len()),
+            "{} inspections",
+            rounds.len()
+        );
         let (last, complete) = rounds.split_last().unwrap();
         assert!(last.len() <= ROUND_POINTS);
         for round in complete {
