@@ -41,6 +41,8 @@ pub struct Config {
     pub inspection: InspectionRules,
     /// Contractor assessment: deductions and how the score becomes pay.
     pub assessment: cleanfleet_inspection::assessment::AssessmentRules,
+    /// Smart bins: when one overflows and how soon it must be emptied.
+    pub bins: cleanfleet_inspection::overflow::BinRules,
 }
 
 /// `[roads]`: the city's road network, which the simulated fleet drives and coverage is

@@ -167,6 +167,10 @@ impl Stack {
                         config.coverage.time_zone
                     )
                 })?;
+            config
+                .bins
+                .check()
+                .map_err(|e| anyhow::anyhow!("[bins]: {e}"))?;
             if let Some(zones) = &zones {
                 for plan in &config.coverage.plans {
                     anyhow::ensure!(
@@ -186,6 +190,7 @@ impl Stack {
                     index: Arc::new(cleanfleet_coverage::SegmentIndex::new(&network)),
                     inspection: config.inspection.clone(),
                     assessment: config.assessment.clone(),
+                    bins: config.bins.clone(),
                     network,
                     zones: zones.clone().expect("loaded with the network"),
                     rules: config.coverage.rules.clone(),

@@ -423,3 +423,98 @@ async fn samples_become_road_results_with_their_cleaning() {
     }
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_answers_to_bin_overflows_cost_the_bins_contractor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.coverage.time_zone = "UTC".into();
+    let stack = Stack::start(config, Parts::ALL).await.unwrap();
+    stack.ingest_ready(Duration::from_secs(30)).await.unwrap();
+    let api = stack.api_addr.unwrap();
+
+    // The demo town's sections list bin-001 and bin-002 under acme, bin-007 under green.
+    let raised = Timestamp::from_second(Timestamp::now().as_second() - 5 * 3600).unwrap();
+    let at = |minutes: i64| (raised + SignedDuration::from_mins(minutes)).to_string();
+    let readings = [
+        // Overflowing at +0, emptied 2 h 10 min later: late.
+        ("bin-001", -10, 0.5),
+        ("bin-001", 0, 0.85),
+        ("bin-001", 60, 0.7),
+        ("bin-001", 130, 0.05),
+        // Emptied after 30 minutes: in time.
+        ("bin-002", 0, 0.9),
+        ("bin-002", 30, 0.1),
+        // Never emptied, 5 hours on: late.
+        ("bin-007", 0, 0.95),
+        ("bin-007", 120, 0.97),
+    ];
+    let mut publisher = Publisher::connect(stack.broker_addr.unwrap(), "bins-test").await;
+    for (bin, minutes, fill) in readings {
+        publisher
+            .publish(
+                &format!("cleanfleet/v1/bin/{bin}/reading"),
+                format!(r#"{{"time":"{}","fill_ratio":{fill}}}"#, at(minutes)),
+            )
+            .await;
+    }
+    let date = raised.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
+    let path = format!("/api/v1/bins/alerts?date={date}");
+    let alerts = eventually("the readings", Duration::from_secs(10), || async {
+        let (_, body) = get_json(api, &path).await;
+        let alerts = body["alerts"].as_array()?.clone();
+        (alerts.len() == 3).then_some(alerts)
+    })
+    .await;
+    let by_bin = |bin: &str| {
+        alerts
+            .iter()
+            .find(|a| a["device_id"] == bin)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_bin("bin-001")["response_s"], 7800.0);
+    assert_eq!(by_bin("bin-001")["in_time"], false);
+    assert_eq!(by_bin("bin-001")["peak_fill_ratio"], 0.85);
+    assert_eq!(by_bin("bin-002")["in_time"], true);
+    assert!(by_bin("bin-007")["emptied"].is_null());
+    assert_eq!(by_bin("bin-007")["in_time"], false);
+
+    // Each contractor sees its own bins' alerts, and pays for its late ones.
+    let (_, acme) = get_json_as(api, &path, Some(ACME_TOKEN)).await;
+    let bins: Vec<&str> = acme["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["device_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(bins, ["bin-001", "bin-002"]);
+    let (status, _) = get_json_as(api, "/api/v1/bins", Some(ACME_TOKEN)).await;
+    assert_eq!(status, 403, "the city's bin list is not a contractor's");
+    for (contractor, bin) in [("acme-cleaning", "bin-001"), ("green-city", "bin-007")] {
+        let (status, a) = get_json(
+            api,
+            &format!(
+                "/api/v1/assessment?contractor={contractor}&month={}",
+                &date[..7]
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{a}");
+        let late: Vec<_> = a["deductions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["kind"] == "late_overflow_response")
+            .collect();
+        assert_eq!(late.len(), 1, "{a}");
+        assert_eq!(late[0]["points"], 0.5);
+        assert_eq!(late[0]["records"][0], format!("{bin}@{}", at(0)), "{a}");
+    }
+    let (status, body) = get_json(api, "/api/v1/bins/alerts?date=yesterday").await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("date"))
+    );
+    stack.stop().await.unwrap();
+}

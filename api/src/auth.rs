@@ -2,8 +2,9 @@
 //! (`Authorization: Bearer <token>` or `X-API-Key: <token>`); the config holds only its
 //! SHA-256. Roles: `admin` everything; `dispatcher` reads everything; `inspector` reads and
 //! submits samples; `contractor` (bound to one contractor id) sees only its own sections'
-//! coverage, samples, inspections and scores, the devices its sections list (and their work
-//! and tracks), and nothing of bins or operations (dead letters, ingest).
+//! coverage, samples, inspections and scores, the devices its sections list (their work,
+//! tracks and overflow alerts), and nothing of the city's bin list or operations (dead
+//! letters, ingest).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -150,8 +151,9 @@ fn is_open(path: &str) -> bool {
 }
 
 /// What a contractor may read (its own part of it: the handlers restrict the scope).
-const CONTRACTOR_PATHS: [&str; 10] = [
+const CONTRACTOR_PATHS: [&str; 11] = [
     "/api/v1/assessment",
+    "/api/v1/bins/alerts",
     "/api/v1/coverage",
     "/api/v1/devices",
     "/api/v1/vehicles",
@@ -238,6 +240,7 @@ mod tests {
             "/api/v1/vehicles",
             "/api/v1/devices/sw-01",
             "/api/v1/vehicles/sw-01/track",
+            "/api/v1/bins/alerts",
         ] {
             assert!(allowed(Role::Contractor, &get, path), "{path}");
         }

@@ -5,7 +5,8 @@ use std::fmt;
 
 use cleanfleet_coverage::CoverageSummary;
 
-use crate::coverage::{context, day_status, DayParams, Scope};
+use crate::bins::alerts_between;
+use crate::coverage::{context, day, day_status, DayParams, Scope};
 use crate::error::ApiError;
 use crate::inspection::{assess_contractor, inspections_of_day};
 use crate::ApiState;
@@ -25,6 +26,9 @@ pub struct ContractorBrief {
     /// Today's samples that counted litter, and how many were cleared in time.
     pub litter_seen: usize,
     pub litter_cleared_in_time: usize,
+    /// Today's overflow alerts of its bins, and how many were (or are already) late.
+    pub overflows: usize,
+    pub overflows_late: usize,
     /// `YYYY-MM`.
     pub month: String,
     pub score: f64,
@@ -37,8 +41,8 @@ impl fmt::Display for ContractorBrief {
         write!(
             f,
             "{} on {}: covered {:.1} % of {:.1} km (deep-cleaned {:.1} %); {} road inspections, \
-             {} passed; litter cleared in time {}/{}; {} score {:.2}, pay factor {:.3} \
-             ({} deductions)",
+             {} passed; litter cleared in time {}/{}; {} bin overflows, {} late; {} score \
+             {:.2}, pay factor {:.3} ({} deductions)",
             self.contractor,
             self.date,
             self.covered_share * 100.0,
@@ -48,6 +52,8 @@ impl fmt::Display for ContractorBrief {
             self.inspections_passed,
             self.litter_cleared_in_time,
             self.litter_seen,
+            self.overflows,
+            self.overflows_late,
             self.month,
             self.score,
             self.pay_factor,
@@ -65,6 +71,12 @@ pub async fn contractor_brief(
     let params = DayParams::contractor_today(contractor);
     let scope = Scope::new(ctx, &params)?;
     let (date, _, statuses) = day_status(state, &params).await?;
+    let (_, from, to) = day(state, ctx, Some(date))?;
+    let overflows: Vec<_> = alerts_between(state, ctx, from, to)
+        .await?
+        .into_iter()
+        .filter(|a| ctx.zones.contractor_of_device(&a.device_id) == Some(contractor))
+        .collect();
     let summary = CoverageSummary::of(&ctx.network, &statuses, |s| scope.contains(s));
     let (_, inspections, _) =
         inspections_of_day(state, ctx, &params, &scope, Some(contractor)).await?;
@@ -86,6 +98,11 @@ pub async fn contractor_brief(
         inspections_passed: inspections.iter().filter(|i| i.result.passed).count(),
         litter_seen: litter.clone().count(),
         litter_cleared_in_time: litter.filter(|l| l.in_time == Some(true)).count(),
+        overflows: overflows.len(),
+        overflows_late: overflows
+            .iter()
+            .filter(|a| a.in_time == Some(false))
+            .count(),
         month: month_start.strftime("%Y-%m").to_string(),
         score: assessment.score,
         pay_factor: assessment.pay_factor,

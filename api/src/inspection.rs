@@ -465,8 +465,9 @@ fn period(
 }
 
 /// A contractor's score for a month or quarter: every deduction (failed weight checks,
-/// missed segments, coverage short of target, overspeed work) with the records behind it, and
-/// the pay factor the score earns. Days after today are not counted.
+/// missed segments, coverage short of target, overspeed work, bin overflows emptied late)
+/// with the records behind it, and the pay factor the score earns. Incidents count on their
+/// day; shares and misses are judged on the finished days with data (docs/inspection.md).
 #[utoipa::path(get, path = "/api/v1/assessment", params(AssessmentParams),
     responses((status = 200, description = "Assessment as JSON, or CSV with format=csv"),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -597,6 +598,13 @@ pub(crate) async fn assess_contractor(
         })
         .collect();
     let results = road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, &samples);
+    let late_alerts: Vec<cleanfleet_inspection::overflow::OverflowAlert> =
+        crate::bins::alerts_between(state, ctx, from, to)
+            .await?
+            .into_iter()
+            .filter(|a| a.in_time == Some(false))
+            .filter(|a| ctx.zones.contractor_of_device(&a.device_id) == Some(contractor))
+            .collect();
     let mut days = Vec::new();
     let mut date = first;
     while date < end && date <= today {
@@ -650,6 +658,11 @@ pub(crate) async fn assess_contractor(
                 .map(|r| (r.road.clone(), r.class, r.samples.clone()))
                 .collect(),
             overspeed_events: events,
+            late_overflow_responses: late_alerts
+                .iter()
+                .filter(|a| start <= a.raised && a.raised < stop)
+                .map(|a| (a.device_id.clone(), a.raised.to_string()))
+                .collect(),
         });
         date = date
             .tomorrow()

@@ -2,6 +2,7 @@
 //! Errors become responses in one place (`error.rs`); a 5xx body never carries internals.
 
 mod auth;
+mod bins;
 mod brief;
 mod coverage;
 mod error;

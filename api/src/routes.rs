@@ -37,6 +37,7 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         get_device,
         list_vehicles,
         list_bins,
+        crate::bins::list_alerts,
         vehicle_track,
         list_dead_letters,
         ingest_stats,
@@ -63,6 +64,7 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         IngestStats,
         StoreStats,
         ProcessCounters,
+        crate::bins::AlertList,
         crate::coverage::CoverageReport,
         crate::coverage::Share,
         crate::coverage::Missed,
@@ -96,6 +98,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/vehicles", get(list_vehicles))
         .route("/api/v1/vehicles/{device_id}/track", get(vehicle_track))
         .route("/api/v1/bins", get(list_bins))
+        .route("/api/v1/bins/alerts", get(crate::bins::list_alerts))
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/ingest/stats", get(ingest_stats))
         .route("/api/v1/coverage", get(crate::coverage::coverage_report))

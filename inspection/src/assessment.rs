@@ -34,6 +34,8 @@ pub struct DeductionRules {
     pub deep_clean_shortfall_per_point: f64,
     /// Per run of overspeed work. Default 0.2.
     pub overspeed_event: f64,
+    /// Per bin overflow not answered within `[bins] max_response_s`. Default 0.5.
+    pub late_overflow_response: f64,
 }
 
 impl Default for DeductionRules {
@@ -51,6 +53,7 @@ impl Default for DeductionRules {
             deep_clean_target: None,
             deep_clean_shortfall_per_point: 0.2,
             overspeed_event: 0.2,
+            late_overflow_response: 0.5,
         }
     }
 }
@@ -112,6 +115,9 @@ pub struct DayRecord {
     pub failed_checks: Vec<(String, RoadClass, Vec<String>)>,
     /// Overspeed-work runs: (device, start time RFC 3339).
     pub overspeed_events: Vec<(String, String)>,
+    /// Bin overflows raised that day and answered late (or not yet, past the limit): (bin,
+    /// raised RFC 3339).
+    pub late_overflow_responses: Vec<(String, String)>,
 }
 
 /// A finished day's coverage of a contractor's sections.
@@ -130,11 +136,12 @@ pub struct Deduction {
     /// shares were judged on.
     pub date: String,
     /// `failed_weight_check`, `missed_segments`, `coverage_shortfall`,
-    /// `deep_clean_shortfall`, `overspeed_work`.
+    /// `deep_clean_shortfall`, `overspeed_work`, `late_overflow_response`.
     pub kind: String,
     pub points: f64,
     pub detail: String,
-    /// The records behind it: sample ids, segment indexes, `device@time` of overspeed runs,
+    /// The records behind it: sample ids, segment indexes, `device@time` of overspeed runs
+    /// and of late overflow answers,
     /// `date share` of the days a shortfall was judged on.
     pub records: Vec<String>,
 }
@@ -169,19 +176,32 @@ pub fn assess(rules: &AssessmentRules, days: &[DayRecord]) -> Assessment {
                 records: samples.clone(),
             });
         }
-        if !day.overspeed_events.is_empty() && d.overspeed_event > 0.0 {
-            deductions.push(Deduction {
-                date: day.date.clone(),
-                kind: "overspeed_work".into(),
-                points: d.overspeed_event * day.overspeed_events.len() as f64,
-                detail: format!("{} runs of overspeed work", day.overspeed_events.len()),
-                records: day
-                    .overspeed_events
-                    .iter()
-                    .map(|(device, at)| format!("{device}@{at}"))
-                    .collect(),
-            });
-        }
+        let mut incidents = |kind: &str, what: &str, per: f64, events: &[(String, String)]| {
+            if !events.is_empty() && per > 0.0 {
+                deductions.push(Deduction {
+                    date: day.date.clone(),
+                    kind: kind.into(),
+                    points: per * events.len() as f64,
+                    detail: format!("{} {what}", events.len()),
+                    records: events
+                        .iter()
+                        .map(|(device, at)| format!("{device}@{at}"))
+                        .collect(),
+                });
+            }
+        };
+        incidents(
+            "overspeed_work",
+            "runs of overspeed work",
+            d.overspeed_event,
+            &day.overspeed_events,
+        );
+        incidents(
+            "late_overflow_response",
+            "bin overflows not emptied in time",
+            d.late_overflow_response,
+            &day.late_overflow_responses,
+        );
     }
     let judged: Vec<(&str, &DayCoverage)> = days
         .iter()
@@ -284,6 +304,7 @@ mod tests {
             }),
             failed_checks: Vec::new(),
             overspeed_events: Vec::new(),
+            late_overflow_responses: Vec::new(),
         }
     }
 
@@ -329,6 +350,10 @@ mod tests {
             vec!["S1".into(), "S2".into()],
         )];
         bad.overspeed_events = vec![("sw-01".into(), "2026-11-02T01:00:00Z".into())];
+        bad.late_overflow_responses = vec![
+            ("bin-003".into(), "2026-11-02T09:00:00Z".into()),
+            ("bin-007".into(), "2026-11-02T11:00:00Z".into()),
+        ];
         let a = assess(&rules, &[good, bad]);
         let by_kind = |k: &str| a.deductions.iter().find(|d| d.kind == k).unwrap();
         assert_eq!(by_kind("failed_weight_check").points, 2.0);
@@ -355,9 +380,18 @@ mod tests {
             "a mean of 55 %: 5 points short × 0.2"
         );
         assert!((by_kind("overspeed_work").points - 0.2).abs() < 1e-12);
-        assert_eq!(a.deductions.len(), 5);
-        assert!((a.deducted - 8.25).abs() < 1e-9);
-        assert!((a.score - 91.75).abs() < 1e-9);
+        let late = by_kind("late_overflow_response");
+        assert_eq!(late.points, 1.0, "two at 0.5");
+        assert_eq!(
+            late.records,
+            [
+                "bin-003@2026-11-02T09:00:00Z",
+                "bin-007@2026-11-02T11:00:00Z"
+            ]
+        );
+        assert_eq!(a.deductions.len(), 6);
+        assert!((a.deducted - 9.25).abs() < 1e-9);
+        assert!((a.score - 90.75).abs() < 1e-9);
         assert_eq!(a.pay_factor, 1.0);
     }
 

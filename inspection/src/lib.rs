@@ -5,6 +5,7 @@
 //! counted stayed before a cleaning passed over it. **Pure: no I/O, no clock.**
 
 pub mod assessment;
+pub mod overflow;
 
 use std::collections::BTreeMap;
 

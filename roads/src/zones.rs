@@ -518,12 +518,36 @@ impl Zones {
             vec![(a, d), (c, d), (c, e), (a, e), (a, d)]
         };
         // The devices are the simulator's default fleet: the flusher and the washer-sweeper
-        // that follows it work one section together.
+        // that follows it work one section together; three bins each.
         let sections = [
-            ("SW", 0, 0, "acme-cleaning", &["fl-01", "ws-01"][..]),
-            ("NW", 0, 1, "acme-cleaning", &["sw-01"]),
-            ("SE", 1, 0, "green-city", &["sw-02", "ct-01"]),
-            ("NE", 1, 1, "green-city", &["sp-01"]),
+            (
+                "SW",
+                0,
+                0,
+                "acme-cleaning",
+                &["fl-01", "ws-01", "bin-001", "bin-002", "bin-003"][..],
+            ),
+            (
+                "NW",
+                0,
+                1,
+                "acme-cleaning",
+                &["sw-01", "bin-004", "bin-005", "bin-006"],
+            ),
+            (
+                "SE",
+                1,
+                0,
+                "green-city",
+                &["sw-02", "ct-01", "bin-007", "bin-008", "bin-009"],
+            ),
+            (
+                "NE",
+                1,
+                1,
+                "green-city",
+                &["sp-01", "bin-010", "bin-011", "bin-012"],
+            ),
         ]
         .into_iter()
         .map(|(id, i, j, contractor, devices)| ZoneConfig {

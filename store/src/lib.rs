@@ -225,6 +225,12 @@ pub trait Store: Send + Sync + 'static {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<(String, InspectionSample)>, StoreError>;
+    /// Smart bins' readings taken in `from..to`, by bin and time, each with its bin's id.
+    async fn bin_readings(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<BinReading>, StoreError>;
     /// Whether a device already sent a sample with this id.
     async fn sample_exists(&self, device_id: &str, sample_id: &str) -> Result<bool, StoreError>;
     /// Cheap liveness check for readiness probes.

@@ -438,6 +438,23 @@ fn fix_from_row(r: &Row) -> rusqlite::Result<Fix> {
     })
 }
 
+const BIN_READING_COLUMNS: &str =
+    "time_ms, seq, fill_ratio, temperature_c, tilted, lid_open, battery_ratio";
+
+/// A bin reading from a row of a device id (or NULL) and [`BIN_READING_COLUMNS`].
+fn bin_reading_row(r: &rusqlite::Row) -> rusqlite::Result<BinReading> {
+    Ok(BinReading {
+        device_id: r.get(0)?,
+        time: ts(r.get(1)?),
+        seq: r.get::<_, Option<i64>>(2)?.map(|s| s as u64),
+        fill_ratio: r.get(3)?,
+        temperature_c: r.get(4)?,
+        tilted: r.get(5)?,
+        lid_open: r.get(6)?,
+        battery_ratio: r.get(7)?,
+    })
+}
+
 fn summarize(conn: &Connection, key: i64, row: DeviceRow) -> Result<DeviceSummary, StoreError> {
     let status = conn
         .prepare_cached(
@@ -482,23 +499,11 @@ fn summarize(conn: &Connection, key: i64, row: DeviceRow) -> Result<DeviceSummar
         }
         DeviceKind::Bin => {
             summary.latest_bin_reading = conn
-                .prepare_cached(
-                    "SELECT time_ms, seq, fill_ratio, temperature_c, tilted, lid_open,
-                         battery_ratio FROM bin_readings WHERE device_key = ?1
-                     ORDER BY time_ms DESC LIMIT 1",
-                )?
-                .query_row([key], |r| {
-                    Ok(BinReading {
-                        device_id: None,
-                        time: ts(r.get(0)?),
-                        seq: r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
-                        fill_ratio: r.get(2)?,
-                        temperature_c: r.get(3)?,
-                        tilted: r.get(4)?,
-                        lid_open: r.get(5)?,
-                        battery_ratio: r.get(6)?,
-                    })
-                })
+                .prepare_cached(&format!(
+                    "SELECT NULL, {BIN_READING_COLUMNS} FROM bin_readings
+                     WHERE device_key = ?1 ORDER BY time_ms DESC LIMIT 1"
+                ))?
+                .query_row([key], bin_reading_row)
                 .optional()?;
         }
         DeviceKind::Toilet => {
@@ -831,6 +836,28 @@ impl Store for SqliteStore {
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(samples)
+        })
+        .await
+    }
+
+    async fn bin_readings(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<BinReading>, StoreError> {
+        self.with_reader(move |conn| {
+            // Bin by bin, so that each range is a primary-key range.
+            let readings = conn
+                .prepare_cached(&format!(
+                    "SELECT d.device_id, {BIN_READING_COLUMNS}
+                     FROM devices d JOIN bin_readings b
+                       ON b.device_key = d.device_key AND b.time_ms >= ?1 AND b.time_ms < ?2
+                     WHERE d.kind = 'bin'
+                     ORDER BY d.device_id, b.time_ms"
+                ))?
+                .query_map(params![ms(from), ms(to)], bin_reading_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(readings)
         })
         .await
     }

@@ -448,3 +448,41 @@ async fn another_road_network_forgets_every_pass() {
     let day = (t("2026-11-21T00:00:00Z"), t("2026-11-22T00:00:00Z"));
     assert!(store.passes(day.0, day.1, None).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn bin_readings_of_a_range_by_bin_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let reading = |bin: &str, time: &str, fill: f64| {
+        accepted(
+            &format!("cleanfleet/v1/bin/{bin}/reading"),
+            &format!(r#"{{"time":"{time}","fill_ratio":{fill}}}"#),
+        )
+    };
+    store
+        .write_batch(vec![
+            reading("b-2", "2026-11-21T07:10:00Z", 0.85),
+            reading("b-1", "2026-11-21T07:20:00Z", 0.5),
+            reading("b-1", "2026-11-21T07:00:00Z", 0.4),
+            reading("b-1", "2026-11-21T08:00:00Z", 0.9),
+            fixes("sw-1", &[1]),
+        ])
+        .await
+        .unwrap();
+    let got: Vec<(String, String, f64)> = store
+        .bin_readings(t("2026-11-21T07:00:00Z"), t("2026-11-21T08:00:00Z"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.device_id.unwrap(), r.time.to_string(), r.fill_ratio))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("b-1".to_owned(), "2026-11-21T07:00:00Z".to_owned(), 0.4),
+            ("b-1".to_owned(), "2026-11-21T07:20:00Z".to_owned(), 0.5),
+            ("b-2".to_owned(), "2026-11-21T07:10:00Z".to_owned(), 0.85),
+        ],
+        "half-open, by bin and time"
+    );
+}
