@@ -171,6 +171,10 @@ impl Stack {
                 .bins
                 .check()
                 .map_err(|e| anyhow::anyhow!("[bins]: {e}"))?;
+            config
+                .inspection
+                .check()
+                .map_err(|e| anyhow::anyhow!("[inspection]: {e}"))?;
             if let Some(zones) = &zones {
                 for plan in &config.coverage.plans {
                     anyhow::ensure!(
@@ -512,6 +516,10 @@ pub async fn demo(mut config: Config, shutdown: CancellationToken) -> anyhow::Re
     }
     let broker = stack.broker_addr.expect("demo runs the embedded broker");
     let api = stack.api_addr.expect("demo runs the API");
+    let month = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get(&config.coverage.time_zone)?)
+        .strftime("%Y-%m")
+        .to_string();
     let mut sim_config = config;
     sim_config.broker.url = format!("mqtt://{broker}");
     let sim_stop = CancellationToken::new();
@@ -537,7 +545,7 @@ pub async fn demo(mut config: Config, shutdown: CancellationToken) -> anyhow::Re
          OpenAPI: http://{api}/api/v1/openapi.json\n  \
          MQTT: mosquitto_sub -h {host} -p {port} -t 'cleanfleet/#' -v\n\
          Ctrl-C stops it without losing anything.",
-        month = jiff::Zoned::now().strftime("%Y-%m"),
+
         host = broker.ip(),
         port = broker.port(),
     );

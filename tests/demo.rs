@@ -126,9 +126,6 @@ async fn demo_serves_the_fleet_and_ctrl_c_loses_nothing() {
         };
         let covered = number_after("covered ");
         assert!((0.0..=100.0).contains(&covered), "{line}");
-        let inspections = number_after("; ");
-        let passed = number_after("inspections, ");
-        assert!(passed <= inspections, "{line}");
         let score = number_after(" score ");
         assert!((0.0..=100.0).contains(&score), "{line}");
         let pay = number_after("pay factor ");

@@ -149,6 +149,32 @@ async fn samples_become_road_results_with_their_cleaning() {
         "{linked} vs {cleaned}"
     );
     assert!(linked["hours_since_cleaned"].as_f64().unwrap() < 0.01);
+    // The street's contractor sees the same result; another contractor's vehicle is not
+    // named to it.
+    let (sections, grids) = cleanfleet_roads::Zones::demo_configs(&net);
+    let zones = cleanfleet_roads::Zones::new(&net, &sections, &grids).unwrap();
+    let street_of = linked["contractor"].as_str().unwrap();
+    let token = match street_of {
+        "acme-cleaning" => ACME_TOKEN,
+        _ => GREEN_TOKEN,
+    };
+    let (_, theirs) =
+        get_json_as(api, &format!("/api/v1/inspections?date={day}"), Some(token)).await;
+    let seen = theirs["inspections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["inspector"] == "insp-8")
+        .cloned()
+        .unwrap();
+    assert_eq!(seen["result_g_per_m2"], linked["result_g_per_m2"]);
+    assert_eq!(seen["last_cleaned"]["time"], last["time"]);
+    let vehicle = last["device_id"].as_str().unwrap();
+    let expected = match zones.contractor_of_device(vehicle) {
+        Some(owner) if owner != street_of => "(another contractor's vehicle)",
+        _ => vehicle,
+    };
+    assert_eq!(seen["last_cleaned"]["device_id"], expected, "{seen}");
 
     // Litter counted two minutes before that pass, halfway along its stretch, stays until a
     // valid cleaning reaches it: that pass at the latest.
@@ -448,6 +474,8 @@ async fn late_answers_to_bin_overflows_cost_the_bins_contractor() {
         // Never emptied, 5 hours on: late.
         ("bin-007", 0, 0.95),
         ("bin-007", 120, 0.97),
+        // Overflowing for 10 minutes: not late yet.
+        ("bin-003", 290, 0.9),
     ];
     let mut publisher = Publisher::connect(stack.broker_addr.unwrap(), "bins-test").await;
     for (bin, minutes, fill) in readings {
@@ -460,12 +488,20 @@ async fn late_answers_to_bin_overflows_cost_the_bins_contractor() {
     }
     let date = raised.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
     let path = format!("/api/v1/bins/alerts?date={date}");
-    let alerts = eventually("the readings", Duration::from_secs(10), || async {
-        let (_, body) = get_json(api, &path).await;
-        let alerts = body["alerts"].as_array()?.clone();
-        (alerts.len() == 3).then_some(alerts)
+    eventually("the readings", Duration::from_secs(10), || async {
+        let stored = stack.store.stats().await.unwrap().bin_readings;
+        (stored == readings.len() as u64).then_some(())
     })
     .await;
+    let (_, body) = get_json(api, &path).await;
+    let alerts: Vec<serde_json::Value> = body["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["device_id"] != "bin-003")
+        .cloned()
+        .collect();
+    assert_eq!(alerts.len(), 3, "{body}");
     let by_bin = |bin: &str| {
         alerts
             .iter()
@@ -488,7 +524,8 @@ async fn late_answers_to_bin_overflows_cost_the_bins_contractor() {
         .iter()
         .map(|a| a["device_id"].as_str().unwrap())
         .collect();
-    assert_eq!(bins, ["bin-001", "bin-002"]);
+    assert_eq!(&bins[..2], ["bin-001", "bin-002"]);
+    assert!(bins[2..].iter().all(|b| *b == "bin-003"));
     let (status, _) = get_json_as(api, "/api/v1/bins", Some(ACME_TOKEN)).await;
     assert_eq!(status, 403, "the city's bin list is not a contractor's");
     for (contractor, bin) in [("acme-cleaning", "bin-001"), ("green-city", "bin-007")] {
@@ -511,6 +548,20 @@ async fn late_answers_to_bin_overflows_cost_the_bins_contractor() {
         assert_eq!(late[0]["points"], 0.5);
         assert_eq!(late[0]["records"][0], format!("{bin}@{}", at(0)), "{a}");
     }
+    let recent = raised + SignedDuration::from_mins(290);
+    let recent_day = recent.to_zoned(jiff::tz::TimeZone::UTC).date();
+    let (_, body) = get_json(api, &format!("/api/v1/bins/alerts?date={recent_day}")).await;
+    let open = body["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["device_id"] == "bin-003")
+        .cloned()
+        .unwrap();
+    assert!(
+        open["emptied"].is_null() && open["in_time"].is_null(),
+        "{open}"
+    );
     let (status, body) = get_json(api, "/api/v1/bins/alerts?date=yesterday").await;
     assert_eq!(
         (status, body["error"]["field"].as_str()),

@@ -12,17 +12,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Principal;
-use crate::coverage::{context, day, CoverageContext};
+use crate::coverage::{answers_known_until, context, day, CoverageContext};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Query;
 use crate::ApiState;
 
-/// How far back the readings before an alert are looked at, to know whether a bin was
-/// already overflowing when the range began (an alert raised earlier belongs to its own day).
-const OVERFLOW_LOOKBACK: SignedDuration = SignedDuration::from_hours(24);
+/// How far back a bin's last emptying is looked for, to see an overflow open when a range
+/// begins from its start (an alert raised earlier belongs to its own day).
+const OVERFLOW_LOOKBACK: SignedDuration = SignedDuration::from_hours(7 * 24);
 
-/// The overflow alerts raised in `from..to`, with their answers as far as the readings go:
-/// up to the limit after `to`, or now.
+/// The overflow alerts raised in `from..to`, with their answers as far as the readings go.
 pub(crate) async fn alerts_between(
     state: &ApiState,
     ctx: &CoverageContext,
@@ -30,12 +29,16 @@ pub(crate) async fn alerts_between(
     to: Timestamp,
 ) -> Result<Vec<OverflowAlert>, ApiError> {
     let rules = &ctx.bins;
-    let ahead = SignedDuration::from_secs_f64(rules.max_response_s) + SignedDuration::from_hours(1);
-    let known_until = (to + ahead).min(state.clock.now()).max(to);
+    let known_until = answers_known_until(state, to, rules.max_response_s);
     let mut by_bin: BTreeMap<String, Vec<(Timestamp, f64)>> = BTreeMap::new();
     for r in state
         .store
-        .bin_readings(from - OVERFLOW_LOOKBACK, known_until)
+        .bin_readings(
+            from,
+            known_until.max(to),
+            rules.emptied_fill_ratio,
+            OVERFLOW_LOOKBACK,
+        )
         .await?
     {
         by_bin

@@ -255,6 +255,14 @@ pub(crate) fn context(state: &ApiState) -> Result<&CoverageContext, ApiError> {
         .ok_or_else(|| ApiError::Unavailable("coverage is not configured in this process".into()))
 }
 
+/// How far the evidence for answers (a cleaning after litter, an emptying after an overflow)
+/// to events raised before `to` is looked at: until `limit_s` and an hour more have passed
+/// after `to`, or until now if sooner.
+pub(crate) fn answers_known_until(state: &ApiState, to: Timestamp, limit_s: f64) -> Timestamp {
+    let ahead = jiff::SignedDuration::from_secs_f64(limit_s) + jiff::SignedDuration::from_hours(1);
+    (to + ahead).min(state.clock.now())
+}
+
 /// The day's bounds in the city's time zone.
 pub(crate) fn day(
     state: &ApiState,
@@ -645,7 +653,7 @@ pub(crate) struct VehicleDayList {
 }
 
 /// Passes further apart than this start a new overspeed event.
-const OVERSPEED_EVENT_GAP_S: f64 = 60.0;
+pub(crate) const OVERSPEED_EVENT_GAP_S: f64 = 60.0;
 
 fn vehicle_days(ctx: &CoverageContext, records: &[PassRecord], scope: &Scope) -> Vec<VehicleDay> {
     let mut by_device: std::collections::BTreeMap<&str, Vec<&PassRecord>> = Default::default();
@@ -756,11 +764,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_vehicles_day_sums_its_passes_and_counts_overspeed_runs_once() {
+    /// The demo town's network, with `sections` (the demo's when `None`).
+    fn context(sections: Option<Vec<cleanfleet_roads::ZoneConfig>>) -> CoverageContext {
         let network = Arc::new(RoadNetwork::demo());
-        let (sections, grids) = Zones::demo_configs(&network);
-        let ctx = CoverageContext {
+        let (demo, grids) = Zones::demo_configs(&network);
+        let sections = sections.unwrap_or(demo);
+        CoverageContext {
             zones: Arc::new(Zones::new(&network, &sections, &grids).unwrap()),
             index: Arc::new(SegmentIndex::new(&network)),
             inspection: InspectionRules::default(),
@@ -771,7 +780,62 @@ mod tests {
             plans: Vec::new(),
             time_zone: TimeZone::UTC,
             time_zone_name: "UTC".into(),
+        }
+    }
+
+    #[test]
+    fn a_contractor_sees_its_own_devices_work_and_unowned_work_on_its_streets() {
+        let (mut demo, _) = Zones::demo_configs(&RoadNetwork::demo());
+        // A fifth section of no contractor, claiming one segment and listing sw-09.
+        demo.insert(
+            0,
+            cleanfleet_roads::ZoneConfig {
+                id: "X".into(),
+                segments: vec![0],
+                devices: vec!["sw-09".into()],
+                ..Default::default()
+            },
+        );
+        let ctx = context(Some(demo));
+        let of = |contractor: &str| {
+            ctx.network
+                .segments()
+                .iter()
+                .find(|s| {
+                    ctx.zones
+                        .section_of(s.id)
+                        .and_then(|z| z.contractor.as_deref())
+                        == Some(contractor)
+                })
+                .unwrap()
+                .id
         };
+        let (acme_street, green_street) = (of("acme-cleaning"), of("green-city"));
+        let acme = Some("acme-cleaning");
+        // Its own vehicle, anywhere.
+        assert!(may_see_work(&ctx, acme, "sw-01", acme_street));
+        assert!(may_see_work(&ctx, acme, "sw-01", green_street));
+        // Another contractor's, nowhere, not even on acme's streets.
+        assert!(!may_see_work(&ctx, acme, "sw-02", acme_street));
+        // Unlisted, or listed under a section of no contractor: on acme's streets only.
+        for unowned in ["sw-05", "sw-09"] {
+            assert!(may_see_work(&ctx, acme, unowned, acme_street), "{unowned}");
+            assert!(
+                !may_see_work(&ctx, acme, unowned, green_street),
+                "{unowned}"
+            );
+            assert!(
+                !may_see_work(&ctx, acme, unowned, 0),
+                "{unowned}: X is nobody's"
+            );
+        }
+        // City staff see everything.
+        assert!(may_see_work(&ctx, None, "sw-02", acme_street));
+    }
+
+    #[test]
+    fn a_vehicles_day_sums_its_passes_and_counts_overspeed_runs_once() {
+        let ctx = context(None);
         let records = [
             record(0, 100.0, Some(InvalidReason::ToolOff), 30.0),
             record(100, 200.0, None, 7.0),

@@ -18,12 +18,15 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use crate::coverage::{
-    context, day, engine_passes, may_see_work, status_between, CoverageContext, DayParams, OneDay,
-    Scope,
+    answers_known_until, context, day, engine_passes, may_see_work, status_between,
+    CoverageContext, DayParams, OneDay, Scope,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::ApiState;
+
+/// The device id a contractor sees for another contractor's vehicle.
+const ANOTHER_CONTRACTORS: &str = "(another contractor's vehicle)";
 
 /// How far back the last cleaning of a sampled road is looked for.
 const CLEANING_LOOKBACK: SignedDuration = SignedDuration::from_hours(48);
@@ -276,17 +279,16 @@ pub(crate) async fn inspections_of_day(
         .collect();
     let (_, from, to) = day(state, ctx, params.date)?;
     // Litter seen late in the day is cleared the next: look that far ahead.
-    let lookahead = SignedDuration::from_secs_f64(ctx.inspection.max_litter_dwell_s.max(0.0))
-        + SignedDuration::from_hours(1);
-    let known_until = (to + lookahead).min(state.clock.now());
+    let known_until = answers_known_until(state, to, ctx.inspection.max_litter_dwell_s);
     let records = state
         .store
         .passes(from - CLEANING_LOOKBACK, known_until.max(to), None)
         .await?;
+    // Judged on every pass, so that everyone sees the same result; only the vehicles a
+    // contractor may not see are not named to it.
     let passes: Vec<DevicePass> = records
         .iter()
         .zip(engine_passes(&ctx.network, &records))
-        .filter(|(r, _)| may_see_work(ctx, viewer, &r.device_id, r.segment))
         .map(|(r, pass)| DevicePass {
             device_id: r.device_id.clone(),
             pass,
@@ -296,12 +298,18 @@ pub(crate) async fn inspections_of_day(
     let views = road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, &placed)
         .into_iter()
         .map(|result| {
-            let last = last_cleaning(
+            let redact = |c: &mut Cleaning| {
+                if !may_see_work(ctx, viewer, &c.device_id, c.segment) {
+                    c.device_id = ANOTHER_CONTRACTORS.to_owned();
+                }
+            };
+            let mut last = last_cleaning(
                 &passes,
                 &result.segments,
                 &ctx.rules.covering_work,
                 result.time,
             );
+            last.iter_mut().for_each(redact);
             let section = ctx.zones.section_of(result.segments[0]);
             let points: Vec<&(Sample, Placement)> = placed
                 .iter()
@@ -311,15 +319,20 @@ pub(crate) async fn inspections_of_day(
                         && result.segments.contains(&p.segment)
                 })
                 .collect();
+            let mut litter = litter_clearances(
+                &ctx.network,
+                &ctx.inspection,
+                &passes,
+                &ctx.rules.covering_work,
+                &points,
+                known_until,
+            );
+            litter
+                .iter_mut()
+                .filter_map(|l| l.cleared_by.as_mut())
+                .for_each(redact);
             InspectionView {
-                litter_clearance: litter_clearances(
-                    &ctx.network,
-                    &ctx.inspection,
-                    &passes,
-                    &ctx.rules.covering_work,
-                    &points,
-                    known_until,
-                ),
+                litter_clearance: litter,
                 hours_since_cleaned: last
                     .as_ref()
                     .map(|l| result.time.duration_since(l.time).as_secs_f64() / 3600.0),
@@ -539,6 +552,7 @@ pub(crate) async fn contractor_assessment(
         "from": first.to_string(),
         "to": to_date,
         "days_assessed": period.days_assessed,
+        "days_judged": period.days_judged,
         "days_without_data": period.days_without_data,
         "in_progress": period.in_progress,
         "base_score": a.base_score,
@@ -609,7 +623,7 @@ pub(crate) async fn assess_contractor(
     let mut date = first;
     while date < end && date <= today {
         let (_, start, stop) = day(state, ctx, Some(date))?;
-        let had_data = records.iter().any(|r| start <= r.start && r.start < stop);
+        let had_data = state.store.received_any(start, stop).await?;
         let coverage = if date == today {
             in_progress = Some(date.to_string());
             None
@@ -642,7 +656,9 @@ pub(crate) async fn assess_contractor(
         let mut last: Option<(&str, Timestamp)> = None;
         for r in overspeed {
             let continues = last.is_some_and(|(d, end)| {
-                d == r.device_id && r.start.duration_since(end).as_secs_f64() <= 60.0
+                d == r.device_id
+                    && r.start.duration_since(end).as_secs_f64()
+                        <= crate::coverage::OVERSPEED_EVENT_GAP_S
             });
             if !continues {
                 events.push((r.device_id.clone(), r.start.to_string()));
@@ -671,6 +687,7 @@ pub(crate) async fn assess_contractor(
     Ok(PeriodAssessment {
         assessment: assess(&ctx.assessment, &days),
         days_assessed: days.len(),
+        days_judged: days.iter().filter(|d| d.coverage.is_some()).count(),
         days_without_data,
         in_progress,
     })
@@ -679,8 +696,10 @@ pub(crate) async fn assess_contractor(
 /// A contractor's assessment over a period, and which of its days its shares rest on.
 pub(crate) struct PeriodAssessment {
     pub(crate) assessment: cleanfleet_inspection::assessment::Assessment,
-    /// Days up to today.
+    /// Days of the period up to today: their incidents count.
     pub(crate) days_assessed: usize,
+    /// Of those, the days over and with data: the shares and misses rest on them.
+    pub(crate) days_judged: usize,
     /// Days over with no stored work at all: their shares are not judged.
     pub(crate) days_without_data: Vec<String>,
     /// Today, when in the period: its incidents count, its shares once it is over.

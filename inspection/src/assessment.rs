@@ -3,7 +3,8 @@
 //! overspeed work, each deduction pointing at the records behind it; and the pay factor the
 //! score earns. Pure arithmetic over what the caller gathered.
 //!
-//! Incidents (a failed weight check, a run of overspeed work) count on the day they happen.
+//! Incidents (a failed weight check, a run of overspeed work, a bin overflow emptied late)
+//! count on the day they happen.
 //! Shares and misses are judged over the period, on the days that are over and had data: the
 //! mean daily share against its target, and the segments left uncovered on every one of those
 //! days; a day still under way, or one the platform received nothing for, is not held against

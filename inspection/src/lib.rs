@@ -96,6 +96,38 @@ impl Default for InspectionRules {
     }
 }
 
+impl InspectionRules {
+    /// A description of what is wrong, if anything.
+    pub fn check(&self) -> Result<(), String> {
+        let non_negative = |name: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{name} must be a number of 0 or more, not {v}"))
+            }
+        };
+        let l = &self.limits_g_per_m2;
+        for (name, v) in [
+            ("limits_g_per_m2.i", l.i),
+            ("limits_g_per_m2.ii", l.ii),
+            ("limits_g_per_m2.iii", l.iii),
+            ("limits_g_per_m2.iv", l.iv),
+            ("max_distance_to_road_m", self.max_distance_to_road_m),
+            ("max_litter_dwell_s", self.max_litter_dwell_s),
+            ("litter_reach_m", self.litter_reach_m),
+        ] {
+            non_negative(name, v)?;
+        }
+        if let Some(v) = self.max_litter_per_1000_m2 {
+            non_negative("max_litter_per_1000_m2", v)?;
+        }
+        if self.points_per_road == 0 {
+            return Err("points_per_road must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// One weighed sample, as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {

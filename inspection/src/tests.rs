@@ -394,3 +394,24 @@ fn litter_dwells_until_the_first_valid_cleaning_reaches_its_place() {
     let late = run(&none, "2026-11-21T10:20:01Z");
     assert_eq!((late[0].dwell_s, late[0].in_time), (None, Some(false)));
 }
+
+#[test]
+fn bad_rules_are_named() {
+    assert!(InspectionRules::default().check().is_ok());
+    let endless = InspectionRules {
+        max_litter_dwell_s: f64::INFINITY,
+        ..InspectionRules::default()
+    };
+    assert!(endless.check().unwrap_err().contains("max_litter_dwell_s"));
+    let mut negative = InspectionRules::default();
+    negative.limits_g_per_m2.iii = -1.0;
+    assert!(negative
+        .check()
+        .unwrap_err()
+        .contains("limits_g_per_m2.iii"));
+    let none = InspectionRules {
+        points_per_road: 0,
+        ..InspectionRules::default()
+    };
+    assert!(none.check().unwrap_err().contains("points_per_road"));
+}

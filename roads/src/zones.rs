@@ -33,9 +33,9 @@ pub struct ZoneConfig {
     /// OSM way ids: every segment cut from them.
     #[serde(default)]
     pub osm_ways: Vec<i64>,
-    /// Device ids of the vehicles and crew wearables under the section's contract (sections
-    /// only): its contractor sees them, and the simulator works them here. A device is under
-    /// one section at most.
+    /// Device ids of the vehicles, crew wearables and bins under the section's contract
+    /// (sections only): its contractor sees them and answers for them, and the simulator works
+    /// the vehicles here. A device is under one section at most.
     #[serde(default)]
     pub devices: Vec<String>,
 }

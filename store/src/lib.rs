@@ -15,7 +15,7 @@ use cleanfleet_model::{
     BinReading, Decoded, DeviceKind, DeviceState, Fix, InspectionSample, RejectReason,
     ToiletReading,
 };
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -157,7 +157,7 @@ pub struct CoverageChunk {
 
 impl CoverageChunk {
     pub fn end(&self) -> Timestamp {
-        self.start + jiff::SignedDuration::from_millis(COVERAGE_CHUNK_MS)
+        self.start + SignedDuration::from_millis(COVERAGE_CHUNK_MS)
     }
 }
 
@@ -225,12 +225,19 @@ pub trait Store: Send + Sync + 'static {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<(String, InspectionSample)>, StoreError>;
-    /// Smart bins' readings taken in `from..to`, by bin and time, each with its bin's id.
+    /// Smart bins' readings taken in `from..to`, by bin and time, each with its bin's id;
+    /// each bin's from its last reading at or below `emptied_fill_ratio` before `from` (looked
+    /// for back to `from - lookback`), so that an overflow open at `from` is seen whole.
     async fn bin_readings(
         &self,
         from: Timestamp,
         to: Timestamp,
+        emptied_fill_ratio: f64,
+        lookback: SignedDuration,
     ) -> Result<Vec<BinReading>, StoreError>;
+    /// Whether any device sent a fix or reading timed in `from..to`: the platform was
+    /// receiving then.
+    async fn received_any(&self, from: Timestamp, to: Timestamp) -> Result<bool, StoreError>;
     /// Whether a device already sent a sample with this id.
     async fn sample_exists(&self, device_id: &str, sample_id: &str) -> Result<bool, StoreError>;
     /// Cheap liveness check for readiness probes.

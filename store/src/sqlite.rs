@@ -13,7 +13,7 @@ use cleanfleet_model::{
     BinReading, Body, Decoded, DeviceKind, DeviceState, Fix, InspectionSample, ToiletReading,
     WorkState,
 };
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde::Deserialize;
 
@@ -844,20 +844,49 @@ impl Store for SqliteStore {
         &self,
         from: Timestamp,
         to: Timestamp,
+        emptied_fill_ratio: f64,
+        lookback: SignedDuration,
     ) -> Result<Vec<BinReading>, StoreError> {
+        let earliest = from - lookback;
         self.with_reader(move |conn| {
             // Bin by bin, so that each range is a primary-key range.
             let readings = conn
                 .prepare_cached(&format!(
                     "SELECT d.device_id, {BIN_READING_COLUMNS}
                      FROM devices d JOIN bin_readings b
-                       ON b.device_key = d.device_key AND b.time_ms >= ?1 AND b.time_ms < ?2
+                       ON b.device_key = d.device_key AND b.time_ms < ?2 AND b.time_ms >= coalesce(
+                            (SELECT max(e.time_ms) FROM bin_readings e
+                             WHERE e.device_key = d.device_key AND e.time_ms >= ?4
+                               AND e.time_ms < ?1 AND e.fill_ratio <= ?3),
+                            ?1)
                      WHERE d.kind = 'bin'
                      ORDER BY d.device_id, b.time_ms"
                 ))?
-                .query_map(params![ms(from), ms(to)], bin_reading_row)?
+                .query_map(
+                    params![ms(from), ms(to), emptied_fill_ratio, ms(earliest)],
+                    bin_reading_row,
+                )?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(readings)
+        })
+        .await
+    }
+
+    async fn received_any(&self, from: Timestamp, to: Timestamp) -> Result<bool, StoreError> {
+        self.with_reader(move |conn| {
+            // Device by device, each a primary-key range; stops at the first that reported.
+            let any = conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM devices d WHERE
+                       EXISTS (SELECT 1 FROM fixes WHERE device_key = d.device_key
+                               AND time_ms >= ?1 AND time_ms < ?2)
+                       OR EXISTS (SELECT 1 FROM bin_readings WHERE device_key = d.device_key
+                               AND time_ms >= ?1 AND time_ms < ?2)
+                       OR EXISTS (SELECT 1 FROM toilet_readings WHERE device_key = d.device_key
+                               AND time_ms >= ?1 AND time_ms < ?2))",
+                )?
+                .query_row(params![ms(from), ms(to)], |r| r.get(0))?;
+            Ok(any)
         })
         .await
     }

@@ -469,20 +469,61 @@ async fn bin_readings_of_a_range_by_bin_and_time() {
         ])
         .await
         .unwrap();
-    let got: Vec<(String, String, f64)> = store
-        .bin_readings(t("2026-11-21T07:00:00Z"), t("2026-11-21T08:00:00Z"))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.device_id.unwrap(), r.time.to_string(), r.fill_ratio))
-        .collect();
+    let got = |from: &str, to: &str| {
+        let store = store.clone();
+        let (from, to) = (t(from), t(to));
+        async move {
+            store
+                .bin_readings(from, to, 0.3, jiff::SignedDuration::from_hours(24))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.device_id.unwrap(), r.time.to_string(), r.fill_ratio))
+                .collect::<Vec<_>>()
+        }
+    };
+    let row = |bin: &str, time: &str, fill| (bin.to_owned(), time.to_owned(), fill);
     assert_eq!(
-        got,
+        got("2026-11-21T07:00:00Z", "2026-11-21T08:00:00Z").await,
         [
-            ("b-1".to_owned(), "2026-11-21T07:00:00Z".to_owned(), 0.4),
-            ("b-1".to_owned(), "2026-11-21T07:20:00Z".to_owned(), 0.5),
-            ("b-2".to_owned(), "2026-11-21T07:10:00Z".to_owned(), 0.85),
+            row("b-1", "2026-11-21T07:00:00Z", 0.4),
+            row("b-1", "2026-11-21T07:20:00Z", 0.5),
+            row("b-2", "2026-11-21T07:10:00Z", 0.85),
         ],
         "half-open, by bin and time"
     );
+    // b-3 overflowed at 02:00 and was last emptied at 01:00: a range from 07:00 starts there.
+    store
+        .write_batch(vec![
+            reading("b-3", "2026-11-20T23:00:00Z", 0.1),
+            reading("b-3", "2026-11-21T01:00:00Z", 0.2),
+            reading("b-3", "2026-11-21T02:00:00Z", 0.9),
+            reading("b-3", "2026-11-21T05:00:00Z", 0.7),
+            reading("b-3", "2026-11-21T07:30:00Z", 0.95),
+        ])
+        .await
+        .unwrap();
+    let b3: Vec<String> = got("2026-11-21T07:00:00Z", "2026-11-21T08:00:00Z")
+        .await
+        .into_iter()
+        .filter(|r| r.0 == "b-3")
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(
+        b3,
+        [
+            "2026-11-21T01:00:00Z",
+            "2026-11-21T02:00:00Z",
+            "2026-11-21T05:00:00Z",
+            "2026-11-21T07:30:00Z"
+        ]
+    );
+    assert!(store
+        .received_any(t("2026-11-21T07:00:00Z"), t("2026-11-21T07:01:00Z"))
+        .await
+        .unwrap());
+    assert!(!store
+        .received_any(t("2026-11-21T09:00:00Z"), t("2026-11-21T10:00:00Z"))
+        .await
+        .unwrap());
 }
