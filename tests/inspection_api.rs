@@ -15,6 +15,17 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+/// The road inspection of `inspector` in an `/api/v1/inspections` answer.
+fn inspection_by(body: &serde_json::Value, inspector: &str) -> serde_json::Value {
+    body["inspections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["inspector"] == inspector)
+        .cloned()
+        .unwrap_or_else(|| panic!("no inspection by {inspector}: {body}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn samples_become_road_results_with_their_cleaning() {
     let dir = tempfile::tempdir().unwrap();
@@ -133,13 +144,7 @@ async fn samples_become_road_results_with_their_cleaning() {
     assert_eq!(status, 201, "{created}");
     let day = end.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
     let (_, body) = get_json(api, &format!("/api/v1/inspections?date={day}")).await;
-    let linked = body["inspections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["inspector"] == "insp-8")
-        .cloned()
-        .unwrap();
+    let linked = inspection_by(&body, "insp-8");
     let last = &linked["last_cleaned"];
     assert!(last.is_object(), "{linked}");
     let last_time: Timestamp = last["time"].as_str().unwrap().parse().unwrap();
@@ -160,13 +165,7 @@ async fn samples_become_road_results_with_their_cleaning() {
     };
     let (_, theirs) =
         get_json_as(api, &format!("/api/v1/inspections?date={day}"), Some(token)).await;
-    let seen = theirs["inspections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["inspector"] == "insp-8")
-        .cloned()
-        .unwrap();
+    let seen = inspection_by(&theirs, "insp-8");
     assert_eq!(seen["result_g_per_m2"], linked["result_g_per_m2"]);
     assert_eq!(seen["last_cleaned"]["time"], last["time"]);
     let vehicle = last["device_id"].as_str().unwrap();
@@ -201,13 +200,7 @@ async fn samples_become_road_results_with_their_cleaning() {
     assert_eq!(created["segment"], segment.id, "{created}");
     let seen_day = seen.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
     let (_, body) = get_json(api, &format!("/api/v1/inspections?date={seen_day}")).await;
-    let littered = body["inspections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["inspector"] == "insp-7")
-        .cloned()
-        .unwrap();
+    let littered = inspection_by(&body, "insp-7");
     let clearance = &littered["litter_clearance"][0];
     assert_eq!(clearance["sample_id"], "L-1", "{littered}");
     assert_eq!(clearance["litter_count"], 4);
@@ -297,17 +290,8 @@ async fn samples_become_road_results_with_their_cleaning() {
     // The road's result: the mean of 8, 12 and 10 is the class II limit, which passes; one
     // more heavy point fails it, and the failed road's samples are on the map.
     let today = now.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
-    let result_of = |body: &serde_json::Value| {
-        body["inspections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["inspector"] == "insp-9")
-            .cloned()
-            .unwrap()
-    };
     let (_, body) = get_json(api, &format!("/api/v1/inspections?date={today}")).await;
-    let r = result_of(&body);
+    let r = inspection_by(&body, "insp-9");
     assert_eq!(
         (r["points"].as_u64(), r["result_g_per_m2"].as_f64()),
         (Some(3), Some(10.0))
@@ -322,7 +306,7 @@ async fn samples_become_road_results_with_their_cleaning() {
     .await;
     assert_eq!(status, 201);
     let (_, body) = get_json(api, &format!("/api/v1/inspections?date={today}")).await;
-    let r = result_of(&body);
+    let r = inspection_by(&body, "insp-9");
     assert_eq!(
         (r["points"].as_u64(), r["result_g_per_m2"].as_f64()),
         (Some(4), Some(11.0))
