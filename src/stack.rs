@@ -88,7 +88,17 @@ where
 impl Stack {
     /// Start the chosen stages. With an embedded broker, ingest connects to it whatever
     /// `[broker] url` says.
-    pub async fn start(mut config: Config, parts: Parts) -> anyhow::Result<Stack> {
+    pub async fn start(config: Config, parts: Parts) -> anyhow::Result<Stack> {
+        Self::start_with(config, parts, None).await
+    }
+
+    /// [`Stack::start`] on roads already loaded (else loaded from `[roads]` when the coverage
+    /// stage or the API runs).
+    pub async fn start_with(
+        mut config: Config,
+        parts: Parts,
+        roads: Option<(Arc<RoadNetwork>, Arc<Zones>)>,
+    ) -> anyhow::Result<Stack> {
         let broker_addr = if parts.embedded_broker {
             let addr = crate::broker::start(&config.embedded_broker)?;
             config.broker.url = format!("mqtt://{addr}");
@@ -105,14 +115,14 @@ impl Stack {
         let registry = prometheus::Registry::new();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let failed = CancellationToken::new();
-        let network = if parts.coverage || parts.api {
-            Some(load_network(config.roads.file.as_deref())?)
-        } else {
-            None
-        };
-        let zones = match &network {
-            Some(network) => Some(Arc::new(load_zones(&config.roads, network)?)),
-            None => None,
+        let (network, zones) = match roads {
+            _ if !(parts.coverage || parts.api) => (None, None),
+            Some((network, zones)) => (Some(network), Some(zones)),
+            None => {
+                let network = load_network(config.roads.file.as_deref())?;
+                let zones = Arc::new(load_zones(&config.roads, &network)?);
+                (Some(network), Some(zones))
+            }
         };
 
         let coverage = if parts.coverage {
@@ -499,16 +509,15 @@ async fn report_contractors(state: ApiState, contractors: Vec<String>, stop: Can
 /// Everything in one process: embedded broker, ingest, store, API and a simulated fleet.
 /// Runs until `shutdown`, or until a stage or the fleet fails; then stops in order.
 pub async fn demo(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let contractors: std::collections::BTreeSet<String> = {
-        let network = load_network(config.roads.file.as_deref())?;
-        load_zones(&config.roads, &network)?
-            .sections()
-            .iter()
-            .filter_map(|z| z.contractor.clone())
-            .collect()
-    };
+    let network = load_network(config.roads.file.as_deref())?;
+    let zones = Arc::new(load_zones(&config.roads, &network)?);
+    let contractors: std::collections::BTreeSet<String> = zones
+        .sections()
+        .iter()
+        .filter_map(|z| z.contractor.clone())
+        .collect();
     let tokens = demo_tokens(&mut config, &contractors);
-    let stack = Stack::start(config.clone(), Parts::ALL).await?;
+    let stack = Stack::start_with(config.clone(), Parts::ALL, Some((network, zones))).await?;
     let network = stack.network.clone().expect("the demo loads the roads");
     if let Err(e) = stack.ingest_ready(Duration::from_secs(30)).await {
         stack.stop().await?;
