@@ -21,12 +21,14 @@ use crate::ApiState;
 /// begins from its start (an alert raised earlier belongs to its own day).
 const OVERFLOW_LOOKBACK: SignedDuration = SignedDuration::from_hours(7 * 24);
 
-/// The overflow alerts raised in `from..to`, with their answers as far as the readings go.
+/// The overflow alerts raised in `from..to`, with their answers as far as the readings go;
+/// of one contractor's bins (those its sections list) when `contractor` is given.
 pub(crate) async fn alerts_between(
     state: &ApiState,
     ctx: &CoverageContext,
     from: Timestamp,
     to: Timestamp,
+    contractor: Option<&str>,
 ) -> Result<Vec<OverflowAlert>, ApiError> {
     let rules = &ctx.bins;
     let known_until = answers_known_until(state, to, rules.max_response_s);
@@ -50,6 +52,9 @@ pub(crate) async fn alerts_between(
         .iter()
         .flat_map(|(bin, readings)| overflow_alerts(rules, bin, readings, known_until))
         .filter(|a| from <= a.raised && a.raised < to)
+        .filter(|a| {
+            contractor.is_none() || ctx.zones.contractor_of_device(&a.device_id) == contractor
+        })
         .collect())
 }
 
@@ -86,10 +91,8 @@ pub(crate) async fn list_alerts(
 ) -> Result<Json<AlertList>, ApiError> {
     let ctx = context(&state)?;
     let (date, from, to) = day(&state, ctx, params.date)?;
-    let mut alerts = alerts_between(&state, ctx, from, to).await?;
-    if let Some(mine) = principal.as_deref().and_then(Principal::contractor) {
-        alerts.retain(|a| ctx.zones.contractor_of_device(&a.device_id) == Some(mine));
-    }
+    let mine = principal.as_deref().and_then(Principal::contractor);
+    let alerts = alerts_between(&state, ctx, from, to, mine).await?;
     Ok(Json(AlertList {
         date: date.to_string(),
         overflow_fill_ratio: ctx.bins.overflow_fill_ratio,

@@ -72,11 +72,7 @@ pub async fn contractor_brief(
     let scope = Scope::new(ctx, &params)?;
     let (date, _, statuses) = day_status(state, &params).await?;
     let (_, from, to) = day(state, ctx, Some(date))?;
-    let overflows: Vec<_> = alerts_between(state, ctx, from, to)
-        .await?
-        .into_iter()
-        .filter(|a| ctx.zones.contractor_of_device(&a.device_id) == Some(contractor))
-        .collect();
+    let overflows = alerts_between(state, ctx, from, to, Some(contractor)).await?;
     let summary = CoverageSummary::of(&ctx.network, &statuses, |s| scope.contains(s));
     let (_, inspections, _) =
         inspections_of_day(state, ctx, &params, &scope, Some(contractor)).await?;

@@ -613,21 +613,19 @@ pub(crate) async fn assess_contractor(
         .collect();
     let results = road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, &samples);
     let late_alerts: Vec<cleanfleet_inspection::overflow::OverflowAlert> =
-        crate::bins::alerts_between(state, ctx, from, to)
+        crate::bins::alerts_between(state, ctx, from, to, Some(contractor))
             .await?
             .into_iter()
             .filter(|a| a.in_time == Some(false))
-            .filter(|a| ctx.zones.contractor_of_device(&a.device_id) == Some(contractor))
             .collect();
     let mut days = Vec::new();
     let mut date = first;
     while date < end && date <= today {
         let (_, start, stop) = day(state, ctx, Some(date))?;
-        let had_data = state.store.received_any(start, stop).await?;
         let coverage = if date == today {
             in_progress = Some(date.to_string());
             None
-        } else if !had_data {
+        } else if !state.store.received_any(start, stop).await? {
             days_without_data.push(date.to_string());
             None
         } else {
