@@ -1,7 +1,7 @@
 //! The coverage stage: keeps the store's passes up to date with its fixes. It takes stale
 //! chunks (one device, one hour; `cleanfleet_store::COVERAGE_CHUNK_MS`), matches their fixes
-//! with the context around them, derives the passes that start inside the chunk and replaces
-//! the chunk's passes. A chunk's passes depend only on the fixes stored for it and its
+//! with the context around them, derives the passes and cuts them to the chunk's hour
+//! (`cleanfleet_coverage::window_passes`), and replaces the chunk's passes. A chunk's passes depend only on the fixes stored for it and its
 //! context, so arrival order and duplicates do not change them.
 
 use std::sync::Arc;
@@ -9,18 +9,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cleanfleet_coverage::{
-    derive_passes, CoverageRules, FixState, MatchConfig, Matcher, Observation, Pass, SectionPlan,
+    window_passes, CoverageRules, FixState, MatchConfig, Matcher, Observation, Pass, SectionPlan,
     WorkType,
 };
 use cleanfleet_model::Fix;
 use cleanfleet_roads::RoadNetwork;
-use cleanfleet_store::{CoverageChunk, PassRecord, Store, COVERAGE_CONTEXT_MS};
+use cleanfleet_store::{CoverageChunk, PassRecord, Store, StoreError, COVERAGE_CONTEXT_MS};
 use jiff::{SignedDuration, Timestamp};
 use prometheus::{exponential_buckets, Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// `[coverage]`: how coverage is computed and judged.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -81,6 +81,7 @@ pub struct CoverageMetrics {
     pub passes: IntCounter,
     pub chunk_duration: Histogram,
     pub backlog: IntGauge,
+    pub store_retries: IntCounter,
 }
 
 impl CoverageMetrics {
@@ -106,12 +107,17 @@ impl CoverageMetrics {
                 "cleanfleet_coverage_backlog_chunks",
                 "Chunks whose fixes changed since their passes were computed",
             )?,
+            store_retries: IntCounter::new(
+                "cleanfleet_coverage_store_retries_total",
+                "Store calls tried again because the store was busy",
+            )?,
         };
         registry.register(Box::new(m.chunks.clone()))?;
         registry.register(Box::new(m.fixes.clone()))?;
         registry.register(Box::new(m.passes.clone()))?;
         registry.register(Box::new(m.chunk_duration.clone()))?;
         registry.register(Box::new(m.backlog.clone()))?;
+        registry.register(Box::new(m.store_retries.clone()))?;
         Ok(m)
     }
 }
@@ -132,7 +138,16 @@ pub async fn run(
         network_id(&network),
         xxhash_rust::xxh3::xxh3_64(settings.as_bytes())
     );
-    if store.use_coverage_network(&basis).await? {
+    let retry = Retry {
+        metrics: &metrics,
+        shutdown: &shutdown,
+    };
+    if retry
+        .call("use_coverage_network", || {
+            store.use_coverage_network(&basis)
+        })
+        .await?
+    {
         info!("the road network or the coverage settings changed: recomputing all coverage");
     }
     // Matching is CPU work: one thread owns the matcher (and its R-tree) for the stage's life.
@@ -152,8 +167,11 @@ pub async fn run(
     let poll = Duration::from_secs_f64(config.poll_interval_s.max(0.1));
     let result = async {
         while !shutdown.is_cancelled() {
-            metrics.backlog.set(store.coverage_backlog().await? as i64);
-            let chunks = store.stale_chunks(CHUNKS_PER_LOOK).await?;
+            let backlog = retry.call("coverage_backlog", || store.coverage_backlog()).await?;
+            metrics.backlog.set(backlog as i64);
+            let chunks = retry
+                .call("stale_chunks", || store.stale_chunks(CHUNKS_PER_LOOK))
+                .await?;
             if chunks.is_empty() {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -166,13 +184,11 @@ pub async fn run(
                 }
                 let timer = metrics.chunk_duration.start_timer();
                 let context = SignedDuration::from_millis(COVERAGE_CONTEXT_MS);
-                let fixes = store
-                    .track(
-                        &chunk.device_id,
-                        chunk.start - context,
-                        chunk.end() + context,
-                        MAX_CHUNK_FIXES,
-                    )
+                let (from, to) = (chunk.start - context, chunk.end() + context);
+                let fixes = retry
+                    .call("track", || {
+                        store.track(&chunk.device_id, from, to, MAX_CHUNK_FIXES)
+                    })
                     .await?;
                 metrics.fixes.inc_by(fixes.len() as u64);
                 let (reply, passes) = oneshot::channel();
@@ -182,7 +198,11 @@ pub async fn run(
                 let passes = passes.await.context("the coverage thread stopped")?;
                 debug!(device = %chunk.device_id, start = %chunk.start, passes = passes.len(), "chunk computed");
                 metrics.passes.inc_by(passes.len() as u64);
-                store.put_passes(chunk, passes).await?;
+                retry
+                    .call("put_passes", || {
+                        store.put_passes(chunk.clone(), passes.clone())
+                    })
+                    .await?;
                 metrics.chunks.inc();
                 timer.observe_duration();
             }
@@ -193,6 +213,37 @@ pub async fn run(
     drop(jobs);
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;
     result
+}
+
+/// Store calls that wait out a busy store (another process writing, a server restarting),
+/// backing off from 100 ms to 5 s, and give up only on a lasting error or at shutdown.
+struct Retry<'a> {
+    metrics: &'a CoverageMetrics,
+    shutdown: &'a CancellationToken,
+}
+
+impl Retry<'_> {
+    async fn call<T, F, Fut>(&self, what: &'static str, mut call: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match call().await {
+                Err(e) if e.is_transient() && !self.shutdown.is_cancelled() => {
+                    self.metrics.store_retries.inc();
+                    warn!(call = what, error = %e, retry_in_ms = backoff.as_millis() as u64, "store busy; retrying");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return Err(e),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                result => return result,
+            }
+        }
+    }
 }
 
 /// The passes of one chunk from its fixes and their context, in device-time order.
@@ -209,13 +260,19 @@ fn chunk_passes(
     let seconds = |t: Timestamp| t.as_millisecond() as f64 / 1000.0;
     let observations: Vec<Observation> = fixes.iter().map(Observation::from_fix).collect();
     let states: Vec<FixState> = fixes.iter().map(|f| FixState::from_fix(f, work)).collect();
-    let matched = matcher.match_trace(&observations);
-    let (from_s, to_s) = (seconds(chunk.start), seconds(chunk.end()));
-    derive_passes(network, work, &states, &matched, rules)
-        .into_iter()
-        .filter(|p| (from_s..to_s).contains(&p.start_s))
-        .map(|p| record(&chunk.device_id, &p))
-        .collect()
+    let window = seconds(chunk.start)..seconds(chunk.end());
+    window_passes(
+        network,
+        matcher,
+        rules,
+        work,
+        &observations,
+        &states,
+        window,
+    )
+    .iter()
+    .map(|p| record(&chunk.device_id, p))
+    .collect()
 }
 
 fn record(device_id: &str, p: &Pass) -> PassRecord {

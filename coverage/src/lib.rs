@@ -9,7 +9,10 @@
 //! **Everything here is a pure function of its
 //! input: no I/O, no clock, no randomness**, so the same fixes always give the same answer.
 
+mod chunk;
 mod index;
+#[cfg(test)]
+mod invariant_tests;
 mod matcher;
 mod passes;
 mod plane;
@@ -17,6 +20,7 @@ mod router;
 mod rules;
 mod status;
 
+pub use chunk::{chunked_passes, window_passes, CHUNK_S, CONTEXT_S};
 pub use index::{Candidate, SegmentIndex};
 pub use matcher::{Leg, MatchConfig, MatchedPoint, MatchedTrace, Matcher, Observation, Traversal};
 pub use passes::{derive_passes, FixState, InvalidReason, Pass, WorkType};

@@ -1,8 +1,9 @@
 //! Hidden-Markov-model map matching (Newson & Krumm 2009) with Viterbi decoding.
 //!
 //! States are places on a segment in one driving direction. Emission: the distance from the
-//! fix to the road (normal, σ = `gps_sigma_m`) and, when moving, the angle between the fix's
-//! heading and the road's direction. Transition: |route distance − straight-line distance| / β
+//! fix to the road (normal with the fix's own expected error, [`MatchConfig::fix_error_m`],
+//! robust beyond a few σ) and, when moving, the angle between the fix's heading and the
+//! road's direction. Transition: |route distance − straight-line distance| / β
 //! (exponential), routes only where driving is allowed. Fixes that moved less than
 //! `min_move_m` since the last decoded one are not decoded (Newson & Krumm drop points within
 //! 2σ); afterwards they are placed on the decoded path between their neighbours.
@@ -26,7 +27,8 @@ pub struct Observation {
     /// Course over ground, degrees from north.
     pub heading_deg: Option<f64>,
     pub speed_kmh: Option<f64>,
-    /// Horizontal dilution of precision: above `hdop_good` the fix is trusted less.
+    /// Horizontal dilution of precision, a geometry factor without unit: the fix's expected
+    /// error is about HDOP × UERE ([`MatchConfig::fix_error_m`]).
     pub hdop: Option<f64>,
 }
 
@@ -48,10 +50,13 @@ impl Observation {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MatchConfig {
-    /// GPS error assumed by the emission model (normal σ per fix). Default 5.
+    /// The least expected error of a fix (normal σ), and the error of a fix without HDOP.
+    /// Default 5.
     pub gps_sigma_m: f64,
-    /// Fixes with an HDOP above this get a σ scaled by HDOP ÷ this. Default 2.
-    pub hdop_good: f64,
+    /// User equivalent range error: a fix's expected error is its HDOP × this (but at least
+    /// `gps_sigma_m`), so a street canyon's HDOP 12 means σ 30 m, trusted less, never cut
+    /// off. Default 2.5.
+    pub uere_m: f64,
     /// Beyond this many σ the emission cost grows linearly, not quadratically (Huber), so
     /// that a multipath jump cannot drag the match to another road. Default 3.
     pub robust_sigmas: f64,
@@ -84,11 +89,21 @@ pub struct MatchConfig {
     pub u_turn_cost: f64,
 }
 
+impl MatchConfig {
+    /// A fix's expected error (σ of a normal error, metres): HDOP × `uere_m`, at least
+    /// `gps_sigma_m`.
+    pub fn fix_error_m(&self, o: &Observation) -> f64 {
+        o.hdop.map_or(self.gps_sigma_m, |h| {
+            (h * self.uere_m).max(self.gps_sigma_m)
+        })
+    }
+}
+
 impl Default for MatchConfig {
     fn default() -> Self {
         MatchConfig {
             gps_sigma_m: 5.0,
-            hdop_good: 2.0,
+            uere_m: 2.5,
             robust_sigmas: 3.0,
             search_radius_m: 50.0,
             max_candidates: 8,
@@ -115,6 +130,8 @@ pub struct MatchedPoint {
     pub offset_m: f64,
     /// From the fix to that place.
     pub distance_m: f64,
+    /// The fix's expected error ([`MatchConfig::fix_error_m`]).
+    pub error_m: f64,
 }
 
 /// A stretch driven along one segment: `from_m..=to_m` in the driving direction.
@@ -249,8 +266,7 @@ impl<'n> Matcher<'n> {
     }
 
     fn emission(&self, o: &Observation, state: &State, bearing_deg: f64) -> f64 {
-        let trust = o.hdop.map_or(1.0, |h| (h / self.config.hdop_good).max(1.0));
-        let z = state.distance_m / (self.config.gps_sigma_m * trust);
+        let z = state.distance_m / self.config.fix_error_m(o);
         let k = self.config.robust_sigmas;
         let mut cost = if z <= k {
             0.5 * z * z
@@ -476,40 +492,24 @@ impl<'n> Matcher<'n> {
             chosen[s] = k;
             k = lattice.back[k] as usize;
         }
-        // A vehicle that jitters back along its road stays where it got to: no distance is
-        // driven twice.
-        let mut decoded: Vec<State> = chosen.iter().map(|&k| lattice.states[k]).collect();
-        for s in 1..decoded.len() {
-            let (before, state) = (decoded[s - 1], &mut decoded[s]);
-            let same_way = (before.segment, before.forward) == (state.segment, state.forward);
-            if same_way
-                && state.offset_m < before.offset_m
-                && before.offset_m - state.offset_m <= self.config.reverse_tolerance_m
-            {
-                state.offset_m = before.offset_m;
-                let length_m = self.network.segments()[state.segment as usize].length_m;
-                let along_m = if state.forward {
-                    state.offset_m
-                } else {
-                    length_m - state.offset_m
-                };
-                let here = self.index.point_at(state.segment, along_m);
-                state.distance_m = distance(here, xy[lattice.steps[s].point]);
-            }
-        }
+        let decoded: Vec<State> = chosen.iter().map(|&k| lattice.states[k]).collect();
+        // Where the vehicle has got to: a vehicle that jitters back along its road stays
+        // where it got to, so no distance is driven twice. Routes are still chosen between
+        // the decoded states, as Viterbi chose them (regression:
+        // `standing_jitter_back_is_no_teleport`).
+        let mut reached = decoded[0];
         for s in 0..lattice.steps.len() {
-            let state = decoded[s];
             let point = lattice.steps[s].point;
             out.points[point] = Some(MatchedPoint {
-                segment: state.segment,
-                forward: state.forward,
-                offset_m: state.offset_m,
-                distance_m: state.distance_m,
+                segment: reached.segment,
+                forward: reached.forward,
+                offset_m: reached.offset_m,
+                distance_m: reached.distance_m,
+                error_m: self.config.fix_error_m(&observations[point]),
             });
             let Some(next) = lattice.steps.get(s + 1) else {
                 continue;
             };
-            let next_state = decoded[s + 1];
             let raw_m = distance(xy[point], xy[next.point]);
             let dt = observations[next.point].time_s - observations[point].time_s;
             let straight_m = expected_m(
@@ -518,59 +518,87 @@ impl<'n> Matcher<'n> {
                 observations[next.point].speed_kmh,
                 dt,
             );
-            let path = self.path(
-                &state,
-                &next_state,
-                straight_m,
-                self.route_bound_m(raw_m, dt),
-            );
-            self.place_between(point, next.point, &path, xy, out);
+            let bound_m = self.route_bound_m(raw_m, dt);
+            let (from, to) = (decoded[s], decoded[s + 1]);
+            let Some(path) = self.path(&from, &reached, &to, straight_m, bound_m) else {
+                // No drive joins them (cannot happen for states Viterbi linked): the legs
+                // break here rather than invent one.
+                reached = to;
+                continue;
+            };
+            let arrived = path[path.len() - 1];
+            reached = to;
+            if arrived.to_m != to.offset_m {
+                let length_m = self.network.segments()[to.segment as usize].length_m;
+                let along_m = if to.forward {
+                    arrived.to_m
+                } else {
+                    length_m - arrived.to_m
+                };
+                let here = self.index.point_at(to.segment, along_m);
+                reached.offset_m = arrived.to_m;
+                reached.distance_m = distance(here, xy[next.point]);
+            }
+            self.place_between(point, next.point, &path, observations, xy, out);
         }
     }
 
-    /// The traversals of the drive from `from` to `to` chosen while decoding.
-    fn path(&mut self, from: &State, to: &State, straight_m: f64, bound_m: f64) -> Vec<Traversal> {
+    /// The traversals of the drive from decoded state `from` to decoded state `to`, the way
+    /// Viterbi chose it, starting where the vehicle had got to (`reached`: `from`, or
+    /// further along the same traversal); `None` if no allowed drive joins them.
+    fn path(
+        &mut self,
+        from: &State,
+        reached: &State,
+        to: &State,
+        straight_m: f64,
+        bound_m: f64,
+    ) -> Option<Vec<Traversal>> {
+        debug_assert_eq!(
+            (from.segment, from.forward),
+            (reached.segment, reached.forward)
+        );
         let end = self.end_node(from);
         self.router.search(self.network, end, bound_m);
         let from_segment = &self.network.segments()[from.segment as usize];
-        match self
-            .route(from, to, straight_m, bound_m)
-            .map(|(_, how)| how)
-        {
-            Some(Route::Along) => vec![Traversal {
+        let at_m = reached.offset_m.max(from.offset_m);
+        let (_, how) = self.route(from, to, straight_m, bound_m)?;
+        Some(match how {
+            Route::Along => vec![Traversal {
                 segment: from.segment,
                 forward: from.forward,
-                from_m: from.offset_m,
-                to_m: to.offset_m.max(from.offset_m),
+                from_m: at_m,
+                to_m: to.offset_m.max(at_m),
             }],
-            Some(Route::UTurn) => {
-                let turned_at_m = from_segment.length_m - from.offset_m;
+            Route::UTurn => {
+                // Where the vehicle turned, in its first direction: where it had got to, or
+                // further on if it arrives behind that place in the other direction.
+                let turned_m = at_m.max(from_segment.length_m - to.offset_m);
                 vec![
                     Traversal {
                         segment: from.segment,
                         forward: from.forward,
-                        from_m: from.offset_m,
-                        to_m: from.offset_m,
+                        from_m: at_m,
+                        to_m: turned_m,
                     },
                     Traversal {
                         segment: to.segment,
                         forward: to.forward,
-                        from_m: turned_at_m.min(to.offset_m),
+                        from_m: from_segment.length_m - turned_m,
                         to_m: to.offset_m,
                     },
                 ]
             }
-            Some(Route::Network) | None => {
+            Route::Network => {
                 let to_segment = &self.network.segments()[to.segment as usize];
                 let between = self
                     .router
-                    .path(self.network, to_segment.start_node(to.forward))
-                    .unwrap_or_default();
+                    .path(self.network, to_segment.start_node(to.forward))?;
                 let mut path = Vec::with_capacity(between.len() + 2);
                 path.push(Traversal {
                     segment: from.segment,
                     forward: from.forward,
-                    from_m: from.offset_m,
+                    from_m: at_m,
                     to_m: from_segment.length_m,
                 });
                 for (segment, forward) in between {
@@ -589,7 +617,7 @@ impl<'n> Matcher<'n> {
                 });
                 path
             }
-        }
+        })
     }
 
     /// Places the skipped fixes between decoded points `a` and `b` on their path (in order
@@ -599,6 +627,7 @@ impl<'n> Matcher<'n> {
         a: usize,
         b: usize,
         path: &[Traversal],
+        observations: &[Observation],
         xy: &[[f64; 2]],
         out: &mut MatchedTrace,
     ) {
@@ -640,6 +669,7 @@ impl<'n> Matcher<'n> {
                 forward: traversal.forward,
                 offset_m: position.1,
                 distance_m: d,
+                error_m: self.config.fix_error_m(&observations[p]),
             });
             self.push_leg(previous, p, path, at, position, out);
             at = position;

@@ -371,3 +371,41 @@ fn the_same_fixes_match_the_same_way() {
     assert_eq!(first, again);
     assert_eq!(first, fresh);
 }
+
+/// A sweeper standing 100 m into a 1 km one-way street while its GPS drifts back 12 m every
+/// 10 s. Each step back is jitter (within `reverse_tolerance_m`), but three of them are not: the
+/// matcher used to hold the vehicle where it got to *before* routing, found no route from
+/// there to the drifted place, and stitched "the rest of this street + the start of the
+/// next" — a 900 m drive in 10 s credited as work.
+#[test]
+fn standing_jitter_back_is_no_teleport() {
+    let net = network(
+        &[(0.0, 0.0), (1000.0, 0.0), (1000.0, 300.0)],
+        &[(0, 1, true), (1, 2, false)],
+    );
+    let plane = Plane::new(ORIGIN.0, ORIGIN.1);
+    let fixes: Vec<Observation> = [100.0, 88.0, 76.0, 64.0, 52.0]
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let (lon, lat) = plane.to_lon_lat([x, 1.0]);
+            Observation {
+                time_s: i as f64 * 10.0,
+                lon,
+                lat,
+                heading_deg: Some(90.0),
+                speed_kmh: Some(0.5),
+                hdop: Some(1.0),
+            }
+        })
+        .collect();
+    let matched = Matcher::new(&net, MatchConfig::default()).match_trace(&fixes);
+    assert_legs_connect(&net, &matched);
+    let driven_m: f64 = matched.traversals.iter().map(|t| t.to_m - t.from_m).sum();
+    assert!(
+        driven_m < 1.0,
+        "{driven_m} m driven: {:?}",
+        matched.traversals
+    );
+    assert!(matched.points.iter().all(|p| p.is_some()));
+}

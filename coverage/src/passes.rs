@@ -8,7 +8,7 @@ use cleanfleet_model::{DeviceKind, WorkState};
 use cleanfleet_roads::RoadNetwork;
 use serde::{Deserialize, Serialize};
 
-use crate::matcher::MatchedTrace;
+use crate::matcher::{Leg, MatchedTrace};
 use crate::rules::CoverageRules;
 
 /// What a pass does to the street.
@@ -80,7 +80,9 @@ pub enum InvalidReason {
     ToolOff,
     /// Faster than the work's speed band (超速作业).
     Overspeed,
-    /// Too few satellites, a high HDOP, or the fix far from the road.
+    /// The match cannot be trusted: too few satellites, the fix farther from the road than
+    /// its own error explains, a matched drive longer than the vehicle's speeds allow, a
+    /// pass faster than its band allows, or a stretch no fix was matched on.
     PoorGps,
     /// Shorter than `min_pass_length_m` on a longer segment.
     TooShort,
@@ -163,6 +165,12 @@ impl Pass {
 /// A stretch between two fixes takes the condition reported by the later one (firmware
 /// reports the tools as they were while moving to it); stretches across a silence longer
 /// than `rules.max_gap_s` are not credited.
+///
+/// **Physically honest**: no valid pass implies a speed above its work's band by more than
+/// `rules.max_implied_speed_ratio` (length ÷ duration), and no valid stretch is longer than
+/// the drive the vehicle's own reported speeds allow between its fixes, give or take their
+/// expected GPS error; what fails either is poor GPS (the matched path, not the vehicle, is
+/// wrong), never work.
 pub fn derive_passes(
     network: &RoadNetwork,
     work: WorkType,
@@ -172,31 +180,30 @@ pub fn derive_passes(
 ) -> Vec<Pass> {
     let mut passes: Vec<Pass> = Vec::new();
     let mut open: Option<Pass> = None;
+    let mut last_point = None;
     for leg in &matched.legs {
         let (a, b) = (&fixes[leg.from_point], &fixes[leg.to_point]);
         let dt = b.time_s - a.time_s;
         let traversals = matched.leg_traversals(leg);
+        // Where the matched trace broke (a silence, no road near), a pass ends.
+        let follows = last_point == Some(leg.from_point);
+        last_point = Some(leg.to_point);
+        if !follows {
+            passes.extend(open.take());
+        }
         if dt > rules.max_gap_s {
             passes.extend(open.take());
             continue;
         }
         let leg_m: f64 = traversals.iter().map(|t| t.to_m - t.from_m).sum();
-        let speed_kmh = b
-            .speed_kmh
-            .unwrap_or(if dt > 0.0 { leg_m / dt * 3.6 } else { 0.0 });
-        let match_distance_m = matched.points[leg.to_point].map_or(f64::INFINITY, |m| m.distance_m);
-        let invalid = if !b.tools_on {
-            Some(InvalidReason::ToolOff)
-        } else if b.hdop.is_some_and(|h| h > rules.max_hdop)
-            || b.satellites.is_some_and(|s| s < rules.min_satellites)
-            || match_distance_m > rules.max_match_distance_m
-        {
-            Some(InvalidReason::PoorGps)
-        } else if speed_kmh > rules.band_kmh(work) {
-            Some(InvalidReason::Overspeed)
+        let speed_kmh = b.speed_kmh.unwrap_or(if dt > 0.0 {
+            leg_m / dt * 3.6
+        } else if leg_m > 0.0 {
+            f64::INFINITY
         } else {
-            None
-        };
+            0.0
+        });
+        let invalid = leg_condition(network, work, leg, a, b, leg_m, speed_kmh, matched, rules);
         let mut along_m = 0.0;
         for t in traversals {
             let length_m = t.to_m - t.from_m;
@@ -251,6 +258,9 @@ pub fn derive_passes(
         }
     }
     for p in &mut passes {
+        if p.invalid.is_some() {
+            continue;
+        }
         let supported = matched_at
             .get(&(p.segment, p.forward))
             .is_some_and(|times| {
@@ -258,7 +268,9 @@ pub fn derive_passes(
                     .iter()
                     .any(|&t| t >= p.start_s - SUPPORT_SLACK_S && t <= p.end_s + SUPPORT_SLACK_S)
             });
-        if p.invalid.is_none() && !supported && p.length_m() > rules.max_unsupported_pass_m {
+        let band_m = rules.band_kmh(work) / 3.6 * (p.end_s - p.start_s);
+        let too_fast = p.length_m() > band_m * rules.max_implied_speed_ratio;
+        if too_fast || (!supported && p.length_m() > rules.max_unsupported_pass_m) {
             p.invalid = Some(InvalidReason::PoorGps);
         }
     }
@@ -271,6 +283,48 @@ pub fn derive_passes(
         }
     }
     passes
+}
+
+/// Whether the drive of one leg counts, and why not.
+#[allow(clippy::too_many_arguments)]
+fn leg_condition(
+    network: &RoadNetwork,
+    work: WorkType,
+    leg: &Leg,
+    a: &FixState,
+    b: &FixState,
+    leg_m: f64,
+    speed_kmh: f64,
+    matched: &MatchedTrace,
+    rules: &CoverageRules,
+) -> Option<InvalidReason> {
+    if !b.tools_on {
+        return Some(InvalidReason::ToolOff);
+    }
+    let (Some(from), Some(to)) = (matched.points[leg.from_point], matched.points[leg.to_point])
+    else {
+        return Some(InvalidReason::PoorGps);
+    };
+    // Off the road by more than the fix's own error explains (a lane off the centre line
+    // is not error).
+    let half_width_m = network.segments()[to.segment as usize].width_m / 2.0;
+    let off_road = to.distance_m > rules.max_match_sigmas * to.error_m + half_width_m;
+    // Longer than the vehicle's own speeds allow (GPS speed is Doppler, far more precise
+    // than positions), beyond what the error of the two places explains.
+    let dt = b.time_s - a.time_s;
+    let reported_m = match (a.speed_kmh, b.speed_kmh) {
+        (Some(va), Some(vb)) => (va + vb) / 2.0 / 3.6 * dt,
+        _ => leg_m,
+    };
+    let allowed_m = reported_m * rules.max_implied_speed_ratio
+        + rules.path_slack_sigmas * from.error_m.hypot(to.error_m);
+    if b.satellites.is_some_and(|s| s < rules.min_satellites) || off_road || leg_m > allowed_m {
+        Some(InvalidReason::PoorGps)
+    } else if speed_kmh > rules.band_kmh(work) {
+        Some(InvalidReason::Overspeed)
+    } else {
+        None
+    }
 }
 
 /// Stretches this close continue a pass (rounding at the seams of legs).
@@ -299,6 +353,7 @@ mod tests {
                 forward: true,
                 offset_m,
                 distance_m: 2.0,
+                error_m: 5.0,
             }));
             if i > 0 {
                 let start = trace.traversals.len();
@@ -352,14 +407,15 @@ mod tests {
     #[test]
     fn tool_off_overspeed_and_poor_gps_split_the_pass_with_their_reasons() {
         let net = demo();
-        let trace = straight_trace(&net, 21, 10.0);
+        let mut trace = straight_trace(&net, 21, 10.0);
+        // A fix 40 m off its road at an expected error of 5 m.
+        trace.points[15].as_mut().unwrap().distance_m = 40.0;
         let fixes: Vec<FixState> = (0..21)
             .map(|i| {
                 let mut f = fix(i as f64 * 6.0, 6.0, true);
                 match i {
                     5..=7 => f.tools_on = false,
                     10..=12 => f.speed_kmh = Some(8.1),
-                    15 => f.hdop = Some(9.0),
                     16 => f.satellites = Some(3),
                     _ => {}
                 }
@@ -421,12 +477,14 @@ mod tests {
                     forward: true,
                     offset_m: length(a) - 5.0,
                     distance_m: 3.0,
+                    error_m: 5.0,
                 }),
                 Some(MatchedPoint {
                     segment: c,
                     forward: true,
                     offset_m: 5.0,
                     distance_m: 3.0,
+                    error_m: 5.0,
                 }),
             ],
             legs: vec![Leg {
@@ -455,20 +513,56 @@ mod tests {
                 },
             ],
         };
-        let fixes = [fix(0.0, 6.0, true), fix(2.0, 6.0, true)];
-        let rules = CoverageRules::default();
+        // Fixes as far apart in time as the drive takes at 6 km/h.
+        let drive_s = (length(b) + 10.0) / (6.0 / 3.6);
+        let fixes = [fix(0.0, 6.0, true), fix(drive_s, 6.0, true)];
+        let rules = CoverageRules {
+            max_gap_s: drive_s + 1.0,
+            ..CoverageRules::default()
+        };
         let passes = derive_passes(&net, WorkType::Sweep, &fixes, &trace, &rules);
         let through = passes.iter().find(|p| p.segment == b).unwrap();
         assert!(length(b) > rules.max_unsupported_pass_m);
         assert_eq!(through.invalid, Some(InvalidReason::PoorGps));
         // With a fix on it, the same stretch counts.
         let mut supported = trace.clone();
-        supported.points[1] = Some(MatchedPoint {
+        let middle = MatchedPoint {
             segment: b,
             forward: true,
-            offset_m: length(b),
+            offset_m: length(b) / 2.0,
             distance_m: 3.0,
-        });
+            error_m: 5.0,
+        };
+        supported.points.insert(1, Some(middle));
+        let half = |from_m: f64, to_m: f64| Traversal {
+            segment: b,
+            forward: true,
+            from_m,
+            to_m,
+        };
+        supported.traversals = vec![
+            trace.traversals[0],
+            half(0.0, length(b) / 2.0),
+            half(length(b) / 2.0, length(b)),
+            trace.traversals[2],
+        ];
+        supported.legs = vec![
+            Leg {
+                from_point: 0,
+                to_point: 1,
+                traversals: 0..2,
+            },
+            Leg {
+                from_point: 1,
+                to_point: 2,
+                traversals: 2..4,
+            },
+        ];
+        let fixes = [
+            fixes[0],
+            fix(drive_s / 2.0, 6.0, true),
+            fix(drive_s, 6.0, true),
+        ];
         let passes = derive_passes(&net, WorkType::Sweep, &fixes, &supported, &rules);
         assert!(passes.iter().find(|p| p.segment == b).unwrap().is_valid());
     }
@@ -491,6 +585,35 @@ mod tests {
         let passes = derive_passes(&net, WorkType::Sweep, &fixes, &trace, &rules);
         assert_eq!(passes.len(), 1);
         assert_eq!((passes[0].from_m, passes[0].to_m), (0.0, 50.0));
+    }
+
+    /// A sprinkler stood in one street for five minutes with its receiver off, and the
+    /// matcher rightly broke the trace there; the pass on either side of the silence used
+    /// to be joined into one across it, crediting five minutes nobody saw.
+    #[test]
+    fn a_silence_between_runs_ends_the_pass() {
+        let net = demo();
+        // Runs [0, 1] and [2, 3], the second starting where the first ended: no leg joins
+        // 1 and 2.
+        let mut trace = straight_trace(&net, 3, 10.0);
+        trace.points.insert(1, trace.points[1]);
+        trace.legs[1].from_point = 2;
+        trace.legs[1].to_point = 3;
+        let fixes = [
+            fix(0.0, 6.0, true),
+            fix(6.0, 6.0, true),
+            fix(306.0, 6.0, true),
+            fix(312.0, 6.0, true),
+        ];
+        let passes = derive_passes(
+            &net,
+            WorkType::Sprinkle,
+            &fixes,
+            &trace,
+            &CoverageRules::default(),
+        );
+        let spans: Vec<(f64, f64)> = passes.iter().map(|p| (p.start_s, p.end_s)).collect();
+        assert_eq!(spans, [(0.0, 6.0), (306.0, 312.0)], "{passes:?}");
     }
 
     #[test]

@@ -61,12 +61,18 @@ impl Default for DeepCleanRule {
 #[serde(deny_unknown_fields, default)]
 pub struct CoverageRules {
     pub speed_band_kmh: SpeedBands,
-    /// Fixes with a higher HDOP are poor GPS. Default 5.
-    pub max_hdop: f64,
     /// Fixes with fewer satellites are poor GPS. Default 4.
     pub min_satellites: u8,
-    /// Fixes matched farther than this from the road are poor GPS. Default 30.
-    pub max_match_distance_m: f64,
+    /// A fix matched farther from its road than this many of its expected errors (HDOP ×
+    /// UERE, `[coverage.matcher]`), plus half the carriageway, is poor GPS. Default 3.
+    pub max_match_sigmas: f64,
+    /// A valid pass's length ÷ duration is at most its work's speed band × this, and a
+    /// stretch between two fixes at most the distance their reported speeds imply × this
+    /// (plus `path_slack_sigmas`); beyond, the matched path is wrong: poor GPS. Default 1.5.
+    pub max_implied_speed_ratio: f64,
+    /// How much longer than their reported speeds imply the matched drive between two fixes
+    /// may be, in their combined expected errors. Default 3.
+    pub path_slack_sigmas: f64,
     /// A valid pass shorter than this (and than `covered_ratio` of its segment) is too
     /// short. Default 10.
     pub min_pass_length_m: f64,
@@ -93,9 +99,10 @@ impl Default for CoverageRules {
     fn default() -> Self {
         CoverageRules {
             speed_band_kmh: SpeedBands::default(),
-            max_hdop: 5.0,
             min_satellites: 4,
-            max_match_distance_m: 30.0,
+            max_match_sigmas: 3.0,
+            max_implied_speed_ratio: 1.5,
+            path_slack_sigmas: 3.0,
             min_pass_length_m: 10.0,
             max_gap_s: 60.0,
             max_unsupported_pass_m: 25.0,

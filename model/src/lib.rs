@@ -14,6 +14,12 @@ pub use message::{
 pub use topic::{is_valid_device_id, DeviceKind, Stream, Topic, TOPIC_PREFIX};
 pub use validate::{decode, Body, Decoded, Limits, RejectReason, Rejection};
 
+/// Coverage is computed in chunks of one device's fixes over one hour of device time.
+pub const COVERAGE_CHUNK_MS: i64 = 3_600_000;
+/// A chunk is matched with this much of the fixes before and after it as context, so a fix
+/// landing this close to a chunk makes the chunk stale too.
+pub const COVERAGE_CONTEXT_MS: i64 = 600_000;
+
 /// Where time-dependent logic gets "now", so that tests can fix it.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> jiff::Timestamp;

@@ -23,8 +23,12 @@ pub use sqlite::{SqliteConfig, SqliteStore, Synchronous};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another writer held the store for longer than the store waits (a backend that is
+    /// busy, locked or restarting): the same call may succeed later.
+    #[error("the store is busy: {0}")]
+    Busy(String),
     #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -36,6 +40,24 @@ pub enum StoreError {
     Worker(String),
     #[error("the store is closed")]
     Closed,
+}
+
+impl StoreError {
+    /// Whether the same call may succeed if tried again later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Busy(_))
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Busy(e.to_string())
+            }
+            _ => StoreError::Sqlite(e),
+        }
+    }
 }
 
 /// One MQTT message as ingestion hands it to the store.
@@ -139,11 +161,7 @@ pub struct StoreStats {
     pub newest_fix: Option<Timestamp>,
 }
 
-/// Coverage is computed in chunks of one device's fixes over one hour of device time.
-pub const COVERAGE_CHUNK_MS: i64 = 3_600_000;
-/// A chunk is matched with this much of the fixes before and after it as context, so a fix
-/// landing this close to a chunk makes the chunk stale too.
-pub const COVERAGE_CONTEXT_MS: i64 = 600_000;
+pub use cleanfleet_model::{COVERAGE_CHUNK_MS, COVERAGE_CONTEXT_MS};
 
 /// One device's hour whose passes are missing or older than its fixes.
 #[derive(Debug, Clone, PartialEq)]

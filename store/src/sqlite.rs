@@ -63,6 +63,15 @@ struct Inner {
     closed: std::sync::atomic::AtomicBool,
 }
 
+/// A transaction that takes the write lock when it begins. A deferred one would start as a
+/// reader and fail at once with "database is locked" when it tries to write after another
+/// process (ingest beside a separate coverage stage) committed meanwhile: SQLite cannot wait
+/// for a lock on a snapshot that is already stale. Begun immediately, it waits for the other
+/// writer (`busy_timeout`).
+fn write_transaction(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
+    Ok(conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+}
+
 fn open_connection(config: &SqliteConfig) -> Result<Connection, StoreError> {
     let conn = Connection::open(&config.path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -574,7 +583,7 @@ fn count(conn: &Connection, table: &str) -> Result<u64, StoreError> {
 impl Store for SqliteStore {
     async fn write_batch(&self, items: Vec<IngestItem>) -> Result<WriteReport, StoreError> {
         self.with_writer(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = write_transaction(conn)?;
             let report = write_items(&tx, &items)?;
             tx.commit()?;
             Ok(report)
@@ -719,7 +728,7 @@ impl Store for SqliteStore {
 
     async fn prune(&self, before: Timestamp) -> Result<u64, StoreError> {
         self.with_writer(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = write_transaction(conn)?;
             let mut deleted = 0;
             let hour = ms(before).div_euclid(COVERAGE_CHUNK_MS);
             deleted += tx.execute("DELETE FROM passes WHERE hour < ?1", [hour])? as u64;
@@ -747,7 +756,7 @@ impl Store for SqliteStore {
     async fn use_coverage_network(&self, network_id: &str) -> Result<bool, StoreError> {
         let network_id = network_id.to_owned();
         self.with_writer(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = write_transaction(conn)?;
             let current: Option<String> = tx
                 .query_row(
                     "SELECT value FROM coverage_meta WHERE key = 'network'",
@@ -922,7 +931,7 @@ impl Store for SqliteStore {
         passes: Vec<PassRecord>,
     ) -> Result<(), StoreError> {
         self.with_writer(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = write_transaction(conn)?;
             let key: i64 = tx.query_row(
                 "SELECT device_key FROM devices WHERE device_id = ?1",
                 [&chunk.device_id],

@@ -1,0 +1,167 @@
+//! cleanfleet's coverage against an independent generator's truth.
+//!
+//! `cargo bench -p cleanfleet-accuracy --bench accuracy -- [--seed N] [--hours H]
+//! [PATH.osm.pbf ...]`; without a path, the built-in demo town. One row per network and GPS σ
+//! (5, 10, 20 m); the columns are explained in accuracy/README.md.
+
+use std::process::ExitCode;
+
+use cleanfleet_accuracy::{generate, our_passes, score, true_status, GenConfig, PrecisionRecall};
+use cleanfleet_coverage::{segment_status, CoverageRules, MatchConfig};
+use cleanfleet_roads::RoadNetwork;
+
+const SIGMAS_M: [f64; 3] = [5.0, 10.0, 20.0];
+const DEFAULT_SEED: u64 = 2026;
+
+struct Args {
+    seed: u64,
+    hours: f64,
+    paths: Vec<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        seed: DEFAULT_SEED,
+        hours: GenConfig::default().shift_hours,
+        paths: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            // Cargo passes it to every bench.
+            "--bench" => {}
+            "--seed" => {
+                let v = value("--seed")?;
+                args.seed = v.parse().map_err(|_| format!("--seed {v}: not a number"))?;
+            }
+            "--hours" => {
+                let v = value("--hours")?;
+                args.hours = v
+                    .parse()
+                    .map_err(|_| format!("--hours {v}: not a number"))?;
+            }
+            flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
+            path => args.paths.push(path.to_owned()),
+        }
+    }
+    Ok(args)
+}
+
+fn percent(x: Option<f64>) -> String {
+    x.map_or("–".into(), |x| format!("{:.1}", 100.0 * x))
+}
+
+fn pr(p: &PrecisionRecall) -> String {
+    format!("{}/{}", percent(p.precision()), percent(p.recall()))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("accuracy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut networks = Vec::new();
+    if args.paths.is_empty() {
+        networks.push(("demo".to_owned(), RoadNetwork::demo()));
+    }
+    for path in &args.paths {
+        match RoadNetwork::from_file(path, false) {
+            Ok(network) => {
+                let name = std::path::Path::new(path)
+                    .file_name()
+                    .map_or(path.clone(), |n| n.to_string_lossy().into_owned());
+                networks.push((name, network));
+            }
+            Err(e) => {
+                eprintln!("accuracy: {path}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let rules = CoverageRules::default();
+    let match_config = MatchConfig::default();
+    println!(
+        "seed {}, {} h shifts, MatchConfig::default(), CoverageRules::default(); shares by length, P/R length-weighted",
+        args.seed, args.hours
+    );
+    println!(
+        "{:<16} {:>4} {:>7} {:>7} {:>20} {:>20} {:>11} {:>11} {:>11} {:>12} {:>22} {:>9}",
+        "network",
+        "σ m",
+        "fixes",
+        "HDOP>5",
+        "covered ours/true",
+        "deep ours/true",
+        "cov P/R",
+        "deep P/R",
+        "I cov P/R",
+        "implied n/km",
+        "valid/driven km (max)",
+        "fixes/s"
+    );
+    for (name, network) in &networks {
+        for sigma_m in SIGMAS_M {
+            let config = GenConfig {
+                seed: args.seed,
+                shift_hours: args.hours,
+                gps_sigma_m: sigma_m,
+                ..GenConfig::default()
+            };
+            let runs = generate(network, &config);
+            let truth = true_status(network, &runs, &rules);
+            let (passes, stats) = our_passes(network, &runs, &match_config, &rules);
+            let statuses = segment_status(network, &passes, &rules);
+            let s = score(
+                network,
+                &runs,
+                &truth,
+                &statuses,
+                &passes,
+                &stats.vehicle_passes,
+                &rules,
+            );
+            let fixes: Vec<_> = runs.iter().flat_map(|r| &r.fixes).collect();
+            let high_hdop = fixes
+                .iter()
+                .filter(|f| f.hdop.is_some_and(|h| h > 5.0))
+                .count();
+            let share = |x: &cleanfleet_accuracy::Share| {
+                format!(
+                    "{}/{} ({}%)",
+                    percent(Some(x.ours())),
+                    percent(Some(x.truth())),
+                    x.relative_error()
+                        .map_or("–".into(), |e| format!("{:+.0}", 100.0 * e))
+                )
+            };
+            let class_i = &s.by_class[0].1;
+            let valid_km: f64 = s.mileage.iter().map(|m| m.valid_m).sum::<f64>() / 1000.0;
+            let driven_km: f64 = s.mileage.iter().map(|m| m.driven_m).sum::<f64>() / 1000.0;
+            let worst = s.worst_mileage().map_or(f64::NAN, |m| m.valid_per_driven());
+            println!(
+                "{:<16} {:>4} {:>7} {:>6.1}% {:>20} {:>20} {:>11} {:>11} {:>11} {:>12} {:>22} {:>9.0}",
+                name,
+                sigma_m,
+                stats.fixes,
+                100.0 * high_hdop as f64 / fixes.len().max(1) as f64,
+                share(&s.covered),
+                share(&s.deep_cleaned),
+                pr(&s.covered_pr),
+                pr(&s.deep_pr),
+                pr(class_i),
+                format!(
+                    "{}/{:.2}",
+                    s.implied_speed_violations,
+                    s.implied_speed_violation_m / 1000.0
+                ),
+                format!("{valid_km:.1}/{driven_km:.1} ({worst:.2})"),
+                stats.fixes_per_s()
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,123 @@
+//! Split deployment: ingest and the coverage stage as two processes of the real binary on
+//! one store, writing at once. Neither may die of the other's writes (the coverage stage
+//! used to exit with "database is locked" at `put_passes` whenever ingest committed
+//! meanwhile), and when the stream ends every fix is stored and every chunk's passes are
+//! current.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cleanfleet_store::{SqliteConfig, SqliteStore, Store};
+use common::*;
+
+const DEVICES: u64 = 12;
+const MESSAGES_PER_DEVICE: u64 = 120;
+const FIXES_PER_MESSAGE: u64 = 5;
+
+fn spawn_stage(stage: &str, broker: SocketAddr, data_dir: &Path, log: &Path) -> KillOnDrop {
+    let child = Command::new(env!("CARGO_BIN_EXE_cleanfleet"))
+        .arg(stage)
+        .env("CLEANFLEET__BROKER__URL", format!("mqtt://{broker}"))
+        .env("CLEANFLEET__DATA_DIR", data_dir)
+        // Many small commits, and a coverage stage that looks often: the two collide.
+        .env("CLEANFLEET__INGEST__BATCH_MAX_MESSAGES", "4")
+        .env("CLEANFLEET__COVERAGE__POLL_INTERVAL_S", "0.1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("cannot start the cleanfleet binary");
+    KillOnDrop(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_and_coverage_processes_write_at_once_and_both_live() {
+    let config = cleanfleet::config::EmbeddedBrokerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let broker = cleanfleet::broker::start(&config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ingest_log, coverage_log) = (
+        dir.path().join("ingest.log"),
+        dir.path().join("coverage.log"),
+    );
+    let mut ingest = spawn_stage("ingest", broker, dir.path(), &ingest_log);
+    let store_path = dir.path().join("cleanfleet.sqlite");
+    let store = eventually(
+        "the ingest process to create its store",
+        Duration::from_secs(20),
+        || async { SqliteStore::open(SqliteConfig::new(&store_path)).ok() },
+    )
+    .await;
+    let mut coverage = spawn_stage("coverage", broker, dir.path(), &coverage_log);
+    // Wait until ingest's subscription lets a sentinel through.
+    let mut sentinel = Publisher::connect(broker, "dev-sentinel").await;
+    for attempt in 1.. {
+        sentinel
+            .publish(&fixes_topic("sentinel"), fix_batch("sentinel", attempt, 1))
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if store.stats().await.map(|s| s.fixes).unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(attempt < 200, "ingest never subscribed");
+    }
+    sentinel.disconnect().await;
+
+    // Each device drives its own street north, a message every few milliseconds.
+    let mut publishers = Vec::new();
+    for d in 0..DEVICES {
+        publishers.push(tokio::spawn(async move {
+            let device = format!("sw-split-{d}");
+            let mut publisher = Publisher::connect(broker, &format!("dev-{device}")).await;
+            for m in 0..MESSAGES_PER_DEVICE {
+                let payload = fix_batch(&device, m * FIXES_PER_MESSAGE, FIXES_PER_MESSAGE);
+                publisher.publish(&fixes_topic(&device), payload).await;
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+            publisher.disconnect().await;
+        }));
+    }
+    for p in publishers {
+        p.await.unwrap();
+    }
+    let total = DEVICES * MESSAGES_PER_DEVICE * FIXES_PER_MESSAGE;
+    let settled = eventually(
+        "every fix stored and every chunk's passes current",
+        Duration::from_secs(120),
+        || async {
+            let stats = store.stats().await.ok()?;
+            let backlog = store.coverage_backlog().await.ok()?;
+            (stats.fixes >= total && backlog == 0).then_some(stats.fixes)
+        },
+    )
+    .await;
+    let logs = format!(
+        "ingest:\n{}\ncoverage:\n{}",
+        std::fs::read_to_string(&ingest_log).unwrap(),
+        std::fs::read_to_string(&coverage_log).unwrap()
+    );
+    assert!(
+        ingest.0.try_wait().unwrap().is_none(),
+        "ingest exited\n{logs}"
+    );
+    assert!(
+        coverage.0.try_wait().unwrap().is_none(),
+        "the coverage stage exited\n{logs}"
+    );
+    assert!(!logs.contains("stage failed"), "{logs}");
+    let (from, to) = (jiff::Timestamp::UNIX_EPOCH, jiff::Timestamp::now());
+    let passes = store.passes(from, to, None).await.unwrap();
+    let devices: std::collections::BTreeSet<&str> =
+        passes.iter().map(|p| p.device_id.as_str()).collect();
+    assert_eq!(
+        devices.len() as u64,
+        DEVICES,
+        "every device's passes computed ({settled} fixes stored)"
+    );
+}
