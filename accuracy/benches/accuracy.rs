@@ -14,14 +14,15 @@ const SIGMAS_M: [f64; 3] = [5.0, 10.0, 20.0];
 const DEFAULT_SEED: u64 = 2026;
 
 struct Args {
-    seed: u64,
+    /// Each network and σ is run once per seed; figures are over all of them.
+    seeds: Vec<u64>,
     hours: f64,
     paths: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
-        seed: DEFAULT_SEED,
+        seeds: vec![DEFAULT_SEED],
         hours: GenConfig::default().shift_hours,
         paths: Vec::new(),
     };
@@ -31,9 +32,12 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             // Cargo passes it to every bench.
             "--bench" => {}
-            "--seed" => {
-                let v = value("--seed")?;
-                args.seed = v.parse().map_err(|_| format!("--seed {v}: not a number"))?;
+            "--seeds" => {
+                let v = value("--seeds")?;
+                args.seeds = v
+                    .split(',')
+                    .map(|s| s.parse().map_err(|_| format!("--seeds {v}: not numbers")))
+                    .collect::<Result<_, _>>()?;
             }
             "--hours" => {
                 let v = value("--hours")?;
@@ -85,8 +89,8 @@ fn main() -> ExitCode {
     let rules = CoverageRules::default();
     let match_config = MatchConfig::default();
     println!(
-        "seed {}, {} h shifts, MatchConfig::default(), CoverageRules::default(); shares by length, P/R length-weighted",
-        args.seed, args.hours
+        "seeds {:?}, {} h shifts, MatchConfig::default(), CoverageRules::default(); shares by length, P/R length-weighted, over all seeds",
+        args.seeds, args.hours
     );
     println!(
         "{:<16} {:>4} {:>7} {:>7} {:>20} {:>20} {:>11} {:>11} {:>11} {:>12} {:>22} {:>9}",
@@ -105,30 +109,47 @@ fn main() -> ExitCode {
     );
     for (name, network) in &networks {
         for sigma_m in SIGMAS_M {
-            let config = GenConfig {
-                seed: args.seed,
-                shift_hours: args.hours,
-                gps_sigma_m: sigma_m,
-                ..GenConfig::default()
-            };
-            let runs = generate(network, &config);
-            let truth = true_status(network, &runs, &rules);
-            let (passes, stats) = our_passes(network, &runs, &match_config, &rules);
-            let statuses = segment_status(network, &passes, &rules);
-            let s = score(
-                network,
-                &runs,
-                &truth,
-                &statuses,
-                &passes,
-                &stats.vehicle_passes,
-                &rules,
+            let (mut total, mut fixes_n, mut high_hdop, mut matched, mut match_s) = (
+                None::<cleanfleet_accuracy::Score>,
+                0usize,
+                0usize,
+                0usize,
+                0.0,
             );
-            let fixes: Vec<_> = runs.iter().flat_map(|r| &r.fixes).collect();
-            let high_hdop = fixes
-                .iter()
-                .filter(|f| f.hdop.is_some_and(|h| h > 5.0))
-                .count();
+            for &seed in &args.seeds {
+                let config = GenConfig {
+                    seed,
+                    shift_hours: args.hours,
+                    gps_sigma_m: sigma_m,
+                    ..GenConfig::default()
+                };
+                let runs = generate(network, &config);
+                let truth = true_status(network, &runs, &rules);
+                let (passes, stats) = our_passes(network, &runs, &match_config, &rules);
+                let statuses = segment_status(network, &passes, &rules);
+                let s = score(
+                    network,
+                    &runs,
+                    &truth,
+                    &statuses,
+                    &passes,
+                    &stats.vehicle_passes,
+                    &rules,
+                );
+                let fixes: Vec<_> = runs.iter().flat_map(|r| &r.fixes).collect();
+                fixes_n += fixes.len();
+                high_hdop += fixes
+                    .iter()
+                    .filter(|f| f.hdop.is_some_and(|h| h > 5.0))
+                    .count();
+                matched += stats.fixes;
+                match_s += stats.match_time_s;
+                match total.as_mut() {
+                    Some(t) => t.absorb(s),
+                    None => total = Some(s),
+                }
+            }
+            let s = total.expect("at least one seed");
             let share = |x: &cleanfleet_accuracy::Share| {
                 format!(
                     "{}/{} ({}%)",
@@ -146,8 +167,8 @@ fn main() -> ExitCode {
                 "{:<16} {:>4} {:>7} {:>6.1}% {:>20} {:>20} {:>11} {:>11} {:>11} {:>12} {:>22} {:>9.0}",
                 name,
                 sigma_m,
-                stats.fixes,
-                100.0 * high_hdop as f64 / fixes.len().max(1) as f64,
+                fixes_n,
+                100.0 * high_hdop as f64 / fixes_n.max(1) as f64,
                 share(&s.covered),
                 share(&s.deep_cleaned),
                 pr(&s.covered_pr),
@@ -159,7 +180,19 @@ fn main() -> ExitCode {
                     s.implied_speed_violation_m / 1000.0
                 ),
                 format!("{valid_km:.1}/{driven_km:.1} ({worst:.2})"),
-                stats.fixes_per_s()
+                matched as f64 / match_s
+            );
+            let missed: Vec<String> = s
+                .missed_by_reason
+                .iter()
+                .map(|(r, m)| format!("{r:?} {:.2} km", m / 1000.0))
+                .collect();
+            println!(
+                "{:<16} {:>4}   valid passes over 2x band: {}; truly covered but missed: {}",
+                "",
+                "",
+                s.twice_band_violations,
+                missed.join(", ")
             );
         }
     }

@@ -1,10 +1,10 @@
-//! cleanfleet's coverage pipeline as it stands, run on generated fleets. Kept in one place: it
-//! will be replaced by the production (chunked) path.
+//! cleanfleet's coverage pipeline, run on generated fleets: the coverage stage's own path
+//! (`chunked_passes`: hour by hour with ten minutes of context, passes cut to the hour).
 
 use std::ops::Range;
 use std::time::Instant;
 
-use cleanfleet_coverage::{derive_passes, CoverageRules, MatchConfig, Matcher, Pass};
+use cleanfleet_coverage::{chunked_passes, CoverageRules, MatchConfig, Matcher, Pass};
 use cleanfleet_roads::RoadNetwork;
 
 use crate::gen::VehicleRun;
@@ -13,7 +13,8 @@ use crate::gen::VehicleRun;
 pub struct PipelineStats {
     /// Fixes matched, over all vehicles.
     pub fixes: usize,
-    /// Wall time spent in `match_trace` alone, on one thread.
+    /// Wall time spent matching and deriving passes, on one thread (each fix of a window's
+    /// context is matched once more with the neighbouring window).
     pub match_time_s: f64,
     /// Per run (in order), the range of its passes in the returned list.
     pub vehicle_passes: Vec<Range<usize>>,
@@ -43,17 +44,17 @@ pub fn our_passes(
     for run in runs {
         let observations = run.observations();
         let started = Instant::now();
-        let matched = matcher.match_trace(&observations);
+        let first = passes.len();
+        passes.extend(chunked_passes(
+            network,
+            &mut matcher,
+            rules,
+            run.work,
+            &observations,
+            &run.fix_states(),
+        ));
         stats.match_time_s += started.elapsed().as_secs_f64();
         stats.fixes += observations.len();
-        let first = passes.len();
-        passes.extend(derive_passes(
-            network,
-            run.work,
-            &run.fix_states(),
-            &matched,
-            rules,
-        ));
         stats.vehicle_passes.push(first..passes.len());
     }
     (passes, stats)

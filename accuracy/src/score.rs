@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use cleanfleet_coverage::{CoverageRules, Pass, SegmentStatus};
+use cleanfleet_coverage::{CoverageRules, MissReason, Pass, SegmentStatus};
 use cleanfleet_roads::{RoadClass, RoadNetwork};
 
 use crate::gen::VehicleRun;
@@ -94,11 +94,56 @@ pub struct Score {
     /// truck cannot have worked that fast (DOMAIN.md, "GPS quality").
     pub implied_speed_violations: usize,
     pub implied_speed_violation_m: f64,
+    /// Valid passes whose length implies more than twice the work's band (the independent
+    /// evaluation's count).
+    pub twice_band_violations: usize,
+    /// Truly covered length that cleanfleet missed, by the reason it gives.
+    pub missed_by_reason: Vec<(MissReason, f64)>,
     /// Per run, in order.
     pub mileage: Vec<VehicleMileage>,
 }
 
+impl Share {
+    fn absorb(&mut self, other: &Share) {
+        self.ours_m += other.ours_m;
+        self.true_m += other.true_m;
+        self.total_m += other.total_m;
+    }
+}
+
+impl PrecisionRecall {
+    fn absorb(&mut self, other: &PrecisionRecall) {
+        self.both_m += other.both_m;
+        self.ours_only_m += other.ours_only_m;
+        self.true_only_m += other.true_only_m;
+    }
+}
+
 impl Score {
+    /// Adds another day's (or fleet's) score to this one: shares and agreement by summed
+    /// length, counts summed, runs appended.
+    pub fn absorb(&mut self, other: Score) {
+        self.covered.absorb(&other.covered);
+        self.deep_cleaned.absorb(&other.deep_cleaned);
+        self.covered_pr.absorb(&other.covered_pr);
+        self.deep_pr.absorb(&other.deep_pr);
+        for (mine, theirs) in self.by_class.iter_mut().zip(&other.by_class) {
+            mine.1.absorb(&theirs.1);
+            mine.2.absorb(&theirs.2);
+        }
+        self.implied_speed_violations += other.implied_speed_violations;
+        self.implied_speed_violation_m += other.implied_speed_violation_m;
+        self.twice_band_violations += other.twice_band_violations;
+        for (reason, m) in other.missed_by_reason {
+            match self.missed_by_reason.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, total)) => *total += m,
+                None => self.missed_by_reason.push((reason, m)),
+            }
+        }
+        self.missed_by_reason.sort_by(|a, b| b.1.total_cmp(&a.1));
+        self.mileage.extend(other.mileage);
+    }
+
     /// The run with the most valid mileage per driven metre.
     pub fn worst_mileage(&self) -> Option<&VehicleMileage> {
         self.mileage
@@ -128,6 +173,7 @@ pub fn score(
     let mut deep_cleaned = Share::default();
     let mut covered_pr = PrecisionRecall::default();
     let mut deep_pr = PrecisionRecall::default();
+    let mut missed_by_reason: Vec<(MissReason, f64)> = Vec::new();
     let mut by_class: Vec<(RoadClass, PrecisionRecall, PrecisionRecall)> = classes
         .iter()
         .map(|&c| (c, PrecisionRecall::default(), PrecisionRecall::default()))
@@ -142,6 +188,14 @@ pub fn score(
         deep_cleaned.ours_m += if ours.deep_cleaned { length_m } else { 0.0 };
         deep_cleaned.true_m += if real.deep_cleaned { length_m } else { 0.0 };
         covered_pr.add(ours.covered, real.covered, length_m);
+        if real.covered {
+            if let Some(reason) = ours.missed {
+                match missed_by_reason.iter_mut().find(|(r, _)| *r == reason) {
+                    Some((_, m)) => *m += length_m,
+                    None => missed_by_reason.push((reason, length_m)),
+                }
+            }
+        }
         deep_pr.add(ours.deep_cleaned, real.deep_cleaned, length_m);
         let class = &mut by_class[classes
             .iter()
@@ -159,6 +213,14 @@ pub fn score(
             p.is_valid() && p.length_m() > most_m
         })
         .collect();
+    let twice_band_violations = passes
+        .iter()
+        .filter(|p| {
+            p.is_valid()
+                && p.length_m() > 2.0 * rules.band_kmh(p.work) / 3.6 * (p.end_s - p.start_s)
+        })
+        .count();
+    missed_by_reason.sort_by(|a, b| b.1.total_cmp(&a.1));
     let mileage = runs
         .iter()
         .zip(vehicle_passes)
@@ -187,6 +249,8 @@ pub fn score(
         implied_speed_violations: implausible.len(),
         // A fold from +0, not `sum` (which starts at −0 and would print "-0.00").
         implied_speed_violation_m: implausible.iter().fold(0.0, |m, p| m + p.length_m()),
+        twice_band_violations,
+        missed_by_reason,
         mileage,
     }
 }

@@ -141,6 +141,31 @@ impl SegmentIndex {
         };
         [a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1])]
     }
+
+    /// The stretch `from_m..to_m` of `segment` in the driving direction (measured from the
+    /// node it is entered at), as (lon, lat) points in driving order: for a map.
+    pub fn stretch(&self, segment: u32, forward: bool, from_m: f64, to_m: f64) -> Vec<(f64, f64)> {
+        let s = segment as usize;
+        let length_m = self.cumulative[s].last().copied().unwrap_or(0.0) * self.scale[s];
+        // In the segment's own direction.
+        let (a_m, b_m) = if forward {
+            (from_m, to_m)
+        } else {
+            (length_m - to_m, length_m - from_m)
+        };
+        let mut line = vec![self.point_at(segment, a_m)];
+        for (p, &c) in self.points[s].iter().zip(&self.cumulative[s]) {
+            let along_m = c * self.scale[s];
+            if along_m > a_m && along_m < b_m {
+                line.push(*p);
+            }
+        }
+        line.push(self.point_at(segment, b_m));
+        if !forward {
+            line.reverse();
+        }
+        line.into_iter().map(|p| self.plane.to_lon_lat(p)).collect()
+    }
 }
 
 #[cfg(test)]

@@ -360,9 +360,11 @@ fn check_passes(
     Ok(())
 }
 
-/// A vehicle's valid mileage is never more than its fixes' reported speeds imply over its
-/// legs (× `max_implied_speed_ratio`, plus `path_slack_sigmas` of the legs' expected errors).
+/// A vehicle's valid mileage is never more than its fixes' reported speeds (or its band,
+/// across silences) imply over its legs (× `max_implied_speed_ratio`, plus
+/// `path_slack_sigmas` of the legs' expected errors).
 fn check_mileage(
+    work: WorkType,
     observations: &[Observation],
     states: &[FixState],
     matched: &MatchedTrace,
@@ -376,7 +378,9 @@ fn check_mileage(
         .map(|leg| {
             let (a, b) = (&states[leg.from_point], &states[leg.to_point]);
             let reported_m = match (a.speed_kmh, b.speed_kmh) {
-                (Some(va), Some(vb)) => (va + vb) / 2.0 / 3.6 * (b.time_s - a.time_s),
+                (Some(va), Some(vb)) => {
+                    ((va + vb) / 2.0).max(rules.band_kmh(work)) / 3.6 * (b.time_s - a.time_s)
+                }
                 _ => f64::INFINITY,
             };
             let slack_m = config
@@ -421,7 +425,7 @@ proptest! {
         prop_assert_eq!(check_connected(&net, &matched), Ok(()));
         let whole = derive_passes(&net, work, &states, &matched, &rules);
         prop_assert_eq!(check_passes(&net, work, &states, &whole, &rules), Ok(()));
-        prop_assert_eq!(check_mileage(&observations, &states, &matched, &whole, &config, &rules), Ok(()));
+        prop_assert_eq!(check_mileage(work, &observations, &states, &matched, &whole, &config, &rules), Ok(()));
         let chunked = chunked_passes(&net, &mut matcher, &rules, work, &observations, &states);
         prop_assert_eq!(check_passes(&net, work, &states, &chunked, &rules), Ok(()));
     }

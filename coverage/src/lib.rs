@@ -18,7 +18,11 @@ mod passes;
 mod plane;
 mod router;
 mod rules;
+mod smooth;
 mod status;
+#[cfg(test)]
+mod test_networks;
+mod track;
 
 pub use chunk::{chunked_passes, window_passes, CHUNK_S, CONTEXT_S};
 pub use index::{Candidate, SegmentIndex};
@@ -27,3 +31,6 @@ pub use passes::{derive_passes, FixState, InvalidReason, Pass, WorkType};
 pub use plane::Plane;
 pub use rules::{CoverageRules, DeepCleanRule, SectionPlan, SpeedBands};
 pub use status::{segment_status, CoverageSummary, MissReason, SegmentStatus};
+pub use track::{
+    in_time_order, match_track, parse_track, TrackError, TrackFix, TrackFormat, TrackMatch,
+};

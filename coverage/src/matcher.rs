@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::index::{Candidate, SegmentIndex};
 use crate::plane::distance;
 use crate::router::Router;
+use crate::smooth::{along_drive, AlongFix};
 
 /// One fix of a vehicle, in time order within a trace.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,14 +80,25 @@ pub struct MatchConfig {
     pub max_skip_s: f64,
     /// Routes implying a faster drive are impossible. Default 130.
     pub max_speed_kmh: f64,
-    /// Across a longer silence the route is not inferred: the trace breaks. Default 120.
+    /// Across a longer silence the route is not inferred: the trace breaks. Default 180.
     pub max_gap_s: f64,
-    /// Backwards movement along a road up to this much is GPS jitter (of a slow or standing
-    /// vehicle), not a drive around the block: about 4 × `gps_sigma_m`. Default 20.
+    /// Backwards movement along a road up to this much, or up to `reverse_sigmas` of the
+    /// two fixes' combined expected error when that is more, is GPS jitter (of a slow or
+    /// standing vehicle), not a drive around the block. Default 20.
     pub reverse_tolerance_m: f64,
+    /// Default 2.
+    pub reverse_sigmas: f64,
     /// Cost of turning back in the middle of a segment, in units of negative
     /// log-likelihood (on top of the distance driven). Default 10.
     pub u_turn_cost: f64,
+    /// A fix farther than this many of its expected errors (plus half the carriageway)
+    /// from where its matched drive places it is an outlier (multipath): left unmatched,
+    /// the drive goes on between its neighbours. Default 4.
+    pub outlier_sigmas: f64,
+    /// The error of reported (Doppler) speeds: along its matched drive a vehicle's place
+    /// at each fix follows its speeds to within this, corrected by the fixes' places.
+    /// Default 0.5.
+    pub speed_error_kmh: f64,
 }
 
 impl MatchConfig {
@@ -113,9 +125,12 @@ impl Default for MatchConfig {
             min_move_m: 10.0,
             max_skip_s: 30.0,
             max_speed_kmh: 130.0,
-            max_gap_s: 120.0,
+            max_gap_s: 180.0,
             reverse_tolerance_m: 20.0,
+            reverse_sigmas: 2.0,
             u_turn_cost: 10.0,
+            outlier_sigmas: 4.0,
+            speed_error_kmh: 4.0,
         }
     }
 }
@@ -348,16 +363,13 @@ impl<'n> Matcher<'n> {
         last: usize,
         i: usize,
     ) -> bool {
-        let (o, p, last_p) = (&observations[i], xy[i], xy[last]);
-        let dt = o.time_s - observations[last].time_s;
-        let last_speed_kmh = observations[last].speed_kmh;
+        let (o, p) = (&observations[i], xy[i]);
         let n = self.states_for(lattice, o, p);
         let start = lattice.states.len() - n;
         if n == 0 {
             return false;
         }
-        let straight_m = expected_m(distance(last_p, p), last_speed_kmh, o.speed_kmh, dt);
-        let bound_m = self.route_bound_m(distance(last_p, p), dt);
+        let between = self.between(observations, xy, last, i);
         let previous = lattice
             .steps
             .last()
@@ -373,14 +385,14 @@ impl<'n> Matcher<'n> {
         ends.sort_unstable();
         ends.dedup();
         for end in ends {
-            self.router.search(self.network, end, bound_m);
+            self.router.search(self.network, end, between.bound_m);
             for k in previous.clone() {
                 let from = lattice.states[k];
                 if self.end_node(&from) != end || !lattice.cost[k].is_finite() {
                     continue;
                 }
                 for (to, slot) in lattice.states[start..].iter().zip(best.iter_mut()) {
-                    let Some((transition, _)) = self.route(&from, to, straight_m, bound_m) else {
+                    let Some((transition, _)) = self.route(&from, to, &between) else {
                         continue;
                     };
                     let cost = lattice.cost[k] + transition;
@@ -406,6 +418,31 @@ impl<'n> Matcher<'n> {
         true
     }
 
+    /// What the drive between observations `a` and `b` may be.
+    fn between(
+        &self,
+        observations: &[Observation],
+        xy: &[[f64; 2]],
+        a: usize,
+        b: usize,
+    ) -> Between {
+        let (oa, ob) = (&observations[a], &observations[b]);
+        let raw_m = distance(xy[a], xy[b]);
+        let dt = ob.time_s - oa.time_s;
+        let error_m = self
+            .config
+            .fix_error_m(oa)
+            .hypot(self.config.fix_error_m(ob));
+        Between {
+            expected_m: expected_m(raw_m, oa.speed_kmh, ob.speed_kmh, dt),
+            bound_m: self.route_bound_m(raw_m, dt),
+            jitter_m: self
+                .config
+                .reverse_tolerance_m
+                .max(self.config.reverse_sigmas * error_m),
+        }
+    }
+
     /// Routes longer than this between two decoded fixes are not considered.
     fn route_bound_m(&self, straight_m: f64, dt: f64) -> f64 {
         // Decoded places carry GPS error too: allow it at both ends.
@@ -420,16 +457,15 @@ impl<'n> Matcher<'n> {
         self.network.segments()[s.segment as usize].end_node(s.forward)
     }
 
-    /// The most likely allowed drive from `from` to `to`, no longer than `bound_m`, and its
-    /// transition cost against the `straight_m` between the fixes; the router must have
-    /// searched from `from`'s end node.
-    fn route(
-        &self,
-        from: &State,
-        to: &State,
-        straight_m: f64,
-        bound_m: f64,
-    ) -> Option<(f64, Route)> {
+    /// The most likely allowed drive from `from` to `to` within `between`, and its
+    /// transition cost against the expected length; the router must have searched from
+    /// `from`'s end node.
+    fn route(&self, from: &State, to: &State, between: &Between) -> Option<(f64, Route)> {
+        let Between {
+            expected_m: straight_m,
+            bound_m,
+            jitter_m,
+        } = *between;
         let segment = &self.network.segments()[from.segment as usize];
         let beta_m = self.config.beta_m;
         let mut best: Option<(f64, Route)> = None;
@@ -446,7 +482,7 @@ impl<'n> Matcher<'n> {
             if from.forward == to.forward {
                 // Signed: jitter backwards costs as much as the straight line it disagrees
                 // with, so a state in the wrong direction cannot follow the vehicle cheaply.
-                if to.offset_m >= from.offset_m - self.config.reverse_tolerance_m {
+                if to.offset_m >= from.offset_m - jitter_m {
                     consider(to.offset_m - from.offset_m, 0.0, Route::Along);
                 }
             } else {
@@ -497,49 +533,110 @@ impl<'n> Matcher<'n> {
         // where it got to, so no distance is driven twice. Routes are still chosen between
         // the decoded states, as Viterbi chose them (regression:
         // `standing_jitter_back_is_no_teleport`).
+        let first_point = lattice.steps[0].point;
+        let mut drive = Drive::new(decoded[0], first_point);
         let mut reached = decoded[0];
-        for s in 0..lattice.steps.len() {
-            let point = lattice.steps[s].point;
-            out.points[point] = Some(MatchedPoint {
-                segment: reached.segment,
-                forward: reached.forward,
-                offset_m: reached.offset_m,
-                distance_m: reached.distance_m,
-                error_m: self.config.fix_error_m(&observations[point]),
-            });
-            let Some(next) = lattice.steps.get(s + 1) else {
-                continue;
-            };
-            let raw_m = distance(xy[point], xy[next.point]);
-            let dt = observations[next.point].time_s - observations[point].time_s;
-            let straight_m = expected_m(
-                raw_m,
-                observations[point].speed_kmh,
-                observations[next.point].speed_kmh,
-                dt,
-            );
-            let bound_m = self.route_bound_m(raw_m, dt);
+        for s in 0..lattice.steps.len() - 1 {
+            let (point, next) = (lattice.steps[s].point, lattice.steps[s + 1].point);
+            let between = self.between(observations, xy, point, next);
             let (from, to) = (decoded[s], decoded[s + 1]);
-            let Some(path) = self.path(&from, &reached, &to, straight_m, bound_m) else {
+            let Some(path) = self.path(&from, &reached, &to, &between) else {
                 // No drive joins them (cannot happen for states Viterbi linked): the legs
                 // break here rather than invent one.
+                self.write_drive(
+                    std::mem::replace(&mut drive, Drive::new(to, next)),
+                    observations,
+                    xy,
+                    out,
+                );
                 reached = to;
                 continue;
             };
             let arrived = path[path.len() - 1];
             reached = to;
-            if arrived.to_m != to.offset_m {
-                let length_m = self.network.segments()[to.segment as usize].length_m;
-                let along_m = if to.forward {
-                    arrived.to_m
+            reached.offset_m = arrived.to_m;
+            self.place_skipped(point, next, &path, drive.length_m(), xy, &mut drive.fixes);
+            drive.extend(&path);
+            drive.fixes.push((next, drive.length_m()));
+        }
+        self.write_drive(drive, observations, xy, out);
+    }
+
+    /// Writes the places of a drive's fixes, fused with their speeds ([`crate::smooth`]),
+    /// and its legs between them.
+    fn write_drive(
+        &self,
+        drive: Drive,
+        observations: &[Observation],
+        xy: &[[f64; 2]],
+        out: &mut MatchedTrace,
+    ) {
+        if drive.route.is_empty() {
+            let (point, state) = (drive.fixes[0].0, drive.first);
+            out.points[point] = Some(MatchedPoint {
+                segment: state.segment,
+                forward: state.forward,
+                offset_m: state.offset_m,
+                distance_m: state.distance_m,
+                error_m: self.config.fix_error_m(&observations[point]),
+            });
+            return;
+        }
+        let fixes: Vec<AlongFix> = drive
+            .fixes
+            .iter()
+            .map(|&(point, along_m)| {
+                let o = &observations[point];
+                AlongFix {
+                    time_s: o.time_s,
+                    along_m,
+                    error_m: self.config.fix_error_m(o),
+                    speed_kmh: o.speed_kmh,
+                }
+            })
+            .collect();
+        let places = along_drive(&fixes, drive.length_m(), self.config.speed_error_kmh);
+        let mut previous: Option<(usize, (usize, f64))> = None;
+        for (&(point, _), &along_m) in drive.fixes.iter().zip(&places) {
+            let (entry, offset_m) = drive.place(along_m);
+            let t = drive.route[entry];
+            let segment = &self.network.segments()[t.segment as usize];
+            let here = self.index.point_at(
+                t.segment,
+                if t.forward {
+                    offset_m
                 } else {
-                    length_m - arrived.to_m
-                };
-                let here = self.index.point_at(to.segment, along_m);
-                reached.offset_m = arrived.to_m;
-                reached.distance_m = distance(here, xy[next.point]);
+                    segment.length_m - offset_m
+                },
+            );
+            let (distance_m, error_m) = (
+                distance(here, xy[point]),
+                self.config.fix_error_m(&observations[point]),
+            );
+            let last = point == drive.fixes[drive.fixes.len() - 1].0;
+            if distance_m > self.config.outlier_sigmas * error_m + segment.width_m / 2.0
+                && (previous.is_some() || !last)
+            {
+                continue;
             }
-            self.place_between(point, next.point, &path, observations, xy, out);
+            out.points[point] = Some(MatchedPoint {
+                segment: t.segment,
+                forward: t.forward,
+                offset_m,
+                distance_m,
+                error_m,
+            });
+            if let Some((from_point, from)) = previous {
+                self.push_leg(
+                    from_point,
+                    point,
+                    &drive.route,
+                    from,
+                    (entry, offset_m),
+                    out,
+                );
+            }
+            previous = Some((point, (entry, offset_m)));
         }
     }
 
@@ -551,18 +648,17 @@ impl<'n> Matcher<'n> {
         from: &State,
         reached: &State,
         to: &State,
-        straight_m: f64,
-        bound_m: f64,
+        between: &Between,
     ) -> Option<Vec<Traversal>> {
         debug_assert_eq!(
             (from.segment, from.forward),
             (reached.segment, reached.forward)
         );
         let end = self.end_node(from);
-        self.router.search(self.network, end, bound_m);
+        self.router.search(self.network, end, between.bound_m);
         let from_segment = &self.network.segments()[from.segment as usize];
         let at_m = reached.offset_m.max(from.offset_m);
-        let (_, how) = self.route(from, to, straight_m, bound_m)?;
+        let (_, how) = self.route(from, to, between)?;
         Some(match how {
             Route::Along => vec![Traversal {
                 segment: from.segment,
@@ -620,20 +716,30 @@ impl<'n> Matcher<'n> {
         })
     }
 
-    /// Places the skipped fixes between decoded points `a` and `b` on their path (in order
-    /// along it) and cuts the path into legs between consecutive fixes.
-    fn place_between(
+    /// The places along `path` (a decoded step's drive, which starts `base_m` into the
+    /// run's drive) of the fixes skipped between decoded points `a` and `b`: each its
+    /// nearest place, never behind the one before; fixes farther than the search radius from
+    /// it are left unmatched.
+    fn place_skipped(
         &self,
         a: usize,
         b: usize,
         path: &[Traversal],
-        observations: &[Observation],
+        base_m: f64,
         xy: &[[f64; 2]],
-        out: &mut MatchedTrace,
+        placed: &mut Vec<(usize, f64)>,
     ) {
-        // Position along the path: (traversal index, offset within the traversal's segment).
+        // Position along the path: (traversal index, offset within the traversal's segment),
+        // and the distance driven to it.
         let mut at = (0usize, path[0].from_m);
-        let mut previous = a;
+        let starts_m: Vec<f64> = path
+            .iter()
+            .scan(0.0, |sum, t| {
+                let start = *sum;
+                *sum += t.to_m - t.from_m;
+                Some(start)
+            })
+            .collect();
         for (p, &fix) in xy.iter().enumerate().take(b).skip(a + 1) {
             let mut best: Option<(f64, (usize, f64))> = None;
             for (t, traversal) in path.iter().enumerate().skip(at.0) {
@@ -663,20 +769,10 @@ impl<'n> Matcher<'n> {
             if d > self.config.search_radius_m {
                 continue;
             }
-            let traversal = path[position.0];
-            out.points[p] = Some(MatchedPoint {
-                segment: traversal.segment,
-                forward: traversal.forward,
-                offset_m: position.1,
-                distance_m: d,
-                error_m: self.config.fix_error_m(&observations[p]),
-            });
-            self.push_leg(previous, p, path, at, position, out);
+            let driven_m = starts_m[position.0] + position.1 - path[position.0].from_m;
+            placed.push((p, base_m + driven_m));
             at = position;
-            previous = p;
         }
-        let end = (path.len() - 1, path[path.len() - 1].to_m);
-        self.push_leg(previous, b, path, at, end, out);
     }
 
     fn push_leg(
@@ -708,6 +804,81 @@ impl<'n> Matcher<'n> {
             traversals: start..out.traversals.len(),
         });
     }
+}
+
+/// An unbroken drive of a run: its traversals end to end, and where along it each of its
+/// fixes was placed (before fusing with the speeds).
+struct Drive {
+    route: Vec<Traversal>,
+    /// Per traversal, the distance driven by its end.
+    ends_m: Vec<f64>,
+    /// (point, distance along the drive), in time order.
+    fixes: Vec<(usize, f64)>,
+    /// The decoded state of its first fix.
+    first: State,
+}
+
+impl Drive {
+    fn new(first: State, point: usize) -> Drive {
+        Drive {
+            route: Vec::new(),
+            ends_m: Vec::new(),
+            fixes: vec![(point, 0.0)],
+            first,
+        }
+    }
+
+    fn length_m(&self) -> f64 {
+        self.ends_m.last().copied().unwrap_or(0.0)
+    }
+
+    fn extend(&mut self, path: &[Traversal]) {
+        for t in path {
+            // Never backwards, even by a rounding error.
+            let t = &Traversal {
+                to_m: t.to_m.max(t.from_m),
+                ..*t
+            };
+            let length_m = self.length_m() + t.to_m - t.from_m;
+            match self.route.last_mut() {
+                // Further along the same traversal: one piece.
+                Some(last)
+                    if (last.segment, last.forward) == (t.segment, t.forward)
+                        && last.to_m == t.from_m =>
+                {
+                    last.to_m = t.to_m;
+                    *self.ends_m.last_mut().expect("one per traversal") = length_m;
+                }
+                _ => {
+                    self.ends_m.push(length_m);
+                    self.route.push(*t);
+                }
+            }
+        }
+    }
+
+    /// The traversal and offset `along_m` into the drive (the first traversal that reaches
+    /// it).
+    fn place(&self, along_m: f64) -> (usize, f64) {
+        let k = self
+            .ends_m
+            .partition_point(|&end| end < along_m)
+            .min(self.route.len() - 1);
+        let t = self.route[k];
+        let start_m = self.ends_m[k] - (t.to_m - t.from_m);
+        (k, (t.from_m + along_m - start_m).clamp(t.from_m, t.to_m))
+    }
+}
+
+/// What the drive between two decoded fixes may be.
+#[derive(Debug, Clone, Copy)]
+struct Between {
+    /// The length it should have ([`expected_m`]).
+    expected_m: f64,
+    /// Longer routes are not considered.
+    bound_m: f64,
+    /// Backwards along a road up to this much is jitter.
+    jitter_m: f64,
 }
 
 /// The distance a drive between two fixes should have: from their speeds when both report

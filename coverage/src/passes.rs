@@ -2,13 +2,12 @@
 //! trace by the vehicle's work state, with whether they count and why not (DOMAIN.md,
 //! "Coverage rules").
 
-use std::collections::HashMap;
-
 use cleanfleet_model::{DeviceKind, WorkState};
 use cleanfleet_roads::RoadNetwork;
 use serde::{Deserialize, Serialize};
 
 use crate::matcher::{Leg, MatchedTrace};
+use crate::router::{Edge, Router};
 use crate::rules::CoverageRules;
 
 /// What a pass does to the street.
@@ -162,9 +161,9 @@ impl Pass {
 }
 
 /// Cuts a vehicle's matched trace into passes. `fixes[i]` belongs to the trace's point `i`.
-/// A stretch between two fixes takes the condition reported by the later one (firmware
-/// reports the tools as they were while moving to it); stretches across a silence longer
-/// than `rules.max_gap_s` are not credited.
+/// A stretch between two fixes is work when the tools were on at both and the later one's
+/// speed is in the band (or over it for less than `rules.overspeed_min_s`); stretches across
+/// a silence longer than `rules.max_gap_s` are not credited.
 ///
 /// **Physically honest**: no valid pass implies a speed above its work's band by more than
 /// `rules.max_implied_speed_ratio` (length ÷ duration), and no valid stretch is longer than
@@ -178,24 +177,16 @@ pub fn derive_passes(
     matched: &MatchedTrace,
     rules: &CoverageRules,
 ) -> Vec<Pass> {
-    let mut passes: Vec<Pass> = Vec::new();
-    let mut open: Option<Pass> = None;
-    let mut last_point = None;
-    for leg in &matched.legs {
+    let band_kmh = rules.band_kmh(work);
+    let mut facts: Vec<LegFacts> = Vec::with_capacity(matched.legs.len());
+    for (k, leg) in matched.legs.iter().enumerate() {
         let (a, b) = (&fixes[leg.from_point], &fixes[leg.to_point]);
         let dt = b.time_s - a.time_s;
-        let traversals = matched.leg_traversals(leg);
-        // Where the matched trace broke (a silence, no road near), a pass ends.
-        let follows = last_point == Some(leg.from_point);
-        last_point = Some(leg.to_point);
-        if !follows {
-            passes.extend(open.take());
-        }
-        if dt > rules.max_gap_s {
-            passes.extend(open.take());
-            continue;
-        }
-        let leg_m: f64 = traversals.iter().map(|t| t.to_m - t.from_m).sum();
+        let leg_m: f64 = matched
+            .leg_traversals(leg)
+            .iter()
+            .map(|t| t.to_m - t.from_m)
+            .sum();
         let speed_kmh = b.speed_kmh.unwrap_or(if dt > 0.0 {
             leg_m / dt * 3.6
         } else if leg_m > 0.0 {
@@ -203,10 +194,68 @@ pub fn derive_passes(
         } else {
             0.0
         });
-        let invalid = leg_condition(network, work, leg, a, b, leg_m, speed_kmh, matched, rules);
+        // What the vehicle can have driven: its reported speeds say how far (GPS speed is
+        // Doppler, far more precise than positions), but between them it may have driven
+        // as fast as its work allows without anyone seeing it.
+        let reported_m = match (a.speed_kmh, b.speed_kmh) {
+            (Some(va), Some(vb)) => ((va + vb) / 2.0).max(band_kmh) / 3.6 * dt,
+            _ => leg_m,
+        };
+        let error_m = |point: usize| matched.points[point].map_or(0.0, |m| m.error_m);
+        let allowed_m = reported_m * rules.max_implied_speed_ratio
+            + rules.path_slack_sigmas * error_m(leg.from_point).hypot(error_m(leg.to_point));
+        facts.push(LegFacts {
+            dt,
+            leg_m,
+            speed_kmh,
+            allowed_m,
+            // Where the matched trace broke (a silence, no road near), a pass ends.
+            follows: k > 0 && matched.legs[k - 1].to_point == leg.from_point,
+            overspeed: speed_kmh > band_kmh,
+        });
+    }
+    forgive_overspeed_blips(&mut facts, rules.overspeed_min_s);
+    let mut passes: Vec<Pass> = Vec::new();
+    let mut open: Option<Pass> = None;
+    let mut router = LazyRouter::default();
+    for (leg, facts) in matched.legs.iter().zip(&facts) {
+        let (a, b) = (&fixes[leg.from_point], &fixes[leg.to_point]);
+        let LegFacts {
+            dt,
+            leg_m,
+            speed_kmh,
+            ..
+        } = *facts;
+        let traversals = matched.leg_traversals(leg);
+        if !facts.follows || dt > rules.max_gap_s {
+            passes.extend(open.take());
+        }
+        if dt > rules.max_gap_s {
+            continue;
+        }
+        let invalid = leg_condition(network, leg, a, b, facts, matched, rules);
         let mut along_m = 0.0;
-        for t in traversals {
+        for (k, t) in traversals.iter().enumerate() {
             let length_m = t.to_m - t.from_m;
+            // A street between the leg's fixes that no fix was on is the matcher's guess,
+            // unless the vehicle could not have got from one fix to the other in time
+            // without it.
+            let between = k > 0 && k + 1 < traversals.len();
+            let invalid = if invalid.is_none()
+                && between
+                && length_m > rules.max_unsupported_pass_m
+                && avoidable(
+                    network,
+                    &mut router,
+                    matched,
+                    leg,
+                    (t.segment, t.forward),
+                    facts.allowed_m,
+                ) {
+                Some(InvalidReason::PoorGps)
+            } else {
+                invalid
+            };
             let at = |m: f64| {
                 if leg_m > 0.0 {
                     a.time_s + dt * m / leg_m
@@ -247,30 +296,9 @@ pub fn derive_passes(
         }
     }
     passes.extend(open);
-    // When a fix was matched onto each traversal, by (segment, direction).
-    let mut matched_at: HashMap<(u32, bool), Vec<f64>> = HashMap::new();
-    for (m, f) in matched.points.iter().zip(fixes) {
-        if let Some(m) = m {
-            matched_at
-                .entry((m.segment, m.forward))
-                .or_default()
-                .push(f.time_s);
-        }
-    }
-    for p in &mut passes {
-        if p.invalid.is_some() {
-            continue;
-        }
-        let supported = matched_at
-            .get(&(p.segment, p.forward))
-            .is_some_and(|times| {
-                times
-                    .iter()
-                    .any(|&t| t >= p.start_s - SUPPORT_SLACK_S && t <= p.end_s + SUPPORT_SLACK_S)
-            });
-        let band_m = rules.band_kmh(work) / 3.6 * (p.end_s - p.start_s);
-        let too_fast = p.length_m() > band_m * rules.max_implied_speed_ratio;
-        if too_fast || (!supported && p.length_m() > rules.max_unsupported_pass_m) {
+    for p in passes.iter_mut().filter(|p| p.invalid.is_none()) {
+        let band_m = band_kmh / 3.6 * (p.end_s - p.start_s);
+        if p.length_m() > band_m * rules.max_implied_speed_ratio {
             p.invalid = Some(InvalidReason::PoorGps);
         }
     }
@@ -285,52 +313,120 @@ pub fn derive_passes(
     passes
 }
 
+/// What one leg of a matched trace shows, before the rules judge it.
+struct LegFacts {
+    dt: f64,
+    /// Length of the matched drive.
+    leg_m: f64,
+    /// The later fix's reported speed, else the matched drive's.
+    speed_kmh: f64,
+    /// It starts where the leg before ended.
+    follows: bool,
+    /// Faster than the work's band for long enough to be overspeed work.
+    overspeed: bool,
+    /// The longest drive the fixes at its ends allow: at their reported speeds or the work's
+    /// band, whichever is faster, × `max_implied_speed_ratio`, plus `path_slack_sigmas` of
+    /// their expected errors.
+    allowed_m: f64,
+}
+
+/// Readings over the band for less than `min_s` in a row are the speed's measurement noise
+/// around a truck working at the top of its band, not overspeed work.
+fn forgive_overspeed_blips(facts: &mut [LegFacts], min_s: f64) {
+    let mut k = 0;
+    while k < facts.len() {
+        if !facts[k].overspeed {
+            k += 1;
+            continue;
+        }
+        let (mut end, mut run_s) = (k, 0.0);
+        while end < facts.len() && facts[end].overspeed && (end == k || facts[end].follows) {
+            run_s += facts[end].dt;
+            end += 1;
+        }
+        if run_s < min_s {
+            facts[k..end].iter_mut().for_each(|f| f.overspeed = false);
+        }
+        k = end;
+    }
+}
+
 /// Whether the drive of one leg counts, and why not.
-#[allow(clippy::too_many_arguments)]
 fn leg_condition(
     network: &RoadNetwork,
-    work: WorkType,
     leg: &Leg,
     a: &FixState,
     b: &FixState,
-    leg_m: f64,
-    speed_kmh: f64,
+    facts: &LegFacts,
     matched: &MatchedTrace,
     rules: &CoverageRules,
 ) -> Option<InvalidReason> {
-    if !b.tools_on {
+    // The tools must be on at both ends: across a silence nobody saw them switch.
+    if !(a.tools_on && b.tools_on) {
         return Some(InvalidReason::ToolOff);
     }
-    let (Some(from), Some(to)) = (matched.points[leg.from_point], matched.points[leg.to_point])
-    else {
+    let Some(to) = matched.points[leg.to_point] else {
         return Some(InvalidReason::PoorGps);
     };
     // Off the road by more than the fix's own error explains (a lane off the centre line
     // is not error).
     let half_width_m = network.segments()[to.segment as usize].width_m / 2.0;
     let off_road = to.distance_m > rules.max_match_sigmas * to.error_m + half_width_m;
-    // Longer than the vehicle's own speeds allow (GPS speed is Doppler, far more precise
-    // than positions), beyond what the error of the two places explains.
-    let dt = b.time_s - a.time_s;
-    let reported_m = match (a.speed_kmh, b.speed_kmh) {
-        (Some(va), Some(vb)) => (va + vb) / 2.0 / 3.6 * dt,
-        _ => leg_m,
-    };
-    let allowed_m = reported_m * rules.max_implied_speed_ratio
-        + rules.path_slack_sigmas * from.error_m.hypot(to.error_m);
-    if b.satellites.is_some_and(|s| s < rules.min_satellites) || off_road || leg_m > allowed_m {
+    // Longer than the vehicle can have driven, beyond what the error of the two places
+    // explains.
+    if b.satellites.is_some_and(|s| s < rules.min_satellites)
+        || off_road
+        || facts.leg_m > facts.allowed_m
+    {
         Some(InvalidReason::PoorGps)
-    } else if speed_kmh > rules.band_kmh(work) {
+    } else if facts.overspeed {
         Some(InvalidReason::Overspeed)
     } else {
         None
     }
 }
 
+/// A router made when first needed: most traces never ask.
+#[derive(Default)]
+struct LazyRouter(Option<Router>);
+
+/// Whether the vehicle could have driven from `leg`'s first fix to its last within its
+/// `allowed_m` without the traversal `avoid`.
+fn avoidable(
+    network: &RoadNetwork,
+    router: &mut LazyRouter,
+    matched: &MatchedTrace,
+    leg: &Leg,
+    avoid: Edge,
+    allowed_m: f64,
+) -> bool {
+    let (Some(a), Some(b)) = (matched.points[leg.from_point], matched.points[leg.to_point]) else {
+        return true;
+    };
+    if [(a.segment, a.forward), (b.segment, b.forward)].contains(&avoid) {
+        // A fix is on it.
+        return false;
+    }
+    if (a.segment, a.forward) == (b.segment, b.forward)
+        && (0.0..=allowed_m).contains(&(b.offset_m - a.offset_m))
+    {
+        return true;
+    }
+    let (from, to) = (
+        &network.segments()[a.segment as usize],
+        &network.segments()[b.segment as usize],
+    );
+    let budget_m = allowed_m - (from.length_m - a.offset_m) - b.offset_m;
+    if budget_m < 0.0 {
+        return false;
+    }
+    let router = router.0.get_or_insert_with(|| Router::new(network));
+    router.search_avoiding(network, from.end_node(a.forward), budget_m, Some(avoid));
+    router.distance_m(to.start_node(b.forward)).is_some()
+}
+
 /// Stretches this close continue a pass (rounding at the seams of legs).
 const CONTIGUOUS_M: f64 = 0.5;
-/// A fix this close in time to a pass supports it (times are interpolated along legs).
-const SUPPORT_SLACK_S: f64 = 0.5;
 
 #[cfg(test)]
 mod tests {
@@ -437,8 +533,9 @@ mod tests {
             summary,
             [
                 (0.0, 40.0, None),
-                (40.0, 70.0, Some(InvalidReason::ToolOff)),
-                (70.0, 90.0, None),
+                // Off at 5–7: the legs to them and the leg from 7 (on at one end only).
+                (40.0, 80.0, Some(InvalidReason::ToolOff)),
+                (80.0, 90.0, None),
                 (90.0, 120.0, Some(InvalidReason::Overspeed)),
                 (120.0, 140.0, None),
                 (140.0, 160.0, Some(InvalidReason::PoorGps)),
@@ -465,106 +562,96 @@ mod tests {
         assert_eq!(at(band + 0.1), Some(InvalidReason::Overspeed));
     }
 
+    /// A drive from an approach road across a diamond to an exit road, with fixes only on
+    /// the approach and the exit (a drop-out): the streets between are credited only if
+    /// the vehicle could not have got across any other way in the time.
     #[test]
-    fn a_street_the_path_only_runs_through_between_fixes_is_not_credited() {
-        let net = demo();
-        let (a, b, c) = (0u32, 1u32, 2u32);
-        let length = |s: u32| net.segments()[s as usize].length_m;
-        let trace = MatchedTrace {
-            points: vec![
+    fn a_street_no_fix_was_on_counts_only_when_it_could_not_be_avoided() {
+        use crate::test_networks::network;
+        // Approach 0, north arm 1–2, south arm 3–4 (or two streets far away), exit 5.
+        let nodes = [
+            (-100.0, 0.0),
+            (0.0, 0.0),
+            (50.0, 40.0),
+            (50.0, -40.0),
+            (100.0, 0.0),
+            (200.0, 0.0),
+            (500.0, 500.0),
+            (600.0, 500.0),
+        ];
+        let arms = |south: bool| {
+            let (three, four) = if south {
+                ((1, 3, false), (3, 4, false))
+            } else {
+                ((6, 7, false), (7, 6, false))
+            };
+            network(
+                &nodes,
+                &[
+                    (0, 1, false),
+                    (1, 2, false),
+                    (2, 4, false),
+                    three,
+                    four,
+                    (4, 5, false),
+                ],
+            )
+        };
+        let run = |net: &RoadNetwork| {
+            let length = |s: u32| net.segments()[s as usize].length_m;
+            let full = |segment: u32| Traversal {
+                segment,
+                forward: true,
+                from_m: 0.0,
+                to_m: length(segment),
+            };
+            let point = |segment: u32, offset_m: f64| {
                 Some(MatchedPoint {
-                    segment: a,
+                    segment,
                     forward: true,
-                    offset_m: length(a) - 5.0,
-                    distance_m: 3.0,
+                    offset_m,
+                    distance_m: 2.0,
                     error_m: 5.0,
-                }),
-                Some(MatchedPoint {
-                    segment: c,
-                    forward: true,
-                    offset_m: 5.0,
-                    distance_m: 3.0,
-                    error_m: 5.0,
-                }),
-            ],
-            legs: vec![Leg {
-                from_point: 0,
-                to_point: 1,
-                traversals: 0..3,
-            }],
-            traversals: vec![
-                Traversal {
-                    segment: a,
-                    forward: true,
-                    from_m: length(a) - 5.0,
-                    to_m: length(a),
-                },
-                Traversal {
-                    segment: b,
-                    forward: true,
-                    from_m: 0.0,
-                    to_m: length(b),
-                },
-                Traversal {
-                    segment: c,
-                    forward: true,
-                    from_m: 0.0,
-                    to_m: 5.0,
-                },
-            ],
+                })
+            };
+            let trace = MatchedTrace {
+                points: vec![point(0, 95.0), point(5, 5.0)],
+                legs: vec![Leg {
+                    from_point: 0,
+                    to_point: 1,
+                    traversals: 0..4,
+                }],
+                traversals: vec![
+                    Traversal {
+                        from_m: 95.0,
+                        ..full(0)
+                    },
+                    full(1),
+                    full(2),
+                    Traversal {
+                        to_m: 5.0,
+                        ..full(5)
+                    },
+                ],
+            };
+            // As long apart as the drive takes at 6 km/h.
+            let drive_s = (10.0 + length(1) + length(2)) / (6.0 / 3.6);
+            let fixes = [fix(0.0, 6.0, true), fix(drive_s, 6.0, true)];
+            let passes = derive_passes(
+                net,
+                WorkType::Sweep,
+                &fixes,
+                &trace,
+                &CoverageRules::default(),
+            );
+            [1, 2].map(|s| passes.iter().find(|p| p.segment == s).unwrap().invalid)
         };
-        // Fixes as far apart in time as the drive takes at 6 km/h.
-        let drive_s = (length(b) + 10.0) / (6.0 / 3.6);
-        let fixes = [fix(0.0, 6.0, true), fix(drive_s, 6.0, true)];
-        let rules = CoverageRules {
-            max_gap_s: drive_s + 1.0,
-            ..CoverageRules::default()
-        };
-        let passes = derive_passes(&net, WorkType::Sweep, &fixes, &trace, &rules);
-        let through = passes.iter().find(|p| p.segment == b).unwrap();
-        assert!(length(b) > rules.max_unsupported_pass_m);
-        assert_eq!(through.invalid, Some(InvalidReason::PoorGps));
-        // With a fix on it, the same stretch counts.
-        let mut supported = trace.clone();
-        let middle = MatchedPoint {
-            segment: b,
-            forward: true,
-            offset_m: length(b) / 2.0,
-            distance_m: 3.0,
-            error_m: 5.0,
-        };
-        supported.points.insert(1, Some(middle));
-        let half = |from_m: f64, to_m: f64| Traversal {
-            segment: b,
-            forward: true,
-            from_m,
-            to_m,
-        };
-        supported.traversals = vec![
-            trace.traversals[0],
-            half(0.0, length(b) / 2.0),
-            half(length(b) / 2.0, length(b)),
-            trace.traversals[2],
-        ];
-        supported.legs = vec![
-            Leg {
-                from_point: 0,
-                to_point: 1,
-                traversals: 0..2,
-            },
-            Leg {
-                from_point: 1,
-                to_point: 2,
-                traversals: 2..4,
-            },
-        ];
-        let fixes = [
-            fixes[0],
-            fix(drive_s / 2.0, 6.0, true),
-            fix(drive_s, 6.0, true),
-        ];
-        let passes = derive_passes(&net, WorkType::Sweep, &fixes, &supported, &rules);
-        assert!(passes.iter().find(|p| p.segment == b).unwrap().is_valid());
+        assert_eq!(
+            run(&arms(true)),
+            [Some(InvalidReason::PoorGps); 2],
+            "either arm"
+        );
+        assert_eq!(run(&arms(false)), [None; 2], "the only way across");
     }
 
     #[test]

@@ -34,6 +34,17 @@ impl Router {
     /// Searches every node within `bound_m` of `source`, driving only where allowed; then
     /// [`Router::distance_m`] and [`Router::path`] answer for this source.
     pub fn search(&mut self, network: &RoadNetwork, source: u32, bound_m: f64) {
+        self.search_avoiding(network, source, bound_m, None);
+    }
+
+    /// [`Router::search`], never driving the traversal `avoid`.
+    pub fn search_avoiding(
+        &mut self,
+        network: &RoadNetwork,
+        source: u32,
+        bound_m: f64,
+        avoid: Option<Edge>,
+    ) {
         for &n in &self.touched {
             self.best_m[n as usize] = f64::INFINITY;
             self.via[n as usize] = None;
@@ -52,6 +63,9 @@ impl Router {
                 continue;
             }
             for (s, forward) in network.outgoing(node) {
+                if avoid == Some((s, forward)) {
+                    continue;
+                }
                 let segment = &segments[s as usize];
                 let next = segment.end_node(forward);
                 let candidate = at_m + segment.length_m;
@@ -149,6 +163,29 @@ mod tests {
                         at = seg.end_node(f);
                     }
                     assert_eq!(at, node);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_avoided_traversal_is_never_driven() {
+        let network = RoadNetwork::demo();
+        let mut router = Router::new(&network);
+        for source in [0, 17, 60] {
+            router.search(&network, source, 3000.0);
+            // Avoid the first traversal of the drive to every node that has one.
+            for node in 0..network.nodes().len() as u32 {
+                let Some(path) = router.path(&network, node) else {
+                    continue;
+                };
+                let Some(&avoid) = path.first() else { continue };
+                let direct = router.distance_m(node).unwrap();
+                let mut around = Router::new(&network);
+                around.search_avoiding(&network, source, 3000.0, Some(avoid));
+                if let Some(detour) = around.path(&network, node) {
+                    assert!(!detour.contains(&avoid));
+                    assert!(around.distance_m(node).unwrap() >= direct - 1e-9);
                 }
             }
         }

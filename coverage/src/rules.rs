@@ -76,11 +76,16 @@ pub struct CoverageRules {
     /// A valid pass shorter than this (and than `covered_ratio` of its segment) is too
     /// short. Default 10.
     pub min_pass_length_m: f64,
-    /// Nothing is credited across a silence longer than this. Default 60.
+    /// Nothing is credited across a silence longer than this: a drive across a shorter
+    /// one counts when the tools were on at both ends and the matched route agrees with the
+    /// speeds reported there. Default 180 (the matcher's `max_gap_s`).
     pub max_gap_s: f64,
-    /// A valid pass longer than this on which no fix was matched (the decoded path only
-    /// runs through it between fixes) counts as poor GPS: at 1 Hz a working vehicle leaves
-    /// fixes on every street it works. Default 25.
+    /// Work reported over its band for less than this in a row is the speed's measurement
+    /// noise at the top of the band, not overspeed. Default 5.
+    pub overspeed_min_s: f64,
+    /// A stretch longer than this between two fixes on a street neither was on (the matched
+    /// path only runs through it) is poor GPS, unless the vehicle could not have got from
+    /// one fix to the other within what they allow without it. Default 25.
     pub max_unsupported_pass_m: f64,
     /// A side of a segment is covered when valid passes cover this share of it. Default 0.9.
     pub covered_ratio: f64,
@@ -104,7 +109,8 @@ impl Default for CoverageRules {
             max_implied_speed_ratio: 1.5,
             path_slack_sigmas: 3.0,
             min_pass_length_m: 10.0,
-            max_gap_s: 60.0,
+            max_gap_s: 180.0,
+            overspeed_min_s: 5.0,
             max_unsupported_pass_m: 25.0,
             covered_ratio: 0.9,
             both_sides_classes: vec![RoadClass::I, RoadClass::II],

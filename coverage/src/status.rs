@@ -104,6 +104,16 @@ fn status_of(segment: &Segment, passes: &[&Pass], rules: &CoverageRules) -> Segm
     let (covered_ratio, best_side) = ratio(&|f| valid_of(&rules.covering_work, f));
     let (mechanised_ratio, _) = ratio(&|f| valid_of(&rules.mechanised_work, f));
     let deep = &rules.deep_clean;
+    // When a pass was at `x` (in the segment's own direction): interpolated along it.
+    let time_at = |p: &Pass, x: f64| {
+        let driven_m = if p.forward { x } else { length_m - x };
+        let share = if p.to_m > p.from_m {
+            (driven_m - p.from_m) / (p.to_m - p.from_m)
+        } else {
+            0.0
+        };
+        p.start_s + (p.end_s - p.start_s) * share
+    };
     let deep_intervals = |forward: bool| -> Vec<(f64, f64)> {
         let mut out = Vec::new();
         for first in passes
@@ -114,12 +124,21 @@ fn status_of(segment: &Segment, passes: &[&Pass], rules: &CoverageRules) -> Segm
             for then in passes.iter().filter(|p| {
                 (p.forward == forward || !both_sides) && p.is_valid() && deep.then.contains(&p.work)
             }) {
-                let soon_after = then.start_s >= first.start_s
-                    && then.start_s - first.end_s <= deep.within_s + TIME_EPSILON_S;
                 let (a, b) = (along(first), along(then));
                 let (from, to) = (a.0.max(b.0), a.1.min(b.1));
-                if soon_after && to > from {
-                    out.push((from, to));
+                if to <= from {
+                    continue;
+                }
+                // Point by point: the second work passed each place within `within_s`
+                // after the first (how long after changes linearly along the overlap).
+                let lag = |x: f64| time_at(then, x) - time_at(first, x);
+                if let Some(part) = where_between(
+                    (from, lag(from)),
+                    (to, lag(to)),
+                    -TIME_EPSILON_S,
+                    deep.within_s + TIME_EPSILON_S,
+                ) {
+                    out.push(part);
                 }
             }
         }
@@ -163,6 +182,31 @@ fn status_of(segment: &Segment, passes: &[&Pass], rules: &CoverageRules) -> Segm
         covered_ratio,
         missed,
     }
+}
+
+/// The part of `[x0, x1]` where a quantity that changes linearly from `y0` at `x0` to `y1`
+/// at `x1` is within `low..=high`; `None` if nowhere (or only at a point).
+fn where_between(
+    (x0, y0): (f64, f64),
+    (x1, y1): (f64, f64),
+    low: f64,
+    high: f64,
+) -> Option<(f64, f64)> {
+    let (mut from, mut to) = (x0, x1);
+    if y1 == y0 {
+        return (low..=high).contains(&y0).then_some((x0, x1));
+    }
+    // x where the quantity reaches `y`.
+    let at = |y: f64| x0 + (x1 - x0) * (y - y0) / (y1 - y0);
+    let (x_low, x_high) = (at(low), at(high));
+    let (enter, leave) = if y1 > y0 {
+        (x_low, x_high)
+    } else {
+        (x_high, x_low)
+    };
+    from = from.max(enter);
+    to = to.min(leave);
+    (to > from).then_some((from, to))
 }
 
 /// Times closer than this are equal (they are sums of floating-point seconds).
@@ -352,9 +396,24 @@ mod tests {
             );
             segment_status(&net, &[sweep, flush], &rules)[s.id as usize].deep_cleaned
         };
-        assert!(deep(flush.end_s + rules.deep_clean.within_s));
-        assert!(!deep(flush.end_s + rules.deep_clean.within_s + 1.0));
+        // Place by place: at the same pace, a sweep that starts `within_s` after the flush
+        // reaches every place just in time.
+        assert!(deep(flush.start_s + rules.deep_clean.within_s));
+        assert!(!deep(flush.start_s + rules.deep_clean.within_s + 1.0));
         assert!(!deep(flush.start_s - 10.0), "a sweep before the flush");
+        // A sweep that starts in time but is slow reaches the far end too late: only the part
+        // swept within the window counts.
+        let mut slow = pass(
+            s.id,
+            true,
+            0.0,
+            s.length_m,
+            WorkType::Sweep,
+            flush.start_s + rules.deep_clean.within_s - 100.0,
+        );
+        slow.end_s = slow.start_s + 1000.0;
+        let status = segment_status(&net, &[flush, slow], &rules)[s.id as usize];
+        assert!(status.covered && !status.deep_cleaned);
         // On a street cleaned as one side the sweep may come the other way; on a main road
         // it must be the same side.
         let back = pass(
