@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cleanfleet_coverage::{
-    window_passes, CoverageRules, FixState, MatchConfig, Matcher, Observation, Pass, SectionPlan,
-    WorkType,
+    in_time_order, match_track, parse_track, window_passes, CoverageRules, FixState, MatchConfig,
+    Matcher, Observation, Pass, SectionPlan, TrackError, TrackFormat, WorkType,
 };
 use cleanfleet_model::Fix;
 use cleanfleet_roads::RoadNetwork;
@@ -168,7 +168,7 @@ pub async fn run(
     let result = async {
         while !shutdown.is_cancelled() {
             let backlog = retry.call("coverage_backlog", || store.coverage_backlog()).await?;
-            metrics.backlog.set(backlog as i64);
+            metrics.backlog.set(backlog.stale_chunks as i64);
             let chunks = retry
                 .call("stale_chunks", || store.stale_chunks(CHUNKS_PER_LOOK))
                 .await?;
@@ -213,6 +213,21 @@ pub async fn run(
     drop(jobs);
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;
     result
+}
+
+/// A track file matched as the stage would match it, as JSON (`cleanfleet match`); the
+/// error says which fix is at fault.
+pub fn match_track_file(
+    network: &RoadNetwork,
+    config: &CoverageConfig,
+    work: WorkType,
+    format: TrackFormat,
+    bytes: &[u8],
+) -> Result<serde_json::Value, TrackError> {
+    let (fixes, repeats) = in_time_order(parse_track(format, bytes)?)?;
+    let mut matcher = Matcher::new(network, config.matcher.clone());
+    let result = match_track(network, &mut matcher, &config.rules, work, fixes);
+    Ok(result.to_json(network, matcher.index(), repeats))
 }
 
 /// Store calls that wait out a busy store (another process writing, a server restarting),

@@ -57,6 +57,24 @@ enum Command {
         #[arg(long)]
         duration_s: Option<f64>,
     },
+    /// Match a track file to the roads and cut it into passes as the coverage stage would
+    /// (with `[coverage]`'s matcher and rules); prints JSON: a summary, each fix's place,
+    /// the passes with their validity, and the matched path as GeoJSON.
+    Match {
+        /// The road network (`.osm.pbf` or `.geojson`); default `[roads] file`, else the
+        /// built-in demo town.
+        #[arg(long)]
+        roads: Option<PathBuf>,
+        /// The vehicle's work: sweep, wash_sweep, flush, sprinkle or manual.
+        #[arg(long, default_value = "sweep")]
+        work: String,
+        /// gpx, csv or geojson; by default from the file's extension.
+        #[arg(long)]
+        format: Option<String>,
+        /// The track: GPX, CSV (time,lat,lon[,speed_kmh,heading_deg,hdop,satellites,tools_on])
+        /// or GeoJSON points with a time property.
+        track: PathBuf,
+    },
     /// Check the configuration and print it with every default filled in.
     CheckConfig,
 }
@@ -121,6 +139,39 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 report.acked_messages_per_s(),
                 report.acked_messages_per_s() * fixes_per_message,
             );
+            Ok(())
+        }
+        Command::Match {
+            roads,
+            work,
+            format,
+            track,
+        } => {
+            let work = cleanfleet_coverage::WorkType::parse(&work).with_context(|| {
+                format!("--work {work}: not one of sweep, wash_sweep, flush, sprinkle, manual")
+            })?;
+            let format = match format {
+                Some(name) => cleanfleet_coverage::TrackFormat::parse(&name)
+                    .with_context(|| format!("--format {name}: not gpx, csv or geojson"))?,
+                None => cleanfleet_coverage::TrackFormat::from_path(&track).with_context(|| {
+                    format!(
+                        "{}: say --format gpx, csv or geojson (the extension does not)",
+                        track.display()
+                    )
+                })?,
+            };
+            let bytes = std::fs::read(&track)
+                .with_context(|| format!("cannot read {}", track.display()))?;
+            let network = cleanfleet::load_network(roads.or(config.roads.file).as_deref())?;
+            let result = cleanfleet::coverage::match_track_file(
+                &network,
+                &config.coverage,
+                work,
+                format,
+                &bytes,
+            )
+            .with_context(|| track.display().to_string())?;
+            println!("{result:#}");
             Ok(())
         }
         Command::CheckConfig => {

@@ -208,6 +208,7 @@ impl Stack {
                     network,
                     zones: zones.clone().expect("loaded with the network"),
                     rules: config.coverage.rules.clone(),
+                    matcher: config.coverage.matcher.clone(),
                     plans: config.coverage.plans.clone(),
                     time_zone,
                     time_zone_name: config.coverage.time_zone.clone(),

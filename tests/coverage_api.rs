@@ -80,6 +80,12 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["segments"], 220);
         assert_eq!(body["time_zone"], "UTC");
+        // Caught up: nothing stale, so no "stale from".
+        assert_eq!(
+            body["matching"],
+            serde_json::json!({"stale_chunks": 0}),
+            "{body}"
+        );
         covered_m += body["covered"]["length_m"].as_f64().unwrap();
         passes += body["passes"].as_u64().unwrap();
         valid += body["valid_passes"].as_u64().unwrap();

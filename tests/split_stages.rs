@@ -93,7 +93,7 @@ async fn ingest_and_coverage_processes_write_at_once_and_both_live() {
         || async {
             let stats = store.stats().await.ok()?;
             let backlog = store.coverage_backlog().await.ok()?;
-            (stats.fixes >= total && backlog == 0).then_some(stats.fixes)
+            (stats.fixes >= total && backlog.stale_chunks == 0).then_some(stats.fixes)
         },
     )
     .await;

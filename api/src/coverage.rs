@@ -9,12 +9,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
 use cleanfleet_coverage::{
-    segment_status, CoverageRules, CoverageSummary, InvalidReason, MissReason, Pass, SectionPlan,
-    SegmentIndex, SegmentStatus, WorkType,
+    segment_status, CoverageRules, CoverageSummary, InvalidReason, MatchConfig, MissReason, Pass,
+    SectionPlan, SegmentIndex, SegmentStatus, WorkType,
 };
 use cleanfleet_inspection::InspectionRules;
 use cleanfleet_roads::{RoadClass, RoadNetwork, Segment, ZoneConfig, Zones};
-use cleanfleet_store::PassRecord;
+use cleanfleet_store::{CoverageBacklog, PassRecord};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -37,6 +37,8 @@ pub struct CoverageContext {
     pub bins: cleanfleet_inspection::overflow::BinRules,
     pub zones: Arc<Zones>,
     pub rules: CoverageRules,
+    /// The coverage stage's matcher settings, to match tracks on request the same way.
+    pub matcher: MatchConfig,
     pub plans: Vec<SectionPlan>,
     pub time_zone: TimeZone,
     /// Its IANA name, as configured.
@@ -246,13 +248,22 @@ pub(crate) struct CoverageReport {
     /// Traversals with the tools on.
     passes: usize,
     valid_passes: usize,
+    /// How far matching has got: the numbers are current with the stored fixes before
+    /// `stale_from`.
+    matching: CoverageBacklog,
 }
 
 pub(crate) fn context(state: &ApiState) -> Result<&CoverageContext, ApiError> {
-    state
-        .coverage
-        .as_deref()
-        .ok_or_else(|| ApiError::Unavailable("coverage is not configured in this process".into()))
+    state.coverage.as_deref().ok_or_else(no_coverage)
+}
+
+/// [`context`], to take along to a blocking thread.
+pub(crate) fn shared_context(state: &ApiState) -> Result<Arc<CoverageContext>, ApiError> {
+    state.coverage.clone().ok_or_else(no_coverage)
+}
+
+fn no_coverage() -> ApiError {
+    ApiError::Unavailable("coverage is not configured in this process".into())
 }
 
 /// How far the evidence for answers (a cleaning after litter, an emptying after an overflow)
@@ -388,6 +399,7 @@ pub(crate) async fn coverage_report(
         missed,
         passes: scoped.len(),
         valid_passes: scoped.iter().filter(|r| r.invalid.is_none()).count(),
+        matching: state.store.coverage_backlog().await?,
     }))
 }
 
@@ -439,6 +451,7 @@ pub(crate) async fn coverage_segments(
         "type": "FeatureCollection",
         "date": date.to_string(),
         "time_zone": ctx.time_zone_name,
+        "matching": state.store.coverage_backlog().await?,
         "features": features,
     });
     Ok(([(header::CONTENT_TYPE, "application/geo+json")], Json(body)).into_response())
@@ -463,6 +476,8 @@ pub(crate) struct PassPage {
     passes: Vec<PassRecord>,
     /// More passes matched than `limit`.
     truncated: bool,
+    /// How far matching has got.
+    matching: CoverageBacklog,
 }
 
 /// The day's work passes (starting that day), by start time.
@@ -499,6 +514,7 @@ pub(crate) async fn list_passes(
         date: date.to_string(),
         passes,
         truncated,
+        matching: state.store.coverage_backlog().await?,
     }))
 }
 
@@ -650,6 +666,9 @@ pub(crate) struct VehicleDay {
 pub(crate) struct VehicleDayList {
     date: String,
     vehicles: Vec<VehicleDay>,
+    /// How far matching has got: the numbers are current with the stored fixes before
+    /// `stale_from`.
+    matching: CoverageBacklog,
 }
 
 /// Passes further apart than this start a new overspeed event.
@@ -735,6 +754,7 @@ pub(crate) async fn coverage_vehicles(
     Ok(Json(VehicleDayList {
         date: date.to_string(),
         vehicles: vehicle_days(ctx, &records, &scope),
+        matching: state.store.coverage_backlog().await?,
     }))
 }
 
@@ -777,6 +797,7 @@ mod tests {
             bins: Default::default(),
             network,
             rules: CoverageRules::default(),
+            matcher: MatchConfig::default(),
             plans: Vec::new(),
             time_zone: TimeZone::UTC,
             time_zone_name: "UTC".into(),
@@ -906,6 +927,9 @@ pub(crate) struct DailyReport {
     days: Vec<DayShares>,
     /// Means of the days' shares.
     mean: DayShares,
+    /// How far matching has got: the numbers are current with the stored fixes before
+    /// `stale_from`.
+    matching: CoverageBacklog,
 }
 
 /// Each day's covered, mechanised and deep-cleaned shares over a range of up to 92 days, and
@@ -996,6 +1020,7 @@ pub(crate) async fn coverage_daily(
         total_area_m2: totals.total_area_m2,
         days: rows,
         mean: mean_row,
+        matching: state.store.coverage_backlog().await?,
     }))
 }
 
@@ -1043,6 +1068,9 @@ pub(crate) struct SectionDay {
 pub(crate) struct SectionDayList {
     date: String,
     sections: Vec<SectionDay>,
+    /// How far matching has got: the numbers are current with the stored fixes before
+    /// `stale_from`.
+    matching: CoverageBacklog,
 }
 
 /// Per section (of one contractor, with `contractor`) for a day: coverage shares, missed
@@ -1112,6 +1140,7 @@ pub(crate) async fn coverage_sections(
     Ok(Json(SectionDayList {
         date: date.to_string(),
         sections,
+        matching: state.store.coverage_backlog().await?,
     }))
 }
 

@@ -8,6 +8,7 @@ mod coverage;
 mod error;
 mod extract;
 mod inspection;
+mod matching;
 mod metrics;
 mod routes;
 

@@ -1,9 +1,10 @@
 use std::collections::BTreeMap;
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use base64::Engine;
 use cleanfleet_model::{DeviceKind, Fix, RejectReason};
@@ -53,7 +54,8 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         crate::inspection::list_inspections,
         crate::inspection::failed_samples,
         crate::inspection::contractor_assessment,
-        crate::coverage::get_segment
+        crate::coverage::get_segment,
+        crate::matching::match_track_request
     ),
     components(schemas(
         ErrorBody,
@@ -82,7 +84,8 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         crate::coverage::SectionDayList,
         crate::coverage::VehicleDayList,
         crate::coverage::ZoneView,
-        cleanfleet_store::PassRecord
+        cleanfleet_store::PassRecord,
+        cleanfleet_store::CoverageBacklog
     ))
 )]
 pub struct ApiDoc;
@@ -108,6 +111,11 @@ pub fn routes() -> Router<ApiState> {
         )
         .route("/api/v1/passes", get(crate::coverage::list_passes))
         .route("/api/v1/zones", get(crate::coverage::list_zones))
+        .route(
+            "/api/v1/match",
+            post(crate::matching::match_track_request)
+                .layer(DefaultBodyLimit::max(crate::matching::MAX_TRACK_BYTES)),
+        )
         .route(
             "/api/v1/coverage/vehicles",
             get(crate::coverage::coverage_vehicles),

@@ -9,6 +9,7 @@
 //! 2σ); afterwards they are placed on the decoded path between their neighbours.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use cleanfleet_roads::RoadNetwork;
 use serde::Deserialize;
@@ -213,7 +214,7 @@ enum Route {
 /// matcher per thread.
 pub struct Matcher<'n> {
     network: &'n RoadNetwork,
-    index: SegmentIndex,
+    index: Arc<SegmentIndex>,
     router: Router,
     config: MatchConfig,
     candidates: Vec<Candidate>,
@@ -221,9 +222,18 @@ pub struct Matcher<'n> {
 
 impl<'n> Matcher<'n> {
     pub fn new(network: &'n RoadNetwork, config: MatchConfig) -> Matcher<'n> {
+        Matcher::with_index(network, Arc::new(SegmentIndex::new(network)), config)
+    }
+
+    /// A matcher on the network's index built before (the R-tree is the costly part).
+    pub fn with_index(
+        network: &'n RoadNetwork,
+        index: Arc<SegmentIndex>,
+        config: MatchConfig,
+    ) -> Matcher<'n> {
         Matcher {
             network,
-            index: SegmentIndex::new(network),
+            index,
             router: Router::new(network),
             config,
             candidates: Vec::new(),

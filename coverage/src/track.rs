@@ -22,6 +22,7 @@ use crate::index::SegmentIndex;
 use crate::matcher::{MatchedPoint, MatchedTrace, Matcher, Observation};
 use crate::passes::{FixState, InvalidReason, Pass, WorkType};
 use crate::rules::CoverageRules;
+use cleanfleet_model::SAME_PLACE_M;
 use cleanfleet_roads::RoadNetwork;
 
 /// One fix of a track file.
@@ -330,7 +331,7 @@ pub fn in_time_order(mut fixes: Vec<TrackFix>) -> Result<(Vec<TrackFix>, usize),
         let f = fixes[i];
         if let Some(&(first, last)) = kept.last() {
             if last.time_s == f.time_s {
-                let apart_m = haversine_m((last.lon, last.lat), (f.lon, f.lat));
+                let apart_m = apart_m((last.lon, last.lat), (f.lon, f.lat));
                 if apart_m > SAME_PLACE_M {
                     return Err(TrackError::Collision {
                         first: first.min(i),
@@ -349,10 +350,7 @@ pub fn in_time_order(mut fixes: Vec<TrackFix>) -> Result<(Vec<TrackFix>, usize),
     Ok((fixes, repeats))
 }
 
-/// Fixes of one time closer than this are one fix sent twice.
-const SAME_PLACE_M: f64 = 0.5;
-
-fn haversine_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+fn apart_m(a: (f64, f64), b: (f64, f64)) -> f64 {
     let plane = crate::Plane::new(a.0, a.1);
     let (p, q) = (plane.to_xy(a), plane.to_xy(b));
     (q[0] - p[0]).hypot(q[1] - p[1])

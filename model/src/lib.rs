@@ -9,7 +9,7 @@ mod validate;
 
 pub use message::{
     BinReading, DeviceState, DeviceStatus, Fix, FixBatch, InspectionSample, ToiletReading,
-    WeighbridgeTicket, WorkState,
+    WeighbridgeTicket, WorkState, SAME_PLACE_M,
 };
 pub use topic::{is_valid_device_id, DeviceKind, Stream, Topic, TOPIC_PREFIX};
 pub use validate::{decode, Body, Decoded, Limits, RejectReason, Rejection};

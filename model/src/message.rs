@@ -62,6 +62,21 @@ pub struct Fix {
     pub sos: Option<bool>,
 }
 
+/// Two fixes of one device time closer than this are one fix sent twice; farther apart, the
+/// device reported two places at once and one of them is wrong.
+pub const SAME_PLACE_M: f64 = 0.5;
+
+impl Fix {
+    /// Metres between this fix and (`lat`, `lon`) (equirectangular: exact enough at the
+    /// distances that decide whether two reports are one place).
+    pub fn apart_m(&self, lat: f64, lon: f64) -> f64 {
+        const M_PER_DEG: f64 = 6_371_008.8 * std::f64::consts::PI / 180.0;
+        let north_m = (lat - self.lat) * M_PER_DEG;
+        let east_m = (lon - self.lon) * M_PER_DEG * ((lat + self.lat) / 2.0).to_radians().cos();
+        north_m.hypot(east_m)
+    }
+}
+
 /// Topic stream `fixes`: a batch of fixes from one vehicle or wearable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

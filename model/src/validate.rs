@@ -31,10 +31,12 @@ pub enum RejectReason {
     TimestampInFuture,
     TimestampTooOld,
     InconsistentValues,
+    /// A fix at the same device time as another (in the batch, or stored) at another place.
+    ConflictingFix,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 17] = [
+    pub const ALL: [RejectReason; 18] = [
         RejectReason::OversizePayload,
         RejectReason::UnknownTopic,
         RejectReason::UnknownKind,
@@ -52,6 +54,7 @@ impl RejectReason {
         RejectReason::TimestampInFuture,
         RejectReason::TimestampTooOld,
         RejectReason::InconsistentValues,
+        RejectReason::ConflictingFix,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +76,7 @@ impl RejectReason {
             RejectReason::TimestampInFuture => "timestamp_in_future",
             RejectReason::TimestampTooOld => "timestamp_too_old",
             RejectReason::InconsistentValues => "inconsistent_values",
+            RejectReason::ConflictingFix => "conflicting_fix",
         }
     }
 
@@ -426,6 +430,22 @@ fn check_fixes(fixes: &[Fix], window: &TimeWindow) -> Result<(), Rejection> {
         opt_range(&format!("{p}load_kg"), f.load_kg, 0.0, 100_000.0)?;
         opt_range(&format!("{p}odometer_m"), f.odometer_m, 0.0, 1e10)?;
         window.check(&format!("{p}time"), f.time)?;
+    }
+    // Two places at one time: which is true is unknown, so the message is refused whole.
+    let mut by_time: Vec<usize> = (0..fixes.len()).collect();
+    by_time.sort_by_key(|&i| (fixes[i].time, i));
+    for w in by_time.windows(2) {
+        let (a, b) = (&fixes[w[0]], &fixes[w[1]]);
+        let apart_m = a.apart_m(b.lat, b.lon);
+        if a.time == b.time && apart_m > SAME_PLACE_M {
+            return Err(reject(
+                RejectReason::ConflictingFix,
+                format!(
+                    "fixes[{}].time: the same time {} as fixes[{}], {apart_m:.1} m away",
+                    w[1], b.time, w[0]
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -86,6 +86,9 @@ pub struct WriteReport {
     pub duplicate_records: u64,
     /// Rejected messages kept; a dead letter seen before only has its count raised.
     pub dead_letters_inserted: u64,
+    /// Fixes of accepted messages refused because a fix of the same device and time at
+    /// another place is stored: each kept as a dead letter of its own (`conflicting_fix`).
+    pub conflicting_fixes: u64,
 }
 
 /// A device and its latest known state.
@@ -163,6 +166,18 @@ pub struct StoreStats {
 
 pub use cleanfleet_model::{COVERAGE_CHUNK_MS, COVERAGE_CONTEXT_MS};
 
+/// How far the coverage stage has got: passes are a function of the stored fixes once it
+/// has caught up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct CoverageBacklog {
+    /// Chunks (one device's hour) whose fixes changed since their passes were computed.
+    pub stale_chunks: u64,
+    /// The start of the oldest of them: every pass before it is current with the stored
+    /// fixes. Absent when none is stale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_from: Option<Timestamp>,
+}
+
 /// One device's hour whose passes are missing or older than its fixes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoverageChunk {
@@ -183,18 +198,27 @@ impl CoverageChunk {
 /// the road network in one direction, with its work type and, when it does not count, why.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct PassRecord {
+    /// The vehicle (or crew wearable) that drove it.
     pub device_id: String,
+    /// The road segment (`/api/v1/segments/{id}`).
     pub segment: u32,
+    /// Driven from the segment's `from_node` to its `to_node`; `false`: the other way.
     pub forward: bool,
+    /// Where the covered part starts, metres along the segment in the driving direction,
+    /// from the node the pass entered the segment at (0 ≤ `from_m` ≤ `to_m` ≤ its length).
     pub from_m: f64,
+    /// Where it ends, metres, in the same measure as `from_m`.
     pub to_m: f64,
+    /// When the vehicle was at `from_m` (device time, RFC 3339, UTC).
     pub start: Timestamp,
+    /// When it was at `to_m`.
     pub end: Timestamp,
     /// `sweep`, `wash_sweep`, `flush`, `sprinkle` or `manual`.
     pub work: String,
     /// `tool_off`, `overspeed`, `poor_gps` or `too_short`; absent when the pass counts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalid: Option<String>,
+    /// The highest speed reported (or, without one, driven) during the pass, km/h.
     pub max_speed_kmh: f64,
 }
 
@@ -221,8 +245,8 @@ pub trait Store: Send + Sync + 'static {
     async fn use_coverage_network(&self, network_id: &str) -> Result<bool, StoreError>;
     /// Stale chunks, oldest hour first.
     async fn stale_chunks(&self, limit: u32) -> Result<Vec<CoverageChunk>, StoreError>;
-    /// How many chunks are stale.
-    async fn coverage_backlog(&self) -> Result<u64, StoreError>;
+    /// How far the coverage stage has got.
+    async fn coverage_backlog(&self) -> Result<CoverageBacklog, StoreError>;
     /// Replaces the chunk's passes and records the version they were computed from; the
     /// chunk stays stale if fixes landed in it meanwhile.
     async fn put_passes(

@@ -10,16 +10,17 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use cleanfleet_model::{
-    BinReading, Body, Decoded, DeviceKind, DeviceState, Fix, InspectionSample, ToiletReading,
-    WorkState,
+    BinReading, Body, Decoded, DeviceKind, DeviceState, Fix, FixBatch, InspectionSample,
+    RejectReason, ToiletReading, WorkState, SAME_PLACE_M, TOPIC_PREFIX,
 };
 use jiff::{SignedDuration, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde::Deserialize;
 
 use crate::{
-    CoverageChunk, DeadLetter, DeadLetterQuery, DeviceQuery, DeviceSummary, IngestItem, PassRecord,
-    Store, StoreError, StoreStats, WriteReport, COVERAGE_CHUNK_MS, COVERAGE_CONTEXT_MS,
+    CoverageBacklog, CoverageChunk, DeadLetter, DeadLetterQuery, DeviceQuery, DeviceSummary,
+    IngestItem, PassRecord, Store, StoreError, StoreStats, WriteReport, COVERAGE_CHUNK_MS,
+    COVERAGE_CONTEXT_MS,
 };
 
 /// SQLite's `synchronous` setting. `full` survives power loss after a commit; `normal` survives
@@ -217,10 +218,40 @@ fn write_items(tx: &Transaction, items: &[IngestItem]) -> Result<WriteReport, St
             IngestItem::Accepted { message, received } => {
                 let key = upsert_device(tx, message, *received)?;
                 device_keys.insert(&message.device_id, key);
-                let (inserted, fixes) = insert_body(tx, key, message, *received)?;
-                report.records_inserted += inserted;
-                report.fixes_inserted += fixes;
-                report.duplicate_records += record_count(&message.body) - inserted;
+                let inserted = insert_body(tx, key, message, *received)?;
+                report.records_inserted += inserted.records;
+                report.fixes_inserted += inserted.fixes;
+                let conflicts = inserted.conflicts.len() as u64;
+                report.duplicate_records +=
+                    record_count(&message.body) - inserted.records - conflicts;
+                report.conflicting_fixes += conflicts;
+                for (fix, apart_m) in inserted.conflicts {
+                    // Kept apart as the message it would have been alone, with the reason.
+                    let topic = format!(
+                        "{TOPIC_PREFIX}/{}/{}/fixes",
+                        message.kind.as_str(),
+                        message.device_id
+                    );
+                    let time = fix.time;
+                    let payload = serde_json::to_vec(&FixBatch {
+                        device_id: Some(message.device_id.clone()),
+                        fixes: vec![fix],
+                    })
+                    .expect("a fix serializes");
+                    let detail = format!(
+                        "fixes: a fix at {time} is {apart_m:.1} m from the fix stored for that time"
+                    );
+                    if insert_dead_letter(
+                        tx,
+                        &topic,
+                        &payload,
+                        RejectReason::ConflictingFix,
+                        &detail,
+                        *received,
+                    )? {
+                        report.dead_letters_inserted += 1;
+                    }
+                }
             }
             IngestItem::Rejected {
                 topic,
@@ -229,39 +260,59 @@ fn write_items(tx: &Transaction, items: &[IngestItem]) -> Result<WriteReport, St
                 detail,
                 received,
             } => {
-                let digest = xxhash_rust::xxh3::xxh3_128(
-                    &[topic.as_bytes(), b"\0", payload.as_slice()].concat(),
-                )
-                .to_be_bytes();
-                let times_seen: i64 = tx
-                    .prepare_cached(
-                        "INSERT INTO dead_letters (digest, topic, reason, detail, payload,
-                             first_received_ms, last_received_ms, times_seen)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1)
-                         ON CONFLICT (digest) DO UPDATE SET
-                             times_seen = times_seen + 1,
-                             first_received_ms = min(first_received_ms, excluded.first_received_ms),
-                             last_received_ms = max(last_received_ms, excluded.last_received_ms)
-                         RETURNING times_seen",
-                    )?
-                    .query_row(
-                        params![
-                            &digest[..],
-                            topic,
-                            reason.as_str(),
-                            detail,
-                            payload,
-                            ms(*received)
-                        ],
-                        |r| r.get(0),
-                    )?;
-                if times_seen == 1 {
+                if insert_dead_letter(tx, topic, payload, *reason, detail, *received)? {
                     report.dead_letters_inserted += 1;
                 }
             }
         }
     }
     Ok(report)
+}
+
+/// Keeps a rejected message; `true` if it was not kept before (else its count is raised).
+fn insert_dead_letter(
+    tx: &Transaction,
+    topic: &str,
+    payload: &[u8],
+    reason: RejectReason,
+    detail: &str,
+    received: Timestamp,
+) -> Result<bool, StoreError> {
+    let digest =
+        xxhash_rust::xxh3::xxh3_128(&[topic.as_bytes(), b"\0", payload].concat()).to_be_bytes();
+    let times_seen: i64 = tx
+        .prepare_cached(
+            "INSERT INTO dead_letters (digest, topic, reason, detail, payload,
+                 first_received_ms, last_received_ms, times_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1)
+             ON CONFLICT (digest) DO UPDATE SET
+                 times_seen = times_seen + 1,
+                 first_received_ms = min(first_received_ms, excluded.first_received_ms),
+                 last_received_ms = max(last_received_ms, excluded.last_received_ms)
+             RETURNING times_seen",
+        )?
+        .query_row(
+            params![
+                &digest[..],
+                topic,
+                reason.as_str(),
+                detail,
+                payload,
+                ms(received)
+            ],
+            |r| r.get(0),
+        )?;
+    Ok(times_seen == 1)
+}
+
+/// What one message's records did to the store.
+struct Inserted {
+    /// New rows of device data.
+    records: u64,
+    fixes: u64,
+    /// Fixes not stored because a fix of the same device time elsewhere is, with how far
+    /// apart the two are.
+    conflicts: Vec<(Fix, f64)>,
 }
 
 fn record_count(body: &Body) -> u64 {
@@ -286,13 +337,13 @@ fn upsert_device(tx: &Transaction, m: &Decoded, received: Timestamp) -> Result<i
         })?)
 }
 
-/// Insert the records of one message; returns (rows inserted, of which fixes).
+/// Insert the records of one message.
 fn insert_body(
     tx: &Transaction,
     key: i64,
     m: &Decoded,
     received: Timestamp,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<Inserted, StoreError> {
     let rec = ms(received);
     let inserted = match &m.body {
         Body::Fixes(fixes) => {
@@ -304,6 +355,7 @@ fn insert_body(
                  ON CONFLICT DO NOTHING",
             )?;
             let mut n = 0;
+            let mut conflicts = Vec::new();
             let mut stale_hours = std::collections::BTreeSet::new();
             for f in fixes {
                 let inserted = stmt.execute(params![
@@ -329,6 +381,17 @@ fn insert_body(
                     for around in [t - COVERAGE_CONTEXT_MS, t, t + COVERAGE_CONTEXT_MS] {
                         stale_hours.insert(around.div_euclid(COVERAGE_CHUNK_MS));
                     }
+                } else {
+                    // A redelivery is the same fix again; another place is a conflict.
+                    let (lat, lon): (f64, f64) = tx
+                        .prepare_cached(
+                            "SELECT lat, lon FROM fixes WHERE device_key = ?1 AND time_ms = ?2",
+                        )?
+                        .query_row(params![key, ms(f.time)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    let apart_m = f.apart_m(lat, lon);
+                    if apart_m > SAME_PLACE_M {
+                        conflicts.push((f.clone(), apart_m));
+                    }
                 }
                 n += inserted;
             }
@@ -340,7 +403,11 @@ fn insert_body(
             for hour in stale_hours {
                 stale.execute(params![key, hour])?;
             }
-            return Ok((n, n));
+            return Ok(Inserted {
+                records: n,
+                fixes: n,
+                conflicts,
+            });
         }
         Body::Bin(r) => tx
             .prepare_cached(
@@ -422,7 +489,11 @@ fn insert_body(
             .execute(params![key, ms(time), state.as_str(), s.firmware, rec])?
         }
     };
-    Ok((inserted as u64, 0))
+    Ok(Inserted {
+        records: inserted as u64,
+        fixes: 0,
+        conflicts: Vec::new(),
+    })
 }
 
 const FIX_COLUMNS: &str = "time_ms, seq, lat, lon, speed_kmh, heading_deg, hdop, satellites,
@@ -913,14 +984,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn coverage_backlog(&self) -> Result<u64, StoreError> {
+    async fn coverage_backlog(&self) -> Result<CoverageBacklog, StoreError> {
         self.with_reader(|conn| {
-            let n: i64 = conn.query_row(
-                "SELECT count(*) FROM coverage_chunks WHERE version <> computed_version",
+            let (n, oldest): (i64, Option<i64>) = conn.query_row(
+                "SELECT count(*), min(hour) FROM coverage_chunks WHERE version <> computed_version",
                 [],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            Ok(n as u64)
+            Ok(CoverageBacklog {
+                stale_chunks: n as u64,
+                stale_from: oldest.map(|hour| ts(hour * COVERAGE_CHUNK_MS)),
+            })
         })
         .await
     }

@@ -111,6 +111,11 @@ fn rejects_each_bad_input_class_with_its_reason() {
         (FIXES, fix_json("").replace("120.9", "-180.5"), OutOfRange),
         (FIXES, fix_json("").replace("6.5", "-3"), OutOfRange),
         (FIXES, r#"{"fixes":[]}"#.into(), EmptyBatch),
+        (
+            FIXES,
+            r#"{"fixes":[{"time":"2026-11-21T07:59:00Z","lat":32.0,"lon":120.9},{"time":"2026-11-21T07:59:00Z","lat":32.001,"lon":120.9}]}"#.into(),
+            ConflictingFix,
+        ),
         (FIXES, fix_json("").replace("2026-11-21T07:59:00Z", "2026-11-21T08:06:00Z"), TimestampInFuture),
         (FIXES, fix_json("").replace("2026-11-21T07:59:00Z", "2026-10-01T08:00:00Z"), TimestampTooOld),
         ("cleanfleet/v1/bin/b-1/reading", r#"{"time":"2026-11-21T07:00:00Z","fill_ratio":1.2}"#.into(), OutOfRange),

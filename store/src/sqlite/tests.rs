@@ -380,7 +380,13 @@ async fn new_fixes_make_their_hours_stale_and_passes_replace_them() {
         2,
         "07:01 is context of the hour before: {stale:?}"
     );
-    assert_eq!(store.coverage_backlog().await.unwrap(), 2);
+    assert_eq!(
+        store.coverage_backlog().await.unwrap(),
+        CoverageBacklog {
+            stale_chunks: 2,
+            stale_from: Some(t("2026-11-21T06:00:00Z"))
+        }
+    );
     assert_eq!(
         stale.iter().map(|c| c.start).collect::<Vec<_>>(),
         [t("2026-11-21T06:00:00Z"), t("2026-11-21T07:00:00Z")]
@@ -526,4 +532,59 @@ async fn bin_readings_of_a_range_by_bin_and_time() {
         .received_any(t("2026-11-21T09:00:00Z"), t("2026-11-21T10:00:00Z"))
         .await
         .unwrap());
+}
+
+/// A device that sends a second fix for a time it already reported, somewhere else: the
+/// stored fix stays, and the other is kept as a dead letter with its reason and counted,
+/// never dropped as a duplicate. The same fix again is a duplicate.
+#[tokio::test]
+async fn a_fix_at_a_stored_time_elsewhere_is_a_dead_letter_not_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .write_batch(vec![fixes("sw-1", &[1, 2])])
+        .await
+        .unwrap();
+    let elsewhere = accepted(
+        "cleanfleet/v1/sweeper/sw-1/fixes",
+        r#"{"fixes":[{"time":"2026-11-21T07:02:00Z","lat":32.5,"lon":120.9},{"time":"2026-11-21T07:03:00Z","lat":32.03,"lon":120.9}]}"#,
+    );
+    let report = store
+        .write_batch(vec![elsewhere.clone(), fixes("sw-1", &[1])])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.fixes_inserted,
+            report.duplicate_records,
+            report.conflicting_fixes,
+            report.dead_letters_inserted
+        ),
+        (1, 1, 1, 1)
+    );
+    let (from, to) = (t("2026-11-21T07:00:00Z"), t("2026-11-21T08:00:00Z"));
+    let track = store.track("sw-1", from, to, 10).await.unwrap();
+    assert_eq!(track.len(), 3);
+    assert_eq!(track[1].lat, 32.002, "the stored fix stays");
+    let letters = store
+        .dead_letters(DeadLetterQuery {
+            reason: Some(RejectReason::ConflictingFix),
+            before_id: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0].detail.contains("2026-11-21T07:02:00Z"),
+        "{}",
+        letters[0].detail
+    );
+    assert!(String::from_utf8_lossy(&letters[0].payload).contains("32.5"));
+    // Sent again: the same dead letter, seen twice.
+    let again = store.write_batch(vec![elsewhere]).await.unwrap();
+    assert_eq!(
+        (again.conflicting_fixes, again.dead_letters_inserted),
+        (1, 0)
+    );
 }
