@@ -105,17 +105,13 @@ fn main() -> ExitCode {
         "I cov P/R",
         "implied n/km",
         "valid/driven km (max)",
-        "fixes/s"
+        "match fixes/s"
     );
     for (name, network) in &networks {
         for sigma_m in SIGMAS_M {
-            let (mut total, mut fixes_n, mut high_hdop, mut matched, mut match_s) = (
-                None::<cleanfleet_accuracy::Score>,
-                0usize,
-                0usize,
-                0usize,
-                0.0,
-            );
+            let mut total: Option<cleanfleet_accuracy::Score> = None;
+            let (mut fixes_n, mut high_hdop, mut matched) = (0usize, 0usize, 0usize);
+            let (mut match_s, mut stage_s) = (0.0, 0.0);
             for &seed in &args.seeds {
                 let config = GenConfig {
                     seed,
@@ -144,6 +140,7 @@ fn main() -> ExitCode {
                     .count();
                 matched += stats.fixes;
                 match_s += stats.match_time_s;
+                stage_s += stats.stage_time_s;
                 match total.as_mut() {
                     Some(t) => t.absorb(s),
                     None => total = Some(s),
@@ -188,10 +185,11 @@ fn main() -> ExitCode {
                 .map(|(r, m)| format!("{r:?} {:.2} km", m / 1000.0))
                 .collect();
             println!(
-                "{:<16} {:>4}   valid passes over 2x band: {}; truly covered but missed: {}",
+                "{:<16} {:>4}   valid passes over 2x band: {}; coverage stage {:.0} fixes/s; truly covered but missed: {}",
                 "",
                 "",
                 s.twice_band_violations,
+                matched as f64 / stage_s,
                 missed.join(", ")
             );
         }
