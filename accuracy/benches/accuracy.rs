@@ -13,7 +13,19 @@ use cleanfleet_roads::RoadNetwork;
 const SIGMAS_M: [f64; 3] = [5.0, 10.0, 20.0];
 const DEFAULT_SEED: u64 = 2026;
 
+mod sim_source;
+
+/// Where the traces come from.
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    /// This crate's independent generator.
+    Generator,
+    /// cleanfleet's own firmware simulator (what the matcher was first tuned on).
+    Simulator,
+}
+
 struct Args {
+    sources: Vec<Source>,
     /// Each network and σ is run once per seed; figures are over all of them.
     seeds: Vec<u64>,
     hours: f64,
@@ -23,6 +35,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         seeds: vec![DEFAULT_SEED],
+        sources: vec![Source::Generator],
         hours: GenConfig::default().shift_hours,
         paths: Vec::new(),
     };
@@ -32,6 +45,7 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             // Cargo passes it to every bench.
             "--bench" => {}
+            "--sim" => args.sources = vec![Source::Generator, Source::Simulator],
             "--seeds" => {
                 let v = value("--seeds")?;
                 args.seeds = v
@@ -107,7 +121,15 @@ fn main() -> ExitCode {
         "valid/driven km (max)",
         "match fixes/s"
     );
-    for (name, network) in &networks {
+    for ((name, network), source) in networks
+        .iter()
+        .flat_map(|n| args.sources.iter().map(move |s| (n, *s)))
+    {
+        let name = match source {
+            Source::Generator => name.clone(),
+            Source::Simulator => format!("{name} (sim)"),
+        };
+        let shared = std::sync::Arc::new(network.clone());
         for sigma_m in SIGMAS_M {
             let mut total: Option<cleanfleet_accuracy::Score> = None;
             let (mut fixes_n, mut high_hdop, mut matched) = (0usize, 0usize, 0usize);
@@ -119,7 +141,12 @@ fn main() -> ExitCode {
                     gps_sigma_m: sigma_m,
                     ..GenConfig::default()
                 };
-                let runs = generate(network, &config);
+                let runs = match source {
+                    Source::Generator => generate(network, &config),
+                    Source::Simulator => {
+                        sim_source::simulated_runs(&shared, seed, args.hours, sigma_m)
+                    }
+                };
                 let truth = true_status(network, &runs, &rules);
                 let (passes, stats) = our_passes(network, &runs, &match_config, &rules);
                 let statuses = segment_status(network, &passes, &rules);

@@ -124,6 +124,13 @@ impl SegmentIndex {
         out.truncate(max);
     }
 
+    /// The distance from `p` to the nearest road; `None` for an empty network.
+    pub fn nearest_distance_m(&self, p: [f64; 2]) -> Option<f64> {
+        let piece = self.tree.nearest_neighbor(&p)?;
+        let line = piece.geom();
+        Some(project_on_piece(p, line.from, line.to).1)
+    }
+
     /// Where `offset_m` along `segment` lies in the plane.
     pub fn point_at(&self, segment: u32, offset_m: f64) -> [f64; 2] {
         let s = segment as usize;

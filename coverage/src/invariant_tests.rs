@@ -365,11 +365,9 @@ fn check_passes(
 /// `path_slack_sigmas` of the legs' expected errors).
 fn check_mileage(
     work: WorkType,
-    observations: &[Observation],
     states: &[FixState],
     matched: &MatchedTrace,
     passes: &[Pass],
-    config: &MatchConfig,
     rules: &CoverageRules,
 ) -> Result<(), String> {
     let allowed_m: f64 = matched
@@ -383,9 +381,8 @@ fn check_mileage(
                 }
                 _ => f64::INFINITY,
             };
-            let slack_m = config
-                .fix_error_m(&observations[leg.from_point])
-                .hypot(config.fix_error_m(&observations[leg.to_point]));
+            let error_m = |point: usize| matched.points[point].map_or(0.0, |m| m.error_m);
+            let slack_m = error_m(leg.from_point).hypot(error_m(leg.to_point));
             reported_m * rules.max_implied_speed_ratio + rules.path_slack_sigmas * slack_m
         })
         .sum();
@@ -425,7 +422,7 @@ proptest! {
         prop_assert_eq!(check_connected(&net, &matched), Ok(()));
         let whole = derive_passes(&net, work, &states, &matched, &rules);
         prop_assert_eq!(check_passes(&net, work, &states, &whole, &rules), Ok(()));
-        prop_assert_eq!(check_mileage(work, &observations, &states, &matched, &whole, &config, &rules), Ok(()));
+        prop_assert_eq!(check_mileage(work, &states, &matched, &whole, &rules), Ok(()));
         let chunked = chunked_passes(&net, &mut matcher, &rules, work, &observations, &states);
         prop_assert_eq!(check_passes(&net, work, &states, &chunked, &rules), Ok(()));
     }

@@ -1,7 +1,7 @@
 //! Hidden-Markov-model map matching (Newson & Krumm 2009) with Viterbi decoding.
 //!
 //! States are places on a segment in one driving direction. Emission: the distance from the
-//! fix to the road (normal with the fix's own expected error, [`MatchConfig::fix_error_m`],
+//! fix to the road (normal with the fix's own expected error, [`GpsErrors`],
 //! robust beyond a few σ) and, when moving, the angle between the fix's heading and the
 //! road's direction. Transition: |route distance − straight-line distance| / β
 //! (exponential), routes only where driving is allowed. Fixes that moved less than
@@ -30,7 +30,7 @@ pub struct Observation {
     pub heading_deg: Option<f64>,
     pub speed_kmh: Option<f64>,
     /// Horizontal dilution of precision, a geometry factor without unit: the fix's expected
-    /// error is about HDOP × UERE ([`MatchConfig::fix_error_m`]).
+    /// error is about HDOP × UERE ([`GpsErrors`]).
     pub hdop: Option<f64>,
 }
 
@@ -75,8 +75,11 @@ pub struct MatchConfig {
     pub heading_weight: f64,
     /// Headings of slower fixes are ignored. Default 5.
     pub heading_min_speed_kmh: f64,
-    /// A fix closer than this to the last decoded one is placed afterwards. Default 10.
+    /// A fix closer than this, or than `min_move_sigmas` of its expected error, to the last
+    /// decoded one is placed afterwards. Default 10.
     pub min_move_m: f64,
+    /// Default 2.
+    pub min_move_sigmas: f64,
     /// ... unless this long has passed since the last decoded fix. Default 30.
     pub max_skip_s: f64,
     /// Routes implying a faster drive are impossible. Default 130.
@@ -98,17 +101,47 @@ pub struct MatchConfig {
     pub outlier_sigmas: f64,
     /// The error of reported (Doppler) speeds: along its matched drive a vehicle's place
     /// at each fix follows its speeds to within this, corrected by the fixes' places.
-    /// Default 0.5.
+    /// Default 4.
     pub speed_error_kmh: f64,
 }
 
+/// How far off a trace's fixes are expected to be: HDOP × UERE, at least a floor. The
+/// configured UERE and floor, unless the trace's own fixes show that the device errs more
+/// than its HDOP says (a worse receiver, a device that reports no HDOP or a constant one).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GpsErrors {
+    pub uere_m: f64,
+    pub floor_m: f64,
+}
+
+impl GpsErrors {
+    /// A fix's expected error (σ of a normal error, metres).
+    pub fn error_m(&self, o: &Observation) -> f64 {
+        o.hdop
+            .map_or(self.floor_m, |h| (h * self.uere_m).max(self.floor_m))
+    }
+}
+
+/// Distances of a fix to its nearest road are the perpendicular part of its error,
+/// |N(0, σ)|: their median × this estimates σ.
+const MEDIAN_ABS_TO_SIGMA: f64 = 1.4826;
+/// Every this many fixes is sampled for that.
+const ERROR_SAMPLE_EVERY: usize = 5;
+/// Fewer samples say nothing.
+const MIN_ERROR_SAMPLES: usize = 20;
+/// The median of a two-dimensional normal error's length, in σ.
+const RAYLEIGH_MEDIAN: f64 = 1.1774;
+/// Fixes this much farther from their matched places than their errors say make the trace
+/// matched again with larger errors.
+const RESCALE_ABOVE: f64 = 1.3;
+
 impl MatchConfig {
-    /// A fix's expected error (σ of a normal error, metres): HDOP × `uere_m`, at least
-    /// `gps_sigma_m`.
-    pub fn fix_error_m(&self, o: &Observation) -> f64 {
-        o.hdop.map_or(self.gps_sigma_m, |h| {
-            (h * self.uere_m).max(self.gps_sigma_m)
-        })
+    /// The configured error model.
+    pub fn gps_errors(&self) -> GpsErrors {
+        GpsErrors {
+            uere_m: self.uere_m,
+            floor_m: self.gps_sigma_m,
+        }
     }
 }
 
@@ -124,11 +157,12 @@ impl Default for MatchConfig {
             heading_weight: 6.0,
             heading_min_speed_kmh: 5.0,
             min_move_m: 10.0,
+            min_move_sigmas: 2.0,
             max_skip_s: 30.0,
             max_speed_kmh: 130.0,
             max_gap_s: 180.0,
             reverse_tolerance_m: 20.0,
-            reverse_sigmas: 2.0,
+            reverse_sigmas: 3.0,
             u_turn_cost: 10.0,
             outlier_sigmas: 4.0,
             speed_error_kmh: 4.0,
@@ -146,7 +180,7 @@ pub struct MatchedPoint {
     pub offset_m: f64,
     /// From the fix to that place.
     pub distance_m: f64,
-    /// The fix's expected error ([`MatchConfig::fix_error_m`]).
+    /// The fix's expected error ([`GpsErrors`]).
     pub error_m: f64,
 }
 
@@ -217,6 +251,8 @@ pub struct Matcher<'n> {
     index: Arc<SegmentIndex>,
     router: Router,
     config: MatchConfig,
+    /// The error model of the trace being matched ([`Matcher::learn_errors`]).
+    errors: GpsErrors,
     candidates: Vec<Candidate>,
 }
 
@@ -235,6 +271,7 @@ impl<'n> Matcher<'n> {
             network,
             index,
             router: Router::new(network),
+            errors: config.gps_errors(),
             config,
             candidates: Vec::new(),
         }
@@ -248,12 +285,72 @@ impl<'n> Matcher<'n> {
         &self.config
     }
 
+    /// The error model for a trace: the configured one, with its UERE (and floor) raised
+    /// when the fixes' distances from the nearest roads show a larger error than their HDOPs
+    /// say. Never below the configured model, and never above half the search radius (a
+    /// vehicle parked off the roads is not a bad receiver).
+    pub fn learn_errors(&self, observations: &[Observation], xy: &[[f64; 2]]) -> GpsErrors {
+        let configured = self.config.gps_errors();
+        let mut distances: Vec<f64> = xy
+            .iter()
+            .step_by(ERROR_SAMPLE_EVERY)
+            .filter_map(|&p| self.index.nearest_distance_m(p))
+            .collect();
+        if distances.len() < MIN_ERROR_SAMPLES {
+            return configured;
+        }
+        let sigma_m =
+            (median(&mut distances) * MEDIAN_ABS_TO_SIGMA).min(self.config.search_radius_m / 2.0);
+        let mut hdops: Vec<f64> = observations.iter().filter_map(|o| o.hdop).collect();
+        let uere_m = if hdops.len() >= MIN_ERROR_SAMPLES {
+            (sigma_m / median(&mut hdops).max(0.5)).max(configured.uere_m)
+        } else {
+            configured.uere_m
+        };
+        GpsErrors {
+            uere_m,
+            floor_m: if hdops.is_empty() {
+                sigma_m.max(configured.floor_m)
+            } else {
+                configured.floor_m
+            },
+        }
+    }
+
     /// Matches one vehicle's fixes, in time order.
     pub fn match_trace(&mut self, observations: &[Observation]) -> MatchedTrace {
         let xy: Vec<[f64; 2]> = observations
             .iter()
             .map(|o| self.index.plane().to_xy((o.lon, o.lat)))
             .collect();
+        self.errors = self.learn_errors(observations, &xy);
+        let first = self.match_with(observations, &xy);
+        // A fix's distance from where the match placed it, in its expected error, is about
+        // Rayleigh(1) when the error model is right (median 1.18). Clearly more: the device
+        // errs more than its HDOP says; match again with its errors scaled to what it shows.
+        let mut z: Vec<f64> = first
+            .points
+            .iter()
+            .flatten()
+            .map(|m| m.distance_m / m.error_m)
+            .collect();
+        if z.len() < MIN_ERROR_SAMPLES {
+            return first;
+        }
+        let scale = median(&mut z) / RAYLEIGH_MEDIAN;
+        if scale <= RESCALE_ABOVE {
+            return first;
+        }
+        let most_m = self.config.search_radius_m / 2.0;
+        self.errors = GpsErrors {
+            uere_m: self.errors.uere_m * scale,
+            floor_m: (self.errors.floor_m * scale).min(most_m.max(self.errors.floor_m)),
+        };
+        self.match_with(observations, &xy)
+    }
+
+    /// One Viterbi pass over a trace under the current error model.
+    fn match_with(&mut self, observations: &[Observation], xy: &[[f64; 2]]) -> MatchedTrace {
         let mut out = MatchedTrace {
             points: vec![None; observations.len()],
             ..MatchedTrace::default()
@@ -267,31 +364,36 @@ impl<'n> Matcher<'n> {
             let last_point = last.point;
             let dt = o.time_s - observations[last_point].time_s;
             if dt > self.config.max_gap_s {
-                self.finish_run(&lattice, observations, &xy, &mut out);
+                self.finish_run(&lattice, observations, xy, &mut out);
                 lattice = Lattice::default();
                 self.start_run(&mut lattice, i, o, xy[i]);
                 continue;
             }
             let is_last = i + 1 == observations.len();
-            let moved = distance(xy[last_point], xy[i]) >= self.config.min_move_m;
+            // Newson & Krumm: within 2σ of the last decoded fix a new one says nothing new.
+            let min_move_m = self
+                .config
+                .min_move_m
+                .max(self.config.min_move_sigmas * self.errors.error_m(o));
+            let moved = distance(xy[last_point], xy[i]) >= min_move_m;
             if !(moved || dt >= self.config.max_skip_s || is_last) {
                 continue;
             }
-            if !self.advance(&mut lattice, observations, &xy, last_point, i) {
+            if !self.advance(&mut lattice, observations, xy, last_point, i) {
                 // Nothing near, or nothing reachable: a break if roads were near.
                 if !self.candidates.is_empty() {
-                    self.finish_run(&lattice, observations, &xy, &mut out);
+                    self.finish_run(&lattice, observations, xy, &mut out);
                     lattice = Lattice::default();
                     self.start_run(&mut lattice, i, o, xy[i]);
                 }
             }
         }
-        self.finish_run(&lattice, observations, &xy, &mut out);
+        self.finish_run(&lattice, observations, xy, &mut out);
         out
     }
 
     fn emission(&self, o: &Observation, state: &State, bearing_deg: f64) -> f64 {
-        let z = state.distance_m / self.config.fix_error_m(o);
+        let z = state.distance_m / self.errors.error_m(o);
         let k = self.config.robust_sigmas;
         let mut cost = if z <= k {
             0.5 * z * z
@@ -439,10 +541,7 @@ impl<'n> Matcher<'n> {
         let (oa, ob) = (&observations[a], &observations[b]);
         let raw_m = distance(xy[a], xy[b]);
         let dt = ob.time_s - oa.time_s;
-        let error_m = self
-            .config
-            .fix_error_m(oa)
-            .hypot(self.config.fix_error_m(ob));
+        let error_m = self.errors.error_m(oa).hypot(self.errors.error_m(ob));
         Between {
             expected_m: expected_m(raw_m, oa.speed_kmh, ob.speed_kmh, dt),
             bound_m: self.route_bound_m(raw_m, dt),
@@ -588,7 +687,7 @@ impl<'n> Matcher<'n> {
                 forward: state.forward,
                 offset_m: state.offset_m,
                 distance_m: state.distance_m,
-                error_m: self.config.fix_error_m(&observations[point]),
+                error_m: self.errors.error_m(&observations[point]),
             });
             return;
         }
@@ -600,7 +699,7 @@ impl<'n> Matcher<'n> {
                 AlongFix {
                     time_s: o.time_s,
                     along_m,
-                    error_m: self.config.fix_error_m(o),
+                    error_m: self.errors.error_m(o),
                     speed_kmh: o.speed_kmh,
                 }
             })
@@ -621,7 +720,7 @@ impl<'n> Matcher<'n> {
             );
             let (distance_m, error_m) = (
                 distance(here, xy[point]),
-                self.config.fix_error_m(&observations[point]),
+                self.errors.error_m(&observations[point]),
             );
             let last = point == drive.fixes[drive.fixes.len() - 1].0;
             if distance_m > self.config.outlier_sigmas * error_m + segment.width_m / 2.0
@@ -889,6 +988,12 @@ struct Between {
     bound_m: f64,
     /// Backwards along a road up to this much is jitter.
     jitter_m: f64,
+}
+
+/// The median of `values` (reordered).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// The distance a drive between two fixes should have: from their speeds when both report

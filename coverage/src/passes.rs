@@ -195,19 +195,23 @@ pub fn derive_passes(
             0.0
         });
         // What the vehicle can have driven: its reported speeds say how far (GPS speed is
-        // Doppler, far more precise than positions), but between them it may have driven
+        // Doppler, far more precise than positions); across a silence it may have driven
         // as fast as its work allows without anyone seeing it.
-        let reported_m = match (a.speed_kmh, b.speed_kmh) {
+        let drive_m = match (a.speed_kmh, b.speed_kmh) {
+            (Some(va), Some(vb)) if dt <= SPEEDS_HOLD_S => (va + vb) / 2.0 / 3.6 * dt,
             (Some(va), Some(vb)) => ((va + vb) / 2.0).max(band_kmh) / 3.6 * dt,
             _ => leg_m,
         };
         let error_m = |point: usize| matched.points[point].map_or(0.0, |m| m.error_m);
-        let allowed_m = reported_m * rules.max_implied_speed_ratio
-            + rules.path_slack_sigmas * error_m(leg.from_point).hypot(error_m(leg.to_point));
+        let (from_error_m, to_error_m) = (error_m(leg.from_point), error_m(leg.to_point));
+        let allowed_m = drive_m * rules.max_implied_speed_ratio
+            + rules.path_slack_sigmas * from_error_m.hypot(to_error_m);
         facts.push(LegFacts {
             dt,
             leg_m,
             speed_kmh,
+            drive_m,
+            error_m: from_error_m.max(to_error_m),
             allowed_m,
             // Where the matched trace broke (a silence, no road near), a pass ends.
             follows: k > 0 && matched.legs[k - 1].to_point == leg.from_point,
@@ -215,8 +219,10 @@ pub fn derive_passes(
         });
     }
     forgive_overspeed_blips(&mut facts, rules.overspeed_min_s);
-    let mut passes: Vec<Pass> = Vec::new();
-    let mut open: Option<Pass> = None;
+    // Each pass with what the vehicle can have driven during it and the largest error of
+    // the fixes behind it.
+    let mut passes: Vec<(Pass, f64, f64)> = Vec::new();
+    let mut open: Option<(Pass, f64, f64)> = None;
     let mut router = LazyRouter::default();
     for (leg, facts) in matched.legs.iter().zip(&facts) {
         let (a, b) = (&fixes[leg.from_point], &fixes[leg.to_point]);
@@ -265,7 +271,12 @@ pub fn derive_passes(
             };
             let (start_s, end_s) = (at(along_m), at(along_m + length_m));
             along_m += length_m;
-            if let Some(p) = open.as_mut() {
+            let drive_m = if leg_m > 0.0 {
+                facts.drive_m * length_m / leg_m
+            } else {
+                0.0
+            };
+            if let Some((p, driven_m, error_m)) = open.as_mut() {
                 let continues = (p.segment, p.forward) == (t.segment, t.forward)
                     && p.invalid == invalid
                     && t.from_m <= p.to_m + CONTIGUOUS_M
@@ -274,6 +285,8 @@ pub fn derive_passes(
                     p.to_m = p.to_m.max(t.to_m);
                     p.end_s = end_s;
                     p.max_speed_kmh = p.max_speed_kmh.max(speed_kmh);
+                    *driven_m += drive_m;
+                    *error_m = error_m.max(facts.error_m);
                     continue;
                 }
             }
@@ -282,7 +295,7 @@ pub fn derive_passes(
                 continue;
             }
             passes.extend(open.take());
-            open = Some(Pass {
+            let pass = Pass {
                 segment: t.segment,
                 forward: t.forward,
                 from_m: t.from_m,
@@ -292,10 +305,24 @@ pub fn derive_passes(
                 work,
                 invalid,
                 max_speed_kmh: speed_kmh,
-            });
+            };
+            open = Some((pass, drive_m, facts.error_m));
         }
     }
     passes.extend(open);
+    // A pass longer than its vehicle can have driven during it (the slack of its fixes'
+    // error counted once, not per leg), or faster than its band allows: the match is wrong.
+    let mut passes: Vec<Pass> = passes
+        .into_iter()
+        .map(|(mut p, driven_m, error_m)| {
+            let allowed_m =
+                driven_m * rules.max_implied_speed_ratio + rules.path_slack_sigmas * error_m;
+            if p.invalid.is_none() && p.length_m() > allowed_m {
+                p.invalid = Some(InvalidReason::PoorGps);
+            }
+            p
+        })
+        .collect();
     for p in passes.iter_mut().filter(|p| p.invalid.is_none()) {
         let band_m = band_kmh / 3.6 * (p.end_s - p.start_s);
         if p.length_m() > band_m * rules.max_implied_speed_ratio {
@@ -324,9 +351,13 @@ struct LegFacts {
     follows: bool,
     /// Faster than the work's band for long enough to be overspeed work.
     overspeed: bool,
-    /// The longest drive the fixes at its ends allow: at their reported speeds or the work's
-    /// band, whichever is faster, × `max_implied_speed_ratio`, plus `path_slack_sigmas` of
-    /// their expected errors.
+    /// What the vehicle can have driven: at its reported speeds, or across a silence at
+    /// its band when that is faster.
+    drive_m: f64,
+    /// The larger expected error of its ends.
+    error_m: f64,
+    /// The longest drive the fixes at its ends allow: `drive_m` ×
+    /// `max_implied_speed_ratio`, plus `path_slack_sigmas` of their expected errors.
     allowed_m: f64,
 }
 
@@ -424,6 +455,10 @@ fn avoidable(
     router.search_avoiding(network, from.end_node(a.forward), budget_m, Some(avoid));
     router.distance_m(to.start_node(b.forward)).is_some()
 }
+
+/// Reported speeds say how far a vehicle drove between fixes this close in time; across a
+/// longer silence it may have driven faster in between.
+const SPEEDS_HOLD_S: f64 = 10.0;
 
 /// Stretches this close continue a pass (rounding at the seams of legs).
 const CONTIGUOUS_M: f64 = 0.5;

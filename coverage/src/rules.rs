@@ -66,12 +66,13 @@ pub struct CoverageRules {
     /// A fix matched farther from its road than this many of its expected errors (HDOP ×
     /// UERE, `[coverage.matcher]`), plus half the carriageway, is poor GPS. Default 3.
     pub max_match_sigmas: f64,
-    /// A valid pass's length ÷ duration is at most its work's speed band × this, and a
-    /// stretch between two fixes at most the distance their reported speeds imply × this
-    /// (plus `path_slack_sigmas`); beyond, the matched path is wrong: poor GPS. Default 1.5.
+    /// A valid pass's length ÷ duration is at most its work's speed band × this; a pass,
+    /// and the drive between two fixes, at most the distance the reported speeds imply
+    /// over it × this (across a silence: the band's), plus `path_slack_sigmas`; beyond, the
+    /// matched path is wrong: poor GPS. So a vehicle's valid mileage never exceeds what
+    /// its fixes imply by more than this share plus the slack once per pass. Default 1.25.
     pub max_implied_speed_ratio: f64,
-    /// How much longer than their reported speeds imply the matched drive between two fixes
-    /// may be, in their combined expected errors. Default 3.
+    /// That slack, in the expected errors of the fixes behind the pass. Default 1.
     pub path_slack_sigmas: f64,
     /// A valid pass shorter than this (and than `covered_ratio` of its segment) is too
     /// short. Default 10.
@@ -106,8 +107,8 @@ impl Default for CoverageRules {
             speed_band_kmh: SpeedBands::default(),
             min_satellites: 4,
             max_match_sigmas: 3.0,
-            max_implied_speed_ratio: 1.5,
-            path_slack_sigmas: 3.0,
+            max_implied_speed_ratio: 1.25,
+            path_slack_sigmas: 1.0,
             min_pass_length_m: 10.0,
             max_gap_s: 180.0,
             overspeed_min_s: 5.0,
