@@ -118,7 +118,7 @@ fn main() -> ExitCode {
         "deep P/R",
         "I cov P/R",
         "implied n/km",
-        "valid/driven km (max)",
+        "valid/worked/driven km",
         "match fixes/s"
     );
     for ((name, network), source) in networks
@@ -186,6 +186,7 @@ fn main() -> ExitCode {
             let class_i = &s.by_class[0].1;
             let valid_km: f64 = s.mileage.iter().map(|m| m.valid_m).sum::<f64>() / 1000.0;
             let driven_km: f64 = s.mileage.iter().map(|m| m.driven_m).sum::<f64>() / 1000.0;
+            let worked_km: f64 = s.mileage.iter().map(|m| m.true_valid_m).sum::<f64>() / 1000.0;
             let worst = s.worst_mileage().map_or(f64::NAN, |m| m.valid_per_driven());
             println!(
                 "{:<16} {:>4} {:>7} {:>6.1}% {:>20} {:>20} {:>11} {:>11} {:>11} {:>12} {:>22} {:>9.0}",
@@ -203,7 +204,7 @@ fn main() -> ExitCode {
                     s.implied_speed_violations,
                     s.implied_speed_violation_m / 1000.0
                 ),
-                format!("{valid_km:.1}/{driven_km:.1} ({worst:.2})"),
+                format!("{valid_km:.0}/{worked_km:.0}/{driven_km:.0} ({worst:.2})"),
                 matched as f64 / match_s
             );
             let missed: Vec<String> = s
