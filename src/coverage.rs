@@ -48,6 +48,18 @@ impl Default for CoverageConfig {
     }
 }
 
+impl CoverageConfig {
+    /// Checks the matcher's and the rules' numbers, naming the first bad key.
+    pub fn check(&self) -> Result<(), String> {
+        self.matcher
+            .check()
+            .map_err(|e| format!("[coverage.matcher] {e}"))?;
+        self.rules
+            .check()
+            .map_err(|e| format!("[coverage.rules] {e}"))
+    }
+}
+
 /// Most fixes one chunk with its context can hold: 80 minutes at 10 Hz.
 const MAX_CHUNK_FIXES: u32 = 48_000;
 /// Chunks taken from the store per look.
@@ -142,12 +154,15 @@ pub async fn run(
         metrics: &metrics,
         shutdown: &shutdown,
     };
-    if retry
+    let Some(changed) = retry
         .call("use_coverage_network", || {
             store.use_coverage_network(&basis)
         })
         .await?
-    {
+    else {
+        return Ok(());
+    };
+    if changed {
         info!("the road network or the coverage settings changed: recomputing all coverage");
     }
     // Matching is CPU work: one thread owns the matcher (and its R-tree) for the stage's life.
@@ -167,11 +182,17 @@ pub async fn run(
     let poll = Duration::from_secs_f64(config.poll_interval_s.max(0.1));
     let result = async {
         while !shutdown.is_cancelled() {
-            let backlog = retry.call("coverage_backlog", || store.coverage_backlog()).await?;
+            let Some(backlog) = retry.call("coverage_backlog", || store.coverage_backlog()).await?
+            else {
+                break;
+            };
             metrics.backlog.set(backlog.stale_chunks as i64);
-            let chunks = retry
+            let Some(chunks) = retry
                 .call("stale_chunks", || store.stale_chunks(CHUNKS_PER_LOOK))
-                .await?;
+                .await?
+            else {
+                break;
+            };
             if chunks.is_empty() {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -185,11 +206,14 @@ pub async fn run(
                 let timer = metrics.chunk_duration.start_timer();
                 let context = SignedDuration::from_millis(COVERAGE_CONTEXT_MS);
                 let (from, to) = (chunk.start - context, chunk.end() + context);
-                let fixes = retry
+                let Some(fixes) = retry
                     .call("track", || {
                         store.track(&chunk.device_id, from, to, MAX_CHUNK_FIXES)
                     })
-                    .await?;
+                    .await?
+                else {
+                    break;
+                };
                 metrics.fixes.inc_by(fixes.len() as u64);
                 let (reply, passes) = oneshot::channel();
                 jobs.send((chunk.clone(), fixes, reply))
@@ -198,11 +222,14 @@ pub async fn run(
                 let passes = passes.await.context("the coverage thread stopped")?;
                 debug!(device = %chunk.device_id, start = %chunk.start, passes = passes.len(), "chunk computed");
                 metrics.passes.inc_by(passes.len() as u64);
-                retry
+                let Some(()) = retry
                     .call("put_passes", || {
                         store.put_passes(chunk.clone(), passes.clone())
                     })
-                    .await?;
+                    .await?
+                else {
+                    break;
+                };
                 metrics.chunks.inc();
                 timer.observe_duration();
             }
@@ -231,14 +258,19 @@ pub fn match_track_file(
 }
 
 /// Store calls that wait out a busy store (another process writing, a server restarting),
-/// backing off from 100 ms to 5 s, and give up only on a lasting error or at shutdown.
+/// backing off from 100 ms to 5 s, and give up only on a lasting error, or at shutdown
+/// (`None`: the stage stops cleanly, its chunk left stale for the next start).
 struct Retry<'a> {
     metrics: &'a CoverageMetrics,
     shutdown: &'a CancellationToken,
 }
 
 impl Retry<'_> {
-    async fn call<T, F, Fut>(&self, what: &'static str, mut call: F) -> Result<T, StoreError>
+    async fn call<T, F, Fut>(
+        &self,
+        what: &'static str,
+        mut call: F,
+    ) -> Result<Option<T>, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -250,12 +282,13 @@ impl Retry<'_> {
                     self.metrics.store_retries.inc();
                     warn!(call = what, error = %e, retry_in_ms = backoff.as_millis() as u64, "store busy; retrying");
                     tokio::select! {
-                        _ = self.shutdown.cancelled() => return Err(e),
+                        _ = self.shutdown.cancelled() => return Ok(None),
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-                result => return result,
+                Err(e) if e.is_transient() => return Ok(None),
+                result => return result.map(Some),
             }
         }
     }

@@ -160,6 +160,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     )
                 })?,
             };
+            config.coverage.check().map_err(anyhow::Error::msg)?;
             let bytes = std::fs::read(&track)
                 .with_context(|| format!("cannot read {}", track.display()))?;
             let network = cleanfleet::load_network(roads.or(config.roads.file).as_deref())?;

@@ -115,6 +115,9 @@ impl Stack {
         let registry = prometheus::Registry::new();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let failed = CancellationToken::new();
+        if parts.coverage || parts.api {
+            config.coverage.check().map_err(anyhow::Error::msg)?;
+        }
         let (network, zones) = match roads {
             _ if !(parts.coverage || parts.api) => (None, None),
             Some((network, zones)) => (Some(network), Some(zones)),

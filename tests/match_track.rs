@@ -171,6 +171,14 @@ async fn the_api_matches_a_gpx_track_and_names_what_is_wrong() {
         (400, &"body".into()),
         "{error}"
     );
+    // Over the body limit: 413, as JSON naming the body.
+    let huge = "x".repeat(33 * 1024 * 1024);
+    let (status, error) = post("", "text/csv", huge, ADMIN_TOKEN).await;
+    assert_eq!(
+        (status, &error["error"]["field"]),
+        (413, &"body".into()),
+        "{error}"
+    );
     let mut collided = fixes.clone();
     collided.push((fixes[3].0, fixes[3].1, fixes[3].2 + 0.001));
     let (status, error) = post("", "text/csv", csv(&collided), ADMIN_TOKEN).await;

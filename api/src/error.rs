@@ -21,6 +21,12 @@ pub enum ApiError {
     Conflict { field: String, message: String },
     #[error("{0}")]
     Unavailable(String),
+    /// The request body is larger than the endpoint takes.
+    #[error("{field}: {message}")]
+    TooLarge { field: String, message: String },
+    /// A bug: the cause is logged, never sent.
+    #[error("{0}")]
+    Internal(String),
     #[error("store: {0}")]
     Store(#[from] cleanfleet_store::StoreError),
 }
@@ -42,7 +48,8 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable machine-readable code: `invalid_parameter`, `not_found`, `unavailable`, `internal`.
+    /// Stable machine-readable code: `invalid_parameter`, `not_found`, `too_large`,
+    /// `unavailable`, `internal`.
     pub code: &'static str,
     pub message: String,
     /// The request field (query parameter or path segment) at fault, for `invalid_parameter`.
@@ -81,6 +88,21 @@ impl IntoResponse for ApiError {
                 None,
                 why.clone(),
             ),
+            ApiError::TooLarge { field, message } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                Some(field.clone()),
+                message.clone(),
+            ),
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause, "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    None,
+                    "internal error; see the server log".into(),
+                )
+            }
             ApiError::Store(cleanfleet_store::StoreError::Closed) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

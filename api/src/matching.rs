@@ -2,20 +2,27 @@
 //! so that a contractor or an auditor can check it. Nothing is stored.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use cleanfleet_coverage::{
     in_time_order, match_track, parse_track, Matcher, TrackError, TrackFormat, WorkType,
 };
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 use utoipa::IntoParams;
 
 use crate::coverage::shared_context;
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::ApiState;
+
+/// Tracks matched at once, process-wide: matching is CPU work, and more at once would only
+/// starve the rest of the API (and the store's blocking threads). Others get 503 and retry.
+const MATCHING_AT_ONCE: usize = 2;
+static MATCHING: Semaphore = Semaphore::const_new(MATCHING_AT_ONCE);
 
 /// Most fixes one request may carry (a day at 1 Hz).
 pub(crate) const MAX_TRACK_FIXES: usize = 86_400;
@@ -43,14 +50,21 @@ pub(crate) struct MatchParams {
     request_body(content = String, description = "The track file", content_type = "application/gpx+xml"),
     responses((status = 200, description = "The matched track", body = Object),
               (status = 400, body = crate::error::ErrorBody),
-              (status = 413, description = "Body larger than 32 MiB"),
-              (status = 503, body = crate::error::ErrorBody)))]
+              (status = 413, description = "Body larger than 32 MiB", body = crate::error::ErrorBody),
+              (status = 503, description = "Matching is off, or busy with other tracks", body = crate::error::ErrorBody)))]
 pub(crate) async fn match_track_request(
     State(state): State<ApiState>,
     Query(params): Query<MatchParams>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge {
+            field: "body".into(),
+            message: format!("a track of at most {MAX_TRACK_BYTES} bytes"),
+        },
+        _ => ApiError::invalid("body", e.body_text()),
+    })?;
     let ctx = shared_context(&state)?;
     let work = match params.work.as_deref() {
         None => WorkType::Sweep,
@@ -78,8 +92,14 @@ pub(crate) async fn match_track_request(
             ))
         }
     };
+    let Ok(permit) = MATCHING.try_acquire() else {
+        return Err(ApiError::Unavailable(format!(
+            "{MATCHING_AT_ONCE} tracks are being matched; try again in a few seconds"
+        )));
+    };
     // Matching is CPU work: off the async workers.
     let answer = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let fixes = parse_track(format, &body).map_err(track_error)?;
         if fixes.len() > MAX_TRACK_FIXES {
             return Err(ApiError::invalid(
@@ -96,7 +116,7 @@ pub(crate) async fn match_track_request(
         Ok(result.to_json(&ctx.network, &ctx.index, repeats))
     })
     .await
-    .map_err(|e| ApiError::Unavailable(format!("matching failed: {e}")))??;
+    .map_err(|e| ApiError::Internal(format!("matching a track failed: {e}")))??;
     Ok(Json(answer))
 }
 

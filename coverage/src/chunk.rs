@@ -11,7 +11,7 @@ use std::ops::Range;
 use cleanfleet_model::{COVERAGE_CHUNK_MS, COVERAGE_CONTEXT_MS};
 use cleanfleet_roads::RoadNetwork;
 
-use crate::matcher::{Matcher, Observation};
+use crate::matcher::{MatchedPoint, MatchedTrace, Matcher, Observation};
 use crate::passes::{derive_passes, FixState, Pass, WorkType};
 use crate::rules::CoverageRules;
 
@@ -31,15 +31,28 @@ pub fn window_passes(
     fixes: &[FixState],
     window_s: Range<f64>,
 ) -> Vec<Pass> {
+    match_window(network, matcher, rules, work, observations, fixes, window_s).1
+}
+
+fn match_window(
+    network: &RoadNetwork,
+    matcher: &mut Matcher,
+    rules: &CoverageRules,
+    work: WorkType,
+    observations: &[Observation],
+    fixes: &[FixState],
+    window_s: Range<f64>,
+) -> (MatchedTrace, Vec<Pass>) {
     let matched = matcher.match_trace(observations);
-    cut_to_window(
+    let passes = cut_to_window(
         derive_passes(network, work, fixes, &matched, rules),
         window_s,
-    )
+    );
+    (matched, passes)
 }
 
 /// A whole trace's passes as the coverage stage computes them: window by window, each with
-/// its context. For benchmarks and for matching a track outside the store.
+/// its context. For benchmarks. The observations' times must be finite and in order.
 pub fn chunked_passes(
     network: &RoadNetwork,
     matcher: &mut Matcher,
@@ -48,33 +61,45 @@ pub fn chunked_passes(
     observations: &[Observation],
     fixes: &[FixState],
 ) -> Vec<Pass> {
+    chunked_match(network, matcher, rules, work, observations, fixes).1
+}
+
+/// [`chunked_passes`], with where each fix was placed by its own window's match: what a
+/// track checked outside the store is shown (`crate::track`).
+pub fn chunked_match(
+    network: &RoadNetwork,
+    matcher: &mut Matcher,
+    rules: &CoverageRules,
+    work: WorkType,
+    observations: &[Observation],
+    fixes: &[FixState],
+) -> (Vec<Option<MatchedPoint>>, Vec<Pass>) {
+    let mut points = vec![None; observations.len()];
     let mut passes = Vec::new();
-    let Some(first) = observations.first() else {
-        return passes;
-    };
-    let mut start_s = (first.time_s / CHUNK_S).floor() * CHUNK_S;
-    let last_s = observations[observations.len() - 1].time_s;
-    while start_s <= last_s {
+    // Window by window, each that holds a fix (in time order), skipping empty hours.
+    let mut next = 0;
+    while next < observations.len() {
+        let start_s = (observations[next].time_s / CHUNK_S).floor() * CHUNK_S;
         let window = start_s..start_s + CHUNK_S;
         let from = observations.partition_point(|o| o.time_s < window.start - CONTEXT_S);
         let to = observations.partition_point(|o| o.time_s < window.end + CONTEXT_S);
-        let has_own = observations[from..to]
-            .iter()
-            .any(|o| window.contains(&o.time_s));
-        if has_own {
-            passes.extend(window_passes(
-                network,
-                matcher,
-                rules,
-                work,
-                &observations[from..to],
-                &fixes[from..to],
-                window,
-            ));
-        }
-        start_s += CHUNK_S;
+        let own_end = observations
+            .partition_point(|o| o.time_s < window.end)
+            .max(next + 1);
+        let (matched, window_passes) = match_window(
+            network,
+            matcher,
+            rules,
+            work,
+            &observations[from..to],
+            &fixes[from..to],
+            window,
+        );
+        points[next..own_end].copy_from_slice(&matched.points[next - from..own_end - from]);
+        passes.extend(window_passes);
+        next = own_end;
     }
-    passes
+    (points, passes)
 }
 
 /// The parts of `passes` inside `window_s` (its start included, its end not), their covered

@@ -126,6 +126,7 @@ fn random_drive(
     rng: &mut ChaCha8Rng,
     work: WorkType,
     sigma_m: f64,
+    no_speed_share: f64,
     start_s: f64,
     duration_s: f64,
 ) -> (Vec<Observation>, Vec<FixState>, f64) {
@@ -224,19 +225,20 @@ fn random_drive(
                 .atan2(ahead[1] - truth[1])
                 .to_degrees();
             let hdop = (sigma_m / 2.5 * (0.3 * gaussian(rng)).exp()).clamp(0.6, 25.0);
-            let reported_kmh = (speed_kmh + 0.3 * gaussian(rng)).max(0.0);
+            // Some devices send no speed, some fixes lack one.
+            let reported_kmh = (!rng.random_bool(no_speed_share))
+                .then(|| (speed_kmh + 0.3 * gaussian(rng)).max(0.0));
             observations.push(Observation {
                 time_s: t,
                 lon,
                 lat,
                 heading_deg: Some((course + 3.0 * gaussian(rng)).rem_euclid(360.0)),
-                speed_kmh: Some(reported_kmh),
+                speed_kmh: reported_kmh,
                 hdop: Some(hdop),
             });
             states.push(FixState {
                 time_s: t,
-                speed_kmh: Some(reported_kmh),
-                hdop: Some(hdop),
+                speed_kmh: reported_kmh,
                 satellites: Some(rng.random_range(4..14)),
                 tools_on,
             });
@@ -375,12 +377,13 @@ fn check_mileage(
         .iter()
         .map(|leg| {
             let (a, b) = (&states[leg.from_point], &states[leg.to_point]);
-            let reported_m = match (a.speed_kmh, b.speed_kmh) {
-                (Some(va), Some(vb)) => {
-                    ((va + vb) / 2.0).max(rules.band_kmh(work)) / 3.6 * (b.time_s - a.time_s)
-                }
-                _ => f64::INFINITY,
-            };
+            // At most the faster of the reported speeds and the band (the rule is tighter
+            // between fixes close in time).
+            let fastest_kmh = [a.speed_kmh, b.speed_kmh]
+                .into_iter()
+                .flatten()
+                .fold(rules.band_kmh(work), f64::max);
+            let reported_m = fastest_kmh / 3.6 * (b.time_s - a.time_s);
             let error_m = |point: usize| matched.points[point].map_or(0.0, |m| m.error_m);
             let slack_m = error_m(leg.from_point).hypot(error_m(leg.to_point));
             reported_m * rules.max_implied_speed_ratio + rules.path_slack_sigmas * slack_m
@@ -410,12 +413,13 @@ proptest! {
         sigma_m in prop::sample::select(vec![2.0, 5.0, 10.0, 20.0]),
         work in prop::sample::select(vec![WorkType::Sweep, WorkType::Flush, WorkType::Sprinkle]),
         duration_s in 600.0..2400.0f64,
+        no_speed_share in prop::sample::select(vec![0.0, 0.1, 1.0]),
     ) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let net = random_network(&mut rng, cols, rows);
         // Across an hour, so that chunks meet in the middle of the drive.
         let start_s = 1_767_225_600.0 - rng.random_range(0.0..duration_s);
-        let (observations, states, _) = random_drive(&net, &mut rng, work, sigma_m, start_s, duration_s);
+        let (observations, states, _) = random_drive(&net, &mut rng, work, sigma_m, no_speed_share, start_s, duration_s);
         let (config, rules) = (MatchConfig::default(), CoverageRules::default());
         let mut matcher = Matcher::new(&net, config.clone());
         let matched = matcher.match_trace(&observations);

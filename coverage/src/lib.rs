@@ -24,7 +24,7 @@ mod status;
 mod test_networks;
 mod track;
 
-pub use chunk::{chunked_passes, window_passes, CHUNK_S, CONTEXT_S};
+pub use chunk::{chunked_match, chunked_passes, window_passes, CHUNK_S, CONTEXT_S};
 pub use index::{Candidate, SegmentIndex};
 pub use matcher::{Leg, MatchConfig, MatchedPoint, MatchedTrace, Matcher, Observation, Traversal};
 pub use passes::{derive_passes, FixState, InvalidReason, Pass, WorkType};

@@ -90,7 +90,7 @@ pub struct MatchConfig {
     /// two fixes' combined expected error when that is more, is GPS jitter (of a slow or
     /// standing vehicle), not a drive around the block. Default 20.
     pub reverse_tolerance_m: f64,
-    /// Default 2.
+    /// Default 3.
     pub reverse_sigmas: f64,
     /// Cost of turning back in the middle of a segment, in units of negative
     /// log-likelihood (on top of the distance driven). Default 10.
@@ -112,6 +112,9 @@ pub struct MatchConfig {
 pub struct GpsErrors {
     pub uere_m: f64,
     pub floor_m: f64,
+    /// No error is taken to be larger (the search radius: a road farther away is no
+    /// candidate), so the checks that rest on the error keep a meaning even at HDOP 100.
+    pub ceiling_m: f64,
 }
 
 impl GpsErrors {
@@ -119,6 +122,7 @@ impl GpsErrors {
     pub fn error_m(&self, o: &Observation) -> f64 {
         o.hdop
             .map_or(self.floor_m, |h| (h * self.uere_m).max(self.floor_m))
+            .min(self.ceiling_m)
     }
 }
 
@@ -136,11 +140,46 @@ const RAYLEIGH_MEDIAN: f64 = 1.1774;
 const RESCALE_ABOVE: f64 = 1.3;
 
 impl MatchConfig {
+    /// Checks every number, naming the first that makes no sense.
+    pub fn check(&self) -> Result<(), String> {
+        use crate::rules::{non_negative, positive};
+        for (name, v) in [
+            ("gps_sigma_m", self.gps_sigma_m),
+            ("uere_m", self.uere_m),
+            ("robust_sigmas", self.robust_sigmas),
+            ("search_radius_m", self.search_radius_m),
+            ("beta_m", self.beta_m),
+            ("max_speed_kmh", self.max_speed_kmh),
+            ("max_gap_s", self.max_gap_s),
+            ("outlier_sigmas", self.outlier_sigmas),
+            ("speed_error_kmh", self.speed_error_kmh),
+        ] {
+            positive(name, v)?;
+        }
+        for (name, v) in [
+            ("heading_weight", self.heading_weight),
+            ("heading_min_speed_kmh", self.heading_min_speed_kmh),
+            ("min_move_m", self.min_move_m),
+            ("min_move_sigmas", self.min_move_sigmas),
+            ("max_skip_s", self.max_skip_s),
+            ("reverse_tolerance_m", self.reverse_tolerance_m),
+            ("reverse_sigmas", self.reverse_sigmas),
+            ("u_turn_cost", self.u_turn_cost),
+        ] {
+            non_negative(name, v)?;
+        }
+        if self.max_candidates == 0 {
+            return Err("max_candidates must be at least 1".into());
+        }
+        Ok(())
+    }
+
     /// The configured error model.
     pub fn gps_errors(&self) -> GpsErrors {
         GpsErrors {
             uere_m: self.uere_m,
             floor_m: self.gps_sigma_m,
+            ceiling_m: self.search_radius_m.max(self.gps_sigma_m),
         }
     }
 }
@@ -314,6 +353,7 @@ impl<'n> Matcher<'n> {
             } else {
                 configured.floor_m
             },
+            ..configured
         }
     }
 
@@ -341,10 +381,10 @@ impl<'n> Matcher<'n> {
         if scale <= RESCALE_ABOVE {
             return first;
         }
-        let most_m = self.config.search_radius_m / 2.0;
         self.errors = GpsErrors {
             uere_m: self.errors.uere_m * scale,
-            floor_m: (self.errors.floor_m * scale).min(most_m.max(self.errors.floor_m)),
+            floor_m: (self.errors.floor_m * scale).min(self.errors.ceiling_m),
+            ..self.errors
         };
         self.match_with(observations, &xy)
     }
@@ -370,13 +410,18 @@ impl<'n> Matcher<'n> {
                 continue;
             }
             let is_last = i + 1 == observations.len();
+            // The last fix before a silence is decoded, so the silence is measured from it
+            // and the drive up to it is not lost with the skipped fixes.
+            let before_silence = observations
+                .get(i + 1)
+                .is_some_and(|next| next.time_s - o.time_s > self.config.max_skip_s);
             // Newson & Krumm: within 2σ of the last decoded fix a new one says nothing new.
             let min_move_m = self
                 .config
                 .min_move_m
                 .max(self.config.min_move_sigmas * self.errors.error_m(o));
             let moved = distance(xy[last_point], xy[i]) >= min_move_m;
-            if !(moved || dt >= self.config.max_skip_s || is_last) {
+            if !(moved || dt >= self.config.max_skip_s || is_last || before_silence) {
                 continue;
             }
             if !self.advance(&mut lattice, observations, xy, last_point, i) {

@@ -115,7 +115,6 @@ impl InvalidReason {
 pub struct FixState {
     pub time_s: f64,
     pub speed_kmh: Option<f64>,
-    pub hdop: Option<f64>,
     pub satellites: Option<u8>,
     pub tools_on: bool,
 }
@@ -126,7 +125,6 @@ impl FixState {
         FixState {
             time_s: f.time.as_millisecond() as f64 / 1000.0,
             speed_kmh: f.speed_kmh,
-            hdop: f.hdop,
             satellites: f.satellites,
             tools_on: work.tools_on(&f.work),
         }
@@ -197,11 +195,18 @@ pub fn derive_passes(
         // What the vehicle can have driven: its reported speeds say how far (GPS speed is
         // Doppler, far more precise than positions); across a silence it may have driven
         // as fast as its work allows without anyone seeing it.
-        let drive_m = match (a.speed_kmh, b.speed_kmh) {
-            (Some(va), Some(vb)) if dt <= SPEEDS_HOLD_S => (va + vb) / 2.0 / 3.6 * dt,
-            (Some(va), Some(vb)) => ((va + vb) / 2.0).max(band_kmh) / 3.6 * dt,
-            _ => leg_m,
+        // Without a reported speed, the work's band bounds it.
+        let reported_kmh = match (a.speed_kmh, b.speed_kmh) {
+            (Some(va), Some(vb)) => Some((va + vb) / 2.0),
+            (Some(v), None) | (None, Some(v)) => Some(v),
+            (None, None) => None,
         };
+        let drive_kmh = match reported_kmh {
+            Some(v) if dt <= SPEEDS_HOLD_S => v,
+            Some(v) => v.max(band_kmh),
+            None => band_kmh,
+        };
+        let drive_m = drive_kmh / 3.6 * dt;
         let error_m = |point: usize| matched.points[point].map_or(0.0, |m| m.error_m);
         let (from_error_m, to_error_m) = (error_m(leg.from_point), error_m(leg.to_point));
         let allowed_m = drive_m * rules.max_implied_speed_ratio
@@ -243,21 +248,24 @@ pub fn derive_passes(
         let mut along_m = 0.0;
         for (k, t) in traversals.iter().enumerate() {
             let length_m = t.to_m - t.from_m;
-            // A street between the leg's fixes that no fix was on is the matcher's guess,
-            // unless the vehicle could not have got from one fix to the other in time
-            // without it.
-            let between = k > 0 && k + 1 < traversals.len();
+            // A stretch of the drive between two fixes that neither was at (a street in
+            // between, or the rest of the street a fix was on when the leg goes on) is the
+            // matcher's guess, unless the vehicle could not have got from one fix to the
+            // other in time without it.
+            let stretch = if traversals.len() == 1 {
+                None
+            } else if k == 0 {
+                Some(Stretch::AfterFirstFix)
+            } else if k + 1 == traversals.len() {
+                Some(Stretch::BeforeLastFix)
+            } else {
+                Some(Stretch::Between((t.segment, t.forward)))
+            };
             let invalid = if invalid.is_none()
-                && between
                 && length_m > rules.max_unsupported_pass_m
-                && avoidable(
-                    network,
-                    &mut router,
-                    matched,
-                    leg,
-                    (t.segment, t.forward),
-                    facts.allowed_m,
-                ) {
+                && stretch.is_some_and(|stretch| {
+                    avoidable(network, &mut router, matched, leg, stretch, facts.allowed_m)
+                }) {
                 Some(InvalidReason::PoorGps)
             } else {
                 invalid
@@ -351,8 +359,9 @@ struct LegFacts {
     follows: bool,
     /// Faster than the work's band for long enough to be overspeed work.
     overspeed: bool,
-    /// What the vehicle can have driven: at its reported speeds, or across a silence at
-    /// its band when that is faster.
+    /// What the vehicle can have driven: at its reported speeds (either one's when only
+    /// one has a speed, its band when neither has), or across a silence at its band when
+    /// that is faster.
     drive_m: f64,
     /// The larger expected error of its ends.
     error_m: f64,
@@ -421,39 +430,71 @@ fn leg_condition(
 #[derive(Default)]
 struct LazyRouter(Option<Router>);
 
+/// A stretch of a leg's drive that no fix was at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stretch {
+    /// From the first fix's place to the end of its street.
+    AfterFirstFix,
+    /// From the start of the last fix's street to its place.
+    BeforeLastFix,
+    /// A whole street in between.
+    Between(Edge),
+}
+
 /// Whether the vehicle could have driven from `leg`'s first fix to its last within its
-/// `allowed_m` without the traversal `avoid`.
+/// `allowed_m` without the `stretch`: turning back on the first fix's street (if it may),
+/// arriving at the last fix's place from the far end of its street (if it may), or around
+/// a street in between.
 fn avoidable(
     network: &RoadNetwork,
     router: &mut LazyRouter,
     matched: &MatchedTrace,
     leg: &Leg,
-    avoid: Edge,
+    stretch: Stretch,
     allowed_m: f64,
 ) -> bool {
     let (Some(a), Some(b)) = (matched.points[leg.from_point], matched.points[leg.to_point]) else {
         return true;
     };
-    if [(a.segment, a.forward), (b.segment, b.forward)].contains(&avoid) {
-        // A fix is on it.
-        return false;
-    }
-    if (a.segment, a.forward) == (b.segment, b.forward)
-        && (0.0..=allowed_m).contains(&(b.offset_m - a.offset_m))
-    {
-        return true;
-    }
-    let (from, to) = (
+    let (first, last) = (
         &network.segments()[a.segment as usize],
         &network.segments()[b.segment as usize],
     );
-    let budget_m = allowed_m - (from.length_m - a.offset_m) - b.offset_m;
+    let (first_edge, last_edge) = ((a.segment, a.forward), (b.segment, b.forward));
+    // Where the alternative drive leaves the first street, and how far that is.
+    let (source, leave_m) = match stretch {
+        Stretch::AfterFirstFix if first.oneway => return false,
+        Stretch::AfterFirstFix => (first.start_node(a.forward), a.offset_m),
+        _ => (first.end_node(a.forward), first.length_m - a.offset_m),
+    };
+    // Where it joins the last street, and how far it still is from there.
+    let (target, join_m) = match stretch {
+        Stretch::BeforeLastFix if last.oneway => return false,
+        Stretch::BeforeLastFix => (last.end_node(b.forward), last.length_m - b.offset_m),
+        _ => (last.start_node(b.forward), b.offset_m),
+    };
+    let avoid = match stretch {
+        Stretch::AfterFirstFix => first_edge,
+        Stretch::BeforeLastFix => last_edge,
+        Stretch::Between(edge) if edge == first_edge || edge == last_edge => {
+            // A fix is on it.
+            return false;
+        }
+        Stretch::Between(edge) => {
+            // Staying on the one street the fixes were both on avoids it.
+            if first_edge == last_edge && (0.0..=allowed_m).contains(&(b.offset_m - a.offset_m)) {
+                return true;
+            }
+            edge
+        }
+    };
+    let budget_m = allowed_m - leave_m - join_m;
     if budget_m < 0.0 {
         return false;
     }
     let router = router.0.get_or_insert_with(|| Router::new(network));
-    router.search_avoiding(network, from.end_node(a.forward), budget_m, Some(avoid));
-    router.distance_m(to.start_node(b.forward)).is_some()
+    router.search_avoiding(network, source, budget_m, Some(avoid));
+    router.distance_m(target).is_some()
 }
 
 /// Reported speeds say how far a vehicle drove between fixes this close in time; across a
@@ -508,7 +549,6 @@ mod tests {
         FixState {
             time_s,
             speed_kmh: Some(speed_kmh),
-            hdop: Some(0.9),
             satellites: Some(10),
             tools_on,
         }
@@ -687,6 +727,75 @@ mod tests {
             "either arm"
         );
         assert_eq!(run(&arms(false)), [None; 2], "the only way across");
+    }
+
+    /// A flusher seen 5 m into a 400 m street, then, after two minutes of silence, 5 m into
+    /// the next one. The rest of the first street was credited although the flusher could
+    /// as well have turned back and gone round the block (found in review): only where it
+    /// could not have turned back does the silence's drive count.
+    #[test]
+    fn the_rest_of_a_street_across_a_silence_counts_only_if_it_could_not_be_avoided() {
+        use crate::test_networks::network;
+        // A: (0,0)→(400,0); B: (400,0)→(400,50); round the block (0,0)→(0,50)→(400,50).
+        let nodes = [(0.0, 0.0), (400.0, 0.0), (400.0, 50.0), (0.0, 50.0)];
+        let run = |a_oneway: bool| {
+            let net = network(
+                &nodes,
+                &[
+                    (0, 1, a_oneway),
+                    (1, 2, false),
+                    (0, 3, false),
+                    (3, 2, false),
+                ],
+            );
+            let length = |s: u32| net.segments()[s as usize].length_m;
+            let point = |segment: u32, offset_m: f64| {
+                Some(MatchedPoint {
+                    segment,
+                    forward: true,
+                    offset_m,
+                    distance_m: 2.0,
+                    error_m: 5.0,
+                })
+            };
+            let trace = MatchedTrace {
+                points: vec![point(0, 5.0), point(1, 5.0)],
+                legs: vec![Leg {
+                    from_point: 0,
+                    to_point: 1,
+                    traversals: 0..2,
+                }],
+                traversals: vec![
+                    Traversal {
+                        segment: 0,
+                        forward: true,
+                        from_m: 5.0,
+                        to_m: length(0),
+                    },
+                    Traversal {
+                        segment: 1,
+                        forward: true,
+                        from_m: 0.0,
+                        to_m: 5.0,
+                    },
+                ],
+            };
+            let fixes = [fix(0.0, 12.0, true), fix(120.0, 12.0, true)];
+            let passes = derive_passes(
+                &net,
+                WorkType::Flush,
+                &fixes,
+                &trace,
+                &CoverageRules::default(),
+            );
+            passes.iter().find(|p| p.segment == 0).unwrap().invalid
+        };
+        assert_eq!(
+            run(false),
+            Some(InvalidReason::PoorGps),
+            "it could have turned back"
+        );
+        assert_eq!(run(true), None, "one-way: it could not have");
     }
 
     #[test]

@@ -138,7 +138,58 @@ pub struct SectionPlan {
     pub passes_per_side: f64,
 }
 
+/// `Ok` when `v` is a finite number above 0, else the error naming `name`.
+pub(crate) fn positive(name: &str, v: f64) -> Result<(), String> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{name} must be a number above 0, not {v}"))
+    }
+}
+
+/// `Ok` when `v` is a finite number of 0 or more.
+pub(crate) fn non_negative(name: &str, v: f64) -> Result<(), String> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{name} must be a number of 0 or more, not {v}"))
+    }
+}
+
 impl CoverageRules {
+    /// Checks every number, naming the first that makes no sense.
+    pub fn check(&self) -> Result<(), String> {
+        let b = &self.speed_band_kmh;
+        for (name, v) in [
+            ("speed_band_kmh.sweep", b.sweep),
+            ("speed_band_kmh.wash_sweep", b.wash_sweep),
+            ("speed_band_kmh.flush", b.flush),
+            ("speed_band_kmh.sprinkle", b.sprinkle),
+            ("speed_band_kmh.manual", b.manual),
+            ("max_match_sigmas", self.max_match_sigmas),
+            ("max_implied_speed_ratio", self.max_implied_speed_ratio),
+            ("max_gap_s", self.max_gap_s),
+        ] {
+            positive(name, v)?;
+        }
+        for (name, v) in [
+            ("path_slack_sigmas", self.path_slack_sigmas),
+            ("min_pass_length_m", self.min_pass_length_m),
+            ("overspeed_min_s", self.overspeed_min_s),
+            ("max_unsupported_pass_m", self.max_unsupported_pass_m),
+            ("deep_clean.within_s", self.deep_clean.within_s),
+        ] {
+            non_negative(name, v)?;
+        }
+        if !(self.covered_ratio > 0.0 && self.covered_ratio <= 1.0) {
+            return Err(format!(
+                "covered_ratio must be above 0 and at most 1, not {}",
+                self.covered_ratio
+            ));
+        }
+        Ok(())
+    }
+
     /// Sides of a segment that are cleaned separately: 2 for a two-way road of a class in
     /// `both_sides_classes`, else 1.
     pub fn sides(&self, segment: &cleanfleet_roads::Segment) -> u32 {
@@ -158,5 +209,31 @@ impl CoverageRules {
             WorkType::Sprinkle => b.sprinkle,
             WorkType::Manual => b.manual,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MatchConfig;
+
+    #[test]
+    fn settings_that_make_no_sense_are_refused_by_name() {
+        assert_eq!(CoverageRules::default().check(), Ok(()));
+        assert_eq!(MatchConfig::default().check(), Ok(()));
+        let rules = CoverageRules {
+            covered_ratio: 1.5,
+            ..CoverageRules::default()
+        };
+        assert!(rules.check().unwrap_err().contains("covered_ratio"));
+        let mut bands = CoverageRules::default();
+        bands.speed_band_kmh.flush = f64::NAN;
+        assert!(bands.check().unwrap_err().contains("speed_band_kmh.flush"));
+        // A zero error would divide by zero in the emission and the fusion.
+        let matcher = MatchConfig {
+            gps_sigma_m: 0.0,
+            ..MatchConfig::default()
+        };
+        assert!(matcher.check().unwrap_err().contains("gps_sigma_m"));
     }
 }

@@ -192,7 +192,6 @@ fn where_between(
     low: f64,
     high: f64,
 ) -> Option<(f64, f64)> {
-    let (mut from, mut to) = (x0, x1);
     if y1 == y0 {
         return (low..=high).contains(&y0).then_some((x0, x1));
     }
@@ -204,8 +203,7 @@ fn where_between(
     } else {
         (x_high, x_low)
     };
-    from = from.max(enter);
-    to = to.min(leave);
+    let (from, to) = (x0.max(enter), x1.min(leave));
     (to > from).then_some((from, to))
 }
 

@@ -17,12 +17,12 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::chunk::chunked_passes;
+use crate::chunk::chunked_match;
 use crate::index::SegmentIndex;
-use crate::matcher::{MatchedPoint, MatchedTrace, Matcher, Observation};
+use crate::matcher::{MatchedPoint, Matcher, Observation};
 use crate::passes::{FixState, InvalidReason, Pass, WorkType};
 use crate::rules::CoverageRules;
-use cleanfleet_model::SAME_PLACE_M;
+use cleanfleet_model::{apart_m, SAME_PLACE_M};
 use cleanfleet_roads::RoadNetwork;
 
 /// One fix of a track file.
@@ -121,8 +121,10 @@ fn check_fix(f: &TrackFix) -> Result<(), String> {
     if f.speed_kmh.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
         return Err("speed_kmh must be 0 or more".into());
     }
-    if f.hdop.is_some_and(|h| !(h.is_finite() && h > 0.0)) {
-        return Err("hdop must be more than 0".into());
+    if f.hdop
+        .is_some_and(|h| !(h.is_finite() && (0.0..=100.0).contains(&h)))
+    {
+        return Err("hdop must be 0 to 100".into());
     }
     if f.heading_deg.is_some_and(|h| !h.is_finite()) {
         return Err("heading_deg must be a number".into());
@@ -138,15 +140,28 @@ fn timestamp(s: f64) -> Timestamp {
     Timestamp::from_millisecond((s * 1000.0).round() as i64).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-/// RFC 3339, or Unix seconds.
+/// RFC 3339, or Unix seconds, between 1990 and 2100.
 fn parse_time(text: &str) -> Result<f64, String> {
     let text = text.trim();
-    if let Ok(unix_s) = text.parse::<f64>() {
-        return Ok(unix_s);
+    let time_s = match text.parse::<f64>() {
+        Ok(unix_s) => unix_s,
+        Err(_) => text
+            .parse::<Timestamp>()
+            .map(seconds)
+            .map_err(|e| format!("time {text:?}: {e}"))?,
+    };
+    check_time(time_s)
+}
+
+/// Times a vehicle's track can have.
+fn check_time(time_s: f64) -> Result<f64, String> {
+    const FROM_S: f64 = 631_152_000.0; // 1990-01-01
+    const UNTIL_S: f64 = 4_102_444_800.0; // 2100-01-01
+    if (FROM_S..UNTIL_S).contains(&time_s) {
+        Ok(time_s)
+    } else {
+        Err(format!("time {time_s} is not between 1990 and 2100"))
     }
-    text.parse::<Timestamp>()
-        .map(seconds)
-        .map_err(|e| format!("time {text:?}: {e}"))
 }
 
 fn parse_gpx(bytes: &[u8]) -> Result<Vec<TrackFix>, TrackError> {
@@ -266,7 +281,9 @@ fn parse_geojson(bytes: &[u8]) -> Result<Vec<TrackFix>, TrackError> {
                 Some(Value::String(s)) => parse_time(s).map_err(|e| bad(index, e)),
                 Some(Value::Number(n)) => n
                     .as_f64()
-                    .ok_or_else(|| bad(index, "time is not a number".into())),
+                    .ok_or_else(|| "time is not a number".to_owned())
+                    .and_then(check_time)
+                    .map_err(|e| bad(index, e)),
                 _ => Err(bad(index, "no time".into())),
             }
         };
@@ -331,7 +348,7 @@ pub fn in_time_order(mut fixes: Vec<TrackFix>) -> Result<(Vec<TrackFix>, usize),
         let f = fixes[i];
         if let Some(&(first, last)) = kept.last() {
             if last.time_s == f.time_s {
-                let apart_m = apart_m((last.lon, last.lat), (f.lon, f.lat));
+                let apart_m = apart_m((last.lat, last.lon), (f.lat, f.lon));
                 if apart_m > SAME_PLACE_M {
                     return Err(TrackError::Collision {
                         first: first.min(i),
@@ -350,19 +367,14 @@ pub fn in_time_order(mut fixes: Vec<TrackFix>) -> Result<(Vec<TrackFix>, usize),
     Ok((fixes, repeats))
 }
 
-fn apart_m(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let plane = crate::Plane::new(a.0, a.1);
-    let (p, q) = (plane.to_xy(a), plane.to_xy(b));
-    (q[0] - p[0]).hypot(q[1] - p[1])
-}
-
 /// A track matched and cut into passes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrackMatch {
     pub fixes: Vec<TrackFix>,
     pub work: WorkType,
-    /// Whole-track match: where each fix was placed, and the drive between them.
-    pub matched: MatchedTrace,
+    /// Where each fix was placed, by the match of its own hour (with context): the match
+    /// the passes come from.
+    pub points: Vec<Option<MatchedPoint>>,
     /// The passes as the coverage stage computes them (hour by hour with context).
     pub passes: Vec<Pass>,
 }
@@ -391,17 +403,15 @@ pub fn match_track(
         .map(|f| FixState {
             time_s: f.time_s,
             speed_kmh: f.speed_kmh,
-            hdop: f.hdop,
             satellites: f.satellites,
             tools_on: f.tools_on.unwrap_or(true),
         })
         .collect();
-    let matched = matcher.match_trace(&observations);
-    let passes = chunked_passes(network, matcher, rules, work, &observations, &states);
+    let (points, passes) = chunked_match(network, matcher, rules, work, &observations, &states);
     TrackMatch {
         fixes,
         work,
-        matched,
+        points,
         passes,
     }
 }
@@ -443,7 +453,7 @@ impl TrackMatch {
         let points: Vec<Value> = self
             .fixes
             .iter()
-            .zip(&self.matched.points)
+            .zip(&self.points)
             .enumerate()
             .map(|(i, (f, m))| {
                 json!({
@@ -504,7 +514,7 @@ impl TrackMatch {
                 })
             })
             .collect();
-        for (i, m) in self.matched.points.iter().enumerate() {
+        for (i, m) in self.points.iter().enumerate() {
             if let Some(m) = m {
                 let (lon, lat) = place(m);
                 features.push(json!({
@@ -540,7 +550,7 @@ impl TrackMatch {
             "summary": {
                 "fixes": self.fixes.len(),
                 "repeats_dropped": repeats,
-                "fixes_matched": self.matched.points.iter().filter(|p| p.is_some()).count(),
+                "fixes_matched": self.points.iter().filter(|p| p.is_some()).count(),
                 "passes": self.passes.len(),
                 "valid_passes": self.passes.iter().filter(|p| p.is_valid()).count(),
                 "valid_length_m": length_by(true),
@@ -607,7 +617,7 @@ mod tests {
             parse_track(TrackFormat::Csv, no_column.as_bytes()),
             Err(TrackError::Unreadable { format: "CSV", .. })
         ));
-        let off_earth = "time,lat,lon\n1,95.0,120.86\n";
+        let off_earth = "time,lat,lon\n1000000000,95.0,120.86\n";
         assert_eq!(
             parse_track(TrackFormat::Csv, off_earth.as_bytes()),
             Err(TrackError::BadFix {
@@ -628,6 +638,40 @@ mod tests {
             TrackFormat::from_path("a/b.GPX".as_ref()),
             Some(TrackFormat::Gpx)
         );
+    }
+
+    /// A review found `-inf` read as a time: the hour-by-hour walk from it never ended, and
+    /// one request held a thread for good.
+    #[test]
+    fn a_time_off_the_calendar_is_refused_and_far_apart_fixes_are_matched_quickly() {
+        for time in ["-inf", "inf", "NaN", "1e300", "-5"] {
+            let csv = format!("time,lat,lon\n{time},43.73,7.42\n1000000000,43.73,7.42\n");
+            assert!(
+                matches!(
+                    parse_track(TrackFormat::Csv, csv.as_bytes()),
+                    Err(TrackError::BadFix { index: 0, .. })
+                ),
+                "{time}"
+            );
+        }
+        let geojson = r#"{"type":"Feature","geometry":{"type":"Point","coordinates":[7.42,43.73]},"properties":{"time":1e300}}"#;
+        assert!(parse_track(TrackFormat::GeoJson, geojson.as_bytes()).is_err());
+        // Fixes eighty years apart: two windows, not 700,000 hours.
+        let net = RoadNetwork::demo();
+        let csv =
+            "time,lat,lon\n1990-01-02T00:00:00Z,32.0,120.86\n2070-01-01T00:00:00Z,32.0,120.86\n";
+        let (fixes, _) =
+            in_time_order(parse_track(TrackFormat::Csv, csv.as_bytes()).unwrap()).unwrap();
+        let mut matcher = Matcher::new(&net, crate::MatchConfig::default());
+        let started = std::time::Instant::now();
+        match_track(
+            &net,
+            &mut matcher,
+            &CoverageRules::default(),
+            WorkType::Sweep,
+            fixes,
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

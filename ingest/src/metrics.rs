@@ -13,6 +13,7 @@ pub struct IngestMetrics {
     pub records: IntCounter,
     pub fixes: IntCounter,
     pub duplicate_records: IntCounter,
+    pub conflicting_fixes: IntCounter,
     pub batch_size: Histogram,
     pub commit_duration: Histogram,
     pub queue_depth: IntGauge,
@@ -59,6 +60,11 @@ impl IngestMetrics {
                 "cleanfleet_ingest_duplicate_records_total",
                 "Records received again (redelivery, retransmit) and not stored twice",
             )?,
+            conflicting_fixes: IntCounter::new(
+                "cleanfleet_ingest_conflicting_fixes_total",
+                "Fixes of accepted messages refused because the device's fix of that time is \
+                 stored at another place (each kept as a conflicting_fix dead letter)",
+            )?,
             batch_size: Histogram::with_opts(
                 HistogramOpts::new(
                     "cleanfleet_ingest_batch_size_messages",
@@ -95,6 +101,7 @@ impl IngestMetrics {
         registry.register(Box::new(m.records.clone()))?;
         registry.register(Box::new(m.fixes.clone()))?;
         registry.register(Box::new(m.duplicate_records.clone()))?;
+        registry.register(Box::new(m.conflicting_fixes.clone()))?;
         registry.register(Box::new(m.batch_size.clone()))?;
         registry.register(Box::new(m.commit_duration.clone()))?;
         registry.register(Box::new(m.queue_depth.clone()))?;

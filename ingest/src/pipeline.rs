@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cleanfleet_model::{decode, Clock, Limits, RejectReason};
+use cleanfleet_model::{decode, Clock, Limits};
 use cleanfleet_store::{IngestItem, Store, StoreError};
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS};
 use tokio::sync::mpsc;
@@ -291,10 +291,7 @@ async fn commit(
                 metrics.records.inc_by(report.records_inserted);
                 metrics.fixes.inc_by(report.fixes_inserted);
                 metrics.duplicate_records.inc_by(report.duplicate_records);
-                metrics
-                    .rejected_messages
-                    .with_label_values(&[RejectReason::ConflictingFix.as_str()])
-                    .inc_by(report.conflicting_fixes);
+                metrics.conflicting_fixes.inc_by(report.conflicting_fixes);
                 return Ok(());
             }
             Err(StoreError::Closed) => return Err(IngestError::StoreClosed),

@@ -8,7 +8,7 @@ mod topic;
 mod validate;
 
 pub use message::{
-    BinReading, DeviceState, DeviceStatus, Fix, FixBatch, InspectionSample, ToiletReading,
+    apart_m, BinReading, DeviceState, DeviceStatus, Fix, FixBatch, InspectionSample, ToiletReading,
     WeighbridgeTicket, WorkState, SAME_PLACE_M,
 };
 pub use topic::{is_valid_device_id, DeviceKind, Stream, Topic, TOPIC_PREFIX};

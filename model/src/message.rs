@@ -66,14 +66,19 @@ pub struct Fix {
 /// device reported two places at once and one of them is wrong.
 pub const SAME_PLACE_M: f64 = 0.5;
 
+/// Metres between two places (equirectangular: exact enough at the distances that decide
+/// whether two reports are one place).
+pub fn apart_m((lat_a, lon_a): (f64, f64), (lat_b, lon_b): (f64, f64)) -> f64 {
+    const M_PER_DEG: f64 = 6_371_008.8 * std::f64::consts::PI / 180.0;
+    let north_m = (lat_b - lat_a) * M_PER_DEG;
+    let east_m = (lon_b - lon_a) * M_PER_DEG * ((lat_a + lat_b) / 2.0).to_radians().cos();
+    north_m.hypot(east_m)
+}
+
 impl Fix {
-    /// Metres between this fix and (`lat`, `lon`) (equirectangular: exact enough at the
-    /// distances that decide whether two reports are one place).
+    /// Metres between this fix and (`lat`, `lon`).
     pub fn apart_m(&self, lat: f64, lon: f64) -> f64 {
-        const M_PER_DEG: f64 = 6_371_008.8 * std::f64::consts::PI / 180.0;
-        let north_m = (lat - self.lat) * M_PER_DEG;
-        let east_m = (lon - self.lon) * M_PER_DEG * ((lat + self.lat) / 2.0).to_radians().cos();
-        north_m.hypot(east_m)
+        apart_m((self.lat, self.lon), (lat, lon))
     }
 }
 

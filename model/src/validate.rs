@@ -432,17 +432,25 @@ fn check_fixes(fixes: &[Fix], window: &TimeWindow) -> Result<(), Rejection> {
         window.check(&format!("{p}time"), f.time)?;
     }
     // Two places at one time: which is true is unknown, so the message is refused whole.
+    // Each fix is compared with the first of its time, as the store compares it with the
+    // one it keeps.
     let mut by_time: Vec<usize> = (0..fixes.len()).collect();
     by_time.sort_by_key(|&i| (fixes[i].time, i));
-    for w in by_time.windows(2) {
-        let (a, b) = (&fixes[w[0]], &fixes[w[1]]);
+    let mut first = by_time.first().copied();
+    for &i in by_time.iter().skip(1) {
+        let kept = first.expect("set for the first fix");
+        let (a, b) = (&fixes[kept], &fixes[i]);
+        if a.time != b.time {
+            first = Some(i);
+            continue;
+        }
         let apart_m = a.apart_m(b.lat, b.lon);
-        if a.time == b.time && apart_m > SAME_PLACE_M {
+        if apart_m > SAME_PLACE_M {
             return Err(reject(
                 RejectReason::ConflictingFix,
                 format!(
-                    "fixes[{}].time: the same time {} as fixes[{}], {apart_m:.1} m away",
-                    w[1], b.time, w[0]
+                    "fixes[{i}].time: the same time {} as fixes[{kept}], {apart_m:.1} m away",
+                    b.time
                 ),
             ));
         }

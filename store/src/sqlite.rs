@@ -239,7 +239,8 @@ fn write_items(tx: &Transaction, items: &[IngestItem]) -> Result<WriteReport, St
                     })
                     .expect("a fix serializes");
                     let detail = format!(
-                        "fixes: a fix at {time} is {apart_m:.1} m from the fix stored for that time"
+                        "fixes: another fix of {time} is stored {apart_m:.1} m away (of two \
+                         places at one time the one of smaller latitude, then longitude, is kept)"
                     );
                     if insert_dead_letter(
                         tx,
@@ -310,8 +311,8 @@ struct Inserted {
     /// New rows of device data.
     records: u64,
     fixes: u64,
-    /// Fixes not stored because a fix of the same device time elsewhere is, with how far
-    /// apart the two are.
+    /// Fixes of the same device time at two places: the one not kept (the new one, or the
+    /// stored one it replaced), with how far apart the two are.
     conflicts: Vec<(Fix, f64)>,
 }
 
@@ -357,8 +358,8 @@ fn insert_body(
             let mut n = 0;
             let mut conflicts = Vec::new();
             let mut stale_hours = std::collections::BTreeSet::new();
-            for f in fixes {
-                let inserted = stmt.execute(params![
+            let mut insert = |f: &Fix| {
+                stmt.execute(params![
                     key,
                     ms(f.time),
                     f.seq.map(|s| s as i64),
@@ -375,21 +376,45 @@ fn insert_body(
                     f.lifter_cycles.map(|c| c as i64),
                     f.sos,
                     rec
-                ])? as u64;
+                ])
+            };
+            for f in fixes {
+                let inserted = insert(f)? as u64;
                 if inserted > 0 {
                     let t = ms(f.time);
                     for around in [t - COVERAGE_CONTEXT_MS, t, t + COVERAGE_CONTEXT_MS] {
                         stale_hours.insert(around.div_euclid(COVERAGE_CHUNK_MS));
                     }
                 } else {
-                    // A redelivery is the same fix again; another place is a conflict.
-                    let (lat, lon): (f64, f64) = tx
-                        .prepare_cached(
-                            "SELECT lat, lon FROM fixes WHERE device_key = ?1 AND time_ms = ?2",
+                    // A redelivery is the same fix again; another place is a conflict. Of
+                    // the two, the one with the smaller (lat, lon) is kept and the other
+                    // becomes the dead letter, whichever arrived first: what is stored does
+                    // not depend on arrival order.
+                    let stored: Fix = tx
+                        .prepare_cached(&format!(
+                            "SELECT {FIX_COLUMNS} FROM fixes WHERE device_key = ?1 AND time_ms = ?2"
+                        ))?
+                        .query_row(params![key, ms(f.time)], fix_from_row)?;
+                    let apart_m = f.apart_m(stored.lat, stored.lon);
+                    if apart_m <= SAME_PLACE_M {
+                        // A redelivery.
+                    } else if f
+                        .lat
+                        .total_cmp(&stored.lat)
+                        .then(f.lon.total_cmp(&stored.lon))
+                        == std::cmp::Ordering::Less
+                    {
+                        tx.prepare_cached(
+                            "DELETE FROM fixes WHERE device_key = ?1 AND time_ms = ?2",
                         )?
-                        .query_row(params![key, ms(f.time)], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                    let apart_m = f.apart_m(lat, lon);
-                    if apart_m > SAME_PLACE_M {
+                        .execute(params![key, ms(f.time)])?;
+                        insert(f)?;
+                        let t = ms(f.time);
+                        for around in [t - COVERAGE_CONTEXT_MS, t, t + COVERAGE_CONTEXT_MS] {
+                            stale_hours.insert(around.div_euclid(COVERAGE_CHUNK_MS));
+                        }
+                        conflicts.push((stored, apart_m));
+                    } else {
                         conflicts.push((f.clone(), apart_m));
                     }
                 }

@@ -182,7 +182,6 @@ impl VehicleRun {
             .map(|f| FixState {
                 time_s: f.time_s,
                 speed_kmh: f.speed_kmh,
-                hdop: f.hdop,
                 satellites: f.satellites,
                 tools_on: f.tools_on,
             })

@@ -588,3 +588,48 @@ async fn a_fix_at_a_stored_time_elsewhere_is_a_dead_letter_not_a_duplicate() {
         (1, 0)
     );
 }
+
+/// Which of two places at one time is kept does not depend on which arrived first.
+#[tokio::test]
+async fn of_two_places_at_one_time_the_same_is_kept_whatever_the_order() {
+    let north = accepted(
+        "cleanfleet/v1/sweeper/sw-1/fixes",
+        r#"{"fixes":[{"time":"2026-11-21T07:02:00Z","lat":32.5,"lon":120.9}]}"#,
+    );
+    let south = accepted(
+        "cleanfleet/v1/sweeper/sw-1/fixes",
+        r#"{"fixes":[{"time":"2026-11-21T07:02:00Z","lat":32.1,"lon":120.9}]}"#,
+    );
+    let mut outcomes = Vec::new();
+    for order in [[north.clone(), south.clone()], [south, north]] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let mut conflicting = 0;
+        for item in order {
+            conflicting += store
+                .write_batch(vec![item])
+                .await
+                .unwrap()
+                .conflicting_fixes;
+        }
+        let (from, to) = (t("2026-11-21T07:00:00Z"), t("2026-11-21T08:00:00Z"));
+        let kept = store.track("sw-1", from, to, 10).await.unwrap();
+        let letters = store
+            .dead_letters(DeadLetterQuery {
+                reason: Some(RejectReason::ConflictingFix),
+                before_id: None,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        let letters: Vec<Vec<u8>> = letters.into_iter().map(|l| l.payload).collect();
+        outcomes.push((
+            conflicting,
+            kept.iter().map(|f| f.lat).collect::<Vec<_>>(),
+            letters,
+        ));
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
+    assert_eq!((outcomes[0].0, &outcomes[0].1), (1, &vec![32.1]));
+    assert!(String::from_utf8_lossy(&outcomes[0].2[0]).contains("32.5"));
+}
