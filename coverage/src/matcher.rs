@@ -99,6 +99,10 @@ pub struct MatchConfig {
     /// from where its matched drive places it is an outlier (multipath): left unmatched,
     /// the drive goes on between its neighbours. Default 4.
     pub outlier_sigmas: f64,
+    /// What taking a decoded fix for an outlier costs in the Viterbi (negative
+    /// log-likelihood; a fit at z σ costs about z²/2): below this the matcher would rather
+    /// hold the vehicle where it was than drive out to a thrown fix and back. Default 6.
+    pub outlier_cost: f64,
     /// The error of reported (Doppler) speeds: along its matched drive a vehicle's place
     /// at each fix follows its speeds to within this, corrected by the fixes' places.
     /// Default 4.
@@ -152,6 +156,7 @@ impl MatchConfig {
             ("max_speed_kmh", self.max_speed_kmh),
             ("max_gap_s", self.max_gap_s),
             ("outlier_sigmas", self.outlier_sigmas),
+            ("outlier_cost", self.outlier_cost),
             ("speed_error_kmh", self.speed_error_kmh),
         ] {
             positive(name, v)?;
@@ -204,6 +209,7 @@ impl Default for MatchConfig {
             reverse_sigmas: 3.0,
             u_turn_cost: 10.0,
             outlier_sigmas: 4.0,
+            outlier_cost: 6.0,
             speed_error_kmh: 4.0,
         }
     }
@@ -264,6 +270,8 @@ struct State {
     forward: bool,
     offset_m: f64,
     distance_m: f64,
+    /// The fix is an outlier: the vehicle is held where the state before put it.
+    held: bool,
 }
 
 /// A decoded step of the Viterbi lattice.
@@ -477,6 +485,7 @@ impl<'n> Matcher<'n> {
                     continue;
                 }
                 let state = State {
+                    held: false,
                     segment: c.segment,
                     forward,
                     offset_m: if forward {
@@ -568,9 +577,25 @@ impl<'n> Matcher<'n> {
             lattice.cost.push(cost + lattice.emissions[start + j]);
             lattice.back.push(back);
         }
+        // Or the fix is an outlier (multipath): the vehicle stays where the likeliest state
+        // before put it, at a fixed cost, rather than driving out to the thrown fix and back.
+        let held = previous
+            .clone()
+            .filter(|&k| lattice.cost[k].is_finite())
+            .min_by(|&a, &b| lattice.cost[a].total_cmp(&lattice.cost[b]))
+            .expect("a reachable state has a finite predecessor");
+        lattice.states.push(State {
+            held: true,
+            ..lattice.states[held]
+        });
+        lattice.emissions.push(self.config.outlier_cost);
+        lattice
+            .cost
+            .push(lattice.cost[held] + self.config.outlier_cost);
+        lattice.back.push(held as u32);
         lattice.steps.push(Step {
             point: i,
-            states: start..start + n,
+            states: start..start + n + 1,
         });
         true
     }
@@ -711,7 +736,9 @@ impl<'n> Matcher<'n> {
             reached.offset_m = arrived.to_m;
             self.place_skipped(point, next, &path, drive.length_m(), xy, &mut drive.fixes);
             drive.extend(&path);
-            drive.fixes.push((next, drive.length_m()));
+            if !to.held {
+                drive.fixes.push((next, drive.length_m()));
+            }
         }
         self.write_drive(drive, observations, xy, out);
     }

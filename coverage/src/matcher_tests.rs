@@ -386,3 +386,34 @@ fn standing_jitter_back_is_no_teleport() {
     // It stood where it was first seen; the drifting fixes are outliers of that.
     assert!(matched.points[0].is_some());
 }
+
+/// A sweeper at 2 m/s whose receiver throws six fixes 60 m ahead along its own street: the
+/// matcher used to drive out to the throw and back (around the block), adding a detour that
+/// the pass rules then rightly refused, and the work there was lost. Held where it was, the
+/// vehicle drives the street once.
+#[test]
+fn a_multipath_throw_along_the_street_is_held_not_driven_to() {
+    let net = grid();
+    let route: Vec<Traversal> = [0, 1, 2, 3]
+        .windows(2)
+        .map(|w| grid_edge(&net, w[0], w[1]))
+        .collect();
+    let (mut fixes, _) = drive(&net, &route, 2.0, 3.0, 21);
+    let plane = Plane::new(ORIGIN.0, ORIGIN.1);
+    for f in &mut fixes[100..106] {
+        let [x, y] = plane.to_xy((f.lon, f.lat));
+        (f.lon, f.lat) = plane.to_lon_lat([x + 60.0, y]);
+    }
+    let matched = Matcher::new(&net, MatchConfig::default()).match_trace(&fixes);
+    assert_legs_connect(&net, &matched);
+    let driven_m: f64 = matched.traversals.iter().map(|t| t.to_m - t.from_m).sum();
+    let route_m: f64 = route.iter().map(|t| t.to_m - t.from_m).sum();
+    assert!(
+        (driven_m - route_m).abs() < 15.0,
+        "{driven_m} m driven for {route_m}"
+    );
+    assert!(fixes[100..106]
+        .iter()
+        .zip(&matched.points[100..106])
+        .all(|(_, m)| m.is_none()));
+}
