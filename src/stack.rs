@@ -479,6 +479,7 @@ fn demo_tokens(
             name: name.clone(),
             role,
             contractor: contractor.map(str::to_owned),
+            device: None,
             sha256: token_sha256(&token),
         });
         made.push((name, token));

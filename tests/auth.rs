@@ -189,11 +189,36 @@ async fn every_endpoint_needs_a_token_and_each_role_gets_its_share() {
     for (token, expected) in [
         (DISPATCHER_TOKEN, 403),
         (ACME_TOKEN, 403),
-        (INSPECTOR_TOKEN, 201),
         (ADMIN_TOKEN, 201),
     ] {
         let (status, body) = post_json_as(api, "/api/v1/samples", &sample(token), token).await;
         assert_eq!(status, expected, "{token}: {body}");
     }
+    // An inspector's token is who it says: it cannot submit as another inspector or device
+    // (403, nothing stored); leaving them out, the sample is its own.
+    let (status, body) =
+        post_json_as(api, "/api/v1/samples", &sample("S-other"), INSPECTOR_TOKEN).await;
+    assert_eq!(status, 403, "{body}");
+    let mut own = sample("S-own");
+    own.as_object_mut().unwrap().remove("inspector");
+    own.as_object_mut().unwrap().remove("device_id");
+    let (status, body) = post_json_as(api, "/api/v1/samples", &own, INSPECTOR_TOKEN).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        (&body["inspector"], &body["device_id"]),
+        (&json!("inspector"), &json!("app-inspector")),
+        "{body}"
+    );
+    let (_, samples) = get_json(api, "/api/v1/samples").await;
+    let ids: Vec<&str> = samples["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["sample_id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&"S-own") && !ids.contains(&"S-other"),
+        "{ids:?}"
+    );
     stack.stop().await.unwrap();
 }

@@ -37,6 +37,10 @@ pub struct TokenConfig {
     /// The contractor a `contractor` token speaks for.
     #[serde(default)]
     pub contractor: Option<String>,
+    /// An `inspector` token's app (or scale): the device id its samples are stored under.
+    /// Default `app-` and the token's name. The inspector is the token's name.
+    #[serde(default)]
+    pub device: Option<String>,
     /// `sha256sum` of the token, 64 hex digits.
     pub sha256: String,
 }
@@ -73,6 +77,8 @@ pub struct Principal {
     pub name: String,
     pub role: Role,
     pub contractor: Option<String>,
+    /// An inspector's app: the device its samples are stored under.
+    pub device: Option<String>,
 }
 
 impl Principal {
@@ -109,10 +115,31 @@ impl Authenticator {
                     t.name
                 ));
             }
+            let device = match (t.role, &t.device) {
+                (Role::Inspector, Some(d)) => Some(d.clone()),
+                (Role::Inspector, None) => Some(format!("app-{}", t.name)),
+                (_, Some(_)) => {
+                    return Err(format!(
+                        "[api.auth] token {:?}: only an inspector token names a device",
+                        t.name
+                    ))
+                }
+                (_, None) => None,
+            };
+            if let Some(d) = device
+                .as_deref()
+                .filter(|d| !cleanfleet_model::is_valid_device_id(d))
+            {
+                return Err(format!(
+                    "[api.auth] token {:?}: {d:?} is not a device id (1-64 of A-Z a-z 0-9 _ . -); name the inspector's app with device",
+                    t.name
+                ));
+            }
             let principal = Principal {
                 name: t.name.clone(),
                 role: t.role,
                 contractor: t.contractor.clone(),
+                device,
             };
             if by_hash.insert(hex, principal).is_some() {
                 return Err(format!(
@@ -133,6 +160,7 @@ impl Authenticator {
                 name: "anonymous (auth disabled)".into(),
                 role: Role::Admin,
                 contractor: None,
+                device: None,
             });
         }
         let headers = request.headers();
@@ -269,6 +297,7 @@ mod tests {
             name: "t".into(),
             role,
             contractor: contractor.map(str::to_owned),
+            device: None,
             sha256: sha256.into(),
         };
         let good = token_sha256("secret");

@@ -50,12 +50,23 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Json
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|e| ApiError::invalid("body", e.body_text()))?;
+            .map_err(|e| match e.status() {
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge {
+                    field: "body".into(),
+                    message: e.body_text(),
+                },
+                _ => ApiError::invalid("body", e.body_text()),
+            })?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(&mut de)
             .map(JsonBody)
             .map_err(|e| field_error(e, "body"))
     }
+}
+
+/// A JSON value (a body already read and amended) parsed into `T`; a 400 naming the field.
+pub fn from_json<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| field_error(e, "body"))
 }
 
 /// A deserialization error as a 400 naming the field: the path to it, or for unknown and

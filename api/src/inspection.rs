@@ -104,17 +104,42 @@ fn view(ctx: &CoverageContext, s: &Sample, placement: Option<Placement>) -> Samp
     }
 }
 
-/// An inspector's app submits a sample: `device_id` names the app (or scale). Refused with the
-/// field at fault, changing nothing, when a value is out of range, no road is near, or the
-/// sample was already submitted.
+/// An inspector's app submits a sample: `device_id` names the app (or scale). With an
+/// inspector's token the inspector is the token's and the device its app (`[api.auth]`
+/// `device`): both may be left out, and naming another is 403. Refused with the field at
+/// fault, changing nothing, when a value is out of range, no road is near, or the sample was
+/// already submitted.
 #[utoipa::path(post, path = "/api/v1/samples", request_body = InspectionSample,
     responses((status = 201, body = SampleView), (status = 400, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn submit_sample(
     State(state): State<ApiState>,
-    JsonBody(sample): JsonBody<InspectionSample>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
+    JsonBody(mut body): JsonBody<serde_json::Map<String, Value>>,
 ) -> Result<Response, ApiError> {
     let ctx = context(&state)?;
+    // An inspector's token speaks for its own inspector and app: those fields are taken
+    // from it (and may be left out); another name is refused, never stored.
+    if let Some(p) = principal
+        .as_deref()
+        .filter(|p| p.role == crate::auth::Role::Inspector)
+    {
+        let device = p.device.clone().unwrap_or_default();
+        for (field, own) in [("inspector", &p.name), ("device_id", &device)] {
+            match body.get(field) {
+                None | Some(Value::Null) => {
+                    body.insert(field.to_owned(), Value::String(own.clone()));
+                }
+                Some(Value::String(given)) if given == own => {}
+                Some(given) => {
+                    return Err(ApiError::Forbidden(format!(
+                        "{field}: this token submits samples as {own:?}, not {given}"
+                    )))
+                }
+            }
+        }
+    }
+    let sample: InspectionSample = crate::extract::from_json(Value::Object(body))?;
     let Some(device_id) = sample.device_id.clone() else {
         return Err(ApiError::invalid(
             "device_id",
@@ -477,6 +502,17 @@ fn period(
     }
 }
 
+/// A text cell a spreadsheet will not run: one that starts with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return (a formula, to Excel and LibreOffice) gets a leading `'` (OWASP's rule for
+/// CSV injection). Sample ids and inspector names are whatever a device sent.
+fn safe_cell(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    }
+}
+
 /// A contractor's score for a month or quarter: every deduction (failed weight checks,
 /// missed segments, coverage short of target, overspeed work, bin overflows emptied late)
 /// with the records behind it, and the pay factor the score earns. Incidents count on their
@@ -532,18 +568,28 @@ pub(crate) async fn contractor_assessment(
             .into_response());
     }
     if format == ReportFormat::Csv {
-        let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-        let mut text = String::from("date,kind,points,detail,records\n");
+        let mut out = csv::Writer::from_writer(Vec::new());
+        let write = |out: &mut csv::Writer<Vec<u8>>, row: &[String]| {
+            out.write_record(row)
+                .map_err(|e| ApiError::Internal(format!("cannot write the CSV: {e}")))
+        };
+        write(
+            &mut out,
+            &["date", "kind", "points", "detail", "records"].map(String::from),
+        )?;
         for d in &a.deductions {
-            text.push_str(&format!(
-                "{},{},{},{},{}\n",
-                d.date,
-                d.kind,
-                d.points,
-                quote(&d.detail),
-                quote(&d.records.join(";"))
-            ));
+            let row = [
+                d.date.to_string(),
+                safe_cell(&d.kind.to_string()),
+                d.points.to_string(),
+                safe_cell(&d.detail),
+                safe_cell(&d.records.join(";")),
+            ];
+            write(&mut out, &row)?;
         }
+        let text = out
+            .into_inner()
+            .map_err(|e| ApiError::Internal(format!("cannot write the CSV: {e}")))?;
         return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response());
     }
     Ok(Json(json!({
@@ -760,4 +806,37 @@ fn assessment_xlsx(
     sheet.set_column_width(3, 48)?;
     sheet.set_column_width(4, 60)?;
     book.save_to_buffer()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_neutralised() {
+        for formula in [
+            "=HYPERLINK(\"http://x\")",
+            "=cmd|' /C calc'!A0",
+            "+1+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+        ] {
+            assert_eq!(safe_cell(formula), format!("'{formula}"));
+        }
+        for plain in ["A-9", "insp-1", "failed_weight_check", ""] {
+            assert_eq!(safe_cell(plain), plain);
+        }
+        // Written as CSV, the cell reads back as the text with its guard.
+        let mut out = csv::Writer::from_writer(Vec::new());
+        out.write_record([safe_cell("=1+1;S2"), "x".into()])
+            .unwrap();
+        let bytes = out.into_inner().unwrap();
+        let mut back = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(bytes.as_slice());
+        let row = back.records().next().unwrap().unwrap();
+        assert_eq!(&row[0], "'=1+1;S2");
+    }
 }

@@ -25,6 +25,7 @@ pub fn test_config(dir: &Path) -> Config {
             name: name.into(),
             role,
             contractor: contractor.map(str::to_owned),
+            device: None,
             sha256: cleanfleet_api::token_sha256(token),
         };
     use cleanfleet_api::Role;
