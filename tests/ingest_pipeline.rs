@@ -466,3 +466,34 @@ async fn load_mode_devices_are_all_ingested() {
     assert_eq!(stats["store"]["dead_letters"], 0);
     stack.stop().await.unwrap();
 }
+
+/// A broker restarted without persistence has forgotten ingest's session: ingest says so at
+/// WARN and counts it, rather than reconnecting as if nothing happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_lost_the_session_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mosquitto) = Mosquitto::start(dir.path(), "allow_anonymous true").await else {
+        return;
+    };
+    let port = mosquitto.addr.port();
+    let mut config = test_config(dir.path());
+    config.broker.url = format!("mqtt://{}", mosquitto.addr);
+    let parts = cleanfleet::Parts {
+        ingest: true,
+        ..cleanfleet::Parts::NONE
+    };
+    let stack = cleanfleet::Stack::start(config, parts).await.unwrap();
+    stack.ingest_ready(WAIT).await.unwrap();
+    let metrics = stack.ingest_metrics.clone().unwrap();
+    assert_eq!(metrics.broker_sessions_lost.get(), 0);
+    drop(mosquitto);
+    let _again = Mosquitto::start_on(dir.path(), port, "allow_anonymous true")
+        .await
+        .unwrap();
+    eventually("ingest to reconnect", WAIT, || async {
+        (metrics.broker_reconnects.get() >= 1 && metrics.broker_connected.get() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(metrics.broker_sessions_lost.get(), 1);
+    stack.stop().await.unwrap();
+}

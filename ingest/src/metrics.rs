@@ -18,6 +18,7 @@ pub struct IngestMetrics {
     pub commit_duration: Histogram,
     pub queue_depth: IntGauge,
     pub broker_reconnects: IntCounter,
+    pub broker_sessions_lost: IntCounter,
     pub broker_connected: IntGauge,
     pub store_errors: IntCounter,
 }
@@ -87,6 +88,10 @@ impl IngestMetrics {
                 "cleanfleet_ingest_broker_reconnects_total",
                 "Times the connection to the broker was lost",
             )?,
+            broker_sessions_lost: IntCounter::new(
+                "cleanfleet_ingest_broker_sessions_lost_total",
+                "Reconnects on which the broker no longer had ingest's persistent session",
+            )?,
             broker_connected: IntGauge::new(
                 "cleanfleet_ingest_broker_connected",
                 "1 while connected to the broker",
@@ -106,6 +111,7 @@ impl IngestMetrics {
         registry.register(Box::new(m.commit_duration.clone()))?;
         registry.register(Box::new(m.queue_depth.clone()))?;
         registry.register(Box::new(m.broker_reconnects.clone()))?;
+        registry.register(Box::new(m.broker_sessions_lost.clone()))?;
         registry.register(Box::new(m.broker_connected.clone()))?;
         registry.register(Box::new(m.store_errors.clone()))?;
         // Every bounded label value exists from the start, so dashboards show zeros, not gaps.

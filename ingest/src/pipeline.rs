@@ -146,10 +146,20 @@ impl EventPump {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     self.connection += 1;
                     backoff = Duration::from_millis(100);
-                    info!(
-                        session_present = ack.session_present,
-                        "ingest connected to broker"
-                    );
+                    if self.connection > 1 && !ack.session_present {
+                        // The broker forgot the persistent session (restarted without
+                        // persistence): what it queued for ingest while the link was down is
+                        // gone from the broker's side.
+                        self.metrics.broker_sessions_lost.inc();
+                        warn!(
+                            "the broker lost ingest's session on reconnect: messages it held for ingest meanwhile may be lost"
+                        );
+                    } else {
+                        info!(
+                            session_present = ack.session_present,
+                            "ingest connected to broker"
+                        );
+                    }
                     // Also on a resumed session: if the link dropped before the broker took
                     // the first SUBSCRIBE, the session exists without the subscription.
                     // Subscribing again is harmless.

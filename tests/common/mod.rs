@@ -254,12 +254,17 @@ impl Mosquitto {
     /// Starts mosquitto with `extra` config lines (e.g. `allow_anonymous true`), files in
     /// `dir`; `None` (SKIPPED) when it is not installed.
     pub async fn start(dir: &Path, extra: &str) -> Option<Mosquitto> {
-        let mosquitto = external_program("mosquitto")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        Mosquitto::start_on(dir, port, extra).await
+    }
+
+    /// [`Mosquitto::start`] on a given port (to start it again where it was).
+    pub async fn start_on(dir: &Path, port: u16, extra: &str) -> Option<Mosquitto> {
+        let mosquitto = external_program("mosquitto")?;
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
