@@ -1,7 +1,7 @@
 //! The coverage stage: keeps the store's passes up to date with its fixes. It takes stale
 //! chunks (one device, one hour; `cleanfleet_store::COVERAGE_CHUNK_MS`), matches their fixes
 //! with the context around them, derives the passes and cuts them to the chunk's hour
-//! (`cleanfleet_coverage::window_passes`), and replaces the chunk's passes. A chunk's passes depend only on the fixes stored for it and its
+//! (`cleanfleet_coverage::match_window`), and replaces the chunk's passes. A chunk's passes depend only on the fixes stored for it and its
 //! context, so arrival order and duplicates do not change them.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cleanfleet_coverage::{
-    in_time_order, match_track, parse_track, window_passes, CoverageRules, FixState, MatchConfig,
+    in_time_order, match_track, match_window, parse_track, CoverageRules, FixState, MatchConfig,
     Matcher, Observation, Pass, SectionPlan, TrackError, TrackFormat, WorkType,
 };
 use cleanfleet_model::Fix;
@@ -309,7 +309,7 @@ fn chunk_passes(
     let observations: Vec<Observation> = fixes.iter().map(Observation::from_fix).collect();
     let states: Vec<FixState> = fixes.iter().map(|f| FixState::from_fix(f, work)).collect();
     let window = seconds(chunk.start)..seconds(chunk.end());
-    window_passes(
+    match_window(
         network,
         matcher,
         rules,
@@ -318,6 +318,7 @@ fn chunk_passes(
         &states,
         window,
     )
+    .1
     .iter()
     .map(|p| record(&chunk.device_id, p))
     .collect()

@@ -7,7 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use cleanfleet_store::{SqliteConfig, SqliteStore, Store};
@@ -17,18 +17,9 @@ const MESSAGES: u64 = 600;
 const FIXES_PER_MESSAGE: u64 = 10;
 
 fn spawn_ingest(broker: SocketAddr, data_dir: &Path) -> KillOnDrop {
-    let child = Command::new(env!("CARGO_BIN_EXE_cleanfleet"))
-        .arg("ingest")
-        .env("CLEANFLEET__BROKER__URL", format!("mqtt://{broker}"))
-        .env("CLEANFLEET__DATA_DIR", data_dir)
-        // Small batches: many commits, so the kill lands between and inside them.
-        .env("CLEANFLEET__INGEST__BATCH_MAX_MESSAGES", "8")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("cannot start the cleanfleet binary");
-    KillOnDrop(child)
+    // Small batches: many commits, so the kill lands between and inside them.
+    let env = [("CLEANFLEET__INGEST__BATCH_MAX_MESSAGES", "8")];
+    spawn_stage("ingest", broker, data_dir, &env, Stdio::inherit())
 }
 
 async fn stored_fixes(store: &SqliteStore) -> u64 {

@@ -8,7 +8,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cleanfleet_store::{SqliteConfig, SqliteStore, Store};
@@ -18,20 +17,14 @@ const DEVICES: u64 = 12;
 const MESSAGES_PER_DEVICE: u64 = 120;
 const FIXES_PER_MESSAGE: u64 = 5;
 
-fn spawn_stage(stage: &str, broker: SocketAddr, data_dir: &Path, log: &Path) -> KillOnDrop {
-    let child = Command::new(env!("CARGO_BIN_EXE_cleanfleet"))
-        .arg(stage)
-        .env("CLEANFLEET__BROKER__URL", format!("mqtt://{broker}"))
-        .env("CLEANFLEET__DATA_DIR", data_dir)
-        // Many small commits, and a coverage stage that looks often: the two collide.
-        .env("CLEANFLEET__INGEST__BATCH_MAX_MESSAGES", "4")
-        .env("CLEANFLEET__COVERAGE__POLL_INTERVAL_S", "0.1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("cannot start the cleanfleet binary");
-    KillOnDrop(child)
+fn spawn(stage: &str, broker: SocketAddr, data_dir: &Path, log: &Path) -> KillOnDrop {
+    // Many small commits, and a coverage stage that looks often: the two collide.
+    let env = [
+        ("CLEANFLEET__INGEST__BATCH_MAX_MESSAGES", "4"),
+        ("CLEANFLEET__COVERAGE__POLL_INTERVAL_S", "0.1"),
+    ];
+    let log = std::fs::File::create(log).unwrap();
+    spawn_stage(stage, broker, data_dir, &env, log.into())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,7 +39,7 @@ async fn ingest_and_coverage_processes_write_at_once_and_both_live() {
         dir.path().join("ingest.log"),
         dir.path().join("coverage.log"),
     );
-    let mut ingest = spawn_stage("ingest", broker, dir.path(), &ingest_log);
+    let mut ingest = spawn("ingest", broker, dir.path(), &ingest_log);
     let store_path = dir.path().join("cleanfleet.sqlite");
     let store = eventually(
         "the ingest process to create its store",
@@ -54,7 +47,7 @@ async fn ingest_and_coverage_processes_write_at_once_and_both_live() {
         || async { SqliteStore::open(SqliteConfig::new(&store_path)).ok() },
     )
     .await;
-    let mut coverage = spawn_stage("coverage", broker, dir.path(), &coverage_log);
+    let mut coverage = spawn("coverage", broker, dir.path(), &coverage_log);
     // Wait until ingest's subscription lets a sentinel through.
     let mut sentinel = Publisher::connect(broker, "dev-sentinel").await;
     for attempt in 1.. {

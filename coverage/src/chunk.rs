@@ -20,21 +20,10 @@ pub const CHUNK_S: f64 = COVERAGE_CHUNK_MS as f64 / 1000.0;
 /// The context matched on either side of a window, in seconds.
 pub const CONTEXT_S: f64 = COVERAGE_CONTEXT_MS as f64 / 1000.0;
 
-/// The passes of one device in `window_s`, from its fixes in and around it (`observations`
-/// and `fixes` side by side, in time order, context included), in time order.
-pub fn window_passes(
-    network: &RoadNetwork,
-    matcher: &mut Matcher,
-    rules: &CoverageRules,
-    work: WorkType,
-    observations: &[Observation],
-    fixes: &[FixState],
-    window_s: Range<f64>,
-) -> Vec<Pass> {
-    match_window(network, matcher, rules, work, observations, fixes, window_s).1
-}
-
-fn match_window(
+/// One device's window matched: the match of its fixes in and around it (`observations`
+/// and `fixes` side by side, in time order, context included), and the passes in the window,
+/// in time order.
+pub fn match_window(
     network: &RoadNetwork,
     matcher: &mut Matcher,
     rules: &CoverageRules,
@@ -86,7 +75,7 @@ pub fn chunked_match(
         let own_end = observations
             .partition_point(|o| o.time_s < window.end)
             .max(next + 1);
-        let (matched, window_passes) = match_window(
+        let (matched, in_window) = match_window(
             network,
             matcher,
             rules,
@@ -96,7 +85,7 @@ pub fn chunked_match(
             window,
         );
         points[next..own_end].copy_from_slice(&matched.points[next - from..own_end - from]);
-        passes.extend(window_passes);
+        passes.extend(in_window);
         next = own_end;
     }
     (points, passes)

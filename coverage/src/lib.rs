@@ -24,12 +24,12 @@ mod status;
 mod test_networks;
 mod track;
 
-pub use chunk::{chunked_match, chunked_passes, window_passes, CHUNK_S, CONTEXT_S};
+pub use chunk::{chunked_match, chunked_passes, match_window, CHUNK_S, CONTEXT_S};
 pub use index::{Candidate, SegmentIndex};
 pub use matcher::{Leg, MatchConfig, MatchedPoint, MatchedTrace, Matcher, Observation, Traversal};
 pub use passes::{derive_passes, FixState, InvalidReason, Pass, WorkType};
 pub use plane::Plane;
-pub use rules::{CoverageRules, DeepCleanRule, SectionPlan, SpeedBands};
+pub use rules::{non_negative, positive, CoverageRules, DeepCleanRule, SectionPlan, SpeedBands};
 pub use status::{segment_status, CoverageSummary, MissReason, SegmentStatus};
 pub use track::{
     in_time_order, match_track, parse_track, TrackError, TrackFix, TrackFormat, TrackMatch,

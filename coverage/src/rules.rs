@@ -138,8 +138,8 @@ pub struct SectionPlan {
     pub passes_per_side: f64,
 }
 
-/// `Ok` when `v` is a finite number above 0, else the error naming `name`.
-pub(crate) fn positive(name: &str, v: f64) -> Result<(), String> {
+/// A setting's check: `Ok` when `v` is a finite number above 0, else the error naming `name`.
+pub fn positive(name: &str, v: f64) -> Result<(), String> {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
@@ -148,7 +148,7 @@ pub(crate) fn positive(name: &str, v: f64) -> Result<(), String> {
 }
 
 /// `Ok` when `v` is a finite number of 0 or more.
-pub(crate) fn non_negative(name: &str, v: f64) -> Result<(), String> {
+pub fn non_negative(name: &str, v: f64) -> Result<(), String> {
     if v.is_finite() && v >= 0.0 {
         Ok(())
     } else {

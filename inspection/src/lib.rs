@@ -99,13 +99,7 @@ impl Default for InspectionRules {
 impl InspectionRules {
     /// A description of what is wrong, if anything.
     pub fn check(&self) -> Result<(), String> {
-        let non_negative = |name: &str, v: f64| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(())
-            } else {
-                Err(format!("{name} must be a number of 0 or more, not {v}"))
-            }
-        };
+        use cleanfleet_coverage::non_negative;
         let l = &self.limits_g_per_m2;
         for (name, v) in [
             ("limits_g_per_m2.i", l.i),

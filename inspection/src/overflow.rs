@@ -38,10 +38,7 @@ impl BinRules {
         if self.emptied_fill_ratio >= self.overflow_fill_ratio {
             return Err("emptied_fill_ratio must be below overflow_fill_ratio".into());
         }
-        if !(self.max_response_s.is_finite() && self.max_response_s >= 0.0) {
-            return Err("max_response_s must be 0 or more".into());
-        }
-        Ok(())
+        cleanfleet_coverage::non_negative("max_response_s", self.max_response_s)
     }
 }
 

@@ -234,6 +234,28 @@ pub fn external_program(name: &str) -> Option<std::path::PathBuf> {
     found
 }
 
+/// The real binary running `stage` (`ingest`, `coverage`, ...) against `broker`, its store
+/// in `data_dir`, with `env` overrides and warnings to `stderr`; killed when dropped.
+pub fn spawn_stage(
+    stage: &str,
+    broker: SocketAddr,
+    data_dir: &Path,
+    env: &[(&str, &str)],
+    stderr: std::process::Stdio,
+) -> KillOnDrop {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cleanfleet"))
+        .arg(stage)
+        .env("CLEANFLEET__BROKER__URL", format!("mqtt://{broker}"))
+        .env("CLEANFLEET__DATA_DIR", data_dir)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("cannot start the cleanfleet binary");
+    KillOnDrop(child)
+}
+
 /// A child process that is killed when dropped, so a failing test leaves nothing running.
 pub struct KillOnDrop(pub std::process::Child);
 
