@@ -18,4 +18,4 @@ pub mod truth;
 pub use gen::{generate, FleetMix, GenConfig, GenFix, TruthStretch, VehicleRun};
 pub use pipeline::{our_passes, PipelineStats};
 pub use score::{score, PrecisionRecall, Score, Share, VehicleMileage};
-pub use truth::{true_status, SegmentTruth};
+pub use truth::{seen_status, true_status, SegmentTruth};

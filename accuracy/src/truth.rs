@@ -41,19 +41,60 @@ pub fn true_status(
     runs: &[VehicleRun],
     rules: &CoverageRules,
 ) -> Vec<SegmentTruth> {
-    let mut by_segment: Vec<Vec<(WorkType, &TruthStretch)>> =
+    let mut by_segment: Vec<Vec<(WorkType, TruthStretch)>> =
         vec![Vec::new(); network.segments().len()];
     for run in runs {
         for s in &run.truth {
             if s.is_work(run.work, rules) && s.to_m > s.from_m {
-                by_segment[s.segment as usize].push((run.work, s));
+                by_segment[s.segment as usize].push((run.work, *s));
             }
         }
     }
+    status_of(network, &by_segment, rules)
+}
+
+/// [`true_status`] of only the work the fixes saw: each stretch is cut to the times between
+/// delivered fixes at most `longest_gap_s` apart, so that work done inside a drop-out
+/// (a tool switched on, a dead end driven, unseen) does not count. What no matcher can know
+/// from the fixes alone; the difference to [`true_status`] is the drop-outs' share.
+pub fn seen_status(
+    network: &RoadNetwork,
+    runs: &[VehicleRun],
+    rules: &CoverageRules,
+    longest_gap_s: f64,
+) -> Vec<SegmentTruth> {
+    let mut by_segment: Vec<Vec<(WorkType, TruthStretch)>> =
+        vec![Vec::new(); network.segments().len()];
+    for run in runs {
+        let seen: Vec<(f64, f64)> = run
+            .fixes
+            .windows(2)
+            .map(|w| (w[0].time_s, w[1].time_s))
+            .filter(|(a, b)| b - a <= longest_gap_s)
+            .collect();
+        for s in run.truth.iter().filter(|s| s.is_work(run.work, rules)) {
+            // The seen intervals are in time order: those that overlap the stretch.
+            let first = seen.partition_point(|&(_, b)| b <= s.start_s);
+            for &(a, b) in seen[first..].iter().take_while(|&&(a, _)| a < s.end_s) {
+                let part = s.between(a.max(s.start_s), b.min(s.end_s));
+                if let Some(part) = part.filter(|p| p.to_m > p.from_m) {
+                    by_segment[s.segment as usize].push((run.work, part));
+                }
+            }
+        }
+    }
+    status_of(network, &by_segment, rules)
+}
+
+fn status_of(
+    network: &RoadNetwork,
+    by_segment: &[Vec<(WorkType, TruthStretch)>],
+    rules: &CoverageRules,
+) -> Vec<SegmentTruth> {
     network
         .segments()
         .iter()
-        .zip(&by_segment)
+        .zip(by_segment)
         .map(|(segment, stretches)| {
             let sides = rules.sides(segment) as usize;
             let length_m = segment.length_m;
@@ -64,7 +105,8 @@ pub fn true_status(
             // Per side and sample, when deep-cleaning's first and second work passed.
             let mut first_s = vec![vec![Vec::new(); samples]; sides];
             let mut then_s = vec![vec![Vec::new(); samples]; sides];
-            for &(work, s) in stretches {
+            for (work, s) in stretches {
+                let work = *work;
                 let side = if sides == 2 && !s.forward { 1 } else { 0 };
                 // The stretch in the segment's own direction.
                 let (a_m, b_m) = if s.forward {
@@ -184,6 +226,45 @@ mod tests {
 
     fn status(runs: &[VehicleRun], segment: u32) -> SegmentTruth {
         true_status(&network(), runs, &CoverageRules::default())[segment as usize]
+    }
+
+    /// A fix at each second of `0..=to_s` except those strictly inside `gap_s`.
+    fn fixes_with_gap(to_s: u32, gap_s: (f64, f64)) -> Vec<crate::gen::GenFix> {
+        (0..=to_s)
+            .map(f64::from)
+            .filter(|&t| t <= gap_s.0 || t >= gap_s.1)
+            .map(|time_s| crate::gen::GenFix {
+                time_s,
+                lon: 7.0,
+                lat: 43.0,
+                speed_kmh: None,
+                heading_deg: None,
+                hdop: None,
+                satellites: None,
+                tools_on: true,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn seen_work_leaves_out_what_was_done_inside_a_long_drop_out() {
+        let rules = CoverageRules::default();
+        // 100 m at 6 km/h: 60 s; nothing delivered from 15 s to 45 s, a half of the lane.
+        let mut sweep = run(
+            WorkType::Sweep,
+            vec![stretch(LANE, true, 0.0, LENGTH_M, 0.0)],
+        );
+        sweep.fixes = fixes_with_gap(60, (15.0, 45.0));
+        let seen = seen_status(&network(), std::slice::from_ref(&sweep), &rules, 10.0);
+        assert!(
+            (seen[LANE as usize].covered_ratio - 0.5).abs() < 0.01,
+            "{seen:?}"
+        );
+        assert!(status(&[sweep.clone()], LANE).covered);
+        // A gap no longer than the limit hides nothing.
+        sweep.fixes = fixes_with_gap(60, (15.0, 25.0));
+        let seen = seen_status(&network(), &[sweep], &rules, 10.0);
+        assert!(seen[LANE as usize].covered_ratio > 0.99, "{seen:?}");
     }
 
     #[test]

@@ -1068,12 +1068,22 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
+/// Reported speeds say how far a vehicle drove between fixes this close in time; across a
+/// longer silence it may have driven faster or slower in between, and turned back.
+pub(crate) const SPEEDS_HOLD_S: f64 = 10.0;
+
 /// The distance a drive between two fixes should have: from their speeds when both report
 /// one (GPS speed comes from Doppler and is far more precise than positions), else the
-/// straight line between them.
+/// straight line between them. Across a silence longer than [`SPEEDS_HOLD_S`] the speeds at
+/// its ends say less and less of the drive between (a sweeper that slowed into a U-turn and
+/// sped off after it was sent round a loop), so the estimate leans towards the straight line
+/// by the share of the silence the speeds hold for.
 fn expected_m(straight_m: f64, speed_a_kmh: Option<f64>, speed_b_kmh: Option<f64>, dt: f64) -> f64 {
     match (speed_a_kmh, speed_b_kmh) {
-        (Some(a), Some(b)) => (a + b) / 2.0 / 3.6 * dt,
+        (Some(a), Some(b)) => {
+            let speeds_m = (a + b) / 2.0 / 3.6 * dt;
+            straight_m + (speeds_m - straight_m) * (SPEEDS_HOLD_S / dt).min(1.0)
+        }
         _ => straight_m,
     }
 }

@@ -417,3 +417,59 @@ fn a_multipath_throw_along_the_street_is_held_not_driven_to() {
         .zip(&matched.points[100..106])
         .all(|(_, m)| m.is_none()));
 }
+
+/// A sweeper slowing (1 m/s) into a dead end falls silent for a minute, U-turns there and is
+/// next seen past the junction at 13 km/h. The mean of the speeds at the silence's ends
+/// (141 m in 60 s) sent it once round the block beside the junction (190 m) instead of back
+/// out of the dead end (61 m): the speeds at the ends of a silence say little of the drive
+/// within it, so the expected length leans on the straight line there.
+#[test]
+fn a_u_turn_in_a_silence_is_not_a_loop_round_the_block() {
+    // 0 junction, 1 the dead end 50 m west, 2 east; a triangle block north of the junction.
+    let net = network(
+        &[
+            (0.0, 0.0),
+            (-50.0, 0.0),
+            (100.0, 0.0),
+            (-20.0, 40.0),
+            (20.0, 40.0),
+        ],
+        &[
+            (0, 1, false),
+            (0, 2, false),
+            (0, 3, false),
+            (3, 4, false),
+            (4, 0, false),
+        ],
+    );
+    let plane = Plane::new(ORIGIN.0, ORIGIN.1);
+    let fix = |time_s: f64, x: f64, heading_deg: f64, speed_kmh: f64| {
+        let (lon, lat) = plane.to_lon_lat([x, 0.0]);
+        Observation {
+            time_s,
+            lon,
+            lat,
+            heading_deg: Some(heading_deg),
+            speed_kmh: Some(speed_kmh),
+            hdop: Some(1.0),
+        }
+    };
+    let mut fixes: Vec<Observation> = (0..15)
+        .map(|i| fix(i as f64, -30.0 - i as f64, 270.0, 3.8))
+        .collect();
+    fixes.extend((0..10).map(|i| fix(74.0 + i as f64, 5.0 + 3.7 * i as f64, 90.0, 13.2)));
+    let matched = Matcher::new(&net, MatchConfig::default()).match_trace(&fixes);
+    assert_legs_connect(&net, &matched);
+    assert!(
+        matched.traversals.iter().all(|t| t.segment <= 1),
+        "round the block: {:?}",
+        matched.traversals
+    );
+    let driven_m: f64 = matched.traversals.iter().map(|t| t.to_m - t.from_m).sum();
+    // 14 m seen, 6 m to the dead end and 50 m back, 38 m seen past the junction.
+    assert!(
+        (driven_m - 108.0).abs() < 5.0,
+        "{driven_m} m: {:?}",
+        matched.traversals
+    );
+}

@@ -6,7 +6,7 @@ use cleanfleet_model::{DeviceKind, WorkState};
 use cleanfleet_roads::RoadNetwork;
 use serde::{Deserialize, Serialize};
 
-use crate::matcher::{Leg, MatchedTrace};
+use crate::matcher::{Leg, MatchedTrace, SPEEDS_HOLD_S};
 use crate::router::{Edge, Router};
 use crate::rules::CoverageRules;
 
@@ -496,10 +496,6 @@ fn avoidable(
     router.search_avoiding(network, source, budget_m, Some(avoid));
     router.distance_m(target).is_some()
 }
-
-/// Reported speeds say how far a vehicle drove between fixes this close in time; across a
-/// longer silence it may have driven faster in between.
-const SPEEDS_HOLD_S: f64 = 10.0;
 
 /// Stretches this close continue a pass (rounding at the seams of legs).
 const CONTIGUOUS_M: f64 = 0.5;

@@ -144,6 +144,23 @@ impl TruthStretch {
     pub fn length_m(&self) -> f64 {
         self.to_m - self.from_m
     }
+
+    /// The part of it driven from `start_s` to `end_s`, places interpolated by time (as the
+    /// truth interpolates times by place); `None` when that is no time at all.
+    pub fn between(&self, start_s: f64, end_s: f64) -> Option<TruthStretch> {
+        let duration_s = self.end_s - self.start_s;
+        if end_s <= start_s || duration_s <= 0.0 {
+            return None;
+        }
+        let at_m = |t: f64| self.from_m + self.length_m() * ((t - self.start_s) / duration_s);
+        Some(TruthStretch {
+            from_m: at_m(start_s),
+            to_m: at_m(end_s),
+            start_s,
+            end_s,
+            ..*self
+        })
+    }
 }
 
 /// One vehicle's shift: what it sent and what it did.
