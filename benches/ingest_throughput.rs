@@ -35,13 +35,17 @@ fn batch_payload(device: &str, first: u64, count: u64, base_s: i64) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Publish `messages` batches of `per_message` fixes as device `device`, 100 in flight.
-async fn publish(broker: std::net::SocketAddr, device: String, messages: u64, per_message: u64) {
-    let mut options = MqttOptions::new(
-        format!("bench-{device}"),
-        broker.ip().to_string(),
-        broker.port(),
-    );
+/// Publish `messages` batches of `per_message` fixes as device `device` (logged in with
+/// `secret`), 100 in flight.
+async fn publish(
+    broker: std::net::SocketAddr,
+    device: String,
+    secret: String,
+    messages: u64,
+    per_message: u64,
+) {
+    let mut options = MqttOptions::new(device.clone(), broker.ip().to_string(), broker.port());
+    options.set_credentials(device.clone(), secret);
     options.set_max_packet_size(1 << 20, 1 << 20);
     options.set_inflight(100);
     let (client, mut eventloop) = AsyncClient::new(options, 200);
@@ -87,14 +91,22 @@ async fn run(total_fixes: u64, per_message: u64, clients: u64) {
     let broker = stack.broker_addr.unwrap();
     stack.ingest_ready(Duration::from_secs(30)).await.unwrap();
 
+    let sweeper = cleanfleet_identity::Role::Device(cleanfleet_model::DeviceKind::Sweeper);
+    let devices = (0..clients).map(|c| (sweeper, format!("sw-{c:03}")));
+    let secrets =
+        cleanfleet::devices::provision(stack.store.as_ref(), devices, jiff::Timestamp::now())
+            .await
+            .unwrap();
     let messages_per_client = total_fixes / per_message / clients;
     let total = messages_per_client * per_message * clients;
     let started = Instant::now();
     let publishers: Vec<_> = (0..clients)
         .map(|c| {
+            let device = format!("sw-{c:03}");
             tokio::spawn(publish(
                 broker,
-                format!("sw-{c:03}"),
+                device.clone(),
+                secrets[&device].clone(),
                 messages_per_client,
                 per_message,
             ))

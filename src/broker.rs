@@ -1,76 +1,110 @@
-//! The embedded MQTT broker (rumqttd) for the single-machine default.
+//! The embedded MQTT broker (`cleanfleet-broker`), logging clients in against the store's
+//! credentials.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context};
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use async_trait::async_trait;
+use cleanfleet_broker::{AuthUnavailable, Authenticator, BrokerConfig, BrokerHandle};
+use cleanfleet_identity::{verify_secret, Principal, Role};
+use cleanfleet_store::CredentialStore;
 
-use crate::config::EmbeddedBrokerConfig;
-
-/// Start the broker on its own threads and wait until it accepts connections. It runs until
-/// the process exits: ingest and devices disconnect from it during an ordered shutdown.
-pub fn start(config: &EmbeddedBrokerConfig) -> anyhow::Result<SocketAddr> {
-    let listen = free_port(config.listen)?;
-    let server = ServerSettings {
-        name: "v4-1".into(),
-        listen,
-        tls: None,
-        next_connection_delay_ms: 0,
-        connections: ConnectionSettings {
-            connection_timeout_ms: 60_000,
-            max_payload_size: config.max_payload_bytes,
-            max_inflight_count: config.max_inflight,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        },
-    };
-    let broker_config = Config {
-        id: 0,
-        router: RouterConfig {
-            max_connections: config.max_connections,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 100 * 1024 * 1024,
-            max_segment_count: 10,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        },
-        v4: Some(HashMap::from([("v4-1".to_owned(), server)])),
-        ..Default::default()
-    };
-    let mut broker = Broker::new(broker_config);
-    std::thread::Builder::new()
-        .name("mqtt-broker".into())
-        .spawn(move || {
-            if let Err(e) = broker.start() {
-                tracing::error!(error = %e, "embedded MQTT broker stopped");
-            }
-        })
-        .context("cannot start the broker thread")?;
-    wait_until_listening(listen)?;
-    tracing::info!(%listen, "embedded MQTT broker listening");
-    Ok(listen)
+/// The ingest service running in the same process: it logs in with a secret made for this
+/// run, which is never stored.
+#[derive(Clone)]
+pub struct LocalService {
+    pub username: String,
+    pub secret: String,
 }
 
-/// rumqttd binds inside its own thread and reports neither the port it got nor a failure to
-/// bind: check the address is free (and pick a port for port 0) first.
-fn free_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).with_context(|| {
-        format!("cannot listen on {addr} for MQTT (is another broker running?)")
-    })?;
-    Ok(listener.local_addr()?)
-}
-
-fn wait_until_listening(addr: SocketAddr) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
+impl LocalService {
+    /// `username` (a service name) with a fresh secret.
+    pub fn ingest(username: &str) -> Self {
+        LocalService {
+            username: username.to_owned(),
+            secret: cleanfleet_identity::new_secret(),
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    bail!("the embedded MQTT broker did not start listening on {addr} (is the port taken?)")
+}
+
+/// Logs in the store's live credentials, and the in-process ingest.
+pub struct StoreAuthenticator<S> {
+    store: Arc<S>,
+    local: Option<LocalService>,
+    /// Per username, the password that last matched and the hash it matched: the broker
+    /// checks every live connection again each minute, and an unchanged hash needs no
+    /// second PBKDF2 (10,000 devices would cost seconds of CPU a minute).
+    verified: Mutex<HashMap<String, (String, String)>>,
+}
+
+impl<S> StoreAuthenticator<S> {
+    pub fn new(store: Arc<S>, local: Option<LocalService>) -> Self {
+        StoreAuthenticator {
+            store,
+            local,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn known(&self, username: &str, password: &str, hash: &str) -> bool {
+        let verified = self.verified.lock().expect("cache lock poisoned");
+        verified
+            .get(username)
+            .is_some_and(|(p, h)| p == password && h == hash)
+    }
+}
+
+#[async_trait]
+impl<S: CredentialStore> Authenticator for StoreAuthenticator<S> {
+    async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Principal>, AuthUnavailable> {
+        if let Some(local) = self.local.as_ref().filter(|l| l.username == username) {
+            if local.secret == password {
+                return Ok(Some(Principal {
+                    username: username.to_owned(),
+                    role: Role::Ingest,
+                }));
+            }
+        }
+        let record = self
+            .store
+            .credential(username)
+            .await
+            .map_err(|e| AuthUnavailable(e.to_string()))?;
+        let Some(record) = record.filter(|r| r.revoked_at.is_none()) else {
+            return Ok(None);
+        };
+        let valid = self.known(username, password, &record.secret_hash) || {
+            let (secret, hash) = (password.to_owned(), record.secret_hash.clone());
+            // PBKDF2 is deliberate work: off the async threads.
+            let valid = tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
+                .await
+                .map_err(|e| AuthUnavailable(e.to_string()))?;
+            if valid {
+                self.verified.lock().expect("cache lock poisoned").insert(
+                    username.to_owned(),
+                    (password.to_owned(), record.secret_hash.clone()),
+                );
+            }
+            valid
+        };
+        Ok(valid.then_some(Principal {
+            username: record.username,
+            role: record.role,
+        }))
+    }
+}
+
+/// Starts the broker on the current runtime; it runs until the handle is dropped.
+pub async fn start<S: CredentialStore>(
+    config: &BrokerConfig,
+    store: Arc<S>,
+    local: Option<LocalService>,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<BrokerHandle> {
+    let authenticator = Arc::new(StoreAuthenticator::new(store, local));
+    Ok(cleanfleet_broker::start(config.clone(), authenticator, registry).await?)
 }

@@ -2,7 +2,6 @@
 //! environment overrides: `CLEANFLEET__SECTION__KEY=value` sets `[section] key = value`
 //! (the value is read as TOML, falling back to a string).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use cleanfleet_api::ApiConfig;
@@ -22,13 +21,12 @@ pub const ENV_PREFIX: &str = "CLEANFLEET__";
 pub struct Config {
     /// Where the embedded store and other state live. Default `data`.
     pub data_dir: DataDir,
-    /// `tracing` filter (overridden by `RUST_LOG`). The default silences the two rumqttd
-    /// targets that log ERROR on every normal disconnect.
+    /// `tracing` filter (overridden by `RUST_LOG`). Default `info`.
     pub log: LogFilter,
     /// The broker that ingest and the simulator connect to.
     pub broker: BrokerConfig,
     /// The in-process broker started by `demo` and `broker`.
-    pub embedded_broker: EmbeddedBrokerConfig,
+    pub embedded_broker: cleanfleet_broker::BrokerConfig,
     pub ingest: IngestConfig,
     pub store: StoreConfig,
     pub api: ApiConfig,
@@ -78,34 +76,7 @@ pub struct LogFilter(pub String);
 
 impl Default for LogFilter {
     fn default() -> Self {
-        LogFilter(
-            "info,rumqttd=warn,rumqttd::server::broker=off,rumqttd::router::routing=off".into(),
-        )
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EmbeddedBrokerConfig {
-    /// Default `127.0.0.1:1883`.
-    pub listen: SocketAddr,
-    /// Default 10100: a 10,000-device fleet plus ingest and tools.
-    pub max_connections: usize,
-    /// Larger publishes are refused by the broker. Default 1048576 (1 MiB); ingest itself
-    /// dead-letters anything above `[ingest] max_payload_bytes`.
-    pub max_payload_bytes: usize,
-    /// Unacknowledged QoS 1 messages per connection. Default 100.
-    pub max_inflight: usize,
-}
-
-impl Default for EmbeddedBrokerConfig {
-    fn default() -> Self {
-        EmbeddedBrokerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
-            max_connections: 10_100,
-            max_payload_bytes: 1024 * 1024,
-            max_inflight: 100,
-        }
+        LogFilter("info".into())
     }
 }
 

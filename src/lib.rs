@@ -4,6 +4,10 @@
 pub mod broker;
 pub mod config;
 pub mod coverage;
+pub mod devices;
 mod stack;
 
-pub use stack::{demo, load_network, run_load, run_sim, wait_for_shutdown_signal, Parts, Stack};
+pub use stack::{
+    demo, load_network, open_store, run_load, run_sim, wait_for_shutdown_signal, Parts, Stack,
+    INGEST_USERNAME,
+};

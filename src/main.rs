@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cleanfleet::config::Config;
 use cleanfleet::{Parts, Stack};
+use cleanfleet_store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -56,6 +57,10 @@ enum Command {
         fixes_per_message: Option<u32>,
         #[arg(long)]
         duration_s: Option<f64>,
+        /// Issue (or renew) the load devices' credentials in this config's store first, for
+        /// a run against the embedded broker on the same store.
+        #[arg(long)]
+        provision: bool,
     },
     /// Match a track file to the roads and cut it into passes as the coverage stage would
     /// (with `[coverage]`'s matcher and rules); prints JSON: a summary, each fix's place,
@@ -75,8 +80,50 @@ enum Command {
         /// or GeoJSON points with a time property.
         track: PathBuf,
     },
+    /// Device credentials for the MQTT broker, in the store of `data_dir`. A secret is
+    /// printed once, as `device_id:secret` (what the device's firmware is given), and only
+    /// its hash is kept.
+    Devices {
+        #[command(subcommand)]
+        command: DevicesCommand,
+    },
     /// Check the configuration and print it with every default filled in.
     CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum DevicesCommand {
+    /// Issue credentials: prints `id:secret` per device.
+    Add {
+        /// A device kind (sweeper, washer_sweeper, flusher, sprinkler, collection_truck,
+        /// wearable, bin, toilet, weighbridge, scale), or `ingest` for the ingest service
+        /// (its name must start with `cleanfleet-`).
+        #[arg(long)]
+        role: String,
+        /// Device ids (or the service's name).
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Every credential: id, role, issued, rotated, revoked.
+    List,
+    /// New secrets for live credentials (the old ones stop working at once); prints
+    /// `id:secret` per device.
+    Rotate {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Revoke credentials for good: their devices are refused, their connections closed.
+    Revoke {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Print a Mosquitto password file of the live credentials (`password_file` of
+    /// deploy/mosquitto.conf): the same hashes, so the same secrets log in there.
+    MosquittoPasswd,
+    /// Print a Mosquitto ACL file (`acl_file` of deploy/mosquitto.conf) of the live
+    /// credentials: each device writes only its own topics, ingest services read the data
+    /// topics, nobody else reads anything.
+    MosquittoAcl,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,6 +140,72 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(run(cli.command, config))
+}
+
+async fn devices(command: DevicesCommand, config: &Config) -> anyhow::Result<()> {
+    use cleanfleet::devices;
+    use cleanfleet_identity::{mosquitto_password_line, secrets_line, Role};
+    use cleanfleet_store::CredentialStore;
+    let store = cleanfleet::open_store(config)?;
+    let now = jiff::Timestamp::now();
+    match command {
+        DevicesCommand::Add { role, ids } => {
+            let role: Role = role.parse()?;
+            for id in ids {
+                let secret = devices::add(&store, role, &id, now)
+                    .await
+                    .with_context(|| format!("cannot issue a credential for {id:?}"))?;
+                println!("{}", secrets_line(&id, &secret));
+            }
+        }
+        DevicesCommand::List => {
+            println!(
+                "{:<24} {:<18} {:<26} {:<26} revoked",
+                "id", "role", "issued", "rotated"
+            );
+            for c in store.credentials().await? {
+                let revoked = c.revoked_at.map_or("-".to_owned(), |t| t.to_string());
+                println!(
+                    "{:<24} {:<18} {:<26} {:<26} {revoked}",
+                    c.username,
+                    c.role.as_str(),
+                    c.issued_at.to_string(),
+                    c.rotated_at.to_string()
+                );
+            }
+        }
+        DevicesCommand::Rotate { ids } => {
+            for id in ids {
+                let secret = devices::rotate(&store, &id, now).await?;
+                println!("{}", secrets_line(&id, &secret));
+            }
+        }
+        DevicesCommand::Revoke { ids } => {
+            for id in ids {
+                devices::revoke(&store, &id, now).await?;
+                eprintln!("{id}: revoked");
+            }
+        }
+        DevicesCommand::MosquittoAcl => {
+            let live: Vec<(String, Role)> = store
+                .credentials()
+                .await?
+                .into_iter()
+                .filter(|c| c.revoked_at.is_none())
+                .map(|c| (c.username, c.role))
+                .collect();
+            print!("{}", cleanfleet_identity::mosquitto_acl(&live));
+        }
+        DevicesCommand::MosquittoPasswd => {
+            for c in store.credentials().await? {
+                if c.revoked_at.is_none() {
+                    println!("{}", mosquitto_password_line(&c.username, &c.secret_hash));
+                }
+            }
+        }
+    }
+    store.close().await?;
+    Ok(())
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
@@ -120,12 +233,21 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             interval_s,
             fixes_per_message,
             duration_s,
+            provision,
         } => {
             let mut load = config.load.clone();
             load.devices = devices.unwrap_or(load.devices);
             load.message_interval_s = interval_s.unwrap_or(load.message_interval_s);
             load.fixes_per_message = fixes_per_message.unwrap_or(load.fixes_per_message);
             load.duration_s = duration_s.unwrap_or(load.duration_s);
+            if provision {
+                let store = cleanfleet::open_store(&config)?;
+                let kind = cleanfleet_identity::Role::Device(cleanfleet_sim::LOAD_DEVICE_KIND);
+                let devices = cleanfleet_sim::load_device_ids(load.devices).map(|id| (kind, id));
+                load.secrets =
+                    cleanfleet::devices::provision(&store, devices, jiff::Timestamp::now()).await?;
+                store.close().await?;
+            }
             let fixes_per_message = f64::from(load.fixes_per_message);
             let report = cleanfleet::run_load(&config, load, shutdown).await?;
             println!(
@@ -175,17 +297,17 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{result:#}");
             Ok(())
         }
+        Command::Devices { command } => devices(command, &config).await,
         Command::CheckConfig => {
             println!("{config:#?}");
             Ok(())
         }
-        Command::Broker => {
-            cleanfleet::broker::start(&config.embedded_broker)?;
-            shutdown.cancelled().await;
-            Ok(())
-        }
-        Command::Ingest | Command::Api | Command::Coverage => {
+        Command::Broker | Command::Ingest | Command::Api | Command::Coverage => {
             let parts = match command {
+                Command::Broker => Parts {
+                    embedded_broker: true,
+                    ..Parts::NONE
+                },
                 Command::Ingest => Parts {
                     ingest: true,
                     ..Parts::NONE

@@ -16,6 +16,17 @@ use tracing::{info, warn};
 
 use crate::config::{Config, RoadsConfig};
 
+/// The store of `[store]` / `data_dir`, created if need be.
+pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    let mut sqlite = SqliteConfig::new(config.sqlite_path());
+    sqlite.synchronous = config.store.synchronous;
+    SqliteStore::open(sqlite)
+        .with_context(|| format!("cannot open the store {}", config.sqlite_path().display()))
+}
+
+/// The username of ingest's service credential unless `[broker] username` says otherwise.
+pub const INGEST_USERNAME: &str = "cleanfleet-ingest";
+
 /// Which stages run in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parts {
@@ -44,6 +55,7 @@ impl Parts {
 /// The running stages of one process.
 pub struct Stack {
     pub broker_addr: Option<SocketAddr>,
+    broker: Option<cleanfleet_broker::BrokerHandle>,
     pub api_addr: Option<SocketAddr>,
     pub ingest_metrics: Option<IngestMetrics>,
     pub store: Arc<SqliteStore>,
@@ -99,20 +111,28 @@ impl Stack {
         parts: Parts,
         roads: Option<(Arc<RoadNetwork>, Arc<Zones>)>,
     ) -> anyhow::Result<Stack> {
-        let broker_addr = if parts.embedded_broker {
-            let addr = crate::broker::start(&config.embedded_broker)?;
-            config.broker.url = format!("mqtt://{addr}");
-            Some(addr)
+        let store = Arc::new(open_store(&config)?);
+        info!(path = %store.path().display(), "store open");
+        let registry = prometheus::Registry::new();
+        let broker = if parts.embedded_broker {
+            // Ingest beside the broker logs in with a secret made for this run.
+            let local = parts.ingest.then(|| {
+                let service = crate::broker::LocalService::ingest(
+                    config.broker.username.as_deref().unwrap_or(INGEST_USERNAME),
+                );
+                config.broker.username = Some(service.username.clone());
+                config.broker.password = Some(service.secret.clone());
+                service
+            });
+            let handle =
+                crate::broker::start(&config.embedded_broker, store.clone(), local, &registry)
+                    .await?;
+            config.broker.url = format!("mqtt://{}", handle.local_addr());
+            Some(handle)
         } else {
             None
         };
-        let mut sqlite = SqliteConfig::new(config.sqlite_path());
-        sqlite.synchronous = config.store.synchronous;
-        let store = Arc::new(SqliteStore::open(sqlite).with_context(|| {
-            format!("cannot open the store {}", config.sqlite_path().display())
-        })?);
-        info!(path = %store.path().display(), "store open");
-        let registry = prometheus::Registry::new();
+        let broker_addr = broker.as_ref().map(|b| b.local_addr());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let failed = CancellationToken::new();
         if parts.coverage || parts.api {
@@ -180,6 +200,7 @@ impl Stack {
                         config.coverage.time_zone
                     )
                 })?;
+            config.api.connections.check().map_err(anyhow::Error::msg)?;
             config
                 .bins
                 .check()
@@ -227,8 +248,9 @@ impl Stack {
             let router = cleanfleet_api::router(state.clone(), &config.api.auth)?;
             let token = CancellationToken::new();
             let serve_token = token.clone();
+            let (limits, registry) = (config.api.connections, state.registry.clone());
             let task = spawn_stage("api", &token, &failed, async move {
-                cleanfleet_api::serve(listener, router, serve_token)
+                cleanfleet_api::serve(listener, router, limits, &registry, serve_token)
                     .await
                     .context("HTTP server failed")
             });
@@ -240,6 +262,7 @@ impl Stack {
 
         Ok(Stack {
             broker_addr,
+            broker,
             api_addr,
             ingest_metrics,
             store,
@@ -283,6 +306,20 @@ impl Stack {
     /// when an earlier one failed; the first error is returned.
     pub async fn stop(self) -> anyhow::Result<()> {
         let mut errors = Vec::new();
+        if let Some(broker) = &self.broker {
+            // The embedded broker's queues die with the process: take no more, and let
+            // ingest take what the broker has acknowledged before it stops.
+            broker.close_intake();
+            if self.ingest.is_some() {
+                let left = broker.drained(Duration::from_secs(30)).await;
+                if left > 0 {
+                    warn!(
+                        bytes = left,
+                        "ingest did not take everything the broker held within 30 s"
+                    );
+                }
+            }
+        }
         for (name, stage) in [("ingest", self.ingest), ("coverage", self.coverage)] {
             if let Some((token, task)) = stage {
                 token.cancel();
@@ -536,6 +573,20 @@ pub async fn demo(mut config: Config, shutdown: CancellationToken) -> anyhow::Re
         .to_string();
     let mut sim_config = config;
     sim_config.broker.url = format!("mqtt://{broker}");
+    // The demo owns its fleet: each device gets a credential (a new secret every run).
+    let fleet = sim_config
+        .sim
+        .fleet
+        .devices()
+        .into_iter()
+        .map(|(kind, id)| (cleanfleet_identity::Role::Device(kind), id));
+    match crate::devices::provision(stack.store.as_ref(), fleet, jiff::Timestamp::now()).await {
+        Ok(secrets) => sim_config.sim.secrets = secrets,
+        Err(e) => {
+            stack.stop().await?;
+            return Err(e.context("cannot issue the simulated fleet's credentials"));
+        }
+    }
     let sim_stop = CancellationToken::new();
     let mut sim = tokio::spawn(run_sim(sim_config, network, sim_stop.clone()));
     let reports = tokio::spawn(report_contractors(
@@ -557,7 +608,10 @@ pub async fn demo(mut config: Config, shutdown: CancellationToken) -> anyhow::Re
          api http://{api}/api/v1/dead-letters\n  \
          curl http://{api}/metrics\n  \
          OpenAPI: http://{api}/api/v1/openapi.json\n  \
-         MQTT: mosquitto_sub -h {host} -p {port} -t 'cleanfleet/#' -v\n\
+         MQTT at {host}:{port}: every device logs in as itself; a new one needs a credential,\n  \
+           cleanfleet devices add --role sweeper sw-99   (prints sw-99:SECRET), then\n  \
+           mosquitto_pub -h {host} -p {port} -i sw-99 -u sw-99 -P SECRET -q 1 \\\n  \
+             -t cleanfleet/v1/sweeper/sw-99/status -m '{{\"state\":\"online\"}}'\n\
          Ctrl-C stops it without losing anything.",
 
         host = broker.ip(),

@@ -42,7 +42,7 @@ async fn every_endpoint_needs_a_token_and_each_role_gets_its_share() {
     let api = stack.api_addr.unwrap();
     // A little data: fixes of acme's sweeper sw-01 and green's sw-02, and of ct-09 that no
     // section lists, so that devices and tracks exist.
-    let mut publisher = Publisher::connect(stack.broker_addr.unwrap(), "auth-test").await;
+    let mut publisher = Publisher::for_stack(&stack);
     for device in ["sw-01", "sw-02", "ct-09"] {
         publisher
             .publish(&fixes_topic(device), fix_batch(device, 0, 50))

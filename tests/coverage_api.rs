@@ -48,6 +48,7 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
         flushers: 1,
         ..cleanfleet_sim::FleetMix::NONE
     };
+    issue_fleet_secrets(&stack.store, &mut config).await;
     let stop = CancellationToken::new();
     let network = Arc::new(RoadNetwork::demo());
     let sim = tokio::spawn(cleanfleet::run_sim(config.clone(), network, stop.clone()));

@@ -8,6 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cleanfleet_store::{SqliteConfig, SqliteStore, Store};
@@ -16,9 +17,10 @@ use common::*;
 const MESSAGES: u64 = 600;
 const FIXES_PER_MESSAGE: u64 = 10;
 
-fn spawn_ingest(broker: SocketAddr, data_dir: &Path) -> KillOnDrop {
+fn spawn_ingest(broker: SocketAddr, data_dir: &Path, login: &[(&str, String)]) -> KillOnDrop {
     // Small batches: many commits, so the kill lands between and inside them.
-    let env = [("CLEANFLEET__INGEST__BATCH_MAX_MESSAGES", "8")];
+    let mut env = vec![("CLEANFLEET__INGEST__BATCH_MAX_MESSAGES", "8".to_owned())];
+    env.extend(login.iter().cloned());
     spawn_stage("ingest", broker, data_dir, &env, Stdio::inherit())
 }
 
@@ -39,19 +41,22 @@ async fn stored_stream_fixes(store: &SqliteStore) -> u64 {
     stream_fixes(store).await.len() as u64
 }
 
-async fn kill_ingest_mid_stream_and_restart(broker: SocketAddr) {
-    let dir = tempfile::tempdir().unwrap();
-    let ingest = spawn_ingest(broker, dir.path());
-    let store_path = dir.path().join("cleanfleet.sqlite");
-    let store = eventually(
-        "the ingest process to create its store",
-        Duration::from_secs(20),
-        || async { SqliteStore::open(SqliteConfig::new(&store_path)).ok() },
-    )
-    .await;
+/// The store of the ingest processes that `dir` will hold.
+fn open_store(dir: &Path) -> Arc<SqliteStore> {
+    Arc::new(SqliteStore::open(SqliteConfig::new(dir.join("cleanfleet.sqlite"))).unwrap())
+}
+
+async fn kill_ingest_mid_stream_and_restart(
+    broker: SocketAddr,
+    dir: &Path,
+    store: Arc<SqliteStore>,
+    logins: Logins,
+    login: Vec<(&'static str, String)>,
+) {
+    let ingest = spawn_ingest(broker, dir, &login);
     // The broker drops what is published before ingest's first SUBSCRIBE: wait until a
     // sentinel from another device gets through, as it would in a running deployment.
-    let mut sentinel = Publisher::connect(broker, "dev-sentinel").await;
+    let mut sentinel = Publisher::new(broker, logins.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     for attempt in 1.. {
         let payload = fix_batch("sentinel", attempt, 1);
@@ -74,7 +79,7 @@ async fn kill_ingest_mid_stream_and_restart(broker: SocketAddr) {
         })
         .collect();
     let publisher = tokio::spawn(async move {
-        let mut publisher = Publisher::connect(broker, "dev-crash").await;
+        let mut publisher = Publisher::new(broker, logins);
         for chunk in messages.chunks(20) {
             publisher.publish_all(chunk).await;
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -88,7 +93,7 @@ async fn kill_ingest_mid_stream_and_restart(broker: SocketAddr) {
     let mut kills = Vec::new();
     for share in [0.1, 0.2, 0.35, 0.5, 0.6, 0.75] {
         if ingest.is_none() {
-            ingest = Some(spawn_ingest(broker, dir.path()));
+            ingest = Some(spawn_ingest(broker, dir, &login));
         }
         let target = (total as f64 * share) as u64;
         let at = eventually(
@@ -112,7 +117,7 @@ async fn kill_ingest_mid_stream_and_restart(broker: SocketAddr) {
     // The device keeps publishing while ingest is down; the broker holds the messages.
     publisher.await.unwrap();
     let while_down = stored_stream_fixes(&store).await;
-    let restarted = spawn_ingest(broker, dir.path());
+    let restarted = spawn_ingest(broker, dir, &login);
     let mut last = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while last != total {
@@ -137,12 +142,12 @@ async fn kill_ingest_mid_stream_and_restart(broker: SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_ingest_loses_nothing_with_the_embedded_broker() {
-    let config = cleanfleet::config::EmbeddedBrokerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..Default::default()
-    };
-    let broker = cleanfleet::broker::start(&config).unwrap();
-    kill_ingest_mid_stream_and_restart(broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let broker = start_broker(store.clone()).await;
+    let login = ingest_login(&store).await;
+    let logins = Logins::Store(store.clone());
+    kill_ingest_mid_stream_and_restart(broker.local_addr(), dir.path(), store, logins, login).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,5 +156,13 @@ async fn killed_ingest_loses_nothing_with_mosquitto() {
     let Some(mosquitto) = Mosquitto::start(dir.path(), "allow_anonymous true").await else {
         return;
     };
-    kill_ingest_mid_stream_and_restart(mosquitto.addr).await;
+    let store = open_store(dir.path());
+    kill_ingest_mid_stream_and_restart(
+        mosquitto.addr,
+        dir.path(),
+        store,
+        Logins::Anonymous,
+        vec![],
+    )
+    .await;
 }

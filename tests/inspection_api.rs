@@ -46,6 +46,7 @@ async fn samples_become_road_results_with_their_cleaning() {
         scales: 2,
         ..cleanfleet_sim::FleetMix::NONE
     };
+    issue_fleet_secrets(&stack.store, &mut config).await;
     let stop = CancellationToken::new();
     let sim = tokio::spawn(cleanfleet::run_sim(
         config.clone(),
@@ -461,7 +462,7 @@ async fn late_answers_to_bin_overflows_cost_the_bins_contractor() {
         // Overflowing for 10 minutes: not late yet.
         ("bin-003", 290, 0.9),
     ];
-    let mut publisher = Publisher::connect(stack.broker_addr.unwrap(), "bins-test").await;
+    let mut publisher = Publisher::for_stack(&stack);
     for (bin, minutes, fill) in readings {
         publisher
             .publish(

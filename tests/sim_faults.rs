@@ -21,13 +21,13 @@ async fn faulty_fleet_is_stored_exactly_once() {
     let truth_path = dir.path().join("truth.jsonl");
     config.sim.backfill = jiff::SignedDuration::from_mins(40);
     config.sim.truth_path = Some(truth_path.clone());
-    config.sim.client_id_prefix = "faulty".into();
     let faults = &mut config.sim.faults;
     faults.duplicate_rate = 0.2;
     faults.offline_rate_per_hour = 6.0;
     faults.offline_duration_s = 300.0;
     faults.clock_skew_s = 10.0;
     faults.multipath_jump_rate = 0.02;
+    issue_fleet_secrets(&stack.store, &mut config).await;
 
     let stop = CancellationToken::new();
     let sim = tokio::spawn(cleanfleet::run_sim(
@@ -83,22 +83,21 @@ async fn faulty_fleet_is_stored_exactly_once() {
     stack.stop().await.unwrap();
 }
 
-/// A broker that requires a password (mosquitto with a password file) takes the simulated
-/// devices' messages with the right credentials and none with a wrong password.
+/// Credentials issued with `cleanfleet devices add` log the simulated devices in to a
+/// Mosquitto that reads `cleanfleet devices mosquitto-passwd`'s password file (the same
+/// PBKDF2 hashes); wrong secrets are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulator_presents_its_credentials() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(passwd) = external_program("mosquitto_passwd") else {
-        return;
-    };
+    let cleanfleet = |args: &[&str]| cleanfleet_cli(dir.path(), args);
+    let mut secrets = cleanfleet(&["devices", "add", "--role", "sweeper", "sw-01"]);
+    secrets += &cleanfleet(&["devices", "add", "--role", "bin", "bin-001"]);
+    let secrets_file = dir.path().join("fleet.secrets");
+    std::fs::write(&secrets_file, &secrets).unwrap();
+    let wrong_file = dir.path().join("wrong.secrets");
+    std::fs::write(&wrong_file, "sw-01:wrong\nbin-001:wrong\n").unwrap();
     let passwords = dir.path().join("passwords");
-    let status = std::process::Command::new(passwd)
-        .args(["-c", "-b"])
-        .arg(&passwords)
-        .args(["fleet", "s3cret"])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    std::fs::write(&passwords, cleanfleet(&["devices", "mosquitto-passwd"])).unwrap();
     let extra = format!(
         "allow_anonymous false\npassword_file {}",
         passwords.display()
@@ -107,11 +106,10 @@ async fn simulator_presents_its_credentials() {
         return;
     };
 
-    let simulate = |password: &str| {
+    let simulate = |secrets: &std::path::Path| {
         let mut config = test_config(dir.path());
         config.broker.url = format!("mqtt://{}", mosquitto.addr);
-        config.sim.username = Some("fleet".into());
-        config.sim.password = Some(password.into());
+        config.sim.credentials_file = Some(secrets.to_owned());
         config.sim.backfill = jiff::SignedDuration::from_mins(5);
         config.sim.fleet = cleanfleet_sim::FleetMix {
             sweepers: 1,
@@ -130,12 +128,12 @@ async fn simulator_presents_its_credentials() {
             sim.await.unwrap().unwrap()
         }
     };
-    let accepted = simulate("s3cret").await;
+    let accepted = simulate(&secrets_file).await;
     assert!(
         accepted.messages_acked >= 30,
         "5 min of fixes in batches of 10 and a birth each: {accepted:?}"
     );
-    let refused = simulate("wrong").await;
+    let refused = simulate(&wrong_file).await;
     assert_eq!(refused.messages_acked, 0, "{refused:?}");
     assert!(refused.connection_errors > 0, "{refused:?}");
 }
@@ -276,7 +274,6 @@ async fn fleet_and_ingest_talk_tls() {
 
     // Without the CA the broker's certificate is not trusted: the simulator never connects.
     config.broker.ca_file = None;
-    config.sim.client_id_prefix = "untrusting".into();
     let stop = CancellationToken::new();
     let sim = tokio::spawn(cleanfleet::run_sim(
         config,

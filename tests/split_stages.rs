@@ -8,6 +8,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cleanfleet_store::{SqliteConfig, SqliteStore, Store};
@@ -17,39 +18,40 @@ const DEVICES: u64 = 12;
 const MESSAGES_PER_DEVICE: u64 = 120;
 const FIXES_PER_MESSAGE: u64 = 5;
 
-fn spawn(stage: &str, broker: SocketAddr, data_dir: &Path, log: &Path) -> KillOnDrop {
+fn spawn(
+    stage: &str,
+    broker: SocketAddr,
+    data_dir: &Path,
+    log: &Path,
+    login: &[(&'static str, String)],
+) -> KillOnDrop {
     // Many small commits, and a coverage stage that looks often: the two collide.
-    let env = [
-        ("CLEANFLEET__INGEST__BATCH_MAX_MESSAGES", "4"),
-        ("CLEANFLEET__COVERAGE__POLL_INTERVAL_S", "0.1"),
+    let mut env = vec![
+        ("CLEANFLEET__INGEST__BATCH_MAX_MESSAGES", "4".to_owned()),
+        ("CLEANFLEET__COVERAGE__POLL_INTERVAL_S", "0.1".to_owned()),
     ];
+    env.extend(login.iter().cloned());
     let log = std::fs::File::create(log).unwrap();
     spawn_stage(stage, broker, data_dir, &env, log.into())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_and_coverage_processes_write_at_once_and_both_live() {
-    let config = cleanfleet::config::EmbeddedBrokerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..Default::default()
-    };
-    let broker = cleanfleet::broker::start(&config).unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("cleanfleet.sqlite");
+    let store = Arc::new(SqliteStore::open(SqliteConfig::new(&store_path)).unwrap());
+    let broker_handle = start_broker(store.clone()).await;
+    let broker = broker_handle.local_addr();
+    let login = ingest_login(&store).await;
     let (ingest_log, coverage_log) = (
         dir.path().join("ingest.log"),
         dir.path().join("coverage.log"),
     );
-    let mut ingest = spawn("ingest", broker, dir.path(), &ingest_log);
-    let store_path = dir.path().join("cleanfleet.sqlite");
-    let store = eventually(
-        "the ingest process to create its store",
-        Duration::from_secs(20),
-        || async { SqliteStore::open(SqliteConfig::new(&store_path)).ok() },
-    )
-    .await;
-    let mut coverage = spawn("coverage", broker, dir.path(), &coverage_log);
+    let mut ingest = spawn("ingest", broker, dir.path(), &ingest_log, &login);
+    let mut coverage = spawn("coverage", broker, dir.path(), &coverage_log, &[]);
     // Wait until ingest's subscription lets a sentinel through.
-    let mut sentinel = Publisher::connect(broker, "dev-sentinel").await;
+    let logins = Logins::Store(store.clone());
+    let mut sentinel = Publisher::new(broker, logins.clone());
     for attempt in 1.. {
         sentinel
             .publish(&fixes_topic("sentinel"), fix_batch("sentinel", attempt, 1))
@@ -65,9 +67,10 @@ async fn ingest_and_coverage_processes_write_at_once_and_both_live() {
     // Each device drives its own street north, a message every few milliseconds.
     let mut publishers = Vec::new();
     for d in 0..DEVICES {
+        let logins = logins.clone();
         publishers.push(tokio::spawn(async move {
             let device = format!("sw-split-{d}");
-            let mut publisher = Publisher::connect(broker, &format!("dev-{device}")).await;
+            let mut publisher = Publisher::new(broker, logins);
             for m in 0..MESSAGES_PER_DEVICE {
                 let payload = fix_batch(&device, m * FIXES_PER_MESSAGE, FIXES_PER_MESSAGE);
                 publisher.publish(&fixes_topic(&device), payload).await;

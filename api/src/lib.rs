@@ -11,6 +11,7 @@ mod inspection;
 mod matching;
 mod metrics;
 mod routes;
+mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +21,6 @@ use cleanfleet_ingest::IngestMetrics;
 use cleanfleet_model::Clock;
 use cleanfleet_store::Store;
 use serde::Deserialize;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub use auth::{token_sha256, AuthConfig, Principal, Role, TokenConfig};
 pub use brief::{contractor_brief, ContractorBrief};
@@ -29,6 +28,7 @@ pub use coverage::CoverageContext;
 pub use error::{ApiError, ErrorBody};
 pub use metrics::ApiMetrics;
 pub use routes::ApiDoc;
+pub use server::{serve, ConnectionLimits};
 
 /// `[api]` in the config file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -37,6 +37,8 @@ pub struct ApiConfig {
     /// Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
     pub auth: AuthConfig,
+    /// `[api.connections]`: how many at once, and how long a slow client may take.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ApiConfig {
@@ -44,6 +46,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             auth: AuthConfig::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -84,15 +87,4 @@ pub fn router(state: ApiState, auth: &AuthConfig) -> Result<Router, RouterError>
             metrics,
             metrics::track,
         )))
-}
-
-/// Serve until `shutdown` is cancelled, then finish in-flight requests.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
 }

@@ -1,5 +1,7 @@
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use cleanfleet_model::DeviceKind;
 use jiff::SignedDuration;
 use serde::Deserialize;
 
@@ -56,6 +58,64 @@ impl FleetMix {
         wearables: 0,
         scales: 0,
     };
+
+    /// The kinds in the order the fleet registers its devices.
+    pub const KINDS: [DeviceKind; 10] = [
+        DeviceKind::Sweeper,
+        DeviceKind::WasherSweeper,
+        DeviceKind::Flusher,
+        DeviceKind::Sprinkler,
+        DeviceKind::CollectionTruck,
+        DeviceKind::Bin,
+        DeviceKind::Toilet,
+        DeviceKind::Weighbridge,
+        DeviceKind::Wearable,
+        DeviceKind::Scale,
+    ];
+
+    pub fn count(&self, kind: DeviceKind) -> u32 {
+        match kind {
+            DeviceKind::Sweeper => self.sweepers,
+            DeviceKind::WasherSweeper => self.washer_sweepers,
+            DeviceKind::Flusher => self.flushers,
+            DeviceKind::Sprinkler => self.sprinklers,
+            DeviceKind::CollectionTruck => self.collection_trucks,
+            DeviceKind::Bin => self.bins,
+            DeviceKind::Toilet => self.toilets,
+            DeviceKind::Weighbridge => self.weighbridges,
+            DeviceKind::Wearable => self.wearables,
+            DeviceKind::Scale => self.scales,
+        }
+    }
+
+    /// The ids of the fleet's devices of `kind`: `sw-01`, `sw-02`, ... (`bin-001`, ...),
+    /// zero-padded to at least the kind's width.
+    pub fn device_ids(&self, kind: DeviceKind) -> impl Iterator<Item = String> {
+        let (prefix, least_width) = match kind {
+            DeviceKind::Sweeper => ("sw", 2),
+            DeviceKind::WasherSweeper => ("ws", 2),
+            DeviceKind::Flusher => ("fl", 2),
+            DeviceKind::Sprinkler => ("sp", 2),
+            DeviceKind::CollectionTruck => ("ct", 2),
+            DeviceKind::Bin => ("bin", 3),
+            DeviceKind::Toilet => ("wc", 2),
+            DeviceKind::Weighbridge => ("wb", 2),
+            DeviceKind::Wearable => ("cw", 2),
+            DeviceKind::Scale => ("sc", 2),
+        };
+        let count = self.count(kind);
+        let width = least_width.max(count.to_string().len());
+        (1..=count).map(move |n| format!("{prefix}-{n:0width$}"))
+    }
+
+    /// Every device of the fleet with its kind, in registration order: what a city would
+    /// issue credentials for.
+    pub fn devices(&self) -> Vec<(DeviceKind, String)> {
+        Self::KINDS
+            .into_iter()
+            .flat_map(|kind| self.device_ids(kind).map(move |id| (kind, id)))
+            .collect()
+    }
 
     pub fn total(&self) -> u64 {
         [
@@ -187,11 +247,15 @@ pub struct SimConfig {
     pub broker_host: String,
     #[serde(skip)]
     pub broker_port: u16,
-    /// MQTT client ids are `{client_id_prefix}-{device_id}`.
-    pub client_id_prefix: String,
-    /// Credentials every simulated device presents to the broker; none by default.
-    pub username: Option<String>,
-    pub password: Option<String>,
+    /// The simulated devices' secrets, one `device_id:secret` per line as `cleanfleet
+    /// devices add` prints them. Each device logs in as itself (username and client id its
+    /// id) with its own secret; a device without one connects without a login, which only a
+    /// broker that allows anonymous access takes. Default none.
+    pub credentials_file: Option<PathBuf>,
+    /// Secrets handed over by the application (the demo issues its fleet's own), before the
+    /// file's.
+    #[serde(skip)]
+    pub secrets: BTreeMap<String, String>,
     /// Seed of every random choice: the same seed, network and fleet give the same messages.
     pub seed: u64,
     pub fleet: FleetMix,
@@ -218,9 +282,8 @@ impl Default for SimConfig {
         SimConfig {
             broker_host: "localhost".into(),
             broker_port: 1883,
-            client_id_prefix: "sim".into(),
-            username: None,
-            password: None,
+            credentials_file: None,
+            secrets: BTreeMap::new(),
             seed: 1,
             fleet: FleetMix::default(),
             fix_interval_s: 1.0,
@@ -247,20 +310,6 @@ impl SimConfig {
         let bad = |msg: String| Err(SimError::InvalidConfig(msg));
         if self.broker_host.trim().is_empty() {
             return bad("broker_host is empty".into());
-        }
-        if self.password.is_some() && self.username.is_none() {
-            return bad("password is set without a username".into());
-        }
-        if self.client_id_prefix.is_empty()
-            || !self
-                .client_id_prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        {
-            return bad(format!(
-                "client_id_prefix {:?} must be 1 or more of A-Z a-z 0-9 _ . -",
-                self.client_id_prefix
-            ));
         }
         if !(self.fix_interval_s.is_finite() && (0.1..=3600.0).contains(&self.fix_interval_s)) {
             return bad(format!(
@@ -322,7 +371,7 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.fleet.total(), 2 + 1 + 1 + 1 + 1 + 12 + 1 + 1 + 2);
         assert_eq!(c.batch_fixes, 10);
-        assert_eq!(c.client_id_prefix, "sim");
+        assert_eq!(c.credentials_file, None);
     }
 
     #[test]
@@ -436,13 +485,6 @@ mod tests {
                     ..Default::default()
                 },
                 "broker_host",
-            ),
-            (
-                SimConfig {
-                    client_id_prefix: "a/b".into(),
-                    ..Default::default()
-                },
-                "client_id_prefix",
             ),
             (
                 SimConfig {

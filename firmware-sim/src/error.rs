@@ -20,6 +20,11 @@ pub enum SimError {
         #[source]
         source: rumqttc::ClientError,
     },
+    #[error("cannot read the devices' secrets from {}: {detail}", path.display())]
+    Secrets {
+        path: std::path::PathBuf,
+        detail: String,
+    },
     #[error("cannot write the ground truth to {}: {source}", path.display())]
     Truth {
         path: std::path::PathBuf,

@@ -21,5 +21,19 @@ pub use fleet::{
     Fleet, OfflinePeriod, OnSegment, PathPoint, SampleTruth, SimMessage, SosEvent, Truth, WorkPass,
     DEEP_CLEAN_WITHIN, SAMPLE_BASE_G, SAMPLE_CAP_H, SAMPLE_G_PER_HOUR, SOS_PER_HOUR,
 };
-pub use load::{run_load, LoadConfig, LoadReport};
+pub use load::{
+    load_device_id, load_device_ids, run_load, LoadConfig, LoadReport, LOAD_DEVICE_KIND,
+};
 pub use mqtt::{run, SimReport, FIRMWARE};
+
+/// The secrets in a `device_id:secret` file (`cleanfleet devices add` prints them).
+pub fn read_secrets(
+    path: &std::path::Path,
+) -> Result<std::collections::BTreeMap<String, String>, SimError> {
+    let error = |detail: String| SimError::Secrets {
+        path: path.to_owned(),
+        detail,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    cleanfleet_identity::parse_secrets(&text).map_err(|e| error(e.to_string()))
+}

@@ -24,8 +24,12 @@ pub struct LoadConfig {
     pub broker_host: String,
     #[serde(skip)]
     pub broker_port: u16,
-    /// Client ids are `{client_id_prefix}-{n}`; device ids `load-{n}`. Default `load`.
-    pub client_id_prefix: String,
+    /// The devices' secrets (`device_id:secret` lines); device ids, usernames and client
+    /// ids are `load-00001`, ... ([`load_device_ids`]). Default none: no login.
+    pub credentials_file: Option<std::path::PathBuf>,
+    /// Secrets handed over by the application, before the file's.
+    #[serde(skip)]
+    pub secrets: std::collections::BTreeMap<String, String>,
     /// Connected devices. Default 1000.
     pub devices: u32,
     /// Seconds between one device's messages. Default 10.
@@ -43,7 +47,8 @@ impl Default for LoadConfig {
         LoadConfig {
             broker_host: "localhost".into(),
             broker_port: 1883,
-            client_id_prefix: "load".into(),
+            credentials_file: None,
+            secrets: Default::default(),
             devices: 1000,
             message_interval_s: 10.0,
             fixes_per_message: 10,
@@ -51,6 +56,19 @@ impl Default for LoadConfig {
             connect_concurrency: 200,
         }
     }
+}
+
+/// Load devices are sweepers.
+pub const LOAD_DEVICE_KIND: DeviceKind = DeviceKind::Sweeper;
+
+/// The id (and username and client id) of load device `n` (from 0).
+pub fn load_device_id(n: u32) -> String {
+    format!("load-{n:05}")
+}
+
+/// The ids of a load run's devices.
+pub fn load_device_ids(devices: u32) -> impl Iterator<Item = String> {
+    (0..devices).map(load_device_id)
 }
 
 /// What a load run achieved.
@@ -90,6 +108,13 @@ pub async fn run_load(
             "devices, fixes_per_message and message_interval_s must be above 0".into(),
         ));
     }
+    let mut config = config;
+    if let Some(path) = &config.credentials_file {
+        for (device, secret) in crate::read_secrets(path)? {
+            config.secrets.entry(device).or_insert(secret);
+        }
+    }
+    let config = Arc::new(config);
     let counters = Arc::new(Counters::default());
     let connects = Arc::new(Semaphore::new(config.connect_concurrency.max(1)));
     let all_connected = CancellationToken::new();
@@ -117,7 +142,7 @@ pub async fn run_load(
                 t.abort();
             }
             return Err(SimError::Connect {
-                host: config.broker_host,
+                host: config.broker_host.clone(),
                 port: config.broker_port,
                 timeout_s: 120,
                 detail: format!(
@@ -160,18 +185,21 @@ pub async fn run_load(
 /// then drain its acks and disconnect.
 async fn device(
     n: u32,
-    config: LoadConfig,
+    config: Arc<LoadConfig>,
     counters: Arc<Counters>,
     connects: Arc<Semaphore>,
     all_connected: CancellationToken,
     stop: CancellationToken,
 ) {
-    let device_id = format!("load-{n:05}");
+    let device_id = load_device_id(n);
     let mut options = MqttOptions::new(
-        format!("{}-{n:05}", config.client_id_prefix),
+        device_id.clone(),
         config.broker_host.clone(),
         config.broker_port,
     );
+    if let Some(secret) = config.secrets.get(&device_id) {
+        options.set_credentials(device_id.clone(), secret.clone());
+    }
     options
         .set_clean_session(false)
         .set_keep_alive(Duration::from_secs(60))
@@ -193,7 +221,7 @@ async fn device(
         }
     }
     counters.connected.fetch_add(1, Ordering::Relaxed);
-    let topic = Topic::new(DeviceKind::Sweeper, device_id.clone(), Stream::Fixes).name();
+    let topic = Topic::new(LOAD_DEVICE_KIND, device_id.clone(), Stream::Fixes).name();
     let interval = Duration::from_secs_f64(config.message_interval_s);
     // Spread devices over the interval so the load is smooth, not a thundering herd.
     let phase = interval.mul_f64(f64::from(n % 1000) / 1000.0);

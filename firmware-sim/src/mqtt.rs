@@ -91,6 +91,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<SimReport, SimError> {
     config.validate()?;
+    let mut config = config;
+    if let Some(path) = &config.credentials_file {
+        for (device, secret) in crate::read_secrets(path)? {
+            config.secrets.entry(device).or_insert(secret);
+        }
+    }
     // Whole seconds keep fix times short and readable.
     let start = Timestamp::from_second((Timestamp::now() - config.backfill).as_second())
         .expect("now minus at most 30 days is a valid time");
@@ -173,8 +179,9 @@ fn connect(
         firmware: None,
     })
     .expect("a status serializes");
+    // A device logs in as itself: its id is its client id and its username.
     let mut options = MqttOptions::new(
-        format!("{}-{}", config.client_id_prefix, device.id),
+        device.id.clone(),
         config.broker_host.clone(),
         config.broker_port,
     );
@@ -191,8 +198,8 @@ fn connect(
     if let Some(tls) = tls {
         options.set_transport(Transport::tls_with_config(tls.clone()));
     }
-    if let Some(username) = &config.username {
-        options.set_credentials(username, config.password.clone().unwrap_or_default());
+    if let Some(secret) = config.secrets.get(&device.id) {
+        options.set_credentials(device.id.clone(), secret.clone());
     }
     let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
     let stats = Arc::new(LinkStats::default());

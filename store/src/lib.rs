@@ -11,6 +11,7 @@ mod sqlite;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use cleanfleet_identity::Role;
 use cleanfleet_model::{
     BinReading, Decoded, DeviceKind, DeviceState, Fix, InspectionSample, RejectReason,
     ToiletReading,
@@ -40,6 +41,9 @@ pub enum StoreError {
     Worker(String),
     #[error("the store is closed")]
     Closed,
+    /// The record exists already (a credential for the same username, revoked or not).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl StoreError {
@@ -220,6 +224,41 @@ pub struct PassRecord {
     pub invalid: Option<String>,
     /// The highest speed reported (or, without one, driven) during the pass, km/h.
     pub max_speed_kmh: f64,
+}
+
+/// A broker credential as stored: the secret only as its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRecord {
+    /// The device id, or a service's name (`cleanfleet-...`).
+    pub username: String,
+    pub role: Role,
+    /// `$7$` PBKDF2-SHA512 (`cleanfleet_identity::hash_secret`).
+    pub secret_hash: String,
+    pub issued_at: Timestamp,
+    /// When the secret was last replaced; `issued_at` until then.
+    pub rotated_at: Timestamp,
+    /// A revoked credential logs nobody in and its username is not issued again.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// The store's role for identity: broker credentials, issued, rotated and revoked.
+#[async_trait]
+pub trait CredentialStore: Send + Sync + 'static {
+    /// Adds a credential; [`StoreError::Conflict`] if the username has one, even revoked.
+    async fn add_credential(&self, record: CredentialRecord) -> Result<(), StoreError>;
+    /// Every credential, revoked ones too, by username.
+    async fn credentials(&self) -> Result<Vec<CredentialRecord>, StoreError>;
+    async fn credential(&self, username: &str) -> Result<Option<CredentialRecord>, StoreError>;
+    /// Replaces the secret of a live credential: the old one stops working at once. Returns
+    /// false when there is no live credential of that username.
+    async fn rotate_credential(
+        &self,
+        username: &str,
+        secret_hash: String,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Revokes a live credential; false when there is none.
+    async fn revoke_credential(&self, username: &str, at: Timestamp) -> Result<bool, StoreError>;
 }
 
 #[async_trait]

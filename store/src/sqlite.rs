@@ -2,6 +2,7 @@
 //! batches in a transaction; a small pool of reader connections serves the API concurrently.
 //! All SQLite calls run on Tokio's blocking threads, never on the async workers.
 
+mod credentials;
 mod schema;
 
 use std::collections::{BTreeMap, HashMap};

@@ -3,13 +3,16 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cleanfleet::config::Config;
 use cleanfleet::{Parts, Stack};
+use cleanfleet_store::SqliteStore;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 
 /// A config for tests: every port 0, everything under `dir`.
@@ -71,47 +74,79 @@ where
     }
 }
 
-/// A device-side MQTT client that publishes at QoS 1 and waits for the broker's PubAcks.
+/// How test devices log in.
+#[derive(Clone)]
+pub enum Logins {
+    /// Each device with a credential issued in this store (the embedded broker's).
+    Store(Arc<SqliteStore>),
+    /// Without a login, to a broker that allows anonymous access.
+    Anonymous,
+}
+
+/// Device-side MQTT clients: each message goes out on the connection of the device its
+/// topic names (`cleanfleet/v1/{kind}/{id}/...`), which logs in as that device, at QoS 1;
+/// calls return once the broker acked every message.
 pub struct Publisher {
-    client: AsyncClient,
-    eventloop: EventLoop,
+    broker: SocketAddr,
+    logins: Logins,
+    devices: HashMap<String, (AsyncClient, EventLoop)>,
 }
 
 impl Publisher {
-    pub async fn connect(broker: SocketAddr, client_id: &str) -> Publisher {
-        let mut options = MqttOptions::new(client_id, broker.ip().to_string(), broker.port());
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
-        let (client, mut eventloop) = AsyncClient::new(options, 1024);
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => break,
-                Ok(_) => {}
-                Err(e) => panic!("publisher cannot connect to {broker}: {e}"),
-            }
-        }
-        Publisher { client, eventloop }
+    /// For the embedded broker of `stack`, logging in with credentials of its store.
+    pub fn for_stack(stack: &Stack) -> Publisher {
+        Publisher::new(
+            stack
+                .broker_addr
+                .expect("the stack runs the embedded broker"),
+            Logins::Store(stack.store.clone()),
+        )
     }
 
-    /// Publish every message at QoS 1 and return once the broker has acked all of them.
+    pub fn new(broker: SocketAddr, logins: Logins) -> Publisher {
+        Publisher {
+            broker,
+            logins,
+            devices: HashMap::new(),
+        }
+    }
+
+    async fn device(&mut self, topic: &str) -> &mut (AsyncClient, EventLoop) {
+        let mut levels = topic.split('/').skip(2);
+        let (kind, id) = (
+            levels.next().unwrap_or(""),
+            levels.next().unwrap_or("anyone"),
+        );
+        if !self.devices.contains_key(id) {
+            let link = connect_device(self.broker, &self.logins, kind, id).await;
+            self.devices.insert(id.to_owned(), link);
+        }
+        self.devices.get_mut(id).expect("just connected")
+    }
+
+    /// Publish every message at QoS 1, each as its topic's device, in order; return once the
+    /// broker has acked all of them.
     pub async fn publish_all(&mut self, messages: &[(String, Vec<u8>)]) {
-        let mut pending = 0usize;
-        let mut next = 0usize;
-        while next < messages.len() || pending > 0 {
-            // Keep at most 50 in flight so the request channel never blocks the loop.
-            while next < messages.len() && pending < 50 {
-                let (topic, payload) = &messages[next];
-                self.client
-                    .try_publish(topic, QoS::AtLeastOnce, false, payload.clone())
-                    .expect("publish queue full");
-                next += 1;
-                pending += 1;
-            }
-            match tokio::time::timeout(Duration::from_secs(20), self.eventloop.poll()).await {
-                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => pending -= 1,
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => panic!("publisher lost the broker: {e}"),
-                Err(_) => panic!("no PubAck within 20 s ({pending} pending)"),
+        // Runs of one device's messages go out together, at most 50 in flight.
+        for run in messages.chunk_by(|a, b| device_of(&a.0) == device_of(&b.0)) {
+            let (client, eventloop) = self.device(&run[0].0).await;
+            let mut pending = 0usize;
+            let mut next = 0usize;
+            while next < run.len() || pending > 0 {
+                while next < run.len() && pending < 50 {
+                    let (topic, payload) = &run[next];
+                    client
+                        .try_publish(topic, QoS::AtLeastOnce, false, payload.clone())
+                        .expect("publish queue full");
+                    next += 1;
+                    pending += 1;
+                }
+                match tokio::time::timeout(Duration::from_secs(20), eventloop.poll()).await {
+                    Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => pending -= 1,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => panic!("publisher lost the broker: {e}"),
+                    Err(_) => panic!("no PubAck within 20 s ({pending} pending)"),
+                }
             }
         }
     }
@@ -121,18 +156,101 @@ impl Publisher {
             .await;
     }
 
-    pub async fn disconnect(mut self) {
-        self.client.disconnect().await.unwrap();
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                match self.eventloop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
+    pub async fn disconnect(self) {
+        for (_, (client, mut eventloop)) in self.devices {
+            client.disconnect().await.unwrap();
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                        Ok(_) => {}
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
+        }
     }
+}
+
+fn device_of(topic: &str) -> Option<&str> {
+    topic.split('/').nth(3)
+}
+
+/// A device's own connection (client id its id), logged in as it.
+pub async fn connect_device(
+    broker: SocketAddr,
+    logins: &Logins,
+    kind: &str,
+    id: &str,
+) -> (AsyncClient, EventLoop) {
+    let mut options = MqttOptions::new(id, broker.ip().to_string(), broker.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
+    if let Logins::Store(store) = logins {
+        let kind: cleanfleet_model::DeviceKind = kind
+            .parse()
+            .unwrap_or_else(|()| panic!("{kind:?} is no device kind to issue a credential for"));
+        let role = cleanfleet_identity::Role::Device(kind);
+        let secrets = cleanfleet::devices::provision(
+            store.as_ref(),
+            [(role, id.to_owned())],
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+        options.set_credentials(id, secrets[id].clone());
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+            Ok(_) => {}
+            Err(e) => panic!("device {id} cannot connect to {broker}: {e}"),
+        }
+    }
+    (client, eventloop)
+}
+
+/// The embedded broker alone in the test process, logging in against `store`'s credentials
+/// (ingest processes started by the test log in with [`ingest_login`]).
+pub async fn start_broker(store: Arc<SqliteStore>) -> cleanfleet_broker::BrokerHandle {
+    let config = cleanfleet_broker::BrokerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    cleanfleet::broker::start(&config, store, None, &prometheus::Registry::new())
+        .await
+        .unwrap()
+}
+
+/// Credentials for the simulated fleet of `config`, issued (or renewed) in `store`.
+pub async fn issue_fleet_secrets(store: &SqliteStore, config: &mut Config) {
+    let fleet = config
+        .sim
+        .fleet
+        .devices()
+        .into_iter()
+        .map(|(kind, id)| (cleanfleet_identity::Role::Device(kind), id));
+    config.sim.secrets = cleanfleet::devices::provision(store, fleet, jiff::Timestamp::now())
+        .await
+        .unwrap();
+}
+
+/// Environment that logs an ingest process in: a service credential issued (or renewed) in
+/// `store` for this run.
+pub async fn ingest_login(store: &SqliteStore) -> Vec<(&'static str, String)> {
+    let username = cleanfleet::INGEST_USERNAME;
+    let secrets = cleanfleet::devices::provision(
+        store,
+        [(cleanfleet_identity::Role::Ingest, username.to_owned())],
+        jiff::Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    vec![
+        ("CLEANFLEET__BROKER__USERNAME", username.to_owned()),
+        ("CLEANFLEET__BROKER__PASSWORD", secrets[username].clone()),
+    ]
 }
 
 /// `{"fixes":[...]}` for `device`, one fix per second from `first` on, `count` fixes.
@@ -240,7 +358,7 @@ pub fn spawn_stage(
     stage: &str,
     broker: SocketAddr,
     data_dir: &Path,
-    env: &[(&str, &str)],
+    env: &[(&str, String)],
     stderr: std::process::Stdio,
 ) -> KillOnDrop {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_cleanfleet"))
@@ -248,7 +366,7 @@ pub fn spawn_stage(
         .env("CLEANFLEET__BROKER__URL", format!("mqtt://{broker}"))
         .env("CLEANFLEET__DATA_DIR", data_dir)
         .env("RUST_LOG", "warn")
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::null())
         .stderr(stderr)
         .spawn()
@@ -286,16 +404,58 @@ impl Mosquitto {
 
     /// [`Mosquitto::start`] on a given port (to start it again where it was).
     pub async fn start_on(dir: &Path, port: u16, extra: &str) -> Option<Mosquitto> {
-        let mosquitto = external_program("mosquitto")?;
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 100000\n\
-                 log_dest stderr\nlog_type error\nlog_type warning\n{extra}\n"
-            ),
+        let conf = format!(
+            "listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 100000\n\
+             log_dest stderr\nlog_type error\nlog_type warning\n{extra}\n"
+        );
+        Mosquitto::run(dir, port, &conf).await
+    }
+
+    /// Mosquitto on the shipped `deploy/mosquitto.conf`, with its listener on a free
+    /// loopback port and its files (password, ACL, persistence) in `dir`.
+    pub async fn start_shipped(dir: &Path) -> Option<Mosquitto> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let shipped = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/mosquitto.conf"),
         )
         .unwrap();
+        let mut conf = shipped.clone();
+        for (line, here) in [
+            (
+                "listener 1883".to_owned(),
+                format!("listener {port} 127.0.0.1"),
+            ),
+            (
+                "password_file /etc/mosquitto/cleanfleet.passwd".to_owned(),
+                format!("password_file {}", dir.join("cleanfleet.passwd").display()),
+            ),
+            (
+                "acl_file /etc/mosquitto/cleanfleet.acl".to_owned(),
+                format!("acl_file {}", dir.join("cleanfleet.acl").display()),
+            ),
+            (
+                "persistence_location /var/lib/mosquitto/".to_owned(),
+                format!("persistence_location {}/", dir.display()),
+            ),
+        ] {
+            assert!(
+                shipped.contains(&line),
+                "deploy/mosquitto.conf no longer has {line:?}"
+            );
+            conf = conf.replace(&line, &here);
+        }
+        conf.push_str("\nlog_dest stderr\nlog_type error\nlog_type warning\n");
+        Mosquitto::run(dir, port, &conf).await
+    }
+
+    async fn run(dir: &Path, port: u16, conf_text: &str) -> Option<Mosquitto> {
+        let mosquitto = external_program("mosquitto")?;
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(&conf, conf_text).unwrap();
         let process = KillOnDrop(
             std::process::Command::new(mosquitto)
                 .arg("-c")
@@ -314,4 +474,16 @@ impl Mosquitto {
             _process: process,
         })
     }
+}
+
+/// `cleanfleet ARGS` (the real binary) with its store in `data_dir`; its standard output.
+pub fn cleanfleet_cli(data_dir: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cleanfleet"))
+        .args(args)
+        .env("CLEANFLEET__DATA_DIR", data_dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "cleanfleet {args:?}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
 }

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::drive::Core;
-use crate::{SimConfig, SimError};
+use crate::{FleetMix, SimConfig, SimError};
 use crew::{Scale, Walkways, Wearable};
 pub use crew::{SAMPLE_BASE_G, SAMPLE_CAP_H, SAMPLE_G_PER_HOUR, SOS_PER_HOUR};
 use sensors::{Bin, Toilet, Weighbridge};
@@ -179,14 +179,8 @@ impl Fleet {
         let tick = SignedDuration::from_secs_f64(config.fix_interval_s);
 
         let mut vehicles = Vec::new();
-        for (kind, count, prefix) in [
-            (DeviceKind::Sweeper, mix.sweepers, "sw"),
-            (DeviceKind::WasherSweeper, mix.washer_sweepers, "ws"),
-            (DeviceKind::Flusher, mix.flushers, "fl"),
-            (DeviceKind::Sprinkler, mix.sprinklers, "sp"),
-            (DeviceKind::CollectionTruck, mix.collection_trucks, "ct"),
-        ] {
-            for id in device_ids(prefix, count, 2) {
+        for kind in FleetMix::KINDS.into_iter().filter(|k| k.is_vehicle()) {
+            for id in mix.device_ids(kind) {
                 let identity = register(kind, id, None);
                 vehicles.push(Vehicle::new(identity, kind, faults, &network, &core, start));
             }
@@ -204,7 +198,7 @@ impl Fleet {
             (node, network.nodes()[node as usize])
         };
         let mut bins = Vec::new();
-        for id in device_ids("bin", mix.bins, 3) {
+        for id in mix.device_ids(DeviceKind::Bin) {
             let (node, position) = place();
             let identity = register(DeviceKind::Bin, id, Some(position));
             bins.push(Bin::new(
@@ -216,7 +210,7 @@ impl Fleet {
             ));
         }
         let mut toilets = Vec::new();
-        for id in device_ids("wc", mix.toilets, 2) {
+        for id in mix.device_ids(DeviceKind::Toilet) {
             let (_, position) = place();
             let identity = register(DeviceKind::Toilet, id, Some(position));
             toilets.push(Toilet::new(
@@ -227,7 +221,7 @@ impl Fleet {
             ));
         }
         let mut weighbridges = Vec::new();
-        for id in device_ids("wb", mix.weighbridges, 2) {
+        for id in mix.device_ids(DeviceKind::Weighbridge) {
             let (node, position) = place();
             let identity = register(DeviceKind::Weighbridge, id, Some(position));
             weighbridges.push(Weighbridge::new(identity, node));
@@ -239,7 +233,7 @@ impl Fleet {
             Walkways::empty()
         };
         let mut wearables = Vec::new();
-        for id in device_ids("cw", mix.wearables, 2) {
+        for id in mix.device_ids(DeviceKind::Wearable) {
             let identity = register(DeviceKind::Wearable, id, None);
             wearables.push(Wearable::new(
                 identity,
@@ -252,7 +246,7 @@ impl Fleet {
         }
         let mut scales = Vec::new();
         let width = 2.max(mix.scales.to_string().len());
-        for (n, id) in device_ids("sc", mix.scales, 2).enumerate() {
+        for (n, id) in mix.device_ids(DeviceKind::Scale).enumerate() {
             let identity = register(DeviceKind::Scale, id, None);
             let inspector = format!("insp-{:0width$}", n + 1);
             scales.push(Scale::new(identity, inspector, start));
@@ -573,12 +567,6 @@ impl Fleet {
             .map(|v| (v.device(), v.true_position(&self.network)))
             .collect()
     }
-}
-
-/// `{prefix}-01`, `{prefix}-02`, ... zero-padded to at least `width` digits.
-fn device_ids(prefix: &str, count: u32, width: usize) -> impl Iterator<Item = String> + '_ {
-    let width = width.max(count.to_string().len());
-    (1..=count).map(move |n| format!("{prefix}-{n:0width$}"))
 }
 
 /// Each device draws from its own stream, keyed by its id, so adding a bin does not change

@@ -67,7 +67,19 @@ fn devices_and_ids() {
         );
         assert_eq!(d.position.is_some(), fixed, "{}", d.id);
     }
-    assert_eq!(device_ids("bin", 1200, 3).last().unwrap(), "bin-1200");
+    let big = FleetMix {
+        bins: 1200,
+        ..FleetMix::NONE
+    };
+    assert_eq!(big.device_ids(DeviceKind::Bin).last().unwrap(), "bin-1200");
+    // What a city issues credentials for is the fleet, in the same order.
+    let listed: Vec<String> = SimConfig::default()
+        .fleet
+        .devices()
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(listed, ids);
 }
 
 /// Distance in metres from `p` to the nearest segment of the network.

@@ -151,6 +151,18 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // 3: broker credentials, one per username (a device id or a service's name); the secret
+    // only as its hash. A revoked row stays, so that its username is never issued again.
+    r#"
+    CREATE TABLE credentials (
+        username    TEXT PRIMARY KEY,
+        role        TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        issued_ms   INTEGER NOT NULL,
+        rotated_ms  INTEGER NOT NULL,
+        revoked_ms  INTEGER
+    );
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -633,3 +633,60 @@ async fn of_two_places_at_one_time_the_same_is_kept_whatever_the_order() {
     assert_eq!((outcomes[0].0, &outcomes[0].1), (1, &vec![32.1]));
     assert!(String::from_utf8_lossy(&outcomes[0].2[0]).contains("32.5"));
 }
+
+#[tokio::test]
+async fn credentials_are_issued_once_rotated_and_revoked_for_good() {
+    use crate::{CredentialRecord, CredentialStore};
+    use cleanfleet_identity::Role;
+    use cleanfleet_model::DeviceKind;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let issued = t(RECEIVED);
+    let record = CredentialRecord {
+        username: "sw-1".into(),
+        role: Role::Device(DeviceKind::Sweeper),
+        secret_hash: "$7$1000$a$b".into(),
+        issued_at: issued,
+        rotated_at: issued,
+        revoked_at: None,
+    };
+    store.add_credential(record.clone()).await.unwrap();
+    assert!(matches!(
+        store.add_credential(record.clone()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.credential("sw-1").await.unwrap(),
+        Some(record.clone())
+    );
+    assert_eq!(store.credential("sw-2").await.unwrap(), None);
+    let later = t("2026-11-21T09:00:00Z");
+    assert!(store
+        .rotate_credential("sw-1", "$7$1000$c$d".into(), later)
+        .await
+        .unwrap());
+    let rotated = store.credential("sw-1").await.unwrap().unwrap();
+    assert_eq!(
+        (rotated.secret_hash.as_str(), rotated.rotated_at),
+        ("$7$1000$c$d", later)
+    );
+    assert!(!store
+        .rotate_credential("sw-2", "$7$1000$e$f".into(), later)
+        .await
+        .unwrap());
+    assert!(store.revoke_credential("sw-1", later).await.unwrap());
+    assert!(!store.revoke_credential("sw-1", later).await.unwrap());
+    assert!(!store
+        .rotate_credential("sw-1", "$7$1000$e$f".into(), later)
+        .await
+        .unwrap());
+    // Revoked, its name is not issued again; it stays listed.
+    assert!(store.add_credential(record).await.is_err());
+    let all = store.credentials().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].revoked_at, Some(later));
+    // Reopened, it is all still there.
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(store.credentials().await.unwrap(), all);
+}

@@ -1,0 +1,428 @@
+//! One client connection: log-in, then packets in and out until it ends. The session state
+//! lives in the [`Router`](crate::router::Router); this is the I/O around it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::{Error as CodecError, Protocol};
+use rumqttc::{
+    ConnAck, Connect, ConnectReturnCode, LastWill, Packet, PubAck, Publish, QoS, SubAck,
+    SubscribeReasonCode, UnsubAck,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::router::{Refused, Router};
+use crate::{topic, Principal, Shared};
+
+/// Room for a PUBLISH's fixed header, topic and packet id beyond its payload.
+const HEADER_ROOM_BYTES: usize = 2 + 65_535 + 2 + 5;
+/// A client that asks for no keep-alive is still closed after this long without a packet.
+const IDLE_WITHOUT_KEEP_ALIVE: Duration = Duration::from_secs(600);
+
+enum ReadError {
+    Closed,
+    TooLarge(usize),
+    Protocol(CodecError),
+}
+
+/// How a logged-in connection ended: after DISCONNECT its will is not published.
+#[derive(PartialEq, Eq)]
+enum End {
+    Graceful,
+    Abrupt,
+}
+
+async fn read_packet(
+    reader: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max_packet: usize,
+) -> Result<Packet, ReadError> {
+    // Cancel-safe: whatever was read stays in `buf` for the next call.
+    loop {
+        match Packet::read(buf, max_packet) {
+            Ok(packet) => return Ok(packet),
+            Err(CodecError::InsufficientBytes(more)) => buf.reserve(more),
+            Err(CodecError::PayloadSizeLimitExceeded(size)) => {
+                return Err(ReadError::TooLarge(size))
+            }
+            Err(e) => return Err(ReadError::Protocol(e)),
+        }
+        if reader.read_buf(buf).await.map_err(|_| ReadError::Closed)? == 0 {
+            return Err(ReadError::Closed);
+        }
+    }
+}
+
+async fn write_packets(
+    writer: &mut OwnedWriteHalf,
+    packets: impl IntoIterator<Item = Packet>,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    for packet in packets {
+        packet
+            .write(&mut out, usize::MAX)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    }
+    writer.write_all(&out).await
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Router> {
+    shared.router.lock().expect("router lock poisoned")
+}
+
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(4096);
+    let max_packet = shared.config.max_payload_bytes + HEADER_ROOM_BYTES;
+    let connect_timeout = Duration::from_secs(shared.config.connect_timeout_s);
+    let first = tokio::time::timeout(
+        connect_timeout,
+        read_packet(&mut reader, &mut buf, max_packet),
+    );
+    let connect = match first.await {
+        Ok(Ok(Packet::Connect(connect))) => connect,
+        Ok(Err(ReadError::Closed)) => return,
+        Ok(_) => return shared.metrics.refused("protocol"),
+        Err(_) => return shared.metrics.refused("connect_timeout"),
+    };
+    let refuse = |code: ConnectReturnCode| Packet::ConnAck(ConnAck::new(code, false));
+    let principal = match log_in(&connect, shared, peer).await {
+        Ok(principal) => principal,
+        Err((code, reason)) => {
+            shared.metrics.refused(reason);
+            let _ = write_packets(&mut writer, [refuse(code)]).await;
+            return;
+        }
+    };
+    let client_id = connect.client_id.clone();
+    let attached = lock(shared).connect(&client_id, &principal.username, connect.clean_session);
+    shared.metrics.sessions.set(lock(shared).sessions() as i64);
+    let accepted = Packet::ConnAck(ConnAck::new(
+        ConnectReturnCode::Success,
+        attached.session_present,
+    ));
+    let end = match write_packets(&mut writer, [accepted]).await {
+        Ok(()) => {
+            let mut link = Link {
+                shared,
+                principal: &principal,
+                password: connect
+                    .login
+                    .as_ref()
+                    .map(|l| l.password.as_str())
+                    .unwrap_or(""),
+                client_id: &client_id,
+                kick: attached.kick,
+                wake: attached.wake,
+                reader,
+                writer,
+                buf,
+                max_packet,
+            };
+            link.run(connect.keep_alive).await
+        }
+        Err(_) => End::Abrupt,
+    };
+    {
+        let mut router = lock(shared);
+        router.disconnected(&client_id, attached.connection);
+        shared.metrics.sessions.set(router.sessions() as i64);
+        shared
+            .metrics
+            .queued_bytes
+            .set(router.queued_bytes() as i64);
+    }
+    if end == End::Abrupt {
+        if let Some(will) = connect.last_will {
+            publish_will(shared, will);
+        }
+    }
+}
+
+/// Who the CONNECT's login is, and whether it may connect as it asks.
+async fn log_in(
+    connect: &Connect,
+    shared: &Shared,
+    peer: SocketAddr,
+) -> Result<Principal, (ConnectReturnCode, &'static str)> {
+    if connect.protocol != Protocol::V4 {
+        return Err((
+            ConnectReturnCode::RefusedProtocolVersion,
+            "protocol_version",
+        ));
+    }
+    let Some(login) = &connect.login else {
+        tracing::warn!(%peer, client_id = %connect.client_id, "MQTT connect without credentials refused");
+        return Err((ConnectReturnCode::BadUserNamePassword, "no_credentials"));
+    };
+    let principal = match shared
+        .authenticator
+        .authenticate(&login.username, &login.password)
+        .await
+    {
+        Ok(Some(principal)) => principal,
+        Ok(None) => {
+            tracing::warn!(%peer, username = %login.username, "MQTT login refused: unknown, revoked or wrong secret");
+            return Err((ConnectReturnCode::BadUserNamePassword, "bad_credentials"));
+        }
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "MQTT login could not be checked");
+            return Err((ConnectReturnCode::ServiceUnavailable, "auth_unavailable"));
+        }
+    };
+    if !principal.may_use_client_id(&connect.client_id) {
+        tracing::warn!(%peer, username = %principal.username, client_id = %connect.client_id, "MQTT client id refused: a device connects with its own id");
+        return Err((ConnectReturnCode::BadClientId, "client_id"));
+    }
+    if let Some(will) = &connect.last_will {
+        if will.qos == QoS::ExactlyOnce
+            || !topic::is_valid_name(&will.topic)
+            || !principal.may_publish(&will.topic)
+        {
+            tracing::warn!(%peer, username = %principal.username, topic = %will.topic, "MQTT will refused");
+            return Err((ConnectReturnCode::NotAuthorized, "will_topic"));
+        }
+    }
+    Ok(principal)
+}
+
+/// A will goes out like any message, but nobody waits for it: with no room it is dropped.
+fn publish_will(shared: &Shared, will: LastWill) {
+    let routed = lock(shared).route(&will.topic, &will.message, will.qos);
+    match routed {
+        Ok(r) if r.sessions == 0 => shared.metrics.messages_unrouted.inc(),
+        Ok(_) => shared.metrics.messages_received.inc(),
+        Err(Refused::Full) => shared.metrics.qos0_dropped.inc(),
+    }
+}
+
+struct Link<'a> {
+    shared: &'a Shared,
+    principal: &'a Principal,
+    password: &'a str,
+    client_id: &'a str,
+    kick: CancellationToken,
+    wake: Arc<Notify>,
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    buf: BytesMut,
+    max_packet: usize,
+}
+
+impl Link<'_> {
+    async fn run(&mut self, keep_alive_s: u16) -> End {
+        let idle = match keep_alive_s {
+            0 => IDLE_WITHOUT_KEEP_ALIVE,
+            s => Duration::from_secs(u64::from(s)) * 3 / 2,
+        };
+        let mut deadline = Instant::now() + idle;
+        let recheck_every = Duration::from_secs(self.shared.config.recheck_credentials_s);
+        let mut recheck = tokio::time::interval_at(Instant::now() + recheck_every, recheck_every);
+        let mut outgoing = Vec::new();
+        loop {
+            outgoing.clear();
+            let freed = lock(self.shared).take_outgoing(self.client_id, &mut outgoing);
+            if freed > 0 {
+                self.shared.room.notify_waiters();
+            }
+            if !outgoing.is_empty() {
+                let n = outgoing.len() as u64;
+                if write_packets(&mut self.writer, outgoing.drain(..).map(Packet::Publish))
+                    .await
+                    .is_err()
+                {
+                    return End::Abrupt;
+                }
+                self.shared.metrics.messages_delivered.inc_by(n);
+            }
+            tokio::select! {
+                biased;
+                _ = self.shared.shutdown.cancelled() => return End::Graceful,
+                _ = self.kick.cancelled() => return self.closed("kicked"),
+                _ = tokio::time::sleep_until(deadline) => return self.closed("keep_alive"),
+                _ = recheck.tick() => {
+                    let still = self.shared.authenticator
+                        .authenticate(&self.principal.username, self.password)
+                        .await;
+                    // A store that cannot answer for a moment is no reason to drop a device.
+                    if matches!(still, Ok(ref p) if p.as_ref() != Some(self.principal)) {
+                        tracing::warn!(username = %self.principal.username, "MQTT credential revoked or rotated: connection closed");
+                        return self.closed("credential");
+                    }
+                }
+                _ = self.wake.notified() => {}
+                packet = read_packet(&mut self.reader, &mut self.buf, self.max_packet) => {
+                    let packet = match packet {
+                        Ok(packet) => packet,
+                        Err(ReadError::Closed) => return End::Abrupt,
+                        Err(ReadError::TooLarge(size)) => {
+                            tracing::warn!(username = %self.principal.username, size, limit = self.shared.config.max_payload_bytes, "MQTT packet over the size limit: connection closed");
+                            return self.refused_publish("oversize");
+                        }
+                        Err(ReadError::Protocol(e)) => {
+                            tracing::warn!(username = %self.principal.username, error = %e, "malformed MQTT packet: connection closed");
+                            return self.closed("malformed");
+                        }
+                    };
+                    match self.handle(packet).await {
+                        Some(end) => return end,
+                        None => deadline = Instant::now() + idle,
+                    }
+                }
+            }
+        }
+    }
+
+    fn closed(&self, reason: &str) -> End {
+        self.shared
+            .metrics
+            .connections_closed
+            .with_label_values(&[reason])
+            .inc();
+        End::Abrupt
+    }
+
+    fn refused_publish(&self, reason: &str) -> End {
+        self.shared
+            .metrics
+            .publishes_refused
+            .with_label_values(&[reason])
+            .inc();
+        self.closed("publish_refused")
+    }
+
+    /// Handles one packet; `Some` when the connection ends.
+    async fn handle(&mut self, packet: Packet) -> Option<End> {
+        let reply = match packet {
+            Packet::Publish(publish) => return self.publish(publish).await,
+            Packet::PubAck(ack) => {
+                let freed = lock(self.shared).acked(self.client_id, ack.pkid);
+                if freed > 0 {
+                    self.shared.room.notify_waiters();
+                }
+                return None;
+            }
+            Packet::Subscribe(subscribe) => {
+                let codes = subscribe
+                    .filters
+                    .iter()
+                    .map(|f| self.subscribe(&f.path, f.qos))
+                    .collect();
+                Packet::SubAck(SubAck::new(subscribe.pkid, codes))
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                let mut router = lock(self.shared);
+                for filter in &unsubscribe.topics {
+                    router.unsubscribe(self.client_id, filter);
+                }
+                Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid))
+            }
+            Packet::PingReq => Packet::PingResp,
+            Packet::Disconnect => return Some(End::Graceful),
+            Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
+                return Some(self.refused_publish("qos2"));
+            }
+            _ => return Some(self.closed("protocol")),
+        };
+        match write_packets(&mut self.writer, [reply]).await {
+            Ok(()) => None,
+            Err(_) => Some(End::Abrupt),
+        }
+    }
+
+    fn subscribe(&self, filter: &str, qos: QoS) -> SubscribeReasonCode {
+        let valid = match topic::shared(filter) {
+            Some((_, inner)) => topic::is_valid_filter(inner),
+            None => topic::is_valid_filter(filter) && !filter.starts_with("$share/"),
+        };
+        if !valid || !self.principal.may_subscribe(filter) {
+            tracing::warn!(username = %self.principal.username, %filter, "MQTT subscription refused");
+            self.shared.metrics.subscriptions_refused.inc();
+            return SubscribeReasonCode::Failure;
+        }
+        let granted = if qos == QoS::AtMostOnce {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        lock(self.shared).subscribe(self.client_id, filter, granted);
+        SubscribeReasonCode::Success(granted)
+    }
+
+    /// Queues a message for its subscribers, waiting (unacknowledged, not reading) while a
+    /// queue is full; then acknowledges it.
+    async fn publish(&mut self, publish: Publish) -> Option<End> {
+        let refuse = |reason: &str, why: &str| {
+            tracing::warn!(username = %self.principal.username, topic = %publish.topic, "MQTT publish refused: {why}; connection closed");
+            Some(self.refused_publish(reason))
+        };
+        if publish.qos == QoS::ExactlyOnce {
+            return refuse("qos2", "QoS 2 is not supported");
+        }
+        if !topic::is_valid_name(&publish.topic) {
+            return refuse("invalid_topic", "a topic name has no wildcards");
+        }
+        if publish.payload.len() > self.shared.config.max_payload_bytes {
+            return refuse("oversize", "the payload is over max_payload_bytes");
+        }
+        if !self.principal.may_publish(&publish.topic) {
+            return refuse(
+                "not_owner",
+                "a device publishes only under its own kind and id",
+            );
+        }
+        if self.shared.intake_closed.is_cancelled() {
+            // Unacknowledged, the device keeps it for the broker that comes next.
+            return Some(self.closed("shutting_down"));
+        }
+        let mut waited = false;
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            let routed = lock(self.shared).route(&publish.topic, &publish.payload, publish.qos);
+            match routed {
+                Ok(routed) => {
+                    let metrics = &self.shared.metrics;
+                    metrics.messages_received.inc();
+                    if routed.sessions == 0 && routed.dropped_qos0 == 0 {
+                        metrics.messages_unrouted.inc();
+                    }
+                    metrics.qos0_dropped.inc_by(routed.dropped_qos0 as u64);
+                    metrics
+                        .queued_bytes
+                        .set(lock(self.shared).queued_bytes() as i64);
+                    break;
+                }
+                Err(Refused::Full) => {
+                    if !waited {
+                        self.shared.metrics.publisher_waits.inc();
+                        waited = true;
+                    }
+                    tokio::select! {
+                        _ = &mut room => {}
+                        _ = self.kick.cancelled() => return Some(self.closed("kicked")),
+                        _ = self.shared.intake_closed.cancelled() => {
+                            return Some(self.closed("shutting_down"));
+                        }
+                        _ = self.shared.shutdown.cancelled() => return Some(End::Graceful),
+                    }
+                }
+            }
+        }
+        if publish.qos == QoS::AtLeastOnce {
+            let ack = Packet::PubAck(PubAck::new(publish.pkid));
+            if write_packets(&mut self.writer, [ack]).await.is_err() {
+                return Some(End::Abrupt);
+            }
+        }
+        None
+    }
+}

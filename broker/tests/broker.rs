@@ -1,0 +1,319 @@
+//! The embedded broker with real MQTT clients (rumqttc) over loopback.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cleanfleet_broker::{start, AuthUnavailable, Authenticator, BrokerConfig, BrokerHandle};
+use cleanfleet_identity::{Principal, Role};
+use cleanfleet_model::DeviceKind;
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS};
+use tokio::time::timeout;
+
+const INGEST: &str = "cleanfleet-ingest";
+const SECRET: &str = "s3cret";
+
+/// Logins held in memory: username → (password, role).
+#[derive(Default)]
+struct Logins(Mutex<HashMap<String, (String, Role)>>);
+
+impl Logins {
+    fn add(&self, username: &str, role: Role) {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(username.into(), (SECRET.into(), role));
+    }
+    fn remove(&self, username: &str) {
+        self.0.lock().unwrap().remove(username);
+    }
+}
+
+#[async_trait]
+impl Authenticator for Logins {
+    async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Principal>, AuthUnavailable> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .get(username)
+            .filter(|(p, _)| p == password)
+            .map(|(_, role)| Principal {
+                username: username.into(),
+                role: *role,
+            }))
+    }
+}
+
+async fn broker(config: BrokerConfig) -> (BrokerHandle, Arc<Logins>) {
+    let logins = Arc::new(Logins::default());
+    logins.add(INGEST, Role::Ingest);
+    logins.add("sw-1", Role::Device(DeviceKind::Sweeper));
+    logins.add("sw-2", Role::Device(DeviceKind::Sweeper));
+    let config = BrokerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..config
+    };
+    let handle = start(config, logins.clone(), &prometheus::Registry::new())
+        .await
+        .unwrap();
+    (handle, logins)
+}
+
+fn options(broker: &BrokerHandle, client_id: &str, login: Option<(&str, &str)>) -> MqttOptions {
+    let addr = broker.local_addr();
+    let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    options.set_clean_session(false);
+    if let Some((user, password)) = login {
+        options.set_credentials(user, password);
+    }
+    options
+}
+
+/// Connects and returns the CONNACK's code.
+async fn connack(options: MqttOptions) -> (AsyncClient, EventLoop, ConnectReturnCode) {
+    let (client, mut eventloop) = AsyncClient::new(options, 100);
+    let code = loop {
+        match timeout(Duration::from_secs(5), eventloop.poll())
+            .await
+            .unwrap()
+        {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => break ack.code,
+            Ok(_) => {}
+            Err(rumqttc::ConnectionError::ConnectionRefused(code)) => break code,
+            Err(e) => panic!("connect: {e}"),
+        }
+    };
+    (client, eventloop, code)
+}
+
+async fn connected(broker: &BrokerHandle, user: &str) -> (AsyncClient, EventLoop) {
+    let (client, eventloop, code) = connack(options(broker, user, Some((user, SECRET)))).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    (client, eventloop)
+}
+
+/// Ingest's subscription to every data topic, acknowledged.
+async fn subscribed_ingest(broker: &BrokerHandle) -> (AsyncClient, EventLoop) {
+    let (client, mut eventloop) = connected(broker, INGEST).await;
+    client
+        .subscribe("cleanfleet/v1/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(ack)) = eventloop.poll().await.unwrap() {
+            assert!(matches!(
+                ack.return_codes[0],
+                rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)
+            ));
+            break (client, eventloop);
+        }
+    }
+}
+
+/// Polls until `n` publishes arrived or nothing came for `quiet`; returns their payloads.
+async fn receive(eventloop: &mut EventLoop, n: usize, quiet: Duration) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match timeout(quiet, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => got.push(p.payload.to_vec()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("subscriber: {e}"),
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// Polls a publisher until `n` PUBACKs arrived, the connection failed, or `quiet` passed.
+async fn acks(eventloop: &mut EventLoop, n: usize, quiet: Duration) -> (usize, bool) {
+    let mut acked = 0;
+    while acked < n {
+        match timeout(quiet, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return (acked, true),
+            Err(_) => break,
+        }
+    }
+    (acked, false)
+}
+
+#[tokio::test]
+async fn nobody_connects_without_a_valid_login() {
+    let (broker, _) = broker(BrokerConfig::default()).await;
+    let (_, _, code) = connack(options(&broker, "sw-1", None)).await;
+    assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+    let (_, _, code) = connack(options(&broker, "sw-1", Some(("sw-1", "wrong")))).await;
+    assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+    let (_, _, code) = connack(options(&broker, "nobody", Some(("nobody", SECRET)))).await;
+    assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+    // A device may not take another client id, least of all ingest's.
+    for client_id in ["sw-2", INGEST] {
+        let (_, _, code) = connack(options(&broker, client_id, Some(("sw-1", SECRET)))).await;
+        assert_eq!(code, ConnectReturnCode::BadClientId, "{client_id}");
+    }
+}
+
+#[tokio::test]
+async fn a_device_publishes_only_as_itself_and_reads_nothing() {
+    let (broker, _) = broker(BrokerConfig::default()).await;
+    let (_ingest, mut ingest_loop) = subscribed_ingest(&broker).await;
+    let (device, mut device_loop) = connected(&broker, "sw-1").await;
+    device
+        .publish(
+            "cleanfleet/v1/sweeper/sw-1/fixes",
+            QoS::AtLeastOnce,
+            false,
+            b"own".to_vec(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        acks(&mut device_loop, 1, Duration::from_secs(5)).await,
+        (1, false)
+    );
+    assert_eq!(
+        receive(&mut ingest_loop, 1, Duration::from_secs(5)).await,
+        [b"own".to_vec()]
+    );
+    // As another device, or as another kind: refused, connection closed, nothing routed.
+    for forged in [
+        "cleanfleet/v1/sweeper/sw-2/fixes",
+        "cleanfleet/v1/flusher/sw-1/fixes",
+    ] {
+        let (device, mut device_loop) = connected(&broker, "sw-1").await;
+        device
+            .publish(forged, QoS::AtLeastOnce, false, b"forged".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            acks(&mut device_loop, 1, Duration::from_secs(5)).await,
+            (0, true),
+            "{forged}"
+        );
+    }
+    assert!(receive(&mut ingest_loop, 1, Duration::from_millis(500))
+        .await
+        .is_empty());
+    // A device subscribes to nothing: not others' data, not even its own.
+    let (device, mut device_loop) = connected(&broker, "sw-2").await;
+    device
+        .subscribe("cleanfleet/v1/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    device
+        .subscribe("$share/cleanfleet/cleanfleet/v1/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let mut refused = 0;
+    while refused < 2 {
+        if let Event::Incoming(Packet::SubAck(ack)) = device_loop.poll().await.unwrap() {
+            assert_eq!(ack.return_codes, [rumqttc::SubscribeReasonCode::Failure]);
+            refused += 1;
+        }
+    }
+    drop(device);
+}
+
+/// The heart of "nothing acknowledged is lost": ingest away, a burst many times the queue
+/// budget. The broker acknowledges only what it queued, the device waits with the rest, and
+/// when ingest is back every acknowledged message (indeed every message) arrives.
+#[tokio::test]
+async fn a_full_queue_holds_back_acks_and_loses_nothing() {
+    let config = BrokerConfig {
+        max_payload_bytes: 1024,
+        session_queue_bytes: 16 * 1024,
+        total_queue_bytes: 16 * 1024,
+        max_inflight: 10,
+        ..BrokerConfig::default()
+    };
+    let (broker, _) = broker(config).await;
+    let (ingest, ingest_loop) = subscribed_ingest(&broker).await;
+    // Ingest goes away; its session stays.
+    ingest.disconnect().await.unwrap();
+    drop(ingest_loop);
+    let (device, mut device_loop) = connected(&broker, "sw-1").await;
+    const MESSAGES: usize = 200; // about 200 × 1 KiB: twelve times the budget
+    let publisher = tokio::spawn(async move {
+        for i in 0..MESSAGES {
+            let mut payload = format!("{i:05}").into_bytes();
+            payload.resize(990, b' ');
+            device
+                .publish(
+                    "cleanfleet/v1/sweeper/sw-1/fixes",
+                    QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .await
+                .unwrap();
+        }
+        device
+    });
+    let (acked_while_away, failed) = acks(&mut device_loop, MESSAGES, Duration::from_secs(2)).await;
+    assert!(!failed);
+    assert!(
+        (10..=17).contains(&acked_while_away),
+        "{acked_while_away} acknowledged with 16 KiB of room"
+    );
+    // Ingest is back: everything flows.
+    let (_ingest, mut ingest_loop) = connected(&broker, INGEST).await;
+    let device_acks = tokio::spawn(async move {
+        let got = acks(
+            &mut device_loop,
+            MESSAGES - acked_while_away,
+            Duration::from_secs(10),
+        )
+        .await;
+        (got, device_loop)
+    });
+    let got = receive(&mut ingest_loop, MESSAGES, Duration::from_secs(10)).await;
+    let ((acked_after, failed), _device_loop) = device_acks.await.unwrap();
+    assert!(!failed);
+    assert_eq!(acked_while_away + acked_after, MESSAGES);
+    let mut numbers: Vec<usize> = got
+        .iter()
+        .map(|p| std::str::from_utf8(&p[..5]).unwrap().parse().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers, (0..MESSAGES).collect::<Vec<_>>());
+    drop(publisher.await.unwrap());
+}
+
+#[tokio::test]
+async fn a_revoked_login_loses_its_connection_and_cannot_come_back() {
+    let config = BrokerConfig {
+        recheck_credentials_s: 1,
+        ..BrokerConfig::default()
+    };
+    let (broker, logins) = broker(config).await;
+    let (_device, mut device_loop) = connected(&broker, "sw-1").await;
+    logins.remove("sw-1");
+    let closed = timeout(Duration::from_secs(5), async {
+        loop {
+            if device_loop.poll().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still connected after revocation");
+    let (_, _, code) = connack(options(&broker, "sw-1", Some(("sw-1", SECRET)))).await;
+    assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+    // And the handle closes a user's connections at once.
+    let (_device, mut device_loop) = connected(&broker, "sw-2").await;
+    assert_eq!(broker.disconnect_user("sw-2"), 1);
+    let closed = timeout(Duration::from_secs(2), async {
+        while device_loop.poll().await.is_ok() {}
+    })
+    .await;
+    assert!(closed.is_ok());
+}
