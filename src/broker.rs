@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use cleanfleet_broker::{AuthUnavailable, Authenticator, BrokerConfig, BrokerHandle};
-use cleanfleet_identity::{verify_secret, Principal, Role};
+use cleanfleet_identity::{verify_secret, Principal, Role, SecretFingerprint};
 use cleanfleet_store::CredentialStore;
 
 /// The ingest service running in the same process: it logs in with a secret made for this
@@ -30,18 +30,19 @@ impl LocalService {
 /// Logs in the store's live credentials, and the in-process ingest.
 pub struct StoreAuthenticator<S> {
     store: Arc<S>,
-    local: Option<LocalService>,
-    /// Per username, the password that last matched and the hash it matched: the broker
-    /// checks every live connection again each minute, and an unchanged hash needs no
-    /// second PBKDF2 (10,000 devices would cost seconds of CPU a minute).
-    verified: Mutex<HashMap<String, (String, String)>>,
+    /// The in-process service's username and its secret's fingerprint.
+    local: Option<(String, SecretFingerprint)>,
+    /// Per username, the fingerprint of the password that last matched and the hash it
+    /// matched: the broker checks every live connection again each minute, and an unchanged
+    /// hash needs no second PBKDF2 (10,000 devices would cost seconds of CPU a minute).
+    verified: Mutex<HashMap<String, (SecretFingerprint, String)>>,
 }
 
 impl<S> StoreAuthenticator<S> {
     pub fn new(store: Arc<S>, local: Option<LocalService>) -> Self {
         StoreAuthenticator {
             store,
-            local,
+            local: local.map(|l| (l.username, SecretFingerprint::of(&l.secret))),
             verified: Mutex::new(HashMap::new()),
         }
     }
@@ -50,7 +51,7 @@ impl<S> StoreAuthenticator<S> {
         let verified = self.verified.lock().expect("cache lock poisoned");
         verified
             .get(username)
-            .is_some_and(|(p, h)| p == password && h == hash)
+            .is_some_and(|(p, h)| h == hash && p.matches(password))
     }
 }
 
@@ -61,8 +62,8 @@ impl<S: CredentialStore> Authenticator for StoreAuthenticator<S> {
         username: &str,
         password: &str,
     ) -> Result<Option<Principal>, AuthUnavailable> {
-        if let Some(local) = self.local.as_ref().filter(|l| l.username == username) {
-            if local.secret == password {
+        if let Some((_, fingerprint)) = self.local.as_ref().filter(|(name, _)| name == username) {
+            if fingerprint.matches(password) {
                 return Ok(Some(Principal {
                     username: username.to_owned(),
                     role: Role::Ingest,
@@ -86,7 +87,7 @@ impl<S: CredentialStore> Authenticator for StoreAuthenticator<S> {
             if valid {
                 self.verified.lock().expect("cache lock poisoned").insert(
                     username.to_owned(),
-                    (password.to_owned(), record.secret_hash.clone()),
+                    (SecretFingerprint::of(password), record.secret_hash.clone()),
                 );
             }
             valid

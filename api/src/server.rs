@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -158,7 +158,8 @@ impl Slots {
     }
 }
 
-/// Marks a connection busy while a request is answered.
+/// Marks a connection busy while a request is answered, its response body included (a
+/// slow download is not idle).
 struct Busy {
     slots: Arc<Slots>,
     id: u64,
@@ -174,6 +175,46 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         self.slots.end(self.id);
+    }
+}
+
+/// A response body that keeps its connection [`Busy`] until it is sent or dropped.
+struct Tracked {
+    body: axum::body::Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Gives the connection's slot back however its task ends.
+struct Held {
+    slots: Arc<Slots>,
+    metrics: Arc<ServerMetrics>,
+    id: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.slots.release(self.id);
+        self.metrics.connections.dec();
     }
 }
 
@@ -222,9 +263,13 @@ pub async fn serve(
         );
         connections.spawn(async move {
             metrics.connections.inc();
+            let held = Held {
+                slots: slots.clone(),
+                metrics,
+                id,
+            };
             serve_connection(stream, router, limits, &slots, id, close, shutdown).await;
-            slots.release(id);
-            metrics.connections.dec();
+            drop(held);
         });
     }
     drop(listener);
@@ -256,16 +301,16 @@ async fn serve_connection(
                 ))
                 .into_response(),
             };
-            drop(busy);
-            Ok::<_, Infallible>(response)
+            Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
         }
     });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: its header timer runs from the connection's first moment (hyper-util's
+    // version sniffing would let a client that sends nothing wait forever).
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_read_timeout_s));
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}

@@ -1,11 +1,12 @@
 //! One client connection: log-in, then packets in and out until it ends. The session state
 //! lives in the [`Router`](crate::router::Router); this is the I/O around it.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::{Error as CodecError, Protocol};
 use rumqttc::{
     ConnAck, Connect, ConnectReturnCode, LastWill, Packet, PubAck, Publish, QoS, SubAck,
@@ -23,8 +24,15 @@ use crate::{topic, Principal, Shared};
 
 /// Room for a PUBLISH's fixed header, topic and packet id beyond its payload.
 const HEADER_ROOM_BYTES: usize = 2 + 65_535 + 2 + 5;
+/// A CONNECT is small (client id, login, a will): nothing larger is read before log-in.
+const MAX_CONNECT_BYTES: usize = 64 * 1024;
 /// A client that asks for no keep-alive is still closed after this long without a packet.
 const IDLE_WITHOUT_KEEP_ALIVE: Duration = Duration::from_secs(600);
+/// While a publish waits for room, at most this much of the client's next packets is read
+/// ahead (to find and answer its pings); then reading stops.
+const HOLD_BYTES: usize = 1024 * 1024;
+/// Outgoing packets are written in pieces of about this size.
+const WRITE_CHUNK_BYTES: usize = 256 * 1024;
 
 enum ReadError {
     Closed,
@@ -32,11 +40,14 @@ enum ReadError {
     Protocol(CodecError),
 }
 
-/// How a logged-in connection ended: after DISCONNECT its will is not published.
+/// How a logged-in connection ended. Only a connection lost without DISCONNECT publishes
+/// its will: not one the broker closed for a newer connection of the same client (its
+/// "offline" would land after the new one's "online") or for a revoked credential.
 #[derive(PartialEq, Eq)]
 enum End {
     Graceful,
-    Abrupt,
+    Lost,
+    Kicked,
 }
 
 async fn read_packet(
@@ -69,6 +80,10 @@ async fn write_packets(
         packet
             .write(&mut out, usize::MAX)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        if out.len() >= WRITE_CHUNK_BYTES {
+            writer.write_all(&out).await?;
+            out.clear();
+        }
     }
     writer.write_all(&out).await
 }
@@ -77,22 +92,42 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Router> {
     shared.router.lock().expect("router lock poisoned")
 }
 
+/// Publishers waiting for room try again.
+fn freed(shared: &Shared, bytes: usize) {
+    if bytes > 0 {
+        shared.room.notify_waiters();
+        shared
+            .metrics
+            .queued_bytes
+            .set(lock(shared).queued_bytes() as i64);
+    }
+}
+
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(4096);
-    let max_packet = shared.config.max_payload_bytes + HEADER_ROOM_BYTES;
     let connect_timeout = Duration::from_secs(shared.config.connect_timeout_s);
     let first = tokio::time::timeout(
         connect_timeout,
-        read_packet(&mut reader, &mut buf, max_packet),
+        read_packet(&mut reader, &mut buf, MAX_CONNECT_BYTES),
     );
+    let refuse = |code: ConnectReturnCode| Packet::ConnAck(ConnAck::new(code, false));
     let connect = match first.await {
         Ok(Ok(Packet::Connect(connect))) => connect,
         Ok(Err(ReadError::Closed)) => return,
+        Ok(Err(ReadError::Protocol(CodecError::InvalidProtocolLevel(_)))) => {
+            // MQTT 3.1 or 5: say so, so that a client can fall back to 3.1.1.
+            shared.metrics.refused("protocol_version");
+            let _ = write_packets(
+                &mut writer,
+                [refuse(ConnectReturnCode::RefusedProtocolVersion)],
+            )
+            .await;
+            return;
+        }
         Ok(_) => return shared.metrics.refused("protocol"),
         Err(_) => return shared.metrics.refused("connect_timeout"),
     };
-    let refuse = |code: ConnectReturnCode| Packet::ConnAck(ConnAck::new(code, false));
     let principal = match log_in(&connect, shared, peer).await {
         Ok(principal) => principal,
         Err((code, reason)) => {
@@ -102,14 +137,20 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) 
         }
     };
     let client_id = connect.client_id.clone();
-    let attached = lock(shared).connect(&client_id, &principal.username, connect.clean_session);
-    shared.metrics.sessions.set(lock(shared).sessions() as i64);
+    let attached = {
+        let mut router = lock(shared);
+        let attached = router.connect(&client_id, &principal.username, connect.clean_session);
+        shared.metrics.sessions.set(router.sessions() as i64);
+        attached
+    };
+    freed(shared, attached.freed);
     let accepted = Packet::ConnAck(ConnAck::new(
         ConnectReturnCode::Success,
         attached.session_present,
     ));
     let end = match write_packets(&mut writer, [accepted]).await {
         Ok(()) => {
+            let max_packet = shared.config.max_payload_bytes + HEADER_ROOM_BYTES;
             let mut link = Link {
                 shared,
                 principal: &principal,
@@ -119,27 +160,28 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) 
                     .map(|l| l.password.as_str())
                     .unwrap_or(""),
                 client_id: &client_id,
+                connection: attached.connection,
                 kick: attached.kick,
                 wake: attached.wake,
                 reader,
                 writer,
                 buf,
                 max_packet,
+                held: VecDeque::new(),
+                held_bytes: 0,
             };
             link.run(connect.keep_alive).await
         }
-        Err(_) => End::Abrupt,
+        Err(_) => End::Lost,
     };
-    {
+    let released = {
         let mut router = lock(shared);
-        router.disconnected(&client_id, attached.connection);
+        let released = router.disconnected(&client_id, attached.connection);
         shared.metrics.sessions.set(router.sessions() as i64);
-        shared
-            .metrics
-            .queued_bytes
-            .set(router.queued_bytes() as i64);
-    }
-    if end == End::Abrupt {
+        released
+    };
+    freed(shared, released);
+    if end == End::Lost {
         if let Some(will) = connect.last_will {
             publish_will(shared, will);
         }
@@ -193,13 +235,15 @@ async fn log_in(
     Ok(principal)
 }
 
-/// A will goes out like any message, but nobody waits for it: with no room it is dropped.
+/// A will goes out like any message, but nobody waits for it: with no room (or the broker
+/// closing) it is dropped; it was never acknowledged to anyone.
 fn publish_will(shared: &Shared, will: LastWill) {
-    let routed = lock(shared).route(&will.topic, &will.message, will.qos);
+    let payload = Bytes::copy_from_slice(&will.message);
+    let routed = lock(shared).route(&will.topic, &payload, will.qos);
     match routed {
         Ok(r) if r.sessions == 0 => shared.metrics.messages_unrouted.inc(),
         Ok(_) => shared.metrics.messages_received.inc(),
-        Err(Refused::Full) => shared.metrics.qos0_dropped.inc(),
+        Err(Refused::Full | Refused::Closed) => shared.metrics.qos0_dropped.inc(),
     }
 }
 
@@ -208,12 +252,23 @@ struct Link<'a> {
     principal: &'a Principal,
     password: &'a str,
     client_id: &'a str,
+    connection: u64,
     kick: CancellationToken,
     wake: Arc<Notify>,
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     buf: BytesMut,
     max_packet: usize,
+    /// Packets read while a publish waited for room, handled in order once it is done.
+    held: VecDeque<Packet>,
+    held_bytes: usize,
+}
+
+/// Why writing stopped.
+enum WriteStop {
+    Failed,
+    Kicked,
+    Shutdown,
 }
 
 impl Link<'_> {
@@ -227,26 +282,40 @@ impl Link<'_> {
         let mut recheck = tokio::time::interval_at(Instant::now() + recheck_every, recheck_every);
         let mut outgoing = Vec::new();
         loop {
-            outgoing.clear();
-            let freed = lock(self.shared).take_outgoing(self.client_id, &mut outgoing);
-            if freed > 0 {
-                self.shared.room.notify_waiters();
+            if let Some(packet) = self.held.pop_front() {
+                self.held_bytes -= packet.size();
+                if let Some(end) = self.handle(packet).await {
+                    return end;
+                }
+                deadline = Instant::now() + idle;
+                continue;
             }
+            outgoing.clear();
+            let released =
+                lock(self.shared).take_outgoing(self.client_id, self.connection, &mut outgoing);
+            freed(self.shared, released);
             if !outgoing.is_empty() {
                 let n = outgoing.len() as u64;
-                if write_packets(&mut self.writer, outgoing.drain(..).map(Packet::Publish))
-                    .await
-                    .is_err()
-                {
-                    return End::Abrupt;
+                if let Err(stop) = self.write(outgoing.drain(..).map(Packet::Publish)).await {
+                    return self.stopped(stop);
                 }
                 self.shared.metrics.messages_delivered.inc_by(n);
             }
             tokio::select! {
                 biased;
                 _ = self.shared.shutdown.cancelled() => return End::Graceful,
-                _ = self.kick.cancelled() => return self.closed("kicked"),
-                _ = tokio::time::sleep_until(deadline) => return self.closed("keep_alive"),
+                _ = self.kick.cancelled() => return self.closed("kicked", End::Kicked),
+                packet = read_packet(&mut self.reader, &mut self.buf, self.max_packet) => {
+                    let packet = match packet {
+                        Ok(packet) => packet,
+                        Err(e) => return self.read_failed(e),
+                    };
+                    match self.handle(packet).await {
+                        Some(end) => return end,
+                        None => deadline = Instant::now() + idle,
+                    }
+                }
+                _ = self.wake.notified() => {}
                 _ = recheck.tick() => {
                     let still = self.shared.authenticator
                         .authenticate(&self.principal.username, self.password)
@@ -254,39 +323,57 @@ impl Link<'_> {
                     // A store that cannot answer for a moment is no reason to drop a device.
                     if matches!(still, Ok(ref p) if p.as_ref() != Some(self.principal)) {
                         tracing::warn!(username = %self.principal.username, "MQTT credential revoked or rotated: connection closed");
-                        return self.closed("credential");
+                        return self.closed("credential", End::Kicked);
                     }
                 }
-                _ = self.wake.notified() => {}
-                packet = read_packet(&mut self.reader, &mut self.buf, self.max_packet) => {
-                    let packet = match packet {
-                        Ok(packet) => packet,
-                        Err(ReadError::Closed) => return End::Abrupt,
-                        Err(ReadError::TooLarge(size)) => {
-                            tracing::warn!(username = %self.principal.username, size, limit = self.shared.config.max_payload_bytes, "MQTT packet over the size limit: connection closed");
-                            return self.refused_publish("oversize");
-                        }
-                        Err(ReadError::Protocol(e)) => {
-                            tracing::warn!(username = %self.principal.username, error = %e, "malformed MQTT packet: connection closed");
-                            return self.closed("malformed");
-                        }
-                    };
-                    match self.handle(packet).await {
-                        Some(end) => return end,
-                        None => deadline = Instant::now() + idle,
-                    }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return self.closed("keep_alive", End::Lost);
                 }
             }
         }
     }
 
-    fn closed(&self, reason: &str) -> End {
+    /// Writes, giving up when the connection is kicked or the broker stops: a client that
+    /// stops reading cannot pin its task.
+    async fn write(&mut self, packets: impl IntoIterator<Item = Packet>) -> Result<(), WriteStop> {
+        tokio::select! {
+            written = write_packets(&mut self.writer, packets) => {
+                written.map_err(|_| WriteStop::Failed)
+            }
+            _ = self.kick.cancelled() => Err(WriteStop::Kicked),
+            _ = self.shared.shutdown.cancelled() => Err(WriteStop::Shutdown),
+        }
+    }
+
+    fn stopped(&self, stop: WriteStop) -> End {
+        match stop {
+            WriteStop::Failed => End::Lost,
+            WriteStop::Kicked => self.closed("kicked", End::Kicked),
+            WriteStop::Shutdown => End::Graceful,
+        }
+    }
+
+    fn read_failed(&self, error: ReadError) -> End {
+        match error {
+            ReadError::Closed => End::Lost,
+            ReadError::TooLarge(size) => {
+                tracing::warn!(username = %self.principal.username, size, limit = self.shared.config.max_payload_bytes, "MQTT packet over the size limit: connection closed");
+                self.refused_publish("oversize")
+            }
+            ReadError::Protocol(e) => {
+                tracing::warn!(username = %self.principal.username, error = %e, "malformed MQTT packet: connection closed");
+                self.closed("malformed", End::Lost)
+            }
+        }
+    }
+
+    fn closed(&self, reason: &str, end: End) -> End {
         self.shared
             .metrics
             .connections_closed
             .with_label_values(&[reason])
             .inc();
-        End::Abrupt
+        end
     }
 
     fn refused_publish(&self, reason: &str) -> End {
@@ -295,7 +382,12 @@ impl Link<'_> {
             .publishes_refused
             .with_label_values(&[reason])
             .inc();
-        self.closed("publish_refused")
+        self.closed("publish_refused", End::Lost)
+    }
+
+    fn settle(&self, pkid: u16) {
+        let released = lock(self.shared).acked(self.client_id, self.connection, pkid);
+        freed(self.shared, released);
     }
 
     /// Handles one packet; `Some` when the connection ends.
@@ -303,10 +395,7 @@ impl Link<'_> {
         let reply = match packet {
             Packet::Publish(publish) => return self.publish(publish).await,
             Packet::PubAck(ack) => {
-                let freed = lock(self.shared).acked(self.client_id, ack.pkid);
-                if freed > 0 {
-                    self.shared.room.notify_waiters();
-                }
+                self.settle(ack.pkid);
                 return None;
             }
             Packet::Subscribe(subscribe) => {
@@ -329,12 +418,12 @@ impl Link<'_> {
             Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
                 return Some(self.refused_publish("qos2"));
             }
-            _ => return Some(self.closed("protocol")),
+            _ => return Some(self.closed("protocol", End::Lost)),
         };
-        match write_packets(&mut self.writer, [reply]).await {
-            Ok(()) => None,
-            Err(_) => Some(End::Abrupt),
-        }
+        self.write([reply])
+            .await
+            .err()
+            .map(|stop| self.stopped(stop))
     }
 
     fn subscribe(&self, filter: &str, qos: QoS) -> SubscribeReasonCode {
@@ -356,8 +445,9 @@ impl Link<'_> {
         SubscribeReasonCode::Success(granted)
     }
 
-    /// Queues a message for its subscribers, waiting (unacknowledged, not reading) while a
-    /// queue is full; then acknowledges it.
+    /// Queues a message for its subscribers, waiting (unacknowledged) while a queue is full;
+    /// then acknowledges it. While it waits the client's pings are answered, so that it does
+    /// not take the wait for a dead broker; any other packet is held until the wait is over.
     async fn publish(&mut self, publish: Publish) -> Option<End> {
         let refuse = |reason: &str, why: &str| {
             tracing::warn!(username = %self.principal.username, topic = %publish.topic, "MQTT publish refused: {why}; connection closed");
@@ -378,16 +468,14 @@ impl Link<'_> {
                 "a device publishes only under its own kind and id",
             );
         }
-        if self.shared.intake_closed.is_cancelled() {
-            // Unacknowledged, the device keeps it for the broker that comes next.
-            return Some(self.closed("shutting_down"));
-        }
+        // Its own copy: a slice of the read buffer would keep the whole buffer alive.
+        let payload = Bytes::copy_from_slice(&publish.payload);
         let mut waited = false;
         loop {
             let room = self.shared.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            let routed = lock(self.shared).route(&publish.topic, &publish.payload, publish.qos);
+            let routed = lock(self.shared).route(&publish.topic, &payload, publish.qos);
             match routed {
                 Ok(routed) => {
                     let metrics = &self.shared.metrics;
@@ -401,28 +489,61 @@ impl Link<'_> {
                         .set(lock(self.shared).queued_bytes() as i64);
                     break;
                 }
+                // Unacknowledged, the device keeps it for the broker that comes next.
+                Err(Refused::Closed) => return Some(self.closed("shutting_down", End::Lost)),
                 Err(Refused::Full) => {
                     if !waited {
                         self.shared.metrics.publisher_waits.inc();
                         waited = true;
                     }
-                    tokio::select! {
-                        _ = &mut room => {}
-                        _ = self.kick.cancelled() => return Some(self.closed("kicked")),
-                        _ = self.shared.intake_closed.cancelled() => {
-                            return Some(self.closed("shutting_down"));
-                        }
-                        _ = self.shared.shutdown.cancelled() => return Some(End::Graceful),
+                    if let Some(end) = self.wait_for_room(room).await {
+                        return Some(end);
                     }
                 }
             }
         }
         if publish.qos == QoS::AtLeastOnce {
             let ack = Packet::PubAck(PubAck::new(publish.pkid));
-            if write_packets(&mut self.writer, [ack]).await.is_err() {
-                return Some(End::Abrupt);
+            if let Err(stop) = self.write([ack]).await {
+                return Some(self.stopped(stop));
             }
         }
         None
+    }
+
+    /// Until `room` is signalled: answers pings, settles acknowledgements, holds other
+    /// packets (up to [`HOLD_BYTES`]). `Some` when the connection ends meanwhile.
+    async fn wait_for_room(
+        &mut self,
+        mut room: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    ) -> Option<End> {
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shared.intake_closed.cancelled() => {
+                    return Some(self.closed("shutting_down", End::Lost));
+                }
+                _ = self.shared.shutdown.cancelled() => return Some(End::Graceful),
+                _ = self.kick.cancelled() => return Some(self.closed("kicked", End::Kicked)),
+                _ = &mut room => return None,
+                packet = read_packet(&mut self.reader, &mut self.buf, self.max_packet),
+                    if self.held_bytes < HOLD_BYTES =>
+                {
+                    match packet {
+                        Ok(Packet::PingReq) => {
+                            if let Err(stop) = self.write([Packet::PingResp]).await {
+                                return Some(self.stopped(stop));
+                            }
+                        }
+                        Ok(Packet::PubAck(ack)) => self.settle(ack.pkid),
+                        Ok(other) => {
+                            self.held_bytes += other.size();
+                            self.held.push_back(other);
+                        }
+                        Err(e) => return Some(self.read_failed(e)),
+                    }
+                }
+            }
+        }
     }
 }

@@ -179,6 +179,12 @@ impl BrokerHandle {
     /// keeps the message and sends it again to the next broker). Subscribers still get what
     /// is queued; see [`BrokerHandle::drained`].
     pub fn close_intake(&self) {
+        // Under the router's lock: no message is acknowledged after this returns.
+        self.shared
+            .router
+            .lock()
+            .expect("router lock poisoned")
+            .close();
         self.shared.intake_closed.cancel();
     }
 

@@ -7,7 +7,7 @@
 //! [`Router::route`] refuses it and the publisher's connection waits, unacknowledged, until
 //! room is made.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -34,6 +34,8 @@ struct Queued {
     topic: Arc<str>,
     payload: Bytes,
     qos: QoS,
+    /// Its packet id once sent at QoS 1: a resend keeps it and says DUP (MQTT-4.4.0-1).
+    pkid: Option<u16>,
 }
 
 impl Queued {
@@ -103,6 +105,8 @@ pub struct Attached {
     pub session_present: bool,
     pub wake: Arc<Notify>,
     pub kick: CancellationToken,
+    /// Bytes freed by forgetting an old session (publishers waiting for room must hear).
+    pub freed: usize,
 }
 
 /// Why [`Router::route`] did not queue a message.
@@ -110,6 +114,8 @@ pub struct Attached {
 pub enum Refused {
     /// A matching session, or the broker, has no room: wait and try again.
     Full,
+    /// The broker takes no more messages ([`Router::close`]).
+    Closed,
 }
 
 /// Where a routed message went.
@@ -127,6 +133,10 @@ pub struct Router {
     owners: HashMap<String, String>,
     total_bytes: usize,
     next_connection: u64,
+    /// Sessions with at least one subscription: the only ones a message can go to.
+    subscribed: BTreeSet<String>,
+    /// Set by [`Router::close`]: nothing is routed any more.
+    closed: bool,
     /// Round-robin position per shared subscription (group, filter).
     share_turn: HashMap<(String, String), usize>,
 }
@@ -139,6 +149,8 @@ impl Router {
             owners: HashMap::new(),
             total_bytes: 0,
             next_connection: 1,
+            subscribed: BTreeSet::new(),
+            closed: false,
             share_turn: HashMap::new(),
         }
     }
@@ -151,6 +163,12 @@ impl Router {
         self.sessions.len()
     }
 
+    /// Takes no more messages: under the same lock as routing, so that no message can be
+    /// acknowledged after the broker said it holds nothing more.
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
     /// Attaches a connection to the session `client_id`, taking it over from a live one
     /// (which is kicked); a clean start forgets the old session.
     pub fn connect(&mut self, client_id: &str, username: &str, clean: bool) -> Attached {
@@ -158,8 +176,9 @@ impl Router {
             old.kick.cancel();
         }
         let session_present = !clean && self.sessions.contains_key(client_id);
+        let mut freed = 0;
         if !session_present {
-            self.forget(client_id);
+            freed = self.forget(client_id);
             self.sessions
                 .insert(client_id.to_owned(), Session::new(!clean));
         }
@@ -169,8 +188,10 @@ impl Router {
         self.next_connection += 1;
         let session = self.sessions.get_mut(client_id).expect("just inserted");
         session.connection = Some(connection);
+        session.persistent = !clean;
         session.kick = CancellationToken::new();
-        // Resent first: what was in flight when the last connection went.
+        // Resent first, with their packet ids: what was in flight when the last connection
+        // went.
         let mut resend: Vec<(u16, Queued)> = session.inflight.drain().collect();
         resend.sort_by_key(|(pkid, _)| *pkid);
         for (_, message) in resend.into_iter().rev() {
@@ -182,29 +203,45 @@ impl Router {
             session_present,
             wake: session.wake.clone(),
             kick: session.kick.clone(),
+            freed,
         }
     }
 
     /// The connection `connection` of `client_id` ended; a clean session ends with it.
-    pub fn disconnected(&mut self, client_id: &str, connection: u64) {
+    /// Returns the bytes that freed.
+    pub fn disconnected(&mut self, client_id: &str, connection: u64) -> usize {
         let Some(session) = self.sessions.get_mut(client_id) else {
-            return;
+            return 0;
         };
         if session.connection != Some(connection) {
-            return; // taken over: the session lives on with its new connection
+            return 0; // taken over: the session lives on with its new connection
         }
         session.connection = None;
-        if !session.persistent {
-            self.forget(client_id);
+        if session.persistent {
+            0
+        } else {
+            self.forget(client_id)
         }
     }
 
-    fn forget(&mut self, client_id: &str) {
-        if let Some(session) = self.sessions.remove(client_id) {
-            self.total_bytes -= session.bytes;
-            session.kick.cancel();
-        }
+    /// Drops a session and what it held; returns the bytes freed.
+    fn forget(&mut self, client_id: &str) -> usize {
         self.owners.remove(client_id);
+        self.subscribed.remove(client_id);
+        let Some(session) = self.sessions.remove(client_id) else {
+            return 0;
+        };
+        self.total_bytes -= session.bytes;
+        session.kick.cancel();
+        session.bytes
+    }
+
+    /// The session of `client_id` if `connection` is its live connection: a connection
+    /// that was taken over must not send or settle the new one's messages.
+    fn live(&mut self, client_id: &str, connection: u64) -> Option<&mut Session> {
+        self.sessions
+            .get_mut(client_id)
+            .filter(|s| s.connection == Some(connection))
     }
 
     /// Closes every connection of `username` (its credential was revoked or rotated).
@@ -242,6 +279,7 @@ impl Router {
         session
             .subscriptions
             .push(Subscription { filter, group, qos });
+        self.subscribed.insert(client_id.to_owned());
     }
 
     pub fn unsubscribe(&mut self, client_id: &str, filter: &str) {
@@ -253,6 +291,9 @@ impl Router {
             session
                 .subscriptions
                 .retain(|s| !(s.filter == filter && s.group.as_deref() == group));
+            if session.subscriptions.is_empty() {
+                self.subscribed.remove(client_id);
+            }
         }
     }
 
@@ -265,13 +306,19 @@ impl Router {
         payload: &Bytes,
         qos: QoS,
     ) -> Result<Routed, Refused> {
-        let mut targets: Vec<(String, QoS)> = self
-            .sessions
-            .iter()
+        if self.closed {
+            return Err(Refused::Closed);
+        }
+        let subscribers = || {
+            self.subscribed
+                .iter()
+                .filter_map(|id| self.sessions.get(id).map(|s| (id, s)))
+        };
+        let mut targets: Vec<(String, QoS)> = subscribers()
             .filter_map(|(id, s)| s.direct_qos(topic_name).map(|q| (id.clone(), q)))
             .collect();
         let mut groups: HashMap<(String, String), Vec<ShareMember>> = HashMap::new();
-        for (id, s) in &self.sessions {
+        for (id, s) in subscribers() {
             for sub in &s.subscriptions {
                 if let Some(group) = &sub.group {
                     if topic::matches(&sub.filter, topic_name) {
@@ -313,10 +360,12 @@ impl Router {
             .filter(|(_, q)| message_qos(*q) != QoS::AtMostOnce)
             .map(|(id, _)| id)
             .collect();
+        // An empty queue takes any message, so that none can wait for room forever.
         let room = |router: &Router, id: &str, extra_total: usize| {
             let s = &router.sessions[id];
-            s.bytes + size <= router.limits.session_bytes
-                && router.total_bytes + extra_total <= router.limits.total_bytes
+            (s.bytes == 0 || s.bytes + size <= router.limits.session_bytes)
+                && (router.total_bytes == 0
+                    || router.total_bytes + extra_total <= router.limits.total_bytes)
         };
         if !reliable.is_empty() {
             let extra_total = size * reliable.len();
@@ -337,6 +386,7 @@ impl Router {
                 topic: topic_arc.clone(),
                 payload: payload.clone(),
                 qos: q,
+                pkid: None,
             });
             session.bytes += size;
             self.total_bytes += size;
@@ -349,13 +399,19 @@ impl Router {
     /// What the connection of `client_id` should write now: queued messages while its
     /// window has room (QoS 1 ones are numbered and held until acknowledged). Returns the
     /// bytes freed by QoS 0 messages, which are gone once written.
-    pub fn take_outgoing(&mut self, client_id: &str, out: &mut Vec<Publish>) -> usize {
-        let Some(session) = self.sessions.get_mut(client_id) else {
+    pub fn take_outgoing(
+        &mut self,
+        client_id: &str,
+        connection: u64,
+        out: &mut Vec<Publish>,
+    ) -> usize {
+        let max_inflight = self.limits.max_inflight;
+        let Some(session) = self.live(client_id, connection) else {
             return 0;
         };
         let mut freed = 0;
-        while session.inflight.len() < self.limits.max_inflight {
-            let Some(message) = session.queue.pop_front() else {
+        while session.inflight.len() < max_inflight {
+            let Some(mut message) = session.queue.pop_front() else {
                 break;
             };
             let mut publish = Publish::from_bytes(
@@ -366,8 +422,13 @@ impl Router {
             if message.qos == QoS::AtMostOnce {
                 freed += message.bytes();
             } else {
-                let pkid = next_free_pkid(session);
+                publish.dup = message.pkid.is_some();
+                let pkid = match message.pkid {
+                    Some(pkid) => pkid,
+                    None => next_free_pkid(session),
+                };
                 publish.pkid = pkid;
+                message.pkid = Some(pkid);
                 session.inflight.insert(pkid, message);
             }
             out.push(publish);
@@ -377,9 +438,9 @@ impl Router {
         freed
     }
 
-    /// The subscriber acknowledged `pkid`; returns the bytes freed.
-    pub fn acked(&mut self, client_id: &str, pkid: u16) -> usize {
-        let Some(session) = self.sessions.get_mut(client_id) else {
+    /// The subscriber acknowledged `pkid` on `connection`; returns the bytes freed.
+    pub fn acked(&mut self, client_id: &str, connection: u64, pkid: u16) -> usize {
+        let Some(session) = self.live(client_id, connection) else {
             return 0;
         };
         let Some(message) = session.inflight.remove(&pkid) else {
@@ -387,8 +448,8 @@ impl Router {
         };
         let freed = message.bytes();
         session.bytes -= freed;
-        self.total_bytes -= freed;
         session.wake.notify_one();
+        self.total_bytes -= freed;
         freed
     }
 }
@@ -418,9 +479,15 @@ mod tests {
         Bytes::from(vec![b'x'; n])
     }
 
+    /// The live connection of `client`.
+    fn conn(router: &Router, client: &str) -> u64 {
+        router.sessions[client].connection.expect("connected")
+    }
+
     fn outgoing(router: &mut Router, client: &str) -> Vec<Publish> {
         let mut out = Vec::new();
-        router.take_outgoing(client, &mut out);
+        let connection = conn(router, client);
+        router.take_outgoing(client, connection, &mut out);
         out
     }
 
@@ -450,7 +517,8 @@ mod tests {
             router.route(TOPIC, &payload(18), QoS::AtLeastOnce),
             Err(Refused::Full)
         );
-        assert_eq!(router.acked("cleanfleet-ingest", sent[0].pkid), 50);
+        let ingest = conn(&router, "cleanfleet-ingest");
+        assert_eq!(router.acked("cleanfleet-ingest", ingest, sent[0].pkid), 50);
         assert!(router.route(TOPIC, &payload(18), QoS::AtLeastOnce).is_ok());
         assert_eq!(router.queued_bytes(), 100);
     }
@@ -557,5 +625,56 @@ mod tests {
             Err(Refused::Full)
         );
         assert_eq!(router.queued_bytes(), 100);
+    }
+
+    #[test]
+    fn a_taken_over_connection_neither_sends_nor_settles_the_new_ones_messages() {
+        let mut router = Router::new(LIMITS);
+        let old = router.connect("ing", "cleanfleet-ingest", false);
+        router.subscribe("ing", "cleanfleet/v1/#", QoS::AtLeastOnce);
+        router.route(TOPIC, &payload(1), QoS::AtLeastOnce).unwrap();
+        let first = outgoing(&mut router, "ing");
+        let new = router.connect("ing", "cleanfleet-ingest", false);
+        // The old connection's task, not yet gone, tries to send and to settle.
+        let mut stale = Vec::new();
+        assert_eq!(router.take_outgoing("ing", old.connection, &mut stale), 0);
+        assert!(stale.is_empty());
+        assert_eq!(router.acked("ing", old.connection, first[0].pkid), 0);
+        // The new connection gets it again, same packet id, marked DUP.
+        let resent = outgoing(&mut router, "ing");
+        assert_eq!(resent.len(), 1);
+        assert!(resent[0].dup && resent[0].pkid == first[0].pkid);
+        assert_eq!(router.acked("ing", new.connection, resent[0].pkid), 33);
+        assert_eq!(router.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_closed_router_takes_nothing() {
+        let mut router = Router::new(LIMITS);
+        router.connect("ing", "cleanfleet-ingest", false);
+        router.subscribe("ing", "cleanfleet/v1/#", QoS::AtLeastOnce);
+        router.close();
+        assert_eq!(
+            router.route(TOPIC, &payload(1), QoS::AtLeastOnce),
+            Err(Refused::Closed)
+        );
+        assert_eq!(router.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_forgotten_session_says_what_it_freed_and_an_empty_queue_takes_any_message() {
+        let mut router = Router::new(LIMITS);
+        let clean = router.connect("dbg", "cleanfleet-ingest", true);
+        router.subscribe("dbg", "cleanfleet/v1/#", QoS::AtLeastOnce);
+        // Larger than the session's budget, but the queue is empty: taken.
+        router.route(TOPIC, &payload(90), QoS::AtLeastOnce).unwrap();
+        assert_eq!(router.disconnected("dbg", clean.connection), 122);
+        assert_eq!(router.queued_bytes(), 0);
+        // Taken over with a persistent session, a clean one becomes persistent.
+        let first = router.connect("ing", "cleanfleet-ingest", true);
+        let again = router.connect("ing", "cleanfleet-ingest", false);
+        router.disconnected("ing", first.connection);
+        router.disconnected("ing", again.connection);
+        assert_eq!(router.sessions(), 1, "the persistent session is kept");
     }
 }

@@ -317,3 +317,50 @@ async fn a_revoked_login_loses_its_connection_and_cannot_come_back() {
     .await;
     assert!(closed.is_ok());
 }
+
+/// A device held back by a full queue stays connected: the broker answers its pings while
+/// its publish waits, so the wait does not look like a dead broker (which would make every
+/// device reconnect and send everything again).
+#[tokio::test]
+async fn a_waiting_publisher_is_still_answered_its_pings() {
+    let config = BrokerConfig {
+        max_payload_bytes: 1024,
+        session_queue_bytes: 4 * 1024,
+        total_queue_bytes: 4 * 1024,
+        ..BrokerConfig::default()
+    };
+    let (broker, _) = broker(config).await;
+    let (ingest, ingest_loop) = subscribed_ingest(&broker).await;
+    ingest.disconnect().await.unwrap();
+    drop(ingest_loop);
+    let mut options = options(&broker, "sw-1", Some(("sw-1", SECRET)));
+    options.set_keep_alive(Duration::from_secs(1));
+    let (device, mut device_loop, code) = connack(options).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    for _ in 0..10 {
+        device
+            .publish(
+                "cleanfleet/v1/sweeper/sw-1/fixes",
+                QoS::AtLeastOnce,
+                false,
+                vec![b'x'; 900],
+            )
+            .await
+            .unwrap();
+    }
+    // Five keep-alive periods with the queue full: no error, pings answered.
+    let mut pongs = 0;
+    let watch = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(watch);
+    loop {
+        tokio::select! {
+            _ = &mut watch => break,
+            event = device_loop.poll() => match event {
+                Ok(Event::Incoming(Packet::PingResp)) => pongs += 1,
+                Ok(_) => {}
+                Err(e) => panic!("the waiting device lost its connection: {e}"),
+            },
+        }
+    }
+    assert!(pongs >= 3, "{pongs} pings answered in 5 s");
+}

@@ -19,7 +19,7 @@ use std::str::FromStr;
 use cleanfleet_model::{is_valid_device_id, DeviceKind, Stream, TOPIC_PREFIX};
 use serde::{Deserialize, Serialize};
 
-pub use secret::{hash_secret, new_secret, verify_secret, HASH_ITERATIONS};
+pub use secret::{hash_secret, new_secret, verify_secret, SecretFingerprint, HASH_ITERATIONS};
 
 /// Usernames (and client ids) of platform services start with this; no device id may.
 pub const SERVICE_PREFIX: &str = "cleanfleet-";

@@ -4,7 +4,7 @@
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use rand::RngCore;
-use sha2::Sha512;
+use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
 /// PBKDF2 rounds of a new hash. Secrets are 192-bit random tokens, which no number of
@@ -60,6 +60,21 @@ pub fn verify_secret(secret: &str, stored: &str) -> bool {
     derive(secret, &salt, iterations).ct_eq(&hash).into()
 }
 
+/// A quick fingerprint (SHA-256) of a secret already verified, kept instead of the secret
+/// to recognise it again without a second PBKDF2; compared in constant time.
+#[derive(Clone)]
+pub struct SecretFingerprint([u8; 32]);
+
+impl SecretFingerprint {
+    pub fn of(secret: &str) -> Self {
+        SecretFingerprint(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    pub fn matches(&self, secret: &str) -> bool {
+        Self::of(secret).0.ct_eq(&self.0).into()
+    }
+}
+
 fn derive(secret: &str, salt: &[u8], iterations: u32) -> [u8; HASH_BYTES] {
     let mut out = [0u8; HASH_BYTES];
     pbkdf2::pbkdf2_hmac::<Sha512>(secret.as_bytes(), salt, iterations, &mut out);
@@ -91,6 +106,14 @@ mod tests {
         ] {
             assert!(!verify_secret(&secret, bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_fingerprint_recognises_its_secret_only() {
+        let fingerprint = SecretFingerprint::of("s3cret");
+        assert!(fingerprint.matches("s3cret"));
+        assert!(!fingerprint.matches("s3cret "));
+        assert!(!fingerprint.matches(""));
     }
 
     /// A hash written by Debian's `mosquitto_passwd` (2.0.11) verifies here; ours verify in
