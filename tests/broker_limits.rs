@@ -85,9 +85,18 @@ async fn junk_for_offline_subscribers_does_not_grow_the_broker_past_its_budget()
         std::process::Command::new(env!("CARGO_BIN_EXE_cleanfleet"))
             .arg("broker")
             .env("CLEANFLEET__DATA_DIR", dir.path())
-            .env("CLEANFLEET__EMBEDDED_BROKER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("CLEANFLEET__EMBEDDED_BROKER__SESSION_QUEUE_BYTES", BUDGET_BYTES.to_string())
-            .env("CLEANFLEET__EMBEDDED_BROKER__TOTAL_QUEUE_BYTES", BUDGET_BYTES.to_string())
+            .env(
+                "CLEANFLEET__EMBEDDED_BROKER__LISTEN",
+                format!("127.0.0.1:{port}"),
+            )
+            .env(
+                "CLEANFLEET__EMBEDDED_BROKER__SESSION_QUEUE_BYTES",
+                BUDGET_BYTES.to_string(),
+            )
+            .env(
+                "CLEANFLEET__EMBEDDED_BROKER__TOTAL_QUEUE_BYTES",
+                BUDGET_BYTES.to_string(),
+            )
             .env("RUST_LOG", "warn")
             .spawn()
             .unwrap(),
@@ -158,7 +167,10 @@ async fn junk_for_offline_subscribers_does_not_grow_the_broker_past_its_budget()
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
     let peak_bytes = peak_kb * 1024;
-    eprintln!("{acked} of 600 junk messages taken; broker peak RSS {} MB", peak_bytes >> 20);
+    eprintln!(
+        "{acked} of 600 junk messages taken; broker peak RSS {} MB",
+        peak_bytes >> 20
+    );
     assert!(acked < 600, "the budget never filled");
     // The budget, plus per connection its read buffer and read-ahead (a few MiB), plus the
     // process itself.

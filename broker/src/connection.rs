@@ -310,10 +310,16 @@ impl Link<'_> {
                         Ok(packet) => packet,
                         Err(e) => return self.read_failed(e),
                     };
-                    match self.handle(packet).await {
-                        Some(end) => return end,
-                        None => deadline = Instant::now() + idle,
+                    if let Some(end) = self.handle(packet).await {
+                        return end;
                     }
+                    // Whatever else already arrived (a subscriber's burst of PUBACKs after
+                    // its commit) is handled before writing, so that the freed window goes
+                    // out in one write instead of one per acknowledgement.
+                    if let Some(end) = self.handle_buffered().await {
+                        return end;
+                    }
+                    deadline = Instant::now() + idle;
                 }
                 _ = self.wake.notified() => {}
                 _ = recheck.tick() => {
@@ -350,6 +356,23 @@ impl Link<'_> {
             WriteStop::Failed => End::Lost,
             WriteStop::Kicked => self.closed("kicked", End::Kicked),
             WriteStop::Shutdown => End::Graceful,
+        }
+    }
+
+    /// Handles the complete packets already read, without waiting for more.
+    async fn handle_buffered(&mut self) -> Option<End> {
+        loop {
+            let packet = match Packet::read(&mut self.buf, self.max_packet) {
+                Ok(packet) => packet,
+                Err(CodecError::InsufficientBytes(_)) => return None,
+                Err(CodecError::PayloadSizeLimitExceeded(size)) => {
+                    return Some(self.read_failed(ReadError::TooLarge(size)))
+                }
+                Err(e) => return Some(self.read_failed(ReadError::Protocol(e))),
+            };
+            if let Some(end) = self.handle(packet).await {
+                return Some(end);
+            }
         }
     }
 
