@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cleanfleet_model::{decode, Clock, Limits};
+use cleanfleet_model::{decode, Clock, Limits, RejectReason};
 use cleanfleet_store::{IngestItem, Store, StoreError};
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS};
 use tokio::sync::mpsc;
@@ -15,8 +15,9 @@ use crate::{BrokerConfig, IngestConfig, IngestError, IngestMetrics};
 /// this size, so that one oversize message cannot wedge the session by failing the connection
 /// and being redelivered for ever. Brokers should refuse larger ones.
 const HARD_MAX_PACKET_BYTES: usize = 16 * 1024 * 1024;
-/// How much of an oversize payload the dead-letter store keeps.
-const OVERSIZE_KEPT_BYTES: usize = 64 * 1024;
+/// Of an oversize payload the dead-letter store keeps the first bytes, enough to see what it
+/// was: kept whole, 600 unique junk messages of 1 MB filled 150 MB of dead letters.
+const OVERSIZE_KEPT_BYTES: usize = 4 * 1024;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestSummary {
@@ -336,12 +337,16 @@ fn classify(publish: &Publish, received: jiff::Timestamp, limits: &Limits) -> In
     match decode(&publish.topic, &publish.payload, received, limits) {
         Ok(message) => IngestItem::Accepted { message, received },
         Err(rejection) => {
-            let kept = publish
-                .payload
-                .len()
-                .min(OVERSIZE_KEPT_BYTES.max(limits.max_payload_bytes));
-            let detail = if kept < publish.payload.len() {
-                format!("{} (first {kept} bytes kept)", rejection.detail)
+            let size = publish.payload.len();
+            let kept = match rejection.reason {
+                RejectReason::OversizePayload => size.min(OVERSIZE_KEPT_BYTES),
+                _ => size,
+            };
+            let detail = if kept < size {
+                format!(
+                    "{} (the first {kept} of {size} bytes kept)",
+                    rejection.detail
+                )
             } else {
                 rejection.detail
             };
@@ -353,5 +358,43 @@ fn classify(publish: &Publish, received: jiff::Timestamp, limits: &Limits) -> In
                 received,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversize_payload_is_dead_lettered_with_its_first_bytes_only() {
+        let limits = Limits::default();
+        let received = jiff::Timestamp::now();
+        let junk = vec![b'x'; limits.max_payload_bytes + 1];
+        let publish = Publish::new("cleanfleet/v1/sweeper/sw-1/fixes", QoS::AtLeastOnce, junk);
+        let IngestItem::Rejected {
+            payload,
+            reason,
+            detail,
+            ..
+        } = classify(&publish, received, &limits)
+        else {
+            panic!("accepted junk");
+        };
+        assert_eq!(reason, RejectReason::OversizePayload);
+        assert_eq!(payload.len(), OVERSIZE_KEPT_BYTES);
+        assert!(
+            detail.contains("the first 4096 of 262145 bytes kept"),
+            "{detail}"
+        );
+        // Other rejections keep their whole payload (it is within the size limit).
+        let bad = Publish::new(
+            "cleanfleet/v1/sweeper/sw-1/fixes",
+            QoS::AtLeastOnce,
+            vec![b'{'; 9000],
+        );
+        let IngestItem::Rejected { payload, .. } = classify(&bad, received, &limits) else {
+            panic!("accepted malformed JSON");
+        };
+        assert_eq!(payload.len(), 9000);
     }
 }
