@@ -26,14 +26,23 @@ pub use load::{
 };
 pub use mqtt::{run, SimReport, FIRMWARE};
 
-/// The secrets in a `device_id:secret` file (`cleanfleet devices add` prints them).
-pub fn read_secrets(
-    path: &std::path::Path,
-) -> Result<std::collections::BTreeMap<String, String>, SimError> {
+/// Adds the secrets of a `device_id:secret` file (`cleanfleet devices add` prints them) to
+/// `secrets`, where a device has none yet: the application's own come first.
+pub(crate) fn add_secrets_from(
+    file: Option<&std::path::Path>,
+    secrets: &mut std::collections::BTreeMap<String, String>,
+) -> Result<(), SimError> {
+    let Some(path) = file else {
+        return Ok(());
+    };
     let error = |detail: String| SimError::Secrets {
         path: path.to_owned(),
         detail,
     };
     let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-    cleanfleet_identity::parse_secrets(&text).map_err(|e| error(e.to_string()))
+    let from_file = cleanfleet_identity::parse_secrets(&text).map_err(|e| error(e.to_string()))?;
+    for (device, secret) in from_file {
+        secrets.entry(device).or_insert(secret);
+    }
+    Ok(())
 }

@@ -109,11 +109,7 @@ pub async fn run_load(
         ));
     }
     let mut config = config;
-    if let Some(path) = &config.credentials_file {
-        for (device, secret) in crate::read_secrets(path)? {
-            config.secrets.entry(device).or_insert(secret);
-        }
-    }
+    crate::add_secrets_from(config.credentials_file.as_deref(), &mut config.secrets)?;
     let config = Arc::new(config);
     let counters = Arc::new(Counters::default());
     let connects = Arc::new(Semaphore::new(config.connect_concurrency.max(1)));

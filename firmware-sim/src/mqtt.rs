@@ -92,11 +92,7 @@ pub async fn run(
 ) -> Result<SimReport, SimError> {
     config.validate()?;
     let mut config = config;
-    if let Some(path) = &config.credentials_file {
-        for (device, secret) in crate::read_secrets(path)? {
-            config.secrets.entry(device).or_insert(secret);
-        }
-    }
+    crate::add_secrets_from(config.credentials_file.as_deref(), &mut config.secrets)?;
     // Whole seconds keep fix times short and readable.
     let start = Timestamp::from_second((Timestamp::now() - config.backfill).as_second())
         .expect("now minus at most 30 days is a valid time");
