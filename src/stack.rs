@@ -240,6 +240,7 @@ impl Stack {
             });
             let state = ApiState {
                 store: store.clone(),
+                provenance: store.clone(),
                 clock,
                 registry,
                 ingest: ingest_metrics.clone(),

@@ -220,5 +220,21 @@ async fn every_endpoint_needs_a_token_and_each_role_gets_its_share() {
         ids.contains(&"S-own") && !ids.contains(&"S-other"),
         "{ids:?}"
     );
+    // Its provenance is the token that submitted it.
+    let own = samples["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["sample_id"] == "S-own")
+        .unwrap();
+    assert_eq!(
+        (
+            &own["source"]["trust"],
+            &own["source"]["via"],
+            &own["source"]["principal"]
+        ),
+        (&json!("token"), &json!("api"), &json!("inspector")),
+        "{own}"
+    );
     stack.stop().await.unwrap();
 }

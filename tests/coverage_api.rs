@@ -316,6 +316,10 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
     );
     let expected = stack.store.passes(day.0, day.1, None).await.unwrap();
     let mut items = Vec::new();
+    let delivery = std::sync::Arc::new(cleanfleet_store::Delivery::Mqtt {
+        broker: "mqtt://replay".into(),
+        binds_logins: true,
+    });
     for device in ["sw-01", "sw-02", "ws-01", "fl-01"] {
         let fixes = stack
             .store
@@ -336,6 +340,7 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
             let item = IngestItem::Accepted {
                 message,
                 received: now,
+                delivery: delivery.clone(),
             };
             if n % 3 == 0 {
                 items.push(item.clone());

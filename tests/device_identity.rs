@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cleanfleet_store::Store;
+use cleanfleet_store::{CredentialStore, ProvenanceStore, Store, Trust};
 use common::*;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode,
@@ -173,6 +173,27 @@ async fn the_embedded_broker_lets_a_device_publish_only_as_itself() {
         0,
         "nothing forged is stored"
     );
+    // Each stored fix names the login that delivered it: sw-1's credential, by its secret.
+    let issued = stack
+        .store
+        .credential("sw-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .rotated_at;
+    let (status, provenance) = get_json(api, "/api/v1/devices/sw-1/provenance").await;
+    assert_eq!(status, 200, "{provenance}");
+    let runs = provenance["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{provenance}");
+    assert_eq!(runs[0]["stream"], "fixes");
+    assert_eq!(runs[0]["records"], 3);
+    assert_eq!(runs[0]["source"]["trust"], "credential");
+    assert_eq!(runs[0]["source"]["principal"], "sw-1");
+    assert_eq!(
+        runs[0]["source"]["credential_issued"],
+        issued.to_string(),
+        "{provenance}"
+    );
     let metrics = get_text(api, "/metrics").await;
     for line in [
         r#"cleanfleet_broker_publishes_refused_total{reason="not_owner"} 2"#,
@@ -304,6 +325,15 @@ async fn the_shipped_mosquitto_config_enforces_the_same_rules() {
         device_fixes(&stack, "sw-2").await,
         0,
         "nothing forged is stored"
+    );
+    let (from, to) = (jiff::Timestamp::UNIX_EPOCH, jiff::Timestamp::now());
+    let runs = stack.store.provenance("sw-1", from, to).await.unwrap();
+    assert_eq!(
+        runs.iter()
+            .map(|r| (r.records, r.source.trust, r.source.via.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(3, Trust::Credential, format!("mqtt://{broker}").as_str())],
+        "a fix through Mosquitto names sw-1's credential"
     );
     assert_eq!(
         receives_anything(&mut spy_loop, Duration::from_secs(1)).await,

@@ -350,6 +350,29 @@ async fn samples_become_road_results_with_their_cleaning() {
         .collect();
     assert_eq!(failed.len(), 1, "{a}");
     assert_eq!(failed[0]["points"], 1.5, "class II");
+    // It says what it rests on: the app's samples came with the admin's token, the
+    // vehicles' work under their own credentials.
+    let evidence = a["data"]["devices"].as_array().unwrap();
+    let app = evidence.iter().find(|d| d["device_id"] == "app-7").unwrap();
+    assert_eq!(app["uses"], json!(["samples"]), "{app}");
+    assert_eq!(
+        (&app["sources"][0]["trust"], &app["sources"][0]["principal"]),
+        (&json!("token"), &json!("admin")),
+        "{app}"
+    );
+    assert_eq!(a["data"]["all_verified"], true, "{a}");
+    assert_eq!(a["data"]["unverified_devices"], json!([]), "{a}");
+    let vehicles: Vec<_> = evidence
+        .iter()
+        .filter(|d| d["uses"].as_array().unwrap().contains(&json!("passes")))
+        .collect();
+    assert!(!vehicles.is_empty(), "{a}");
+    assert!(
+        vehicles
+            .iter()
+            .all(|d| d["verified"] == true && d["sources"][0]["trust"] == "credential"),
+        "{a}"
+    );
     let deducted: f64 = a["deductions"]
         .as_array()
         .unwrap()

@@ -79,6 +79,9 @@ pub struct Principal {
     pub contractor: Option<String>,
     /// An inspector's app: the device its samples are stored under.
     pub device: Option<String>,
+    /// Named by a token (`false` when authentication is off): what it submits is stored
+    /// with the token as its provenance.
+    pub authenticated: bool,
 }
 
 impl Principal {
@@ -140,6 +143,7 @@ impl Authenticator {
                 role: t.role,
                 contractor: t.contractor.clone(),
                 device,
+                authenticated: true,
             };
             if by_hash.insert(hex, principal).is_some() {
                 return Err(format!(
@@ -161,6 +165,7 @@ impl Authenticator {
                 role: Role::Admin,
                 contractor: None,
                 device: None,
+                authenticated: false,
             });
         }
         let headers = request.headers();

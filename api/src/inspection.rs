@@ -2,6 +2,8 @@
 //! here by an inspector's app), the roads' results against their class limits, and the
 //! cleaning behind each result.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +13,7 @@ use cleanfleet_inspection::{
     LitterClearance, Placement, RoadResult, Sample,
 };
 use cleanfleet_model::{decode, InspectionSample, Limits};
-use cleanfleet_store::IngestItem;
+use cleanfleet_store::{Delivery, IngestItem, Source};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -76,9 +78,19 @@ pub(crate) struct SampleView {
     /// This sample alone is within its road's limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     within_limit: Option<bool>,
+    /// Who delivered it: the scale's credential, or the inspector app's API token
+    /// (`trust`: `credential`, `token`, `topic_only`, `unauthenticated`, `unknown`).
+    /// Absent in the answer to a submission.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<Source>,
 }
 
-fn view(ctx: &CoverageContext, s: &Sample, placement: Option<Placement>) -> SampleView {
+fn view(
+    ctx: &CoverageContext,
+    s: &Sample,
+    placement: Option<Placement>,
+    source: Option<&Source>,
+) -> SampleView {
     let road = placement.map(|p| road_of(&ctx.network, p.segment));
     let limit = road
         .as_ref()
@@ -101,6 +113,7 @@ fn view(ctx: &CoverageContext, s: &Sample, placement: Option<Placement>) -> Samp
         class: road.as_ref().map(|r| r.class.to_string()),
         limit_g_per_m2: limit,
         within_limit: limit.map(|l| s.g_per_m2() <= l),
+        source: source.cloned(),
     }
 }
 
@@ -187,14 +200,19 @@ pub(crate) async fn submit_sample(
             ),
         });
     }
+    let token = principal
+        .as_deref()
+        .filter(|p| p.authenticated)
+        .map(|p| p.name.clone());
     state
         .store
         .write_batch(vec![IngestItem::Accepted {
             message: decoded,
             received: now,
+            delivery: std::sync::Arc::new(Delivery::Api { token }),
         }])
         .await?;
-    let body = view(ctx, &sample_of(device_id, sample), Some(placement));
+    let body = view(ctx, &sample_of(device_id, sample), Some(placement), None);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -208,16 +226,17 @@ async fn day_samples(
     state: &ApiState,
     ctx: &CoverageContext,
     params: &DayParams,
-) -> Result<(String, Vec<(Sample, Option<Placement>)>), ApiError> {
+) -> Result<(String, Vec<(Sample, Option<Placement>, Source)>), ApiError> {
     let (date, from, to) = day(state, ctx, params.date)?;
     let samples = state
         .store
         .samples(from, to)
         .await?
         .into_iter()
-        .map(|(device, s)| {
+        .map(|stored| {
+            let s = stored.sample;
             let placement = place(&ctx.index, &ctx.inspection, s.lon, s.lat);
-            (sample_of(device, s), placement)
+            (sample_of(stored.device_id, s), placement, stored.source)
         })
         .collect();
     Ok((date.to_string(), samples))
@@ -237,12 +256,12 @@ pub(crate) async fn list_samples(
     let (date, samples) = day_samples(&state, ctx, &params).await?;
     let samples = samples
         .iter()
-        .filter(|(_, p)| match p {
+        .filter(|(_, p, _)| match p {
             Some(p) => scope.contains(&ctx.network.segments()[p.segment as usize]),
             // Samples on no road belong to no section: only the city sees them.
             None => scope.is_city(),
         })
-        .map(|(s, p)| view(ctx, s, *p))
+        .map(|(s, p, source)| view(ctx, s, *p, Some(source)))
         .collect();
     Ok(Json(SampleList { date, samples }))
 }
@@ -292,14 +311,14 @@ pub(crate) async fn inspections_of_day(
     (
         String,
         Vec<InspectionView>,
-        Vec<(Sample, Option<Placement>)>,
+        Vec<(Sample, Option<Placement>, Source)>,
     ),
     ApiError,
 > {
     let (date, samples) = day_samples(state, ctx, params).await?;
     let placed: Vec<(Sample, Placement)> = samples
         .iter()
-        .filter_map(|(s, p)| Some((s.clone(), (*p)?)))
+        .filter_map(|(s, p, _)| Some((s.clone(), (*p)?)))
         .filter(|(_, p)| scope.contains(&ctx.network.segments()[p.segment as usize]))
         .collect();
     let (_, from, to) = day(state, ctx, params.date)?;
@@ -403,8 +422,8 @@ pub(crate) async fn list_inspections(
         inspections,
         unplaced_samples: samples
             .iter()
-            .filter(|(_, p)| city && p.is_none())
-            .map(|(s, _)| s.sample_id.clone())
+            .filter(|(_, p, _)| city && p.is_none())
+            .map(|(s, _, _)| s.sample_id.clone())
             .collect(),
     }))
 }
@@ -427,14 +446,14 @@ pub(crate) async fn failed_samples(
         inspections_of_day(&state, ctx, &params, &scope, viewer.as_deref()).await?;
     let mut features: Vec<Value> = Vec::new();
     for inspection in inspections.iter().filter(|i| !i.result.passed) {
-        for (s, p) in &samples {
+        for (s, p, source) in &samples {
             let ours = inspection.result.samples.contains(&s.sample_id)
                 && inspection.result.inspector == s.inspector
                 && p.is_some_and(|p| inspection.result.segments.contains(&p.segment));
             if !ours {
                 continue;
             }
-            let v = view(ctx, s, *p);
+            let v = view(ctx, s, *p, Some(source));
             features.push(json!({
                 "type": "Feature",
                 "geometry": {"type": "Point", "coordinates": [s.lon, s.lat]},
@@ -606,6 +625,16 @@ pub(crate) async fn contractor_assessment(
         "score": a.score,
         "pay_factor": a.pay_factor,
         "deductions": a.deductions,
+        "data": {
+            "all_verified": period.evidence.iter().all(|d| d.verified),
+            "unverified_devices": period
+                .evidence
+                .iter()
+                .filter(|d| !d.verified)
+                .map(|d| d.device_id.as_str())
+                .collect::<Vec<_>>(),
+            "devices": period.evidence,
+        },
     }))
     .into_response())
 }
@@ -650,11 +679,12 @@ pub(crate) async fn assess_contractor(
         .samples(from, to)
         .await?
         .into_iter()
-        .filter_map(|(device, s)| {
+        .filter_map(|stored| {
+            let s = stored.sample;
             let p = place(&ctx.index, &ctx.inspection, s.lon, s.lat)?;
             members
                 .contains(&p.segment)
-                .then(|| (sample_of(device, s), p))
+                .then(|| (sample_of(stored.device_id, s), p))
         })
         .collect();
     let results = road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, &samples);
@@ -728,13 +758,65 @@ pub(crate) async fn assess_contractor(
             .tomorrow()
             .map_err(|e| ApiError::invalid("month", e.to_string()))?;
     }
+    // The devices whose records the numbers rest on, and what of theirs is used.
+    let mut uses: BTreeMap<&str, BTreeSet<&'static str>> = BTreeMap::new();
+    for r in &records {
+        let counted = members.contains(&r.segment)
+            || (r.invalid.as_deref() == Some("overspeed")
+                && may_see_work(ctx, Some(contractor), &r.device_id, r.segment));
+        if counted {
+            uses.entry(&r.device_id).or_default().insert("passes");
+        }
+    }
+    for (sample, _) in &samples {
+        uses.entry(&sample.device_id).or_default().insert("samples");
+    }
+    for alert in &late_alerts {
+        uses.entry(&alert.device_id)
+            .or_default()
+            .insert("bin_readings");
+    }
+    let mut sources: BTreeMap<String, Vec<Source>> = BTreeMap::new();
+    for (device, source) in state
+        .provenance
+        .device_sources(uses.keys().map(|d| d.to_string()).collect(), from, to)
+        .await?
+    {
+        sources.entry(device).or_default().push(source);
+    }
+    let evidence = uses
+        .into_iter()
+        .map(|(device, uses)| {
+            let sources = sources.remove(device).unwrap_or_default();
+            DeviceEvidence {
+                verified: !sources.is_empty() && sources.iter().all(|s| s.trust.is_verified()),
+                device_id: device.to_owned(),
+                uses: uses.into_iter().collect(),
+                sources,
+            }
+        })
+        .collect();
     Ok(PeriodAssessment {
         assessment: assess(&ctx.assessment, &days),
         days_assessed: days.len(),
         days_judged: days.iter().filter(|d| d.coverage.is_some()).count(),
         days_without_data,
         in_progress,
+        evidence,
     })
+}
+
+/// A device whose records an assessment rests on, and who delivered them.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct DeviceEvidence {
+    pub(crate) device_id: String,
+    /// What of its records the assessment uses: `passes` (its work, from its fixes),
+    /// `samples`, `bin_readings`.
+    pub(crate) uses: Vec<&'static str>,
+    /// Every source of its records on the period's days (UTC days, whole).
+    pub(crate) sources: Vec<Source>,
+    /// Every one of them is a device credential or an API token.
+    pub(crate) verified: bool,
 }
 
 /// A contractor's assessment over a period, and which of its days its shares rest on.
@@ -748,6 +830,8 @@ pub(crate) struct PeriodAssessment {
     pub(crate) days_without_data: Vec<String>,
     /// Today, when in the period: its incidents count, its shares once it is over.
     pub(crate) in_progress: Option<String>,
+    /// The devices its numbers rest on, by id, with their records' provenance.
+    pub(crate) evidence: Vec<DeviceEvidence>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use axum::Router;
 use cleanfleet_ingest::IngestMetrics;
 use cleanfleet_model::Clock;
-use cleanfleet_store::Store;
+use cleanfleet_store::{ProvenanceStore, Store};
 use serde::Deserialize;
 
 pub use auth::{token_sha256, AuthConfig, Principal, Role, TokenConfig};
@@ -55,6 +55,8 @@ impl Default for ApiConfig {
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
+    /// The same store's provenance role.
+    pub provenance: Arc<dyn ProvenanceStore>,
     pub clock: Arc<dyn Clock>,
     /// Everything `/metrics` exposes.
     pub registry: prometheus::Registry,

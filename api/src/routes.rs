@@ -40,6 +40,7 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         list_bins,
         crate::bins::list_alerts,
         vehicle_track,
+        device_provenance,
         list_dead_letters,
         ingest_stats,
         crate::coverage::coverage_report,
@@ -85,7 +86,11 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         crate::coverage::VehicleDayList,
         crate::coverage::ZoneView,
         cleanfleet_store::PassRecord,
-        cleanfleet_store::CoverageBacklog
+        cleanfleet_store::CoverageBacklog,
+        cleanfleet_store::Source,
+        cleanfleet_store::SourceRun,
+        cleanfleet_store::Trust,
+        Provenance
     ))
 )]
 pub struct ApiDoc;
@@ -98,6 +103,10 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/devices", get(list_devices))
         .route("/api/v1/devices/{device_id}", get(get_device))
+        .route(
+            "/api/v1/devices/{device_id}/provenance",
+            get(device_provenance),
+        )
         .route("/api/v1/vehicles", get(list_vehicles))
         .route("/api/v1/vehicles/{device_id}/track", get(vehicle_track))
         .route("/api/v1/bins", get(list_bins))
@@ -390,20 +399,14 @@ enum TrackGeometry {
     Points,
 }
 
-/// A vehicle's (or wearable's) track over a time range as RFC 7946 GeoJSON.
-#[utoipa::path(get, path = "/api/v1/vehicles/{device_id}/track",
-    params(("device_id" = String, Path), TrackParams),
-    responses((status = 200, description = "GeoJSON FeatureCollection", content_type = "application/geo+json"),
-              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn vehicle_track(
-    State(state): State<ApiState>,
-    principal: Option<Extension<Principal>>,
-    DeviceId(id): DeviceId,
-    Query(p): Query<TrackParams>,
-) -> Result<Response, ApiError> {
-    check_visible(&state, principal.as_deref(), &id)?;
-    let to = p.to.unwrap_or_else(|| state.clock.now());
-    let from = match p.from {
+/// A range of at most 31 days, by default the 24 h before now.
+fn time_window(
+    state: &ApiState,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+) -> Result<(Timestamp, Timestamp), ApiError> {
+    let to = to.unwrap_or_else(|| state.clock.now());
+    let from = match from {
         Some(from) => from,
         None => to
             .checked_sub(SignedDuration::from_hours(24))
@@ -418,6 +421,72 @@ async fn vehicle_track(
             "the range may span at most 31 days",
         ));
     }
+    Ok((from, to))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct WindowParams {
+    /// RFC 3339 start (inclusive). Default: 24 h before `to`.
+    from: Option<Timestamp>,
+    /// RFC 3339 end (exclusive). Default: now. At most 31 days after `from`.
+    to: Option<Timestamp>,
+}
+
+/// Who delivered a device's records: for each stream, its records in time order as runs of
+/// one source each.
+#[derive(Debug, Serialize, ToSchema)]
+struct Provenance {
+    device_id: String,
+    from: Timestamp,
+    to: Timestamp,
+    runs: Vec<cleanfleet_store::SourceRun>,
+}
+
+/// The provenance of every record of one device timed in a range: which login (the
+/// device's credential, and which of its secrets) or API token delivered it, through which
+/// broker, and how far that vouches for it (`trust`).
+#[utoipa::path(get, path = "/api/v1/devices/{device_id}/provenance",
+    params(("device_id" = String, Path), WindowParams),
+    responses((status = 200, body = Provenance), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn device_provenance(
+    State(state): State<ApiState>,
+    principal: Option<Extension<Principal>>,
+    DeviceId(id): DeviceId,
+    Query(p): Query<WindowParams>,
+) -> Result<Json<Provenance>, ApiError> {
+    check_visible(&state, principal.as_deref(), &id)?;
+    let (from, to) = time_window(&state, p.from, p.to)?;
+    if state.store.device(&id).await?.is_none() {
+        return Err(ApiError::NotFound {
+            resource: "device",
+            id,
+        });
+    }
+    let runs = state.provenance.provenance(&id, from, to).await?;
+    Ok(Json(Provenance {
+        device_id: id,
+        from,
+        to,
+        runs,
+    }))
+}
+
+/// A vehicle's (or wearable's) track over a time range as RFC 7946 GeoJSON.
+#[utoipa::path(get, path = "/api/v1/vehicles/{device_id}/track",
+    params(("device_id" = String, Path), TrackParams),
+    responses((status = 200, description = "GeoJSON FeatureCollection", content_type = "application/geo+json"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn vehicle_track(
+    State(state): State<ApiState>,
+    principal: Option<Extension<Principal>>,
+    DeviceId(id): DeviceId,
+    Query(p): Query<TrackParams>,
+) -> Result<Response, ApiError> {
+    check_visible(&state, principal.as_deref(), &id)?;
+    let (from, to) = time_window(&state, p.from, p.to)?;
     let limit = match p.limit.unwrap_or(DEFAULT_TRACK_POINTS) {
         n @ 1..=MAX_TRACK_POINTS => n,
         _ => {

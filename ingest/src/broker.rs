@@ -24,6 +24,11 @@ pub struct BrokerConfig {
     pub ca_file: Option<PathBuf>,
     /// MQTT keep-alive. Default 30 s.
     pub keep_alive_s: u64,
+    /// The broker lets a login publish only under its own device id, as the embedded broker
+    /// and the shipped Mosquitto and EMQX configurations do. Records are then stored as the
+    /// device credential's (provenance `credential`); set `false` for a broker that does not,
+    /// and they are stored as `topic_only`. Default true.
+    pub binds_logins: bool,
 }
 
 impl Default for BrokerConfig {
@@ -34,6 +39,7 @@ impl Default for BrokerConfig {
             password: None,
             ca_file: None,
             keep_alive_s: 30,
+            binds_logins: true,
         }
     }
 }

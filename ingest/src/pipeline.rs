@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cleanfleet_model::{decode, Clock, Limits, RejectReason};
-use cleanfleet_store::{IngestItem, Store, StoreError};
+use cleanfleet_store::{Delivery, IngestItem, Store, StoreError};
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -62,6 +62,10 @@ pub async fn run(
         metrics: metrics.clone(),
         clock,
         limits: config.limits(),
+        delivery: Arc::new(Delivery::Mqtt {
+            broker: broker.url.clone(),
+            binds_logins: broker.binds_logins,
+        }),
         batch_max_messages: config.batch_max_messages.max(1),
         shutdown: shutdown.clone(),
         committed: committed_tx,
@@ -247,6 +251,8 @@ struct Batcher {
     metrics: IngestMetrics,
     clock: Arc<dyn Clock>,
     limits: Limits,
+    /// What every message's provenance is recorded from.
+    delivery: Arc<Delivery>,
     batch_max_messages: usize,
     shutdown: CancellationToken,
     committed: mpsc::UnboundedSender<Vec<Received>>,
@@ -266,7 +272,7 @@ impl Batcher {
             let started = Instant::now();
             let items: Vec<IngestItem> = batch
                 .iter()
-                .map(|r| classify(&r.publish, self.clock.now(), &self.limits))
+                .map(|r| classify(&r.publish, self.clock.now(), &self.limits, &self.delivery))
                 .collect();
             let span = tracing::debug_span!("commit", messages = items.len());
             commit(&*self.store, &items, metrics, &self.shutdown)
@@ -333,9 +339,18 @@ fn count_outcomes(items: &[IngestItem], metrics: &IngestMetrics) {
 }
 
 /// Validate one publish into what the store keeps: its records, or a dead letter.
-fn classify(publish: &Publish, received: jiff::Timestamp, limits: &Limits) -> IngestItem {
+fn classify(
+    publish: &Publish,
+    received: jiff::Timestamp,
+    limits: &Limits,
+    delivery: &Arc<Delivery>,
+) -> IngestItem {
     match decode(&publish.topic, &publish.payload, received, limits) {
-        Ok(message) => IngestItem::Accepted { message, received },
+        Ok(message) => IngestItem::Accepted {
+            message,
+            received,
+            delivery: delivery.clone(),
+        },
         Err(rejection) => {
             let size = publish.payload.len();
             let kept = match rejection.reason {
@@ -369,6 +384,10 @@ mod tests {
     fn an_oversize_payload_is_dead_lettered_with_its_first_bytes_only() {
         let limits = Limits::default();
         let received = jiff::Timestamp::now();
+        let delivery = Arc::new(Delivery::Mqtt {
+            broker: "mqtt://test".into(),
+            binds_logins: true,
+        });
         let junk = vec![b'x'; limits.max_payload_bytes + 1];
         let publish = Publish::new("cleanfleet/v1/sweeper/sw-1/fixes", QoS::AtLeastOnce, junk);
         let IngestItem::Rejected {
@@ -376,7 +395,7 @@ mod tests {
             reason,
             detail,
             ..
-        } = classify(&publish, received, &limits)
+        } = classify(&publish, received, &limits, &delivery)
         else {
             panic!("accepted junk");
         };
@@ -392,7 +411,8 @@ mod tests {
             QoS::AtLeastOnce,
             vec![b'{'; 9000],
         );
-        let IngestItem::Rejected { payload, .. } = classify(&bad, received, &limits) else {
+        let IngestItem::Rejected { payload, .. } = classify(&bad, received, &limits, &delivery)
+        else {
             panic!("accepted malformed JSON");
         };
         assert_eq!(payload.len(), 9000);

@@ -64,12 +64,25 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// One MQTT message as ingestion hands it to the store.
+/// How a message reached the store: its records' provenance is recorded from it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// Over MQTT through ingest. `broker` names the broker (its URL); `binds_logins`: it lets
+    /// a login publish only under its own device id, as the embedded broker and the shipped
+    /// Mosquitto and EMQX configurations do.
+    Mqtt { broker: String, binds_logins: bool },
+    /// Submitted over the HTTP API with the named token; `None`: authentication is off.
+    Api { token: Option<String> },
+}
+
+/// One MQTT message (or an API submission) as ingestion hands it to the store.
 #[derive(Debug, Clone)]
 pub enum IngestItem {
     Accepted {
         message: Decoded,
         received: Timestamp,
+        /// Shared by the messages of one connection.
+        delivery: std::sync::Arc<Delivery>,
     },
     Rejected {
         topic: String,
@@ -226,6 +239,117 @@ pub struct PassRecord {
     pub max_speed_kmh: f64,
 }
 
+/// How far a stored record can be trusted to come from the device it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Trust {
+    /// The broker admitted the publisher with the device's own live credential and lets a
+    /// login publish only under its own id: the record is the device's.
+    Credential,
+    /// Submitted over the API with an authenticated token (an inspector's app).
+    Token,
+    /// Only the topic names the device: it had no live credential of its kind on record, or
+    /// the broker is not configured to bind topics to logins.
+    TopicOnly,
+    /// Submitted over the API with authentication off.
+    Unauthenticated,
+    /// Stored before provenance was recorded (schema version 3 or older).
+    Unknown,
+}
+
+impl Trust {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trust::Credential => "credential",
+            Trust::Token => "token",
+            Trust::TopicOnly => "topic_only",
+            Trust::Unauthenticated => "unauthenticated",
+            Trust::Unknown => "unknown",
+        }
+    }
+
+    /// Whether a login or token vouches for the record.
+    pub fn is_verified(self) -> bool {
+        matches!(self, Trust::Credential | Trust::Token)
+    }
+}
+
+impl std::str::FromStr for Trust {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            Trust::Credential,
+            Trust::Token,
+            Trust::TopicOnly,
+            Trust::Unauthenticated,
+            Trust::Unknown,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+        .ok_or_else(|| format!("unknown trust {s:?}"))
+    }
+}
+
+/// Who delivered a stored record: its provenance. Every record has exactly one, that of the
+/// delivery that first stored it (a redelivery changes nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, ToSchema)]
+pub struct Source {
+    /// Stable id of this source in the store.
+    pub id: i64,
+    pub trust: Trust,
+    /// The broker's URL (MQTT), `api`, or empty when unknown.
+    pub via: String,
+    /// The login that delivered it: the device id (MQTT) or the API token's name; empty when
+    /// unknown or unauthenticated.
+    pub principal: String,
+    /// For `credential`: which secret of the device's credential, by when it was issued or
+    /// last rotated (`cleanfleet devices list`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_issued: Option<Timestamp>,
+}
+
+/// Consecutive records of one device and stream, in time order, delivered by one source.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct SourceRun {
+    /// `fixes`, `reading`, `ticket`, `sample` or `status`.
+    pub stream: String,
+    /// Device time of the run's first and last record.
+    pub first: Timestamp,
+    pub last: Timestamp,
+    pub records: u64,
+    pub source: Source,
+}
+
+/// The store's role for provenance: which login or token delivered the records.
+#[async_trait]
+pub trait ProvenanceStore: Send + Sync + 'static {
+    /// Every record of one device timed in `from..to`, as runs of one source per stream (a
+    /// run ends where the next record has another source): each record's source is the run's
+    /// it falls in.
+    async fn provenance(
+        &self,
+        device_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<SourceRun>, StoreError>;
+    /// The sources of the records of these devices on the UTC days that `from..to` touches,
+    /// each with its device, by device id. Cheap: read from a per-day index, not the records.
+    async fn device_sources(
+        &self,
+        devices: Vec<String>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(String, Source)>, StoreError>;
+}
+
+/// An inspector's sample as stored, with the device that sent it and its provenance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSample {
+    pub device_id: String,
+    pub sample: InspectionSample,
+    pub source: Source,
+}
+
 /// A broker credential as stored: the secret only as its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialRecord {
@@ -305,7 +429,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         from: Timestamp,
         to: Timestamp,
-    ) -> Result<Vec<(String, InspectionSample)>, StoreError>;
+    ) -> Result<Vec<StoredSample>, StoreError>;
     /// Smart bins' readings taken in `from..to`, by bin and time, each with its bin's id;
     /// each bin's from its last reading at or below `emptied_fill_ratio` before `from` (looked
     /// for back to `from - lookback`), so that an overflow open at `from` is seen whole.

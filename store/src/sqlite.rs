@@ -3,9 +3,10 @@
 //! All SQLite calls run on Tokio's blocking threads, never on the async workers.
 
 mod credentials;
+mod provenance;
 mod schema;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -20,8 +21,8 @@ use serde::Deserialize;
 
 use crate::{
     CoverageBacklog, CoverageChunk, DeadLetter, DeadLetterQuery, DeviceQuery, DeviceSummary,
-    IngestItem, PassRecord, Store, StoreError, StoreStats, WriteReport, COVERAGE_CHUNK_MS,
-    COVERAGE_CONTEXT_MS,
+    IngestItem, PassRecord, Store, StoreError, StoreStats, StoredSample, WriteReport,
+    COVERAGE_CHUNK_MS, COVERAGE_CONTEXT_MS,
 };
 
 /// SQLite's `synchronous` setting. `full` survives power loss after a commit; `normal` survives
@@ -63,6 +64,8 @@ struct Inner {
     writer: Mutex<Option<Connection>>,
     idle_readers: Mutex<Vec<Connection>>,
     closed: std::sync::atomic::AtomicBool,
+    /// Taken only under the writer's lock.
+    sources: Mutex<provenance::SourceCache>,
 }
 
 /// A transaction that takes the write lock when it begins. A deferred one would start as a
@@ -104,6 +107,7 @@ impl SqliteStore {
                 writer: Mutex::new(Some(writer)),
                 idle_readers: Mutex::new(Vec::new()),
                 closed: Default::default(),
+                sources: Default::default(),
             }),
         })
     }
@@ -211,15 +215,26 @@ fn status_time(message: &Decoded, received: Timestamp) -> Option<(Timestamp, Dev
     }
 }
 
-fn write_items(tx: &Transaction, items: &[IngestItem]) -> Result<WriteReport, StoreError> {
+fn write_items(
+    tx: &Transaction,
+    sources: &mut provenance::BatchSources,
+    items: &[IngestItem],
+) -> Result<WriteReport, StoreError> {
     let mut report = WriteReport::default();
-    let mut device_keys: HashMap<&str, i64> = HashMap::new();
     for item in items {
         match item {
-            IngestItem::Accepted { message, received } => {
+            IngestItem::Accepted {
+                message,
+                received,
+                delivery,
+            } => {
                 let key = upsert_device(tx, message, *received)?;
-                device_keys.insert(&message.device_id, key);
-                let inserted = insert_body(tx, key, message, *received)?;
+                let source =
+                    sources.source(tx, delivery, &message.device_id, message.kind, *received)?;
+                let inserted = insert_body(tx, key, source, message, *received)?;
+                for time_ms in &inserted.times_ms {
+                    sources.note_day(tx, key, *time_ms, source)?;
+                }
                 report.records_inserted += inserted.records;
                 report.fixes_inserted += inserted.fixes;
                 let conflicts = inserted.conflicts.len() as u64;
@@ -312,6 +327,8 @@ struct Inserted {
     /// New rows of device data.
     records: u64,
     fixes: u64,
+    /// Device times of the new rows.
+    times_ms: Vec<i64>,
     /// Fixes of the same device time at two places: the one not kept (the new one, or the
     /// stored one it replaced), with how far apart the two are.
     conflicts: Vec<(Fix, f64)>,
@@ -343,6 +360,7 @@ fn upsert_device(tx: &Transaction, m: &Decoded, received: Timestamp) -> Result<i
 fn insert_body(
     tx: &Transaction,
     key: i64,
+    source: i64,
     m: &Decoded,
     received: Timestamp,
 ) -> Result<Inserted, StoreError> {
@@ -352,11 +370,14 @@ fn insert_body(
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO fixes (device_key, time_ms, seq, lat, lon, speed_kmh, heading_deg,
                      hdop, satellites, work_flags, water_tank_ratio, load_kg, odometer_m,
-                     lifter_cycles, sos, received_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                     lifter_cycles, sos, received_ms, source_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                     ?17)
                  ON CONFLICT DO NOTHING",
             )?;
             let mut n = 0;
+            // Replacing fixes too: their row has the new delivery's source.
+            let mut times_ms = Vec::new();
             let mut conflicts = Vec::new();
             let mut stale_hours = std::collections::BTreeSet::new();
             let mut insert = |f: &Fix| {
@@ -376,13 +397,15 @@ fn insert_body(
                     f.odometer_m,
                     f.lifter_cycles.map(|c| c as i64),
                     f.sos,
-                    rec
+                    rec,
+                    source
                 ])
             };
             for f in fixes {
-                let inserted = insert(f)? as u64;
-                if inserted > 0 {
+                if insert(f)? > 0 {
+                    n += 1;
                     let t = ms(f.time);
+                    times_ms.push(t);
                     for around in [t - COVERAGE_CONTEXT_MS, t, t + COVERAGE_CONTEXT_MS] {
                         stale_hours.insert(around.div_euclid(COVERAGE_CHUNK_MS));
                     }
@@ -411,6 +434,7 @@ fn insert_body(
                         .execute(params![key, ms(f.time)])?;
                         insert(f)?;
                         let t = ms(f.time);
+                        times_ms.push(t);
                         for around in [t - COVERAGE_CONTEXT_MS, t, t + COVERAGE_CONTEXT_MS] {
                             stale_hours.insert(around.div_euclid(COVERAGE_CHUNK_MS));
                         }
@@ -419,7 +443,6 @@ fn insert_body(
                         conflicts.push((f.clone(), apart_m));
                     }
                 }
-                n += inserted;
             }
             let mut stale = tx.prepare_cached(
                 "INSERT INTO coverage_chunks (device_key, hour, version, computed_version)
@@ -432,14 +455,15 @@ fn insert_body(
             return Ok(Inserted {
                 records: n,
                 fixes: n,
+                times_ms,
                 conflicts,
             });
         }
         Body::Bin(r) => tx
             .prepare_cached(
                 "INSERT INTO bin_readings (device_key, time_ms, seq, fill_ratio, temperature_c,
-                     tilted, lid_open, battery_ratio, received_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+                     tilted, lid_open, battery_ratio, received_ms, source_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
             )?
             .execute(params![
                 key,
@@ -450,13 +474,14 @@ fn insert_body(
                 r.tilted,
                 r.lid_open,
                 r.battery_ratio,
-                rec
+                rec,
+                source
             ])?,
         Body::Toilet(r) => tx
             .prepare_cached(
                 "INSERT INTO toilet_readings (device_key, time_ms, seq, nh3_mg_m3, h2s_mg_m3,
-                     occupancy, footfall, water_m3, power_kwh, received_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+                     occupancy, footfall, water_m3, power_kwh, received_ms, source_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
             )?
             .execute(params![
                 key,
@@ -468,13 +493,14 @@ fn insert_body(
                 r.footfall,
                 r.water_m3,
                 r.power_kwh,
-                rec
+                rec,
+                source
             ])?,
         Body::Ticket(t) => tx
             .prepare_cached(
                 "INSERT INTO weighbridge_tickets (device_key, ticket_id, vehicle_id, time_in_ms,
-                     time_out_ms, gross_kg, tare_kg, net_kg, received_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+                     time_out_ms, gross_kg, tare_kg, net_kg, received_ms, source_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
             )?
             .execute(params![
                 key,
@@ -485,13 +511,15 @@ fn insert_body(
                 t.gross_kg,
                 t.tare_kg,
                 t.net_kg,
-                rec
+                rec,
+                source
             ])?,
         Body::Sample(s) => tx
             .prepare_cached(
                 "INSERT INTO inspection_samples (device_key, sample_id, time_ms, lat, lon, grams,
-                     area_m2, inspector, litter_count, photo_ref, received_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
+                     area_m2, inspector, litter_count, photo_ref, received_ms, source_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT DO NOTHING",
             )?
             .execute(params![
                 key,
@@ -504,20 +532,42 @@ fn insert_body(
                 s.inspector,
                 s.litter_count,
                 s.photo_ref,
-                rec
+                rec,
+                source
             ])?,
         Body::Status(s) => {
             let (time, state) = status_time(m, received).expect("status body");
             tx.prepare_cached(
-                "INSERT INTO status_changes (device_key, time_ms, state, firmware, received_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                "INSERT INTO status_changes (device_key, time_ms, state, firmware, received_ms,
+                     source_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
             )?
-            .execute(params![key, ms(time), state.as_str(), s.firmware, rec])?
+            .execute(params![
+                key,
+                ms(time),
+                state.as_str(),
+                s.firmware,
+                rec,
+                source
+            ])?
         }
+    };
+    let time = match &m.body {
+        Body::Fixes(_) => unreachable!("fixes returned above"),
+        Body::Bin(r) => r.time,
+        Body::Toilet(r) => r.time,
+        Body::Ticket(t) => t.time_out,
+        Body::Sample(s) => s.time,
+        Body::Status(_) => status_time(m, received).expect("status body").0,
     };
     Ok(Inserted {
         records: inserted as u64,
         fixes: 0,
+        times_ms: if inserted > 0 {
+            vec![ms(time)]
+        } else {
+            Vec::new()
+        },
         conflicts: Vec::new(),
     })
 }
@@ -679,10 +729,15 @@ fn count(conn: &Connection, table: &str) -> Result<u64, StoreError> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn write_batch(&self, items: Vec<IngestItem>) -> Result<WriteReport, StoreError> {
+        let inner = self.inner.clone();
         self.with_writer(move |conn| {
+            let mut cache = inner.sources.lock().expect("source cache lock poisoned");
             let tx = write_transaction(conn)?;
-            let report = write_items(&tx, &items)?;
+            let mut sources = cache.begin(&tx)?;
+            let report = write_items(&tx, &mut sources, &items)?;
+            let outcome = sources.finish();
             tx.commit()?;
+            cache.committed(outcome);
             Ok(report)
         })
         .await
@@ -830,6 +885,11 @@ impl Store for SqliteStore {
             let hour = ms(before).div_euclid(COVERAGE_CHUNK_MS);
             deleted += tx.execute("DELETE FROM passes WHERE hour < ?1", [hour])? as u64;
             tx.execute("DELETE FROM coverage_chunks WHERE hour < ?1", [hour])?;
+            // A day partly kept keeps its index entries.
+            tx.execute(
+                "DELETE FROM device_day_sources WHERE day < ?1",
+                [provenance::utc_day(ms(before))],
+            )?;
             for (table, column) in [
                 ("fixes", "time_ms"),
                 ("bin_readings", "time_ms"),
@@ -912,21 +972,24 @@ impl Store for SqliteStore {
         &self,
         from: Timestamp,
         to: Timestamp,
-    ) -> Result<Vec<(String, InspectionSample)>, StoreError> {
+    ) -> Result<Vec<StoredSample>, StoreError> {
         self.with_reader(move |conn| {
             let samples = conn
                 .prepare_cached(
                     "SELECT d.device_id, s.sample_id, s.time_ms, s.lat, s.lon, s.grams, s.area_m2,
-                         s.inspector, s.litter_count, s.photo_ref
+                         s.inspector, s.litter_count, s.photo_ref, src.source_key, src.trust,
+                         src.via, src.principal, src.credential_ms
                      FROM inspection_samples s JOIN devices d USING (device_key)
+                         JOIN sources src ON src.source_key = s.source_key
                      WHERE s.time_ms >= ?1 AND s.time_ms < ?2
                      ORDER BY s.time_ms, d.device_id, s.sample_id",
                 )?
                 .query_map(params![ms(from), ms(to)], |r| {
                     let device_id: String = r.get(0)?;
-                    Ok((
-                        device_id.clone(),
-                        InspectionSample {
+                    Ok(StoredSample {
+                        device_id: device_id.clone(),
+                        source: provenance::source_from_row(r, 10)?,
+                        sample: InspectionSample {
                             device_id: Some(device_id),
                             sample_id: r.get(1)?,
                             time: ts(r.get(2)?),
@@ -938,7 +1001,7 @@ impl Store for SqliteStore {
                             litter_count: r.get(8)?,
                             photo_ref: r.get(9)?,
                         },
-                    ))
+                    })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(samples)

@@ -163,9 +163,63 @@ const MIGRATIONS: &[&str] = &[
         revoked_ms  INTEGER
     );
     "#,
+    // 4: provenance. Each record names the source that first stored it (0: stored before
+    // this migration); `device_day_sources` indexes which sources delivered a device's records
+    // on which UTC day, so that a report can say what it rests on without reading records.
+    // `credentials_version` changes with every credential write, from any process, so that a
+    // writer knows when its cached sources may be stale.
+    r#"
+    CREATE TABLE sources (
+        source_key    INTEGER PRIMARY KEY,
+        trust         TEXT NOT NULL,
+        via           TEXT NOT NULL,
+        principal     TEXT NOT NULL,
+        credential_ms INTEGER,
+        UNIQUE (trust, via, principal, credential_ms)
+    );
+    INSERT INTO sources (source_key, trust, via, principal, credential_ms)
+        VALUES (0, 'unknown', '', '', NULL);
+    ALTER TABLE fixes ADD COLUMN source_key INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE bin_readings ADD COLUMN source_key INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE toilet_readings ADD COLUMN source_key INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE weighbridge_tickets ADD COLUMN source_key INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE inspection_samples ADD COLUMN source_key INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE status_changes ADD COLUMN source_key INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE device_day_sources (
+        device_key INTEGER NOT NULL,
+        day        INTEGER NOT NULL,
+        source_key INTEGER NOT NULL,
+        PRIMARY KEY (device_key, day, source_key)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO device_day_sources
+        SELECT DISTINCT device_key, time_ms / 86400000, 0 FROM fixes;
+    INSERT OR IGNORE INTO device_day_sources
+        SELECT DISTINCT device_key, time_ms / 86400000, 0 FROM bin_readings;
+    INSERT OR IGNORE INTO device_day_sources
+        SELECT DISTINCT device_key, time_ms / 86400000, 0 FROM toilet_readings;
+    INSERT OR IGNORE INTO device_day_sources
+        SELECT DISTINCT device_key, time_out_ms / 86400000, 0 FROM weighbridge_tickets;
+    INSERT OR IGNORE INTO device_day_sources
+        SELECT DISTINCT device_key, time_ms / 86400000, 0 FROM inspection_samples;
+    INSERT OR IGNORE INTO device_day_sources
+        SELECT DISTINCT device_key, time_ms / 86400000, 0 FROM status_changes;
+    CREATE TABLE credentials_version (version INTEGER NOT NULL);
+    INSERT INTO credentials_version VALUES (0);
+    CREATE TRIGGER credentials_inserted AFTER INSERT ON credentials
+        BEGIN UPDATE credentials_version SET version = version + 1; END;
+    CREATE TRIGGER credentials_updated AFTER UPDATE ON credentials
+        BEGIN UPDATE credentials_version SET version = version + 1; END;
+    CREATE TRIGGER credentials_deleted AFTER DELETE ON credentials
+        BEGIN UPDATE credentials_version SET version = version + 1; END;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Applies the migrations up to `version` (tests build older files with it).
+pub(super) fn migrate_to(conn: &mut Connection, version: usize) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;
     // IMMEDIATE takes the write lock before reading the version, so two processes opening a
     // new file at once cannot both run the same migration.
@@ -174,7 +228,11 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     if found > known {
         return Err(StoreError::SchemaTooNew { found, known });
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    for (index, sql) in MIGRATIONS[..version]
+        .iter()
+        .enumerate()
+        .skip(found as usize)
+    {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tracing::info!(version = index + 1, "applied store migration");

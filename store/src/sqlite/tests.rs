@@ -1,5 +1,7 @@
 use cleanfleet_model::{decode, Limits, RejectReason};
 
+use crate::{CredentialRecord, CredentialStore, Delivery, ProvenanceStore, SourceRun, Trust};
+
 use super::*;
 
 fn t(s: &str) -> Timestamp {
@@ -8,11 +10,25 @@ fn t(s: &str) -> Timestamp {
 
 const RECEIVED: &str = "2026-11-21T08:00:00Z";
 
-fn accepted(topic: &str, payload: &str) -> IngestItem {
+const BROKER: &str = "mqtt://broker.test:1883";
+
+fn delivered(topic: &str, payload: &str, delivery: Delivery) -> IngestItem {
     IngestItem::Accepted {
         message: decode(topic, payload.as_bytes(), t(RECEIVED), &Limits::default()).unwrap(),
         received: t(RECEIVED),
+        delivery: Arc::new(delivery),
     }
+}
+
+fn accepted(topic: &str, payload: &str) -> IngestItem {
+    delivered(
+        topic,
+        payload,
+        Delivery::Mqtt {
+            broker: BROKER.into(),
+            binds_logins: true,
+        },
+    )
 }
 
 fn fixes(device: &str, minutes: &[u32]) -> IngestItem {
@@ -689,4 +705,220 @@ async fn credentials_are_issued_once_rotated_and_revoked_for_good() {
     drop(store);
     let store = open(&dir);
     assert_eq!(store.credentials().await.unwrap(), all);
+}
+
+fn credential(username: &str, role: cleanfleet_identity::Role, at: &str) -> CredentialRecord {
+    CredentialRecord {
+        username: username.into(),
+        role,
+        secret_hash: "$7$1000$x$y".into(),
+        issued_at: t(at),
+        rotated_at: t(at),
+        revoked_at: None,
+    }
+}
+
+fn runs_of(runs: &[SourceRun]) -> Vec<(&str, u64, Trust, &str, Option<Timestamp>)> {
+    runs.iter()
+        .map(|r| {
+            (
+                r.stream.as_str(),
+                r.records,
+                r.source.trust,
+                r.source.principal.as_str(),
+                r.source.credential_issued,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_record_names_the_login_that_delivered_it() {
+    use cleanfleet_identity::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let day = (t("2026-11-21T00:00:00Z"), t("2026-11-22T00:00:00Z"));
+    store
+        .add_credential(credential(
+            "sw-1",
+            Role::Device(DeviceKind::Sweeper),
+            "2026-11-01T00:00:00Z",
+        ))
+        .await
+        .unwrap();
+    // A credential of another kind does not vouch for a sweeper's topic.
+    store
+        .add_credential(credential(
+            "sw-2",
+            Role::Device(DeviceKind::Bin),
+            "2026-11-01T00:00:00Z",
+        ))
+        .await
+        .unwrap();
+    store
+        .write_batch(vec![fixes("sw-1", &[1, 2]), fixes("sw-2", &[1])])
+        .await
+        .unwrap();
+    // The secret is rotated: later deliveries are the new secret's; a redelivery of a stored
+    // fix keeps the source that stored it.
+    assert!(store
+        .rotate_credential("sw-1", "$7$1000$a$b".into(), t("2026-11-21T07:30:00Z"))
+        .await
+        .unwrap());
+    store
+        .write_batch(vec![fixes("sw-1", &[2, 3])])
+        .await
+        .unwrap();
+    // The same device over a broker that does not bind topics to logins: the topic only.
+    store
+        .write_batch(vec![delivered(
+            "cleanfleet/v1/sweeper/sw-1/status",
+            r#"{"state":"online","time":"2026-11-21T07:05:00Z"}"#,
+            Delivery::Mqtt {
+                broker: "mqtt://other:1883".into(),
+                binds_logins: false,
+            },
+        )])
+        .await
+        .unwrap();
+    let runs = store.provenance("sw-1", day.0, day.1).await.unwrap();
+    let old = Some(t("2026-11-01T00:00:00Z"));
+    let new = Some(t("2026-11-21T07:30:00Z"));
+    assert_eq!(
+        runs_of(&runs),
+        vec![
+            ("fixes", 2, Trust::Credential, "sw-1", old),
+            ("fixes", 1, Trust::Credential, "sw-1", new),
+            ("status", 1, Trust::TopicOnly, "sw-1", None),
+        ]
+    );
+    assert_eq!(runs[0].source.via, BROKER);
+    assert_eq!(runs[2].source.via, "mqtt://other:1883");
+    assert_eq!(runs[1].first, t("2026-11-21T07:03:00Z"));
+    assert_eq!(
+        runs_of(&store.provenance("sw-2", day.0, day.1).await.unwrap()),
+        vec![("fixes", 1, Trust::TopicOnly, "sw-2", None)]
+    );
+    // After revocation a device's new records are the topic's word only.
+    assert!(store
+        .revoke_credential("sw-1", t("2026-11-21T07:50:00Z"))
+        .await
+        .unwrap());
+    let mut late = fixes("sw-1", &[55]);
+    if let IngestItem::Accepted { received, .. } = &mut late {
+        *received = t("2026-11-21T08:00:00Z");
+    }
+    store.write_batch(vec![late]).await.unwrap();
+    let runs = store.provenance("sw-1", day.0, day.1).await.unwrap();
+    assert_eq!(
+        runs_of(&runs)[2],
+        ("fixes", 1, Trust::TopicOnly, "sw-1", None)
+    );
+
+    // The day index: every source of the day, without reading records.
+    let by_device = store
+        .device_sources(
+            vec!["sw-2".into(), "sw-1".into(), "nobody".into()],
+            day.0,
+            day.1,
+        )
+        .await
+        .unwrap();
+    let trusts: Vec<(&str, Trust)> = by_device
+        .iter()
+        .map(|(d, s)| (d.as_str(), s.trust))
+        .collect();
+    assert_eq!(
+        trusts,
+        vec![
+            ("sw-1", Trust::Credential),
+            ("sw-1", Trust::Credential),
+            ("sw-1", Trust::TopicOnly),
+            ("sw-1", Trust::TopicOnly),
+            ("sw-2", Trust::TopicOnly),
+        ]
+    );
+    let next_day = (t("2026-11-22T00:00:00Z"), t("2026-11-23T00:00:00Z"));
+    assert!(store
+        .device_sources(vec!["sw-1".into()], next_day.0, next_day.1)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_sample_over_the_api_names_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let sample = |id: &str| {
+        format!(
+            r#"{{"sample_id":"{id}","time":"2026-11-21T07:00:00Z","lat":32.0,"lon":120.9,"grams":4.0,"area_m2":1.0,"inspector":"li"}}"#
+        )
+    };
+    store
+        .write_batch(vec![
+            delivered(
+                "cleanfleet/v1/scale/app-li/sample",
+                &sample("s-1"),
+                Delivery::Api {
+                    token: Some("li".into()),
+                },
+            ),
+            delivered(
+                "cleanfleet/v1/scale/app-li/sample",
+                &sample("s-2"),
+                Delivery::Api { token: None },
+            ),
+        ])
+        .await
+        .unwrap();
+    let samples = store
+        .samples(t("2026-11-21T00:00:00Z"), t("2026-11-22T00:00:00Z"))
+        .await
+        .unwrap();
+    let sources: Vec<(&str, Trust, &str, &str)> = samples
+        .iter()
+        .map(|s| {
+            (
+                s.sample.sample_id.as_str(),
+                s.source.trust,
+                s.source.via.as_str(),
+                s.source.principal.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        vec![
+            ("s-1", Trust::Token, "api", "li"),
+            ("s-2", Trust::Unauthenticated, "api", ""),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn records_stored_before_provenance_are_of_unknown_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        schema::migrate_to(&mut conn, 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO devices (device_key, device_id, kind, first_received_ms, last_received_ms)
+                 VALUES (1, 'sw-old', 'sweeper', 0, 0);
+             INSERT INTO fixes (device_key, time_ms, lat, lon, work_flags, received_ms)
+                 VALUES (1, 1763708400000, 32.0, 120.9, 0, 1763708400000);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+    let day = (t("2025-11-21T00:00:00Z"), t("2025-11-22T00:00:00Z"));
+    let runs = store.provenance("sw-old", day.0, day.1).await.unwrap();
+    assert_eq!(runs_of(&runs), vec![("fixes", 1, Trust::Unknown, "", None)]);
+    let sources = store
+        .device_sources(vec!["sw-old".into()], day.0, day.1)
+        .await
+        .unwrap();
+    assert_eq!(sources.len(), 1);
+    assert_eq!(sources[0].1.trust, Trust::Unknown);
 }
