@@ -9,7 +9,7 @@ use cleanfleet_ingest::{BrokerConfig, IngestConfig};
 use cleanfleet_inspection::InspectionRules;
 use cleanfleet_roads::ZoneConfig;
 use cleanfleet_sim::{LoadConfig, SimConfig};
-use cleanfleet_store::Synchronous;
+use cleanfleet_store::{DeadLetterCaps, Synchronous};
 
 use crate::coverage::CoverageConfig;
 use serde::Deserialize;
@@ -91,6 +91,9 @@ pub struct StoreConfig {
     pub synchronous: Synchronous,
     /// Device data older than this is deleted hourly; 0 keeps everything. Default 400 days.
     pub retention_days: u32,
+    /// Caps on what the dead-letter store keeps (`[store.dead_letters]`); a rejected message
+    /// beyond them is counted, not kept.
+    pub dead_letters: DeadLetterCaps,
 }
 
 impl Default for StoreConfig {
@@ -100,6 +103,7 @@ impl Default for StoreConfig {
             path: None,
             synchronous: Synchronous::Full,
             retention_days: 400,
+            dead_letters: DeadLetterCaps::default(),
         }
     }
 }

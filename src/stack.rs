@@ -20,6 +20,7 @@ use crate::config::{Config, RoadsConfig};
 pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
     let mut sqlite = SqliteConfig::new(config.sqlite_path());
     sqlite.synchronous = config.store.synchronous;
+    sqlite.dead_letter_caps = config.store.dead_letters;
     SqliteStore::open(sqlite)
         .with_context(|| format!("cannot open the store {}", config.sqlite_path().display()))
 }

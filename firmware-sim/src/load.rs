@@ -97,8 +97,11 @@ struct Counters {
     acked: AtomicU64,
 }
 
+/// How long a stopping load run waits for the broker's outstanding acknowledgements.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Run the load until `duration_s` has passed or `shutdown` is cancelled, then wait (at most
-/// 10 s) for the broker to acknowledge what was published, and disconnect.
+/// [`DRAIN_TIMEOUT`]) for the broker to acknowledge what was published, and disconnect.
 pub async fn run_load(
     config: LoadConfig,
     shutdown: CancellationToken,
@@ -163,8 +166,25 @@ pub async fn run_load(
         _ = tokio::time::sleep(Duration::from_secs_f64(config.duration_s)) => {}
     }
     stop_publishing.cancel();
-    for t in tasks {
-        let _ = t.await;
+    // What the broker has not acknowledged by then it may never (a broker that restarted
+    // without the sessions, or is gone): stop waiting rather than hang.
+    let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut abandoned = 0;
+    for mut t in tasks {
+        if tokio::time::timeout_at(drain_deadline, &mut t)
+            .await
+            .is_err()
+        {
+            t.abort();
+            abandoned += 1;
+        }
+    }
+    if abandoned > 0 {
+        tracing::warn!(
+            devices = abandoned,
+            timeout_s = DRAIN_TIMEOUT.as_secs(),
+            "load: devices still waiting for acknowledgements were stopped"
+        );
     }
     let published = counters.published.load(Ordering::Relaxed);
     Ok(LoadReport {

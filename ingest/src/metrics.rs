@@ -14,6 +14,7 @@ pub struct IngestMetrics {
     pub fixes: IntCounter,
     pub duplicate_records: IntCounter,
     pub conflicting_fixes: IntCounter,
+    pub dead_letters_not_kept: IntCounter,
     pub batch_size: Histogram,
     pub commit_duration: Histogram,
     pub queue_depth: IntGauge,
@@ -66,6 +67,10 @@ impl IngestMetrics {
                 "Fixes of accepted messages refused because the device's fix of that time is \
                  stored at another place (each kept as a conflicting_fix dead letter)",
             )?,
+            dead_letters_not_kept: IntCounter::new(
+                "cleanfleet_ingest_dead_letters_not_kept_total",
+                "Rejected messages counted but not kept: a dead-letter cap was reached",
+            )?,
             batch_size: Histogram::with_opts(
                 HistogramOpts::new(
                     "cleanfleet_ingest_batch_size_messages",
@@ -107,6 +112,7 @@ impl IngestMetrics {
         registry.register(Box::new(m.fixes.clone()))?;
         registry.register(Box::new(m.duplicate_records.clone()))?;
         registry.register(Box::new(m.conflicting_fixes.clone()))?;
+        registry.register(Box::new(m.dead_letters_not_kept.clone()))?;
         registry.register(Box::new(m.batch_size.clone()))?;
         registry.register(Box::new(m.commit_duration.clone()))?;
         registry.register(Box::new(m.queue_depth.clone()))?;

@@ -309,6 +309,15 @@ async fn commit(
                 metrics.fixes.inc_by(report.fixes_inserted);
                 metrics.duplicate_records.inc_by(report.duplicate_records);
                 metrics.conflicting_fixes.inc_by(report.conflicting_fixes);
+                if report.dead_letters_not_kept > 0 {
+                    metrics
+                        .dead_letters_not_kept
+                        .inc_by(report.dead_letters_not_kept);
+                    warn!(
+                        not_kept = report.dead_letters_not_kept,
+                        "rejected messages not kept: a dead-letter cap ([store.dead_letters]) is reached"
+                    );
+                }
                 return Ok(());
             }
             Err(StoreError::Closed) => return Err(IngestError::StoreClosed),

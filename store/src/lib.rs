@@ -20,7 +20,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use sqlite::{SqliteConfig, SqliteStore, Synchronous};
+pub use sqlite::{DeadLetterCaps, SqliteConfig, SqliteStore, Synchronous};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -103,6 +103,9 @@ pub struct WriteReport {
     pub duplicate_records: u64,
     /// Rejected messages kept; a dead letter seen before only has its count raised.
     pub dead_letters_inserted: u64,
+    /// Rejected messages not kept because a dead-letter cap was reached (counted by the
+    /// store too: [`StoreStats::dead_letters_not_kept`]).
+    pub dead_letters_not_kept: u64,
     /// Fixes of accepted messages refused because a fix of the same device and time at
     /// another place is stored: each kept as a dead letter of its own (`conflicting_fix`).
     pub conflicting_fixes: u64,
@@ -175,6 +178,11 @@ pub struct StoreStats {
     pub dead_letters: u64,
     /// Dead letters (distinct messages) by reject reason.
     pub dead_letters_by_reason: BTreeMap<String, u64>,
+    /// What the kept dead letters take (payload, topic, detail), bytes.
+    pub dead_letter_bytes: u64,
+    /// Rejected messages not kept since the store was created: a dead-letter cap was
+    /// reached (`[store.dead_letters]`).
+    pub dead_letters_not_kept: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oldest_fix: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]

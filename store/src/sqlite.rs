@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use cleanfleet_model::{
-    BinReading, Body, Decoded, DeviceKind, DeviceState, Fix, FixBatch, InspectionSample,
-    RejectReason, ToiletReading, WorkState, SAME_PLACE_M, TOPIC_PREFIX,
+    is_valid_device_id, BinReading, Body, Decoded, DeviceKind, DeviceState, Fix, FixBatch,
+    InspectionSample, RejectReason, ToiletReading, WorkState, SAME_PLACE_M, TOPIC_PREFIX,
 };
 use jiff::{SignedDuration, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
@@ -41,6 +41,28 @@ pub struct SqliteConfig {
     pub synchronous: Synchronous,
     /// Reader connections kept open for the API.
     pub max_idle_readers: usize,
+    pub dead_letter_caps: DeadLetterCaps,
+}
+
+/// How much the dead-letter store keeps: a rejected message beyond a cap is counted (by
+/// scope, in `dead_letter_usage`, and in [`WriteReport::dead_letters_not_kept`]) but not
+/// kept. Sizes count payload, topic and detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterCaps {
+    /// Per device named by the topic (topics naming none share one). Default 16 MiB.
+    pub per_device_bytes: u64,
+    /// All dead letters together. Default 1 GiB.
+    pub total_bytes: u64,
+}
+
+impl Default for DeadLetterCaps {
+    fn default() -> Self {
+        DeadLetterCaps {
+            per_device_bytes: 16 << 20,
+            total_bytes: 1 << 30,
+        }
+    }
 }
 
 impl SqliteConfig {
@@ -49,6 +71,7 @@ impl SqliteConfig {
             path: path.into(),
             synchronous: Synchronous::default(),
             max_idle_readers: 4,
+            dead_letter_caps: DeadLetterCaps::default(),
         }
     }
 }
@@ -218,6 +241,7 @@ fn status_time(message: &Decoded, received: Timestamp) -> Option<(Timestamp, Dev
 fn write_items(
     tx: &Transaction,
     sources: &mut provenance::BatchSources,
+    caps: &DeadLetterCaps,
     items: &[IngestItem],
 ) -> Result<WriteReport, StoreError> {
     let mut report = WriteReport::default();
@@ -258,16 +282,15 @@ fn write_items(
                         "fixes: another fix of {time} is stored {apart_m:.1} m away (of two \
                          places at one time the one of smaller latitude, then longitude, is kept)"
                     );
-                    if insert_dead_letter(
+                    report.count(insert_dead_letter(
                         tx,
+                        caps,
                         &topic,
                         &payload,
                         RejectReason::ConflictingFix,
                         &detail,
                         *received,
-                    )? {
-                        report.dead_letters_inserted += 1;
-                    }
+                    )?);
                 }
             }
             IngestItem::Rejected {
@@ -277,49 +300,113 @@ fn write_items(
                 detail,
                 received,
             } => {
-                if insert_dead_letter(tx, topic, payload, *reason, detail, *received)? {
-                    report.dead_letters_inserted += 1;
-                }
+                report.count(insert_dead_letter(
+                    tx, caps, topic, payload, *reason, detail, *received,
+                )?);
             }
         }
     }
     Ok(report)
 }
 
-/// Keeps a rejected message; `true` if it was not kept before (else its count is raised).
+/// What became of a rejected message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeadLetterOutcome {
+    Kept,
+    /// The same topic and payload was kept before: its count and times were updated.
+    SeenBefore,
+    /// A cap was reached: counted, not kept.
+    NotKept,
+}
+
+impl WriteReport {
+    fn count(&mut self, outcome: DeadLetterOutcome) {
+        match outcome {
+            DeadLetterOutcome::Kept => self.dead_letters_inserted += 1,
+            DeadLetterOutcome::SeenBefore => {}
+            DeadLetterOutcome::NotKept => self.dead_letters_not_kept += 1,
+        }
+    }
+}
+
+/// The device a dead letter's topic names (`cleanfleet/v1/{kind}/{id}/...`), or "".
+fn topic_device(topic: &str) -> &str {
+    let mut parts = topic.split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("cleanfleet"), Some(_), Some(_), Some(id)) if is_valid_device_id(id) => id,
+        _ => "",
+    }
+}
+
+/// Keeps a rejected message unless it was kept before or a cap is reached.
 fn insert_dead_letter(
     tx: &Transaction,
+    caps: &DeadLetterCaps,
     topic: &str,
     payload: &[u8],
     reason: RejectReason,
     detail: &str,
     received: Timestamp,
-) -> Result<bool, StoreError> {
+) -> Result<DeadLetterOutcome, StoreError> {
     let digest =
         xxhash_rust::xxh3::xxh3_128(&[topic.as_bytes(), b"\0", payload].concat()).to_be_bytes();
-    let times_seen: i64 = tx
+    let seen = tx
         .prepare_cached(
-            "INSERT INTO dead_letters (digest, topic, reason, detail, payload,
-                 first_received_ms, last_received_ms, times_seen)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1)
-             ON CONFLICT (digest) DO UPDATE SET
+            "UPDATE dead_letters SET
                  times_seen = times_seen + 1,
-                 first_received_ms = min(first_received_ms, excluded.first_received_ms),
-                 last_received_ms = max(last_received_ms, excluded.last_received_ms)
-             RETURNING times_seen",
+                 first_received_ms = min(first_received_ms, ?2),
+                 last_received_ms = max(last_received_ms, ?2)
+             WHERE digest = ?1",
         )?
-        .query_row(
-            params![
-                &digest[..],
-                topic,
-                reason.as_str(),
-                detail,
-                payload,
-                ms(received)
-            ],
-            |r| r.get(0),
-        )?;
-    Ok(times_seen == 1)
+        .execute(params![&digest[..], ms(received)])?;
+    if seen > 0 {
+        return Ok(DeadLetterOutcome::SeenBefore);
+    }
+    let device = topic_device(topic);
+    let bytes = (payload.len() + topic.len() + detail.len()) as i64;
+    let scopes = [format!("device:{device}"), "total".to_owned()];
+    let mut used = tx.prepare_cached("SELECT bytes FROM dead_letter_usage WHERE scope = ?1")?;
+    let mut used = |scope: &str| -> Result<i64, StoreError> {
+        Ok(used
+            .query_row([scope], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
+    };
+    let fits = used(&scopes[0])? + bytes <= caps.per_device_bytes as i64
+        && used(&scopes[1])? + bytes <= caps.total_bytes as i64;
+    let mut usage = tx.prepare_cached(
+        "INSERT INTO dead_letter_usage (scope, bytes, not_kept, not_kept_bytes)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (scope) DO UPDATE SET
+             bytes = bytes + excluded.bytes,
+             not_kept = not_kept + excluded.not_kept,
+             not_kept_bytes = not_kept_bytes + excluded.not_kept_bytes",
+    )?;
+    if !fits {
+        for scope in &scopes {
+            usage.execute(params![scope, 0, 1, bytes])?;
+        }
+        return Ok(DeadLetterOutcome::NotKept);
+    }
+    tx.prepare_cached(
+        "INSERT INTO dead_letters (digest, topic, reason, detail, payload,
+             first_received_ms, last_received_ms, times_seen, device_id, kept_bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1, ?7, ?8)",
+    )?
+    .execute(params![
+        &digest[..],
+        topic,
+        reason.as_str(),
+        detail,
+        payload,
+        ms(received),
+        device,
+        bytes
+    ])?;
+    for scope in &scopes {
+        usage.execute(params![scope, bytes, 0, 0])?;
+    }
+    Ok(DeadLetterOutcome::Kept)
 }
 
 /// What one message's records did to the store.
@@ -734,7 +821,7 @@ impl Store for SqliteStore {
             let mut cache = inner.sources.lock().expect("source cache lock poisoned");
             let tx = write_transaction(conn)?;
             let mut sources = cache.begin(&tx)?;
-            let report = write_items(&tx, &mut sources, &items)?;
+            let report = write_items(&tx, &mut sources, &inner.config.dead_letter_caps, &items)?;
             let outcome = sources.finish();
             tx.commit()?;
             cache.committed(outcome);
@@ -857,6 +944,16 @@ impl Store for SqliteStore {
             while let Some(r) = rows.next()? {
                 by_reason.insert(r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64);
             }
+            let (dead_letter_bytes, dead_letters_not_kept): (i64, i64) = conn
+                .query_row(
+                    "SELECT bytes, not_kept FROM dead_letter_usage WHERE scope = 'total'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?
+                .unwrap_or((0, 0));
+            let (dead_letter_bytes, dead_letters_not_kept) =
+                (dead_letter_bytes as u64, dead_letters_not_kept as u64);
             let (oldest, newest): (Option<i64>, Option<i64>) =
                 conn.query_row("SELECT min(time_ms), max(time_ms) FROM fixes", [], |r| {
                     Ok((r.get(0)?, r.get(1)?))
@@ -871,6 +968,8 @@ impl Store for SqliteStore {
                 status_changes: count(conn, "status_changes")?,
                 dead_letters: count(conn, "dead_letters")?,
                 dead_letters_by_reason: by_reason,
+                dead_letter_bytes,
+                dead_letters_not_kept,
                 oldest_fix: oldest.map(ts),
                 newest_fix: newest.map(ts),
             })
@@ -904,6 +1003,18 @@ impl Store for SqliteStore {
                     [ms(before)],
                 )? as u64;
             }
+            // What the dead letters left take, by scope; what was not kept stays counted.
+            tx.execute_batch(
+                "UPDATE dead_letter_usage SET bytes = 0;
+                 INSERT INTO dead_letter_usage (scope, bytes, not_kept, not_kept_bytes)
+                     SELECT 'device:' || device_id, sum(kept_bytes), 0, 0 FROM dead_letters
+                     WHERE true GROUP BY device_id
+                     ON CONFLICT (scope) DO UPDATE SET bytes = excluded.bytes;
+                 INSERT INTO dead_letter_usage (scope, bytes, not_kept, not_kept_bytes)
+                     SELECT 'total', coalesce(sum(kept_bytes), 0), 0, 0 FROM dead_letters
+                     WHERE true
+                     ON CONFLICT (scope) DO UPDATE SET bytes = excluded.bytes;",
+            )?;
             tx.commit()?;
             Ok(deleted)
         })

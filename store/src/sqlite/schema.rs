@@ -212,6 +212,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER credentials_deleted AFTER DELETE ON credentials
         BEGIN UPDATE credentials_version SET version = version + 1; END;
     "#,
+    // 5: dead letters capped by size, per device and in total. `kept_bytes` is what a dead
+    // letter takes (payload, topic, detail); `dead_letter_usage` sums it by scope
+    // (`device:<id>`, `device:` for topics that name none, and `total`) and counts what was
+    // not kept because a cap was reached. Dead letters from before have no device.
+    r#"
+    ALTER TABLE dead_letters ADD COLUMN device_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE dead_letters ADD COLUMN kept_bytes INTEGER NOT NULL DEFAULT 0;
+    UPDATE dead_letters SET kept_bytes = length(payload) + length(topic) + length(detail);
+    CREATE TABLE dead_letter_usage (
+        scope          TEXT PRIMARY KEY,
+        bytes          INTEGER NOT NULL,
+        not_kept       INTEGER NOT NULL,
+        not_kept_bytes INTEGER NOT NULL
+    );
+    INSERT INTO dead_letter_usage (scope, bytes, not_kept, not_kept_bytes)
+        SELECT 'device:', coalesce(sum(kept_bytes), 0), 0, 0 FROM dead_letters;
+    INSERT INTO dead_letter_usage (scope, bytes, not_kept, not_kept_bytes)
+        SELECT 'total', coalesce(sum(kept_bytes), 0), 0, 0 FROM dead_letters;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

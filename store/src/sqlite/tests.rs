@@ -922,3 +922,69 @@ async fn records_stored_before_provenance_are_of_unknown_source() {
     assert_eq!(sources.len(), 1);
     assert_eq!(sources[0].1.trust, Trust::Unknown);
 }
+
+#[tokio::test]
+async fn dead_letters_beyond_their_caps_are_counted_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = SqliteConfig::new(dir.path().join("store.sqlite"));
+    config.dead_letter_caps = DeadLetterCaps {
+        per_device_bytes: 3_000,
+        total_bytes: 5_000,
+    };
+    let store = SqliteStore::open(config).unwrap();
+    let junk = |device: &str, n: u8| IngestItem::Rejected {
+        topic: format!("cleanfleet/v1/sweeper/{device}/fixes"),
+        payload: vec![n; 1_000],
+        reason: RejectReason::MalformedJson,
+        detail: "junk".into(),
+        received: t(RECEIVED),
+    };
+    let each = 1_000 + "cleanfleet/v1/sweeper/sw-1/fixes".len() as u64 + 4;
+    // Two of sw-1's fit its 3,000 bytes, the third does not; sw-2's two fill the total up to
+    // where sw-3's first does not fit either.
+    let report = store
+        .write_batch(vec![junk("sw-1", 1), junk("sw-1", 2), junk("sw-1", 3)])
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.dead_letters_inserted, report.dead_letters_not_kept),
+        (2, 1)
+    );
+    let report = store
+        .write_batch(vec![junk("sw-2", 1), junk("sw-2", 2), junk("sw-3", 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.dead_letters_inserted, report.dead_letters_not_kept),
+        (2, 1)
+    );
+    // One kept before is only counted again, even over the cap.
+    let report = store.write_batch(vec![junk("sw-1", 1)]).await.unwrap();
+    assert_eq!(
+        (report.dead_letters_inserted, report.dead_letters_not_kept),
+        (0, 0)
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.dead_letters, 4);
+    assert_eq!(stats.dead_letter_bytes, 4 * each);
+    assert_eq!(stats.dead_letters_not_kept, 2);
+    let letters = store
+        .dead_letters(DeadLetterQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        letters.iter().map(|l| l.times_seen).sum::<u64>(),
+        5,
+        "{letters:?}"
+    );
+    // Pruned dead letters free their room; what was not kept stays counted.
+    store.prune(t("2026-11-22T00:00:00Z")).await.unwrap();
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.dead_letters, stats.dead_letter_bytes), (0, 0));
+    assert_eq!(stats.dead_letters_not_kept, 2);
+    let report = store.write_batch(vec![junk("sw-3", 1)]).await.unwrap();
+    assert_eq!(report.dead_letters_inserted, 1);
+}
