@@ -577,3 +577,138 @@ async fn late_answers_to_bin_overflows_cost_the_bins_contractor() {
     );
     stack.stop().await.unwrap();
 }
+
+/// A street that crosses a section boundary is judged once on all its points: the city and
+/// both contractors see the same result, and its failure costs each contractor its share of
+/// the points (docs/inspection.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_road_across_a_section_boundary_is_judged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = start_stack(dir.path()).await;
+    let api = stack.api_addr.unwrap();
+    let net = RoadNetwork::demo();
+    let (sections, grids) = cleanfleet_roads::Zones::demo_configs(&net);
+    let zones = cleanfleet_roads::Zones::new(&net, &sections, &grids).unwrap();
+    let contractor_of = |s: &cleanfleet_roads::Segment| {
+        zones
+            .section_of(s.id)
+            .and_then(|z| z.contractor.clone())
+            .unwrap_or_default()
+    };
+    // A named street with segments of both contractors.
+    let street = net
+        .segments()
+        .iter()
+        .filter_map(|s| s.name.clone())
+        .find(|name| {
+            let of = |c: &str| {
+                net.segments()
+                    .iter()
+                    .any(|s| s.name.as_deref() == Some(name) && contractor_of(s) == c)
+            };
+            of("acme-cleaning") && of("green-city")
+        })
+        .expect("a street across the boundary");
+    let on = |c: &str, n: usize| -> Vec<&cleanfleet_roads::Segment> {
+        net.segments()
+            .iter()
+            .filter(|s| s.name.as_deref() == Some(&street) && contractor_of(s) == c)
+            .take(n)
+            .collect()
+    };
+    let (acme, green) = (on("acme-cleaning", 3), on("green-city", 2));
+    let class = acme[0].class;
+    let limit = [5.0, 10.0, 15.0, 20.0][class as usize];
+    let class_points = [2.0, 1.5, 1.0, 0.5][class as usize];
+    let now = Timestamp::now();
+    let mut n = 0;
+    for (segments, grams) in [(&acme, limit + 6.0), (&green, limit - 4.0)] {
+        for s in segments.iter() {
+            let (lon, lat) = (
+                (s.points[0].0 + s.points[1].0) / 2.0,
+                (s.points[0].1 + s.points[1].1) / 2.0,
+            );
+            n += 1;
+            let time = (now - SignedDuration::from_mins(10 - n)).to_string();
+            let body = json!({"device_id": "app-x", "sample_id": format!("X-{n}"), "time": time,
+                "lat": lat, "lon": lon, "grams": grams, "area_m2": 1.0, "inspector": "insp-x"});
+            let (status, created) = post_json(api, "/api/v1/samples", &body).await;
+            assert_eq!(status, 201, "{created}");
+        }
+    }
+    let today = now.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
+    let path = format!("/api/v1/inspections?date={today}");
+    let expected = limit + 2.0;
+    for token in [ADMIN_TOKEN, ACME_TOKEN, GREEN_TOKEN] {
+        let (status, body) = get_json_as(api, &path, Some(token)).await;
+        assert_eq!(status, 200, "{body}");
+        let r = inspection_by(&body, "insp-x");
+        assert_eq!(r["points"], 5, "{token}: {r}");
+        assert_eq!(r["incomplete"], false, "{token}: {r}");
+        assert!(
+            (r["result_g_per_m2"].as_f64().unwrap() - expected).abs() < 1e-9,
+            "{token}: {r}"
+        );
+        assert_eq!(r["passed"], false);
+        let parts: Vec<(String, u64)> = r["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["contractor"].as_str().unwrap().to_owned(),
+                    p["points"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let mut parts = parts;
+        parts.sort();
+        assert_eq!(
+            parts,
+            vec![("acme-cleaning".into(), 3), ("green-city".into(), 2)],
+            "{r}"
+        );
+    }
+    // Each contractor's map shows its own points of the failed road.
+    for (token, points) in [(ACME_TOKEN, 3), (GREEN_TOKEN, 2)] {
+        let (_, map) = get_json_as(
+            api,
+            &format!("/api/v1/inspections/failed-samples?date={today}"),
+            Some(token),
+        )
+        .await;
+        let ours = map["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["properties"]["sample"]["inspector"] == "insp-x")
+            .count();
+        assert_eq!(ours, points, "{map}");
+    }
+    // One failure, shared by the points: 3/5 and 2/5 of the class's deduction.
+    let month = &today[..7];
+    for (contractor, share) in [("acme-cleaning", 0.6), ("green-city", 0.4)] {
+        let (status, a) = get_json(
+            api,
+            &format!("/api/v1/assessment?contractor={contractor}&month={month}"),
+        )
+        .await;
+        assert_eq!(status, 200, "{a}");
+        let ours: Vec<&serde_json::Value> = a["deductions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| {
+                d["kind"] == "failed_weight_check"
+                    && d["records"].as_array().unwrap().iter().any(|r| r == "X-1")
+            })
+            .collect();
+        assert_eq!(ours.len(), 1, "{contractor}: {a}");
+        assert!(
+            (ours[0]["points"].as_f64().unwrap() - class_points * share).abs() < 1e-9,
+            "{contractor}: {}",
+            ours[0]
+        );
+    }
+    stack.stop().await.unwrap();
+}

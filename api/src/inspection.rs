@@ -272,11 +272,14 @@ pub(crate) struct InspectionView {
     #[serde(flatten)]
     #[schema(value_type = Object)]
     pub(crate) result: RoadResult,
-    /// The section and contractor responsible (of the first segment sampled).
+    /// The section and contractor of the first segment sampled.
     #[serde(skip_serializing_if = "Option::is_none")]
     section: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     contractor: Option<String>,
+    /// How its points fall into sections: a road that crosses a section boundary is judged
+    /// once, and a failed one costs each contractor its share of the points.
+    parts: Vec<InspectionPart>,
     /// The last valid cleaning of the road's sampled segments before the first sample.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object)]
@@ -290,6 +293,32 @@ pub(crate) struct InspectionView {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Object>)]
     pub(crate) litter_clearance: Vec<LitterClearance>,
+}
+
+/// The points of a road inspection that lie in one section (or in none).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub(crate) struct InspectionPart {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    section: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contractor: Option<String>,
+    points: usize,
+}
+
+fn parts_of(ctx: &CoverageContext, result: &RoadResult) -> Vec<InspectionPart> {
+    let mut parts: BTreeMap<Option<&str>, InspectionPart> = BTreeMap::new();
+    for &segment in &result.sample_segments {
+        let section = ctx.zones.section_of(segment);
+        parts
+            .entry(section.map(|z| z.id.as_str()))
+            .or_insert_with(|| InspectionPart {
+                section: section.map(|z| z.id.clone()),
+                contractor: section.and_then(|z| z.contractor.clone()),
+                points: 0,
+            })
+            .points += 1;
+    }
+    parts.into_values().collect()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -316,11 +345,13 @@ pub(crate) async fn inspections_of_day(
     ApiError,
 > {
     let (date, samples) = day_samples(state, ctx, params).await?;
+    // Every road is judged once on all its points, whichever sections they lie in; a
+    // viewer sees the roads with a point in its scope (docs/inspection.md).
     let placed: Vec<(Sample, Placement)> = samples
         .iter()
         .filter_map(|(s, p, _)| Some((s.clone(), (*p)?)))
-        .filter(|(_, p)| scope.contains(&ctx.network.segments()[p.segment as usize]))
         .collect();
+    let in_scope = |segment: u32| scope.contains(&ctx.network.segments()[segment as usize]);
     let (_, from, to) = day(state, ctx, params.date)?;
     // Litter seen late in the day is cleared the next: look that far ahead.
     let known_until = answers_known_until(state, to, ctx.inspection.max_litter_dwell_s);
@@ -341,6 +372,7 @@ pub(crate) async fn inspections_of_day(
     let statuses = status_between(ctx, &records, from, to);
     let views = road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, &placed)
         .into_iter()
+        .filter(|result| result.points_on(in_scope) > 0)
         .map(|result| {
             let redact = |c: &mut Cleaning| {
                 if !may_see_work(ctx, viewer, &c.device_id, c.segment) {
@@ -386,6 +418,7 @@ pub(crate) async fn inspections_of_day(
                     .any(|&s| statuses[s as usize].deep_cleaned),
                 section: section.map(|z| z.id.clone()),
                 contractor: section.and_then(|z| z.contractor.clone()),
+                parts: parts_of(ctx, &result),
                 last_cleaned: last,
                 result,
             }
@@ -447,20 +480,27 @@ pub(crate) async fn failed_samples(
     let mut features: Vec<Value> = Vec::new();
     for inspection in inspections.iter().filter(|i| !i.result.passed) {
         for (s, p, source) in &samples {
+            // Of a road across a section boundary, a viewer sees the points in its scope.
+            let Some(placement) = p.filter(|p| {
+                scope.contains(&ctx.network.segments()[p.segment as usize])
+                    && inspection.result.segments.contains(&p.segment)
+            }) else {
+                continue;
+            };
             let ours = inspection.result.samples.contains(&s.sample_id)
-                && inspection.result.inspector == s.inspector
-                && p.is_some_and(|p| inspection.result.segments.contains(&p.segment));
+                && inspection.result.inspector == s.inspector;
             if !ours {
                 continue;
             }
             let v = view(ctx, s, *p, Some(source));
+            let section = ctx.zones.section_of(placement.segment);
             features.push(json!({
                 "type": "Feature",
                 "geometry": {"type": "Point", "coordinates": [s.lon, s.lat]},
                 "properties": {
                     "sample": v,
                     "road_result_g_per_m2": inspection.result.result_g_per_m2,
-                    "contractor": inspection.contractor,
+                    "contractor": section.and_then(|z| z.contractor.clone()),
                     "last_cleaned": inspection.last_cleaned,
                 },
             }));
@@ -648,7 +688,7 @@ pub(crate) async fn assess_contractor(
     first: jiff::civil::Date,
     end: jiff::civil::Date,
 ) -> Result<PeriodAssessment, ApiError> {
-    use cleanfleet_inspection::assessment::{assess, DayCoverage, DayRecord};
+    use cleanfleet_inspection::assessment::{assess, DayCoverage, DayRecord, FailedCheck};
     let (mut days_without_data, mut in_progress) = (Vec::new(), None);
     let members: std::collections::HashSet<u32> = ctx
         .zones
@@ -682,12 +722,16 @@ pub(crate) async fn assess_contractor(
         .filter_map(|stored| {
             let s = stored.sample;
             let p = place(&ctx.index, &ctx.inspection, s.lon, s.lat)?;
-            members
-                .contains(&p.segment)
-                .then(|| (sample_of(stored.device_id, s), p))
+            Some((sample_of(stored.device_id, s), p))
         })
         .collect();
-    let results = road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, &samples);
+    // Roads are judged once on all their points; the contractor answers for those with a
+    // point in its sections, for its share of the points.
+    let results: Vec<RoadResult> =
+        road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, &samples)
+            .into_iter()
+            .filter(|r| r.points_on(|s| members.contains(&s)) > 0)
+            .collect();
     let late_alerts: Vec<cleanfleet_inspection::overflow::OverflowAlert> =
         crate::bins::alerts_between(state, ctx, from, to, Some(contractor))
             .await?
@@ -745,7 +789,13 @@ pub(crate) async fn assess_contractor(
             failed_checks: results
                 .iter()
                 .filter(|r| r.date == date.to_string() && !r.passed)
-                .map(|r| (r.road.clone(), r.class, r.samples.clone()))
+                .map(|r| FailedCheck {
+                    road: r.road.clone(),
+                    class: r.class,
+                    samples: r.samples.clone(),
+                    points_here: r.points_on(|s| members.contains(&s)),
+                    points: r.points,
+                })
                 .collect(),
             overspeed_events: events,
             late_overflow_responses: late_alerts
@@ -768,7 +818,11 @@ pub(crate) async fn assess_contractor(
             uses.entry(&r.device_id).or_default().insert("passes");
         }
     }
-    for (sample, _) in &samples {
+    for (sample, _) in samples.iter().filter(|(s, _)| {
+        results
+            .iter()
+            .any(|r| r.inspector == s.inspector && r.samples.contains(&s.sample_id))
+    }) {
         uses.entry(&sample.device_id).or_default().insert("samples");
     }
     for alert in &late_alerts {

@@ -112,13 +112,26 @@ pub struct DayRecord {
     pub date: String,
     /// The day's coverage, when the day is over and had data; `None` otherwise.
     pub coverage: Option<DayCoverage>,
-    /// Failed road results: (road, class, sample ids).
-    pub failed_checks: Vec<(String, RoadClass, Vec<String>)>,
+    /// Failed road results the contractor answers for, wholly or in part.
+    pub failed_checks: Vec<FailedCheck>,
     /// Overspeed-work runs: (device, start time RFC 3339).
     pub overspeed_events: Vec<(String, String)>,
     /// Bin overflows raised that day and answered late (or not yet, past the limit): (bin,
     /// raised RFC 3339).
     pub late_overflow_responses: Vec<(String, String)>,
+}
+
+/// A failed road result, and the part of it a contractor answers for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedCheck {
+    pub road: String,
+    pub class: RoadClass,
+    /// Its sample ids, all of them.
+    pub samples: Vec<String>,
+    /// Of its points, how many lie in the contractor's sections (a road judged once across
+    /// a section boundary costs each contractor its share of the points).
+    pub points_here: usize,
+    pub points: usize,
 }
 
 /// A finished day's coverage of a contractor's sections.
@@ -168,12 +181,28 @@ pub fn assess(rules: &AssessmentRules, days: &[DayRecord]) -> Assessment {
     let d = &rules.deductions;
     let mut deductions = Vec::new();
     for day in days {
-        for (road, class, samples) in &day.failed_checks {
+        for check in &day.failed_checks {
+            let FailedCheck {
+                road,
+                class,
+                samples,
+                points_here,
+                points,
+            } = check;
+            let share = *points_here as f64 / (*points).max(1) as f64;
+            let whole = points_here == points;
             deductions.push(Deduction {
                 date: day.date.clone(),
                 kind: "failed_weight_check".into(),
-                points: d.failed_weight_check.of(*class),
-                detail: format!("{road} (class {class}) over its dust limit"),
+                points: d.failed_weight_check.of(*class) * share,
+                detail: if whole {
+                    format!("{road} (class {class}) over its dust limit")
+                } else {
+                    format!(
+                        "{road} (class {class}) over its dust limit; {points_here} of its \
+                         {points} points in these sections"
+                    )
+                },
                 records: samples.clone(),
             });
         }
@@ -309,6 +338,34 @@ mod tests {
         }
     }
 
+    fn lane_check(n: usize) -> FailedCheck {
+        FailedCheck {
+            road: "Lane".into(),
+            class: RoadClass::IV,
+            samples: vec![format!("S{n}")],
+            points_here: 1,
+            points: 1,
+        }
+    }
+
+    #[test]
+    fn a_road_across_a_section_boundary_costs_each_contractor_its_share() {
+        let rules = AssessmentRules::default();
+        let mut day = day("2026-11-01");
+        day.failed_checks = vec![FailedCheck {
+            road: "Renmin Road".into(),
+            class: RoadClass::II,
+            samples: (1..=5).map(|n| format!("S{n}")).collect(),
+            points_here: 3,
+            points: 5,
+        }];
+        let a = assess(&rules, &[day]);
+        let d = &a.deductions[0];
+        assert!((d.points - 1.5 * 3.0 / 5.0).abs() < 1e-12, "{d:?}");
+        assert!(d.detail.contains("3 of its 5 points"), "{}", d.detail);
+        assert_eq!(d.records.len(), 5);
+    }
+
     fn coverage(day: &mut DayRecord) -> &mut DayCoverage {
         day.coverage.as_mut().unwrap()
     }
@@ -345,11 +402,13 @@ mod tests {
             deep_cleaned_share: 0.4,
             missed_segments: vec![3, 9],
         };
-        bad.failed_checks = vec![(
-            "Renmin Road".into(),
-            RoadClass::I,
-            vec!["S1".into(), "S2".into()],
-        )];
+        bad.failed_checks = vec![FailedCheck {
+            road: "Renmin Road".into(),
+            class: RoadClass::I,
+            samples: vec!["S1".into(), "S2".into()],
+            points_here: 2,
+            points: 2,
+        }];
         bad.overspeed_events = vec![("sw-01".into(), "2026-11-02T01:00:00Z".into())];
         bad.late_overflow_responses = vec![
             ("bin-003".into(), "2026-11-02T09:00:00Z".into()),
@@ -429,9 +488,7 @@ mod tests {
         coverage(&mut on_target).covered_share = 0.9;
         assert!(assess(&rules, &[on_target]).deductions.is_empty());
         let mut awful = day("2026-11-01");
-        awful.failed_checks = (0..60)
-            .map(|n| ("Lane".into(), RoadClass::IV, vec![format!("S{n}")]))
-            .collect();
+        awful.failed_checks = (0..60).map(lane_check).collect();
         coverage(&mut awful).covered_share = 0.0;
         let a = assess(&rules, &[awful]);
         assert_eq!(
@@ -441,9 +498,7 @@ mod tests {
         let days: Vec<DayRecord> = (0..3)
             .map(|_| {
                 let mut d = day("2026-11-01");
-                d.failed_checks = (0..100)
-                    .map(|n| ("Lane".into(), RoadClass::IV, vec![format!("S{n}")]))
-                    .collect();
+                d.failed_checks = (0..100).map(lane_check).collect();
                 d
             })
             .collect();

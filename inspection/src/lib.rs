@@ -343,6 +343,8 @@ pub struct RoadResult {
     pub inspector: String,
     /// The samples' ids, in time order.
     pub samples: Vec<String>,
+    /// The segment each sample lies on, in the same order.
+    pub sample_segments: Vec<u32>,
     /// The segments sampled.
     pub segments: Vec<u32>,
     pub points: usize,
@@ -414,6 +416,7 @@ pub fn road_results(
                 date,
                 inspector,
                 samples: points.iter().map(|(s, _)| s.sample_id.clone()).collect(),
+                sample_segments: points.iter().map(|(_, p)| p.segment).collect(),
                 segments,
                 points: points.len(),
                 incomplete: points.len() < rules.points_per_road,
@@ -428,6 +431,13 @@ pub fn road_results(
             }
         })
         .collect()
+}
+
+impl RoadResult {
+    /// How many of its points lie on segments `on` holds.
+    pub fn points_on(&self, on: impl Fn(u32) -> bool) -> usize {
+        self.sample_segments.iter().filter(|&&s| on(s)).count()
+    }
 }
 
 /// Mean or median of the values (median of an even count: the mean of the middle two).
