@@ -4,7 +4,6 @@
 pub mod broker;
 pub mod config;
 pub mod coverage;
-pub mod devices;
 mod stack;
 
 pub use stack::{

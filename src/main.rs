@@ -143,8 +143,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn devices(command: DevicesCommand, config: &Config) -> anyhow::Result<()> {
-    use cleanfleet::devices;
     use cleanfleet_identity::{mosquitto_password_line, secrets_line, Role};
+    use cleanfleet_store::credentials as devices;
     use cleanfleet_store::CredentialStore;
     let store = cleanfleet::open_store(config)?;
     let now = jiff::Timestamp::now();
@@ -152,7 +152,7 @@ async fn devices(command: DevicesCommand, config: &Config) -> anyhow::Result<()>
         DevicesCommand::Add { role, ids } => {
             let role: Role = role.parse()?;
             for id in ids {
-                let secret = devices::add(&store, role, &id, now)
+                let secret = devices::issue(&store, role, &id, now)
                     .await
                     .with_context(|| format!("cannot issue a credential for {id:?}"))?;
                 println!("{}", secrets_line(&id, &secret));
@@ -244,8 +244,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 let store = cleanfleet::open_store(&config)?;
                 let kind = cleanfleet_identity::Role::Device(cleanfleet_sim::LOAD_DEVICE_KIND);
                 let devices = cleanfleet_sim::load_device_ids(load.devices).map(|id| (kind, id));
-                load.secrets =
-                    cleanfleet::devices::provision(&store, devices, jiff::Timestamp::now()).await?;
+                load.secrets = cleanfleet_store::credentials::provision(
+                    &store,
+                    devices,
+                    jiff::Timestamp::now(),
+                )
+                .await?;
                 store.close().await?;
             }
             let fixes_per_message = f64::from(load.fixes_per_message);

@@ -242,6 +242,8 @@ impl Stack {
             let state = ApiState {
                 store: store.clone(),
                 provenance: store.clone(),
+                credentials: store.clone(),
+                mqtt_logins: Arc::new(crate::broker::StoreAuthenticator::new(store.clone(), None)),
                 clock,
                 registry,
                 ingest: ingest_metrics.clone(),
@@ -582,11 +584,19 @@ pub async fn demo(mut config: Config, shutdown: CancellationToken) -> anyhow::Re
         .devices()
         .into_iter()
         .map(|(kind, id)| (cleanfleet_identity::Role::Device(kind), id));
-    match crate::devices::provision(stack.store.as_ref(), fleet, jiff::Timestamp::now()).await {
+    match cleanfleet_store::credentials::provision(
+        stack.store.as_ref(),
+        fleet,
+        jiff::Timestamp::now(),
+    )
+    .await
+    {
         Ok(secrets) => sim_config.sim.secrets = secrets,
         Err(e) => {
             stack.stop().await?;
-            return Err(e.context("cannot issue the simulated fleet's credentials"));
+            return Err(
+                anyhow::Error::from(e).context("cannot issue the simulated fleet's credentials")
+            );
         }
     }
     let sim_stop = CancellationToken::new();

@@ -359,3 +359,207 @@ fn issue_again(dir: &std::path::Path, id: &str) -> String {
     let line = cleanfleet_cli(dir, &["devices", "rotate", id]);
     line.trim().split_once(':').unwrap().1.to_owned()
 }
+
+/// The admin API issues, lists, rotates and revokes credentials as the CLI does, and an
+/// external broker (EMQX's HTTP hooks, `deploy/emqx/cleanfleet.hocon`) is told the same
+/// rules as the embedded broker enforces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_manages_credentials_and_answers_an_external_broker() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let stack = start_stack(dir.path()).await;
+    let api = stack.api_addr.unwrap();
+    let broker = stack.broker_addr.unwrap();
+    let (status, issued) = post_json(
+        api,
+        "/api/v1/credentials",
+        &json!({"username": "sw-7", "role": "sweeper"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{issued}");
+    let secret = issued["secret"].as_str().unwrap().to_owned();
+    let (_, _, code) = try_connect(options(broker, "sw-7", Some(("sw-7", &secret)))).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    let (status, _) = post_json(
+        api,
+        "/api/v1/credentials",
+        &json!({"username": "cleanfleet-ingest-b", "role": "ingest"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    for (body, code, field) in [
+        (
+            json!({"username": "sw-7", "role": "sweeper"}),
+            409,
+            "username",
+        ),
+        (json!({"username": "sw-8", "role": "truck"}), 400, "role"),
+        (
+            json!({"username": "cleanfleet-x", "role": "sweeper"}),
+            400,
+            "username",
+        ),
+        (json!({"username": "sw-8"}), 400, "role"),
+    ] {
+        let (status, answer) = post_json(api, "/api/v1/credentials", &body).await;
+        assert_eq!(status, code, "{body}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
+    }
+    let (status, page) = get_json_as(api, "/api/v1/credentials?limit=1", Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    let (_, page) = get_json_as(api, "/api/v1/credentials", Some(ADMIN_TOKEN)).await;
+    let listed = page.to_string();
+    assert!(listed.contains("\"sw-7\"") && !listed.contains(&secret) && !listed.contains("$7$"));
+
+    // The hooks: who may connect, publish and subscribe.
+    let authenticate = |username: &str, password: &str, clientid: &str| json!({"username": username, "password": password, "clientid": clientid});
+    let authorize = |username: &str, clientid: &str, action: &str, topic: &str| json!({"username": username, "clientid": clientid, "action": action, "topic": topic});
+    let ask = |path: &'static str, body: serde_json::Value| async move {
+        let (status, answer) = post_json_as(api, path, &body, BROKER_TOKEN).await;
+        assert_eq!(status, 200, "{body}: {answer}");
+        answer["result"].as_str().unwrap().to_owned()
+    };
+    let login = "/api/v1/mqtt/authenticate";
+    let acl = "/api/v1/mqtt/authorize";
+    assert_eq!(
+        ask(login, authenticate("sw-7", &secret, "sw-7")).await,
+        "allow"
+    );
+    assert_eq!(
+        ask(login, authenticate("sw-7", "wrong", "sw-7")).await,
+        "deny"
+    );
+    assert_eq!(
+        ask(login, authenticate("sw-7", &secret, "cleanfleet-ingest")).await,
+        "deny"
+    );
+    assert_eq!(ask(login, authenticate("", "", "anyone")).await, "deny");
+    for (who, client, action, topic, verdict) in [
+        (
+            "sw-7",
+            "sw-7",
+            "publish",
+            "cleanfleet/v1/sweeper/sw-7/fixes",
+            "allow",
+        ),
+        (
+            "sw-7",
+            "sw-7",
+            "publish",
+            "cleanfleet/v1/sweeper/sw-8/fixes",
+            "deny",
+        ),
+        (
+            "sw-7",
+            "sw-7",
+            "publish",
+            "cleanfleet/v1/flusher/sw-7/fixes",
+            "deny",
+        ),
+        ("sw-7", "sw-7", "subscribe", "cleanfleet/v1/#", "deny"),
+        (
+            "sw-7",
+            "sw-7",
+            "subscribe",
+            "$share/cleanfleet/cleanfleet/v1/#",
+            "deny",
+        ),
+        (
+            "cleanfleet-ingest-b",
+            "cleanfleet-ingest-b",
+            "subscribe",
+            "$share/cleanfleet/cleanfleet/v1/#",
+            "allow",
+        ),
+        (
+            "cleanfleet-ingest-b",
+            "cleanfleet-ingest-b",
+            "subscribe",
+            "cleanfleet/v1/#",
+            "allow",
+        ),
+        (
+            "cleanfleet-ingest-b",
+            "cleanfleet-ingest-b",
+            "publish",
+            "cleanfleet/v1/sweeper/sw-7/fixes",
+            "deny",
+        ),
+        (
+            "nobody",
+            "nobody",
+            "publish",
+            "cleanfleet/v1/sweeper/nobody/fixes",
+            "deny",
+        ),
+    ] {
+        assert_eq!(
+            ask(acl, authorize(who, client, action, topic)).await,
+            verdict,
+            "{who} {action} {topic}"
+        );
+    }
+    let (status, answer) = post_json_as(
+        api,
+        acl,
+        &authorize("sw-7", "sw-7", "retain", "t"),
+        BROKER_TOKEN,
+    )
+    .await;
+    assert_eq!((status, &answer["error"]["field"]), (400, &json!("action")));
+    // The broker's token opens nothing else; nobody else's opens the hooks.
+    let (status, _) = get_json_as(api, "/api/v1/coverage", Some(BROKER_TOKEN)).await;
+    assert_eq!(status, 403);
+    let (status, _) = post_json_as(
+        api,
+        login,
+        &authenticate("sw-7", &secret, "sw-7"),
+        DISPATCHER_TOKEN,
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // Rotated: the old secret is refused at once, the new one works.
+    let (status, rotated) = post_json(api, "/api/v1/credentials/sw-7/rotate", &json!({})).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert_eq!(
+        ask(login, authenticate("sw-7", &secret, "sw-7")).await,
+        "deny"
+    );
+    assert_eq!(
+        ask(login, authenticate("sw-7", &new, "sw-7")).await,
+        "allow"
+    );
+    // Revoked: nothing more, and no second revocation or rotation.
+    let (status, revoked) = post_json(api, "/api/v1/credentials/sw-7/revoke", &json!({})).await;
+    assert_eq!(status, 200, "{revoked}");
+    assert!(revoked["revoked"].is_string(), "{revoked}");
+    assert_eq!(ask(login, authenticate("sw-7", &new, "sw-7")).await, "deny");
+    assert_eq!(
+        ask(
+            acl,
+            authorize(
+                "sw-7",
+                "sw-7",
+                "publish",
+                "cleanfleet/v1/sweeper/sw-7/fixes"
+            )
+        )
+        .await,
+        "deny"
+    );
+    for action in ["rotate", "revoke"] {
+        let (status, _) = post_json(
+            api,
+            &format!("/api/v1/credentials/sw-7/{action}"),
+            &json!({}),
+        )
+        .await;
+        assert_eq!(status, 404, "{action}");
+    }
+    let (_, _, code) = try_connect(options(broker, "sw-7", Some(("sw-7", &new)))).await;
+    assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+    stack.stop().await.unwrap();
+}

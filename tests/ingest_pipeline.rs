@@ -81,10 +81,14 @@ async fn message_from_mosquitto_pub_is_ingested() {
     let broker = stack.broker_addr.unwrap();
     // The bin logs in as itself, with the secret `cleanfleet devices add` would print.
     let bin = cleanfleet_identity::Role::Device(cleanfleet_model::DeviceKind::Bin);
-    let secret =
-        cleanfleet::devices::add(stack.store.as_ref(), bin, "bin-7", jiff::Timestamp::now())
-            .await
-            .unwrap();
+    let secret = cleanfleet_store::credentials::issue(
+        stack.store.as_ref(),
+        bin,
+        "bin-7",
+        jiff::Timestamp::now(),
+    )
+    .await
+    .unwrap();
     let status = std::process::Command::new(mosquitto_pub)
         .args([
             "-h",
@@ -466,10 +470,13 @@ async fn load_mode_devices_are_all_ingested() {
     config.broker.url = format!("mqtt://{}", stack.broker_addr.unwrap());
     let kind = cleanfleet_identity::Role::Device(cleanfleet_sim::LOAD_DEVICE_KIND);
     let devices = cleanfleet_sim::load_device_ids(200).map(|id| (kind, id));
-    let secrets =
-        cleanfleet::devices::provision(stack.store.as_ref(), devices, jiff::Timestamp::now())
-            .await
-            .unwrap();
+    let secrets = cleanfleet_store::credentials::provision(
+        stack.store.as_ref(),
+        devices,
+        jiff::Timestamp::now(),
+    )
+    .await
+    .unwrap();
     let load = cleanfleet_sim::LoadConfig {
         devices: 200,
         message_interval_s: 0.5,

@@ -4,7 +4,8 @@
 //! submits samples; `contractor` (bound to one contractor id) sees only its own sections'
 //! coverage, samples, inspections and scores, the devices its sections list (their work,
 //! tracks and overflow alerts), and nothing of the city's bin list or operations (dead
-//! letters, ingest).
+//! letters, ingest); `broker` (an external broker) asks the MQTT hooks and nothing else.
+//! Broker credentials are the admin's alone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub enum Role {
     Dispatcher,
     Inspector,
     Contractor,
+    /// An external broker (EMQX) asking the MQTT login and authorization hooks, nothing else.
+    Broker,
 }
 
 /// One API token as configured: its SHA-256 (hex), never the token itself.
@@ -200,24 +203,30 @@ const CONTRACTOR_PATHS: [&str; 11] = [
 
 /// What a role may reach at all; finer limits (a contractor's own data) are in the handlers.
 fn allowed(role: Role, method: &Method, path: &str) -> bool {
+    let under = |prefix: &str| {
+        path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    // Credentials are the admin's alone, even to list; the broker hooks the broker's.
+    if under("/api/v1/credentials") {
+        return role == Role::Admin;
+    }
+    if under("/api/v1/mqtt") {
+        return matches!(role, Role::Admin | Role::Broker) && method == Method::POST;
+    }
     // Matching a track reads nothing of anyone's: every role may check a track.
     if method == Method::POST && path == "/api/v1/match" {
-        return true;
+        return role != Role::Broker;
     }
     let reading = method == Method::GET || method == Method::HEAD;
     match role {
         Role::Admin => true,
+        Role::Broker => false,
         Role::Dispatcher => reading,
         Role::Inspector => reading || (method == Method::POST && path == "/api/v1/samples"),
-        Role::Contractor => {
-            reading
-                && CONTRACTOR_PATHS.iter().any(|p| {
-                    path == *p
-                        || path
-                            .strip_prefix(p)
-                            .is_some_and(|rest| rest.starts_with('/'))
-                })
-        }
+        Role::Contractor => reading && CONTRACTOR_PATHS.iter().any(|p| under(p)),
     }
 }
 
@@ -290,6 +299,32 @@ mod tests {
             assert!(!allowed(Role::Contractor, &get, path), "{path}");
         }
         assert!(!allowed(Role::Contractor, &post, "/api/v1/samples"));
+        // Credentials: the admin's alone; the MQTT hooks: the broker's (and the admin's).
+        for role in [
+            Role::Dispatcher,
+            Role::Inspector,
+            Role::Contractor,
+            Role::Broker,
+        ] {
+            assert!(!allowed(role, &get, "/api/v1/credentials"), "{role:?}");
+            assert!(
+                !allowed(role, &post, "/api/v1/credentials/sw-1/rotate"),
+                "{role:?}"
+            );
+        }
+        assert!(allowed(
+            Role::Admin,
+            &post,
+            "/api/v1/credentials/sw-1/revoke"
+        ));
+        assert!(allowed(Role::Broker, &post, "/api/v1/mqtt/authorize"));
+        assert!(!allowed(
+            Role::Dispatcher,
+            &post,
+            "/api/v1/mqtt/authenticate"
+        ));
+        assert!(!allowed(Role::Broker, &get, "/api/v1/coverage"));
+        assert!(!allowed(Role::Broker, &post, "/api/v1/match"));
     }
 
     #[test]

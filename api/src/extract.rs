@@ -24,20 +24,40 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 /// A device id path segment, checked against the contract's id rules.
 pub struct DeviceId(pub String);
 
+/// A credential's username path segment: a device id, or a service's name (the same rules).
+pub struct Username(pub String);
+
+/// The one path segment, named `field` in errors, checked against the id rules.
+async fn id_segment<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    field: &'static str,
+) -> Result<String, ApiError> {
+    let Path(id) = Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::invalid(field, e.body_text()))?;
+    if !cleanfleet_model::is_valid_device_id(&id) {
+        return Err(ApiError::invalid(
+            field,
+            "must be 1-64 of A-Z a-z 0-9 _ . - starting with a letter or digit",
+        ));
+    }
+    Ok(id)
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for DeviceId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(id) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::invalid("device_id", e.body_text()))?;
-        if !cleanfleet_model::is_valid_device_id(&id) {
-            return Err(ApiError::invalid(
-                "device_id",
-                "must be 1-64 of A-Z a-z 0-9 _ . - starting with a letter or digit",
-            ));
-        }
-        Ok(DeviceId(id))
+        id_segment(parts, state, "device_id").await.map(DeviceId)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Username {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        id_segment(parts, state, "username").await.map(Username)
     }
 }
 

@@ -5,6 +5,7 @@ mod auth;
 mod bins;
 mod brief;
 mod coverage;
+mod credentials;
 mod error;
 mod extract;
 mod inspection;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use axum::Router;
 use cleanfleet_ingest::IngestMetrics;
 use cleanfleet_model::Clock;
-use cleanfleet_store::{ProvenanceStore, Store};
+use cleanfleet_store::{CredentialStore, ProvenanceStore, Store};
 use serde::Deserialize;
 
 pub use auth::{token_sha256, AuthConfig, Principal, Role, TokenConfig};
@@ -57,6 +58,11 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// The same store's provenance role.
     pub provenance: Arc<dyn ProvenanceStore>,
+    /// The same store's broker credentials (the admin's `/api/v1/credentials`, an external
+    /// broker's authorization hook).
+    pub credentials: Arc<dyn CredentialStore>,
+    /// Checks broker logins for an external broker's authentication hook.
+    pub mqtt_logins: Arc<dyn cleanfleet_identity::Authenticator>,
     pub clock: Arc<dyn Clock>,
     /// Everything `/metrics` exposes.
     pub registry: prometheus::Registry,

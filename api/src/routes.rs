@@ -56,7 +56,13 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         crate::inspection::failed_samples,
         crate::inspection::contractor_assessment,
         crate::coverage::get_segment,
-        crate::matching::match_track_request
+        crate::matching::match_track_request,
+        crate::credentials::list_credentials,
+        crate::credentials::issue_credential,
+        crate::credentials::rotate_credential,
+        crate::credentials::revoke_credential,
+        crate::credentials::broker_authenticate,
+        crate::credentials::broker_authorize
     ),
     components(schemas(
         ErrorBody,
@@ -90,7 +96,14 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         cleanfleet_store::Source,
         cleanfleet_store::SourceRun,
         cleanfleet_store::Trust,
-        Provenance
+        Provenance,
+        crate::credentials::CredentialView,
+        crate::credentials::CredentialPage,
+        crate::credentials::NewCredential,
+        crate::credentials::IssuedSecret,
+        crate::credentials::BrokerLogin,
+        crate::credentials::BrokerAction,
+        crate::credentials::BrokerVerdict
     ))
 )]
 pub struct ApiDoc;
@@ -156,6 +169,26 @@ pub fn routes() -> Router<ApiState> {
         .route(
             "/api/v1/segments/{segment}",
             get(crate::coverage::get_segment),
+        )
+        .route(
+            "/api/v1/credentials",
+            get(crate::credentials::list_credentials).post(crate::credentials::issue_credential),
+        )
+        .route(
+            "/api/v1/credentials/{username}/rotate",
+            post(crate::credentials::rotate_credential),
+        )
+        .route(
+            "/api/v1/credentials/{username}/revoke",
+            post(crate::credentials::revoke_credential),
+        )
+        .route(
+            "/api/v1/mqtt/authenticate",
+            post(crate::credentials::broker_authenticate),
+        )
+        .route(
+            "/api/v1/mqtt/authorize",
+            post(crate::credentials::broker_authorize),
         )
         .fallback(|| async {
             ApiError::NotFound {

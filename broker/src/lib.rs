@@ -29,7 +29,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 pub use cleanfleet_identity::Principal;
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -53,20 +52,7 @@ pub enum BrokerError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// Why a login could not be checked (not a wrong password: that is `Ok(None)`).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct AuthUnavailable(pub String);
-
-/// Checks logins: who a username and password are, if anyone.
-#[async_trait]
-pub trait Authenticator: Send + Sync + 'static {
-    async fn authenticate(
-        &self,
-        username: &str,
-        password: &str,
-    ) -> Result<Option<Principal>, AuthUnavailable>;
-}
+pub use cleanfleet_identity::{AuthUnavailable, Authenticator};
 
 /// `[embedded_broker]` in the config file. Defaults are documented on each field.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

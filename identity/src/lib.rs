@@ -119,6 +119,22 @@ pub struct Principal {
     pub role: Role,
 }
 
+/// Why a login could not be checked (not a wrong password: that is `Ok(None)`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AuthUnavailable(pub String);
+
+/// Checks logins: who a username and password are, if anyone. The embedded broker asks it
+/// at every CONNECT; the API asks it for an external broker (EMQX's HTTP authentication).
+#[async_trait::async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Principal>, AuthUnavailable>;
+}
+
 impl Principal {
     /// A device must connect with its own id as the client id, so that nobody else can take
     /// over its session; a service with a client id under [`SERVICE_PREFIX`], which no device

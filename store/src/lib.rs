@@ -6,6 +6,7 @@
 //! messages only after it. **Writes are idempotent**: a record is keyed by device and device
 //! time (or ticket / sample id), so a redelivered or retransmitted message is stored once.
 
+pub mod credentials;
 mod sqlite;
 
 use std::collections::BTreeMap;

@@ -38,6 +38,7 @@ pub fn test_config(dir: &Path) -> Config {
         token("inspector", Role::Inspector, None, INSPECTOR_TOKEN),
         token("acme", Role::Contractor, Some("acme-cleaning"), ACME_TOKEN),
         token("green", Role::Contractor, Some("green-city"), GREEN_TOKEN),
+        token("emqx", Role::Broker, None, BROKER_TOKEN),
     ];
     config
 }
@@ -48,6 +49,7 @@ pub const DISPATCHER_TOKEN: &str = "dispatcher-token-for-tests";
 pub const INSPECTOR_TOKEN: &str = "inspector-token-for-tests";
 pub const ACME_TOKEN: &str = "acme-cleaning-token-for-tests";
 pub const GREEN_TOKEN: &str = "green-city-token-for-tests";
+pub const BROKER_TOKEN: &str = "external-broker-token-for-tests";
 
 /// The whole stack, with ingest subscribed: ready for devices.
 pub async fn start_stack(dir: &Path) -> Stack {
@@ -191,7 +193,7 @@ pub async fn connect_device(
             .parse()
             .unwrap_or_else(|()| panic!("{kind:?} is no device kind to issue a credential for"));
         let role = cleanfleet_identity::Role::Device(kind);
-        let secrets = cleanfleet::devices::provision(
+        let secrets = cleanfleet_store::credentials::provision(
             store.as_ref(),
             [(role, id.to_owned())],
             jiff::Timestamp::now(),
@@ -231,16 +233,17 @@ pub async fn issue_fleet_secrets(store: &SqliteStore, config: &mut Config) {
         .devices()
         .into_iter()
         .map(|(kind, id)| (cleanfleet_identity::Role::Device(kind), id));
-    config.sim.secrets = cleanfleet::devices::provision(store, fleet, jiff::Timestamp::now())
-        .await
-        .unwrap();
+    config.sim.secrets =
+        cleanfleet_store::credentials::provision(store, fleet, jiff::Timestamp::now())
+            .await
+            .unwrap();
 }
 
 /// Environment that logs an ingest process in: a service credential issued (or renewed) in
 /// `store` for this run.
 pub async fn ingest_login(store: &SqliteStore) -> Vec<(&'static str, String)> {
     let username = cleanfleet::INGEST_USERNAME;
-    let secrets = cleanfleet::devices::provision(
+    let secrets = cleanfleet_store::credentials::provision(
         store,
         [(cleanfleet_identity::Role::Ingest, username.to_owned())],
         jiff::Timestamp::now(),

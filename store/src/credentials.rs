@@ -1,20 +1,38 @@
-//! Device credentials: issued, rotated and revoked (`cleanfleet devices`, the demo's fleet).
-//! A secret is shown once, when it is made; the store keeps only its hash.
+//! Issuing, rotating and revoking broker credentials over a [`CredentialStore`]: what
+//! `cleanfleet devices` and the admin API both call. A secret is returned once, when it is
+//! made; the store keeps only its hash.
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context};
-use cleanfleet_identity::{check_username, hash_secret, new_secret, Role};
-use cleanfleet_store::{CredentialRecord, CredentialStore, StoreError};
+use cleanfleet_identity::{check_username, hash_secret, new_secret, IdentityError, Role};
 use jiff::Timestamp;
 
-/// Issues a credential for `username`; returns its secret.
-pub async fn add<S: CredentialStore + ?Sized>(
+use crate::{CredentialRecord, CredentialStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error(transparent)]
+    Username(#[from] IdentityError),
+    #[error("{0:?} has no live credential (never issued, or revoked)")]
+    NoLiveCredential(String),
+    #[error("{username:?} holds a credential as {held}, not {asked}")]
+    OtherRole {
+        username: String,
+        held: Role,
+        asked: Role,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Issues a credential for `username`; returns its secret. [`StoreError::Conflict`] if the
+/// username has one, even revoked.
+pub async fn issue<S: CredentialStore + ?Sized>(
     store: &S,
     role: Role,
     username: &str,
     now: Timestamp,
-) -> anyhow::Result<String> {
+) -> Result<String, CredentialError> {
     check_username(username, role)?;
     let secret = new_secret();
     store
@@ -35,13 +53,13 @@ pub async fn rotate<S: CredentialStore + ?Sized>(
     store: &S,
     username: &str,
     now: Timestamp,
-) -> anyhow::Result<String> {
+) -> Result<String, CredentialError> {
     let secret = new_secret();
     if !store
         .rotate_credential(username, hash_secret(&secret), now)
         .await?
     {
-        bail!("{username:?} has no live credential (never issued, or revoked)");
+        return Err(CredentialError::NoLiveCredential(username.to_owned()));
     }
     Ok(secret)
 }
@@ -51,9 +69,9 @@ pub async fn revoke<S: CredentialStore + ?Sized>(
     store: &S,
     username: &str,
     now: Timestamp,
-) -> anyhow::Result<()> {
+) -> Result<(), CredentialError> {
     if !store.revoke_credential(username, now).await? {
-        bail!("{username:?} has no live credential (never issued, or revoked already)");
+        return Err(CredentialError::NoLiveCredential(username.to_owned()));
     }
     Ok(())
 }
@@ -65,21 +83,23 @@ pub async fn provision<S: CredentialStore + ?Sized>(
     store: &S,
     devices: impl IntoIterator<Item = (Role, String)>,
     now: Timestamp,
-) -> anyhow::Result<BTreeMap<String, String>> {
+) -> Result<BTreeMap<String, String>, CredentialError> {
     let mut secrets = BTreeMap::new();
     for (role, username) in devices {
-        let secret = match add(store, role, &username, now).await {
+        let secret = match issue(store, role, &username, now).await {
             Ok(secret) => secret,
-            Err(e) if matches!(e.downcast_ref(), Some(StoreError::Conflict(_))) => {
-                let existing = store
+            Err(CredentialError::Store(StoreError::Conflict(_))) => {
+                let held = store
                     .credential(&username)
                     .await?
-                    .context("a conflicting credential exists")?;
-                if existing.role != role {
-                    bail!(
-                        "{username:?} holds a credential as {}, not {role}",
-                        existing.role
-                    );
+                    .map(|c| c.role)
+                    .ok_or_else(|| CredentialError::NoLiveCredential(username.clone()))?;
+                if held != role {
+                    return Err(CredentialError::OtherRole {
+                        username,
+                        held,
+                        asked: role,
+                    });
                 }
                 rotate(store, &username, now).await?
             }
@@ -94,9 +114,9 @@ pub async fn provision<S: CredentialStore + ?Sized>(
 mod tests {
     use cleanfleet_identity::verify_secret;
     use cleanfleet_model::DeviceKind;
-    use cleanfleet_store::{SqliteConfig, SqliteStore};
 
     use super::*;
+    use crate::{SqliteConfig, SqliteStore};
 
     #[tokio::test]
     async fn provisioning_issues_then_rotates_and_refuses_the_revoked() {
@@ -115,12 +135,19 @@ mod tests {
         );
         // Another kind under the same name is not quietly re-issued.
         let as_bin = [(Role::Device(DeviceKind::Bin), "sw-01".to_owned())];
-        assert!(provision(&store, as_bin, now).await.is_err());
+        assert!(matches!(
+            provision(&store, as_bin, now).await,
+            Err(CredentialError::OtherRole { .. })
+        ));
         revoke(&store, "sw-02", now).await.unwrap();
         assert!(provision(&store, fleet(), now).await.is_err());
-        assert!(revoke(&store, "sw-02", now).await.is_err());
-        assert!(add(&store, sweeper, "cleanfleet-ingest", now)
-            .await
-            .is_err());
+        assert!(matches!(
+            revoke(&store, "sw-02", now).await,
+            Err(CredentialError::NoLiveCredential(_))
+        ));
+        assert!(matches!(
+            issue(&store, sweeper, "cleanfleet-ingest", now).await,
+            Err(CredentialError::Username(_))
+        ));
     }
 }
