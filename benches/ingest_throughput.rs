@@ -93,10 +93,13 @@ async fn run(total_fixes: u64, per_message: u64, clients: u64) {
 
     let sweeper = cleanfleet_identity::Role::Device(cleanfleet_model::DeviceKind::Sweeper);
     let devices = (0..clients).map(|c| (sweeper, format!("sw-{c:03}")));
-    let secrets =
-        cleanfleet_store::credentials::provision(stack.store.as_ref(), devices, jiff::Timestamp::now())
-            .await
-            .unwrap();
+    let secrets = cleanfleet_store::credentials::provision(
+        stack.store.as_ref(),
+        devices,
+        jiff::Timestamp::now(),
+    )
+    .await
+    .unwrap();
     let messages_per_client = total_fixes / per_message / clients;
     let total = messages_per_client * per_message * clients;
     let started = Instant::now();

@@ -97,6 +97,20 @@ impl<S: CredentialStore> Authenticator for StoreAuthenticator<S> {
             role: record.role,
         }))
     }
+
+    async fn certified(&self, username: &str) -> Result<Option<Principal>, AuthUnavailable> {
+        let record = self
+            .store
+            .credential(username)
+            .await
+            .map_err(|e| AuthUnavailable(e.to_string()))?;
+        Ok(record
+            .filter(|r| r.revoked_at.is_none())
+            .map(|r| Principal {
+                username: r.username,
+                role: r.role,
+            }))
+    }
 }
 
 /// Starts the broker on the current runtime; it runs until the handle is dropped.

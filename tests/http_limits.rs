@@ -1,9 +1,13 @@
-//! The API stays up under idle and slow clients: thousands of idle connections and a
-//! hundred that send their headers a byte at a time do not keep a dispatcher's request from
-//! being answered within a second.
+//! The API stays up under idle and slow clients: 20,000 idle connections and 200 that send
+//! their headers a byte at a time do not keep a dispatcher's request from being answered
+//! within a second. The idle ones are held by two child processes of 10,000 each (this test
+//! binary again, running [`holds_idle_connections_for_the_parent`]): one process may have
+//! only 20,000 files open here.
 
 mod common;
 
+use std::io::{BufRead, Read};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -21,13 +25,48 @@ async fn idle_and_slow_connections_do_not_lock_the_api_out() {
         .unwrap();
     let api = stack.api_addr.unwrap();
 
-    // 4,000 connections that never send a byte, and 100 that send their headers slowly.
-    let mut idle = Vec::new();
-    for _ in 0..4_000 {
-        idle.push(TcpStream::connect(api).await.unwrap());
-    }
+    // 20,000 connections that never send a byte, and 200 that send their headers slowly.
+    let mut holders: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "holds_idle_connections_for_the_parent",
+                    "--nocapture",
+                ])
+                .env(HOLD_ADDR, api.to_string())
+                .env(HOLD_COUNT, IDLE_PER_HOLDER.to_string())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let opening = Instant::now();
+    let (mut holders, mut outputs) = tokio::task::spawn_blocking(move || {
+        let mut outputs = Vec::new();
+        for holder in &mut holders {
+            let mut out = std::io::BufReader::new(holder.stdout.take().unwrap()).lines();
+            let held = out
+                .by_ref()
+                .map_while(Result::ok)
+                .any(|line| line == format!("held {IDLE_PER_HOLDER}"));
+            assert!(held, "a holder could not open its connections");
+            outputs.push(out);
+        }
+        (holders, outputs)
+    })
+    .await
+    .unwrap();
+    println!(
+        "{} idle connections opened in {:.1} s",
+        2 * IDLE_PER_HOLDER,
+        opening.elapsed().as_secs_f64()
+    );
     let mut slow = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..200 {
         let mut stream = TcpStream::connect(api).await.unwrap();
         stream
             .write_all(b"GET /api/v1/devices HTTP/1.1\r\n")
@@ -38,6 +77,7 @@ async fn idle_and_slow_connections_do_not_lock_the_api_out() {
     let started = Instant::now();
     let (status, _) = get_json(api, "/api/v1/devices").await;
     let answered = started.elapsed();
+    println!("a request answered in {answered:?} beside them");
     assert_eq!(status, 200);
     assert!(
         answered < Duration::from_secs(1),
@@ -76,6 +116,29 @@ async fn idle_and_slow_connections_do_not_lock_the_api_out() {
         metrics.contains(r#"cleanfleet_api_connections_closed_total{reason="idle_evicted"}"#),
         "{metrics}"
     );
-    drop((idle, slow));
+    drop(slow);
+    for (holder, out) in holders.iter_mut().zip(&mut outputs) {
+        drop(holder.stdin.take());
+        out.for_each(drop);
+        assert!(holder.wait().unwrap().success());
+    }
     stack.stop().await.unwrap();
+}
+
+const HOLD_ADDR: &str = "CLEANFLEET_TEST_HOLD_ADDR";
+const HOLD_COUNT: &str = "CLEANFLEET_TEST_HOLD_COUNT";
+const IDLE_PER_HOLDER: usize = 10_000;
+
+/// Run only as a child of `idle_and_slow_connections_do_not_lock_the_api_out`: opens the
+/// connections it is told to, says so, and holds them until its stdin closes.
+#[test]
+#[ignore = "a helper process of idle_and_slow_connections_do_not_lock_the_api_out"]
+fn holds_idle_connections_for_the_parent() {
+    let addr = std::env::var(HOLD_ADDR).expect("run by the parent test");
+    let count: usize = std::env::var(HOLD_COUNT).unwrap().parse().unwrap();
+    let held: Vec<std::net::TcpStream> = (0..count)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    println!("held {}", held.len());
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
 }

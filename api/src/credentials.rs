@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cleanfleet_identity::{Principal, Role};
+use cleanfleet_identity::Role;
 use cleanfleet_store::credentials::{self, CredentialError};
 use cleanfleet_store::{CredentialRecord, StoreError};
 use jiff::Timestamp;
@@ -275,14 +275,10 @@ pub(crate) async fn broker_authorize(
     JsonBody(request): JsonBody<BrokerAction>,
 ) -> Result<Json<BrokerVerdict>, ApiError> {
     let principal = state
-        .credentials
-        .credential(&request.username)
-        .await?
-        .filter(|c| c.revoked_at.is_none())
-        .map(|c| Principal {
-            username: c.username,
-            role: c.role,
-        })
+        .mqtt_logins
+        .certified(&request.username)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cannot check the credential: {e}")))?
         .filter(|p| p.may_use_client_id(&request.clientid));
     let allow = match request.action.as_str() {
         "publish" => principal.is_some_and(|p| p.may_publish(&request.topic)),

@@ -12,8 +12,7 @@ use rumqttc::{
     ConnAck, Connect, ConnectReturnCode, LastWill, Packet, PubAck, Publish, QoS, SubAck,
     SubscribeReasonCode, UnsubAck,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -50,8 +49,22 @@ enum End {
     Kicked,
 }
 
+/// A connection's two directions, over TCP or TLS.
+pub(crate) type Reader = Box<dyn AsyncRead + Send + Unpin>;
+pub(crate) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// How a connection proved who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Proof {
+    /// Nothing yet: the CONNECT's username and password decide.
+    None,
+    /// A client certificate the TLS layer verified against `client_ca_file`, naming this
+    /// username (its subject's common name): no password needed.
+    Certificate(String),
+}
+
 async fn read_packet(
-    reader: &mut OwnedReadHalf,
+    reader: &mut Reader,
     buf: &mut BytesMut,
     max_packet: usize,
 ) -> Result<Packet, ReadError> {
@@ -72,7 +85,7 @@ async fn read_packet(
 }
 
 async fn write_packets(
-    writer: &mut OwnedWriteHalf,
+    writer: &mut Writer,
     packets: impl IntoIterator<Item = Packet>,
 ) -> std::io::Result<()> {
     let mut out = BytesMut::new();
@@ -104,7 +117,25 @@ fn freed(shared: &Shared, bytes: usize) {
 }
 
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
+    serve_io(
+        Box::new(reader),
+        Box::new(writer),
+        peer,
+        Proof::None,
+        shared,
+    )
+    .await
+}
+
+/// Serves one client on any transport, from its CONNECT on.
+pub(crate) async fn serve_io(
+    mut reader: Reader,
+    mut writer: Writer,
+    peer: SocketAddr,
+    proof: Proof,
+    shared: &Shared,
+) {
     let mut buf = BytesMut::with_capacity(4096);
     let connect_timeout = Duration::from_secs(shared.config.connect_timeout_s);
     let first = tokio::time::timeout(
@@ -128,7 +159,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) 
         Ok(_) => return shared.metrics.refused("protocol"),
         Err(_) => return shared.metrics.refused("connect_timeout"),
     };
-    let principal = match log_in(&connect, shared, peer).await {
+    let principal = match log_in(&connect, &proof, shared, peer).await {
         Ok(principal) => principal,
         Err((code, reason)) => {
             shared.metrics.refused(reason);
@@ -154,11 +185,16 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) 
             let mut link = Link {
                 shared,
                 principal: &principal,
-                password: connect
-                    .login
-                    .as_ref()
-                    .map(|l| l.password.as_str())
-                    .unwrap_or(""),
+                login: match &proof {
+                    Proof::Certificate(_) => Login::Certificate,
+                    Proof::None => Login::Password(
+                        connect
+                            .login
+                            .as_ref()
+                            .map(|l| l.password.as_str())
+                            .unwrap_or(""),
+                    ),
+                },
                 client_id: &client_id,
                 connection: attached.connection,
                 kick: attached.kick,
@@ -191,6 +227,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) 
 /// Who the CONNECT's login is, and whether it may connect as it asks.
 async fn log_in(
     connect: &Connect,
+    proof: &Proof,
     shared: &Shared,
     peer: SocketAddr,
 ) -> Result<Principal, (ConnectReturnCode, &'static str)> {
@@ -200,18 +237,30 @@ async fn log_in(
             "protocol_version",
         ));
     }
-    let Some(login) = &connect.login else {
-        tracing::warn!(%peer, client_id = %connect.client_id, "MQTT connect without credentials refused");
-        return Err((ConnectReturnCode::BadUserNamePassword, "no_credentials"));
+    let checked = match (proof, &connect.login) {
+        // The certificate names the device; a username, if sent, must be the same.
+        (Proof::Certificate(name), login) => {
+            if login.as_ref().is_some_and(|l| &l.username != name) {
+                tracing::warn!(%peer, certificate = %name, "MQTT username differs from the client certificate's name");
+                return Err((ConnectReturnCode::BadUserNamePassword, "bad_credentials"));
+            }
+            shared.authenticator.certified(name).await
+        }
+        (Proof::None, Some(login)) => {
+            shared
+                .authenticator
+                .authenticate(&login.username, &login.password)
+                .await
+        }
+        (Proof::None, None) => {
+            tracing::warn!(%peer, client_id = %connect.client_id, "MQTT connect without credentials refused");
+            return Err((ConnectReturnCode::BadUserNamePassword, "no_credentials"));
+        }
     };
-    let principal = match shared
-        .authenticator
-        .authenticate(&login.username, &login.password)
-        .await
-    {
+    let principal = match checked {
         Ok(Some(principal)) => principal,
         Ok(None) => {
-            tracing::warn!(%peer, username = %login.username, "MQTT login refused: unknown, revoked or wrong secret");
+            tracing::warn!(%peer, client_id = %connect.client_id, "MQTT login refused: unknown, revoked or wrong secret");
             return Err((ConnectReturnCode::BadUserNamePassword, "bad_credentials"));
         }
         Err(e) => {
@@ -247,16 +296,22 @@ fn publish_will(shared: &Shared, will: LastWill) {
     }
 }
 
+/// What a live connection is checked again with.
+enum Login<'a> {
+    Password(&'a str),
+    Certificate,
+}
+
 struct Link<'a> {
     shared: &'a Shared,
     principal: &'a Principal,
-    password: &'a str,
+    login: Login<'a>,
     client_id: &'a str,
     connection: u64,
     kick: CancellationToken,
     wake: Arc<Notify>,
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: Reader,
+    writer: Writer,
     buf: BytesMut,
     max_packet: usize,
     /// Packets read while a publish waited for room, handled in order once it is done.
@@ -323,9 +378,14 @@ impl Link<'_> {
                 }
                 _ = self.wake.notified() => {}
                 _ = recheck.tick() => {
-                    let still = self.shared.authenticator
-                        .authenticate(&self.principal.username, self.password)
-                        .await;
+                    let authenticator = &self.shared.authenticator;
+                    let username = &self.principal.username;
+                    let still = match self.login {
+                        Login::Password(password) => {
+                            authenticator.authenticate(username, password).await
+                        }
+                        Login::Certificate => authenticator.certified(username).await,
+                    };
                     // A store that cannot answer for a moment is no reason to drop a device.
                     if matches!(still, Ok(ref p) if p.as_ref() != Some(self.principal)) {
                         tracing::warn!(username = %self.principal.username, "MQTT credential revoked or rotated: connection closed");

@@ -23,6 +23,7 @@
 mod connection;
 mod metrics;
 mod router;
+mod tls;
 pub mod topic;
 
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 pub use metrics::BrokerMetrics;
 pub use router::QueueLimits;
 use router::Router;
+pub use tls::BrokerTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -77,6 +79,9 @@ pub struct BrokerConfig {
     pub connect_timeout_s: u64,
     /// Live connections' credentials are checked again this often. Default 60 s.
     pub recheck_credentials_s: u64,
+    /// MQTT over TLS on a second listener, with optional client certificates; none by
+    /// default.
+    pub tls: Option<BrokerTls>,
 }
 
 impl Default for BrokerConfig {
@@ -90,6 +95,7 @@ impl Default for BrokerConfig {
             total_queue_bytes: 256 * 1024 * 1024,
             connect_timeout_s: 10,
             recheck_credentials_s: 60,
+            tls: None,
         }
     }
 }
@@ -143,12 +149,18 @@ struct Shared {
 /// A running broker; it stops when dropped or on [`BrokerHandle::shutdown`].
 pub struct BrokerHandle {
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
 }
 
 impl BrokerHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the TLS listener is, when `[embedded_broker.tls]` has one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Closes every connection of `username` now (its credential was revoked or rotated in
@@ -221,19 +233,12 @@ pub async fn start(
     registry: &prometheus::Registry,
 ) -> Result<BrokerHandle, BrokerError> {
     config.check()?;
-    let listener =
-        TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| BrokerError::Listen {
-                addr: config.listen,
-                source,
-            })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| BrokerError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+    let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let (listener, local_addr) = bind(config.listen).await?;
+    let tls_listener = match (&config.tls, acceptor) {
+        (Some(tls), Some(acceptor)) => Some((bind(tls.listen).await?, acceptor)),
+        _ => None,
+    };
     let shared = Arc::new(Shared {
         router: Mutex::new(Router::new(QueueLimits {
             session_bytes: config.session_queue_bytes,
@@ -247,13 +252,40 @@ pub async fn start(
         intake_closed: CancellationToken::new(),
         config,
     });
-    tokio::spawn(accept_loop(listener, shared.clone()));
+    // One limit for both listeners.
+    let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+    let tls_addr = tls_listener.as_ref().map(|((_, addr), _)| *addr);
+    if let Some(((listener, tls_addr), acceptor)) = tls_listener {
+        tokio::spawn(accept_loop(
+            listener,
+            Some(acceptor),
+            slots.clone(),
+            shared.clone(),
+        ));
+        tracing::info!(%tls_addr, "embedded MQTT broker listening for TLS");
+    }
+    tokio::spawn(accept_loop(listener, None, slots, shared.clone()));
     tracing::info!(%local_addr, "embedded MQTT broker listening");
-    Ok(BrokerHandle { local_addr, shared })
+    Ok(BrokerHandle {
+        local_addr,
+        tls_addr,
+        shared,
+    })
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BrokerError> {
+    let listen = |source| BrokerError::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(listen)?;
+    let local = listener.local_addr().map_err(listen)?;
+    Ok((listener, local))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    slots: Arc<Semaphore>,
+    shared: Arc<Shared>,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -275,11 +307,51 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             shared.metrics.connections.inc();
-            connection::serve(stream, peer, &shared).await;
+            match tls {
+                None => connection::serve(stream, peer, &shared).await,
+                Some(acceptor) => serve_tls(acceptor, stream, peer, &shared).await,
+            }
             shared.metrics.connections.dec();
             drop(slot);
         });
     }
+}
+
+/// A TLS handshake (within `connect_timeout_s`), then MQTT as on the plain listener, with a
+/// verified client certificate's name as the proof of who the client is.
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+) {
+    let timeout = Duration::from_secs(shared.config.connect_timeout_s);
+    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "MQTT TLS handshake failed");
+            return shared.metrics.refused("tls");
+        }
+        Err(_) => return shared.metrics.refused("connect_timeout"),
+    };
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first());
+    let proof = match certificate {
+        None => connection::Proof::None,
+        Some(certificate) => match tls::certificate_name(certificate) {
+            Some(name) => connection::Proof::Certificate(name),
+            None => {
+                tracing::warn!(%peer, "MQTT client certificate without a common name refused");
+                return shared.metrics.refused("tls");
+            }
+        },
+    };
+    let (reader, writer) = tokio::io::split(stream);
+    connection::serve_io(Box::new(reader), Box::new(writer), peer, proof, shared).await
 }

@@ -48,6 +48,18 @@ impl Authenticator for Logins {
                 role: *role,
             }))
     }
+
+    async fn certified(&self, username: &str) -> Result<Option<Principal>, AuthUnavailable> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .get(username)
+            .map(|(_, role)| Principal {
+                username: username.into(),
+                role: *role,
+            }))
+    }
 }
 
 async fn broker(config: BrokerConfig) -> (BrokerHandle, Arc<Logins>) {
@@ -363,4 +375,181 @@ async fn a_waiting_publisher_is_still_answered_its_pings() {
         }
     }
     assert!(pongs >= 3, "{pongs} pings answered in 5 s");
+}
+
+/// A certificate authority that issues certificates for tests.
+struct Pki {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    ca: rustls::pki_types::CertificateDer<'static>,
+    ca_pem: String,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = params.self_signed(&key).unwrap();
+        Pki {
+            issuer: rcgen::Issuer::new(params, key),
+            ca: ca.der().clone(),
+            ca_pem: ca.pem(),
+        }
+    }
+
+    /// A certificate for `common_name` (and 127.0.0.1), with its key.
+    fn issue(
+        &self,
+        common_name: &str,
+    ) -> (
+        rustls::pki_types::CertificateDer<'static>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+        String,
+        String,
+    ) {
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let der_key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        (cert.der().clone(), der_key, cert.pem(), key.serialize_pem())
+    }
+}
+
+fn tls_options(
+    broker: &BrokerHandle,
+    ca: &Pki,
+    client_id: &str,
+    certificate: Option<(
+        rustls::pki_types::CertificateDer<'static>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+    login: Option<(&str, &str)>,
+) -> MqttOptions {
+    let addr = broker.tls_addr().unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.ca.clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match certificate {
+        Some((cert, key)) => builder.with_client_auth_cert(vec![cert], key).unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    options.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
+    ));
+    if let Some((user, password)) = login {
+        options.set_credentials(user, password);
+    }
+    options
+}
+
+/// Over TLS a device logs in with its secret, or with a client certificate of the city's CA
+/// naming it; a certificate names exactly one device, and a revoked credential's certificate
+/// logs nobody in.
+#[tokio::test]
+async fn over_tls_a_client_certificate_logs_its_device_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (city, stranger) = (Pki::new("city CA"), Pki::new("someone else's CA"));
+    let (_, _, server_pem, server_key) = city.issue("broker");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let tls = cleanfleet_broker::BrokerTls {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert_file: write("broker.pem", &server_pem),
+        key_file: write("broker.key", &server_key),
+        client_ca_file: Some(write("ca.pem", &city.ca_pem)),
+    };
+    let (broker, logins) = broker(BrokerConfig {
+        tls: Some(tls),
+        ..BrokerConfig::default()
+    })
+    .await;
+    let (_ingest, mut ingest_loop) = subscribed_ingest(&broker).await;
+
+    // A certificate naming sw-1: in without a password; it publishes as sw-1 only.
+    let sw1 = || {
+        let (cert, key, _, _) = city.issue("sw-1");
+        Some((cert, key))
+    };
+    let (client, mut eventloop, code) =
+        connack(tls_options(&broker, &city, "sw-1", sw1(), None)).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    client
+        .publish(
+            "cleanfleet/v1/sweeper/sw-1/fixes",
+            QoS::AtLeastOnce,
+            false,
+            "one",
+        )
+        .await
+        .unwrap();
+    assert_eq!(acks(&mut eventloop, 1, Duration::from_secs(2)).await.0, 1);
+    assert_eq!(
+        receive(&mut ingest_loop, 1, Duration::from_secs(2)).await,
+        vec![b"one".to_vec()]
+    );
+    client
+        .publish(
+            "cleanfleet/v1/sweeper/sw-2/fixes",
+            QoS::AtLeastOnce,
+            false,
+            "forged",
+        )
+        .await
+        .unwrap();
+    assert_eq!(acks(&mut eventloop, 1, Duration::from_secs(2)).await.0, 0);
+
+    // The certificate's name and the username must agree, whatever the password.
+    let (_, _, code) = connack(tls_options(
+        &broker,
+        &city,
+        "sw-2",
+        sw1(),
+        Some(("sw-2", SECRET)),
+    ))
+    .await;
+    assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+    // No certificate: the secret, as on the plain listener.
+    let (_, _, code) = connack(tls_options(
+        &broker,
+        &city,
+        "sw-2",
+        None,
+        Some(("sw-2", SECRET)),
+    ))
+    .await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    let (_, _, code) = connack(tls_options(&broker, &city, "sw-2", None, None)).await;
+    assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+
+    // Another CA's certificate does not get through the handshake.
+    let (cert, key, _, _) = stranger.issue("sw-1");
+    let (_, mut refused) = AsyncClient::new(
+        tls_options(&broker, &city, "sw-1", Some((cert, key)), None),
+        10,
+    );
+    assert!(timeout(Duration::from_secs(5), refused.poll())
+        .await
+        .unwrap()
+        .is_err());
+
+    // Revoked: its certificate logs nobody in.
+    logins.remove("sw-1");
+    let (_, _, code) = connack(tls_options(&broker, &city, "sw-1", sw1(), None)).await;
+    assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
 }

@@ -133,6 +133,11 @@ pub trait Authenticator: Send + Sync + 'static {
         username: &str,
         password: &str,
     ) -> Result<Option<Principal>, AuthUnavailable>;
+
+    /// Who a username is when something else vouched for it (a client certificate the TLS
+    /// layer verified, naming it; an external broker that logged it in): its live
+    /// credential's principal, without a password.
+    async fn certified(&self, username: &str) -> Result<Option<Principal>, AuthUnavailable>;
 }
 
 impl Principal {
