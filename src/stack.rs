@@ -129,6 +129,8 @@ impl Stack {
                 crate::broker::start(&config.embedded_broker, store.clone(), local, &registry)
                     .await?;
             config.broker.url = format!("mqtt://{}", handle.local_addr());
+            // Our own broker binds every topic to its login.
+            config.broker.binds_logins = true;
             Some(handle)
         } else {
             None

@@ -268,6 +268,7 @@ async fn the_shipped_mosquitto_config_enforces_the_same_rules() {
     config.broker.url = format!("mqtt://{broker}");
     config.broker.username = Some(cleanfleet::INGEST_USERNAME.into());
     config.broker.password = Some(ingest_secret);
+    config.broker.binds_logins = true;
     let parts = cleanfleet::Parts {
         ingest: true,
         ..cleanfleet::Parts::NONE

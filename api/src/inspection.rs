@@ -387,12 +387,14 @@ pub(crate) async fn inspections_of_day(
             );
             last.iter_mut().for_each(redact);
             let section = ctx.zones.section_of(result.segments[0]);
+            // Litter is answered for where it lies: a viewer sees its own points'.
             let points: Vec<&(Sample, Placement)> = placed
                 .iter()
                 .filter(|(s, p)| {
                     s.inspector == result.inspector
                         && result.samples.contains(&s.sample_id)
                         && result.segments.contains(&p.segment)
+                        && in_scope(p.segment)
                 })
                 .collect();
             let mut litter = litter_clearances(

@@ -268,6 +268,14 @@ async fn log_in(
             return Err((ConnectReturnCode::ServiceUnavailable, "auth_unavailable"));
         }
     };
+    // Certificates are for devices: a service (ingest) logs in with its secret, so that a
+    // device CA cannot mint a reader of every device's data.
+    if matches!(proof, Proof::Certificate(_))
+        && !matches!(principal.role, cleanfleet_identity::Role::Device(_))
+    {
+        tracing::warn!(%peer, username = %principal.username, "MQTT client certificate of a service refused");
+        return Err((ConnectReturnCode::NotAuthorized, "certificate_role"));
+    }
     if !principal.may_use_client_id(&connect.client_id) {
         tracing::warn!(%peer, username = %principal.username, client_id = %connect.client_id, "MQTT client id refused: a device connects with its own id");
         return Err((ConnectReturnCode::BadClientId, "client_id"));

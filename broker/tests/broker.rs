@@ -537,6 +537,11 @@ async fn over_tls_a_client_certificate_logs_its_device_in() {
     let (_, _, code) = connack(tls_options(&broker, &city, "sw-2", None, None)).await;
     assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
 
+    // A certificate naming ingest (a service) logs nobody in: certificates are for devices.
+    let (cert, key, _, _) = city.issue(INGEST);
+    let (_, _, code) = connack(tls_options(&broker, &city, INGEST, Some((cert, key)), None)).await;
+    assert_eq!(code, ConnectReturnCode::NotAuthorized);
+
     // Another CA's certificate does not get through the handshake.
     let (cert, key, _, _) = stranger.issue("sw-1");
     let (_, mut refused) = AsyncClient::new(

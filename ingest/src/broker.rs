@@ -24,10 +24,11 @@ pub struct BrokerConfig {
     pub ca_file: Option<PathBuf>,
     /// MQTT keep-alive. Default 30 s.
     pub keep_alive_s: u64,
-    /// The broker lets a login publish only under its own device id, as the embedded broker
-    /// and the shipped Mosquitto and EMQX configurations do. Records are then stored as the
-    /// device credential's (provenance `credential`); set `false` for a broker that does not,
-    /// and they are stored as `topic_only`. Default true.
+    /// The broker lets a login publish only under its own device id, as cleanfleet's own
+    /// broker (`cleanfleet broker`) and Mosquitto and EMQX with the shipped configurations
+    /// do: records are then stored as the device credential's (provenance `credential`).
+    /// Default false: records are stored as `topic_only`, the topic's word. Ingest in the
+    /// same process as the embedded broker sets it itself.
     pub binds_logins: bool,
 }
 
@@ -39,7 +40,7 @@ impl Default for BrokerConfig {
             password: None,
             ca_file: None,
             keep_alive_s: 30,
-            binds_logins: true,
+            binds_logins: false,
         }
     }
 }

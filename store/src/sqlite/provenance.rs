@@ -15,6 +15,9 @@ use crate::{Delivery, ProvenanceStore, Source, SourceRun, StoreError, Trust};
 
 const DAY_MS: i64 = 86_400_000;
 
+/// `sources.credential_ms` of a source that is no credential's.
+const NO_CREDENTIAL: i64 = 0;
+
 /// The UTC day a record's device time falls on, as `device_day_sources` keys it (the
 /// migration computes the same with SQLite's integer division).
 pub(super) fn utc_day(time_ms: i64) -> i64 {
@@ -103,36 +106,44 @@ impl BatchSources<'_> {
         if let Some(&k) = self.cache.sources.get(&key).or(self.new_sources.get(&key)) {
             return Ok(k);
         }
+        // Whether the resolution holds for every later message too: not when it rests on
+        // a revoked credential, whose messages count as its only if received before.
+        let mut lasting = true;
         let (trust, via, principal, credential_ms) = match delivery {
             Delivery::Mqtt {
                 broker,
                 binds_logins,
             } => {
-                let credential: Option<i64> = if *binds_logins {
+                let credential: Option<(i64, Option<i64>)> = if *binds_logins {
                     tx.prepare_cached(
-                        "SELECT rotated_ms FROM credentials
-                         WHERE username = ?1 AND role = ?2
-                           AND (revoked_ms IS NULL OR revoked_ms > ?3)",
+                        "SELECT rotated_ms, revoked_ms FROM credentials
+                         WHERE username = ?1 AND role = ?2",
                     )?
-                    .query_row(params![device_id, kind.as_str(), ms(received)], |r| {
-                        r.get(0)
+                    .query_row(params![device_id, kind.as_str()], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
                     })
                     .optional()?
                 } else {
                     None
                 };
-                let trust = if credential.is_some() {
-                    Trust::Credential
-                } else {
-                    Trust::TopicOnly
+                let live = match credential {
+                    Some((rotated, None)) => Some(rotated),
+                    Some((rotated, Some(revoked))) => {
+                        lasting = false;
+                        (ms(received) < revoked).then_some(rotated)
+                    }
+                    None => None,
                 };
-                (trust, broker.as_str(), device_id, credential)
+                match live {
+                    Some(rotated) => (Trust::Credential, broker.as_str(), device_id, rotated),
+                    None => (Trust::TopicOnly, broker.as_str(), device_id, NO_CREDENTIAL),
+                }
             }
-            Delivery::Api { token: Some(name) } => (Trust::Token, "api", name.as_str(), None),
-            Delivery::Api { token: None } => (Trust::Unauthenticated, "api", "", None),
+            Delivery::Api { token: Some(name) } => {
+                (Trust::Token, "api", name.as_str(), NO_CREDENTIAL)
+            }
+            Delivery::Api { token: None } => (Trust::Unauthenticated, "api", "", NO_CREDENTIAL),
         };
-        // A revoked credential's later messages (queued before it was revoked) resolve anew
-        // only when the cache is dropped; `received` decides at resolution.
         let k: i64 = tx
             .prepare_cached(
                 "INSERT INTO sources (trust, via, principal, credential_ms)
@@ -145,7 +156,9 @@ impl BatchSources<'_> {
                 params![trust.as_str(), via, principal, credential_ms],
                 |r| r.get(0),
             )?;
-        self.new_sources.insert(key, k);
+        if lasting {
+            self.new_sources.insert(key, k);
+        }
         Ok(k)
     }
 
@@ -183,7 +196,9 @@ pub(super) fn source_from_row(r: &Row, at: usize) -> rusqlite::Result<Source> {
         })?,
         via: r.get(at + 2)?,
         principal: r.get(at + 3)?,
-        credential_issued: r.get::<_, Option<i64>>(at + 4)?.map(ts),
+        credential_issued: Some(r.get::<_, i64>(at + 4)?)
+            .filter(|&t| t != NO_CREDENTIAL)
+            .map(ts),
     })
 }
 

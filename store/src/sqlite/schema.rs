@@ -174,11 +174,13 @@ const MIGRATIONS: &[&str] = &[
         trust         TEXT NOT NULL,
         via           TEXT NOT NULL,
         principal     TEXT NOT NULL,
-        credential_ms INTEGER,
+        -- The credential's issue or rotation time; 0 for none (not NULL: NULLs are all
+        -- distinct to UNIQUE, and every upsert would add a row).
+        credential_ms INTEGER NOT NULL,
         UNIQUE (trust, via, principal, credential_ms)
     );
     INSERT INTO sources (source_key, trust, via, principal, credential_ms)
-        VALUES (0, 'unknown', '', '', NULL);
+        VALUES (0, 'unknown', '', '', 0);
     ALTER TABLE fixes ADD COLUMN source_key INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE bin_readings ADD COLUMN source_key INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE toilet_readings ADD COLUMN source_key INTEGER NOT NULL DEFAULT 0;
@@ -219,7 +221,20 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE dead_letters ADD COLUMN device_id TEXT NOT NULL DEFAULT '';
     ALTER TABLE dead_letters ADD COLUMN kept_bytes INTEGER NOT NULL DEFAULT 0;
-    UPDATE dead_letters SET kept_bytes = length(payload) + length(topic) + length(detail);
+    UPDATE dead_letters SET kept_bytes = length(payload) + length(CAST(topic AS BLOB))
+        + length(CAST(detail AS BLOB));
+    -- The device a kept letter's topic names: its fourth level (cleanfleet/v1/kind/id/...).
+    UPDATE dead_letters SET device_id = parsed.device
+    FROM (
+        SELECT id AS letter,
+               CASE WHEN topic LIKE 'cleanfleet/%/%/%/%' AND instr(r3, '/') > 1
+                    THEN substr(r3, 1, instr(r3, '/') - 1) ELSE '' END AS device
+        FROM (SELECT id, topic, substr(r2, instr(r2, '/') + 1) AS r3
+              FROM (SELECT id, topic, substr(r1, instr(r1, '/') + 1) AS r2
+                    FROM (SELECT id, topic, substr(topic, instr(topic, '/') + 1) AS r1
+                          FROM dead_letters)))
+    ) AS parsed
+    WHERE dead_letters.id = parsed.letter;
     CREATE TABLE dead_letter_usage (
         scope          TEXT PRIMARY KEY,
         bytes          INTEGER NOT NULL,
@@ -227,7 +242,8 @@ const MIGRATIONS: &[&str] = &[
         not_kept_bytes INTEGER NOT NULL
     );
     INSERT INTO dead_letter_usage (scope, bytes, not_kept, not_kept_bytes)
-        SELECT 'device:', coalesce(sum(kept_bytes), 0), 0, 0 FROM dead_letters;
+        SELECT 'device:' || device_id, sum(kept_bytes), 0, 0 FROM dead_letters
+        GROUP BY device_id;
     INSERT INTO dead_letter_usage (scope, bytes, not_kept, not_kept_bytes)
         SELECT 'total', coalesce(sum(kept_bytes), 0), 0, 0 FROM dead_letters;
     "#,

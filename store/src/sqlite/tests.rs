@@ -988,3 +988,131 @@ async fn dead_letters_beyond_their_caps_are_counted_not_kept() {
     let report = store.write_batch(vec![junk("sw-3", 1)]).await.unwrap();
     assert_eq!(report.dead_letters_inserted, 1);
 }
+
+/// Sources are one row each however often they are resolved: the same topic-only device or
+/// API token after the cache is dropped (a credential changed) is the same source.
+#[tokio::test]
+async fn a_source_is_stored_once_however_often_it_is_resolved() {
+    use cleanfleet_identity::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let day = (t("2026-11-21T00:00:00Z"), t("2026-11-22T00:00:00Z"));
+    for (n, minute) in [5, 6, 7].into_iter().enumerate() {
+        store
+            .write_batch(vec![fixes("sw-9", &[minute])])
+            .await
+            .unwrap();
+        // Another device's credential changes: every cached source is resolved again.
+        store
+            .add_credential(credential(
+                &format!("bin-{n}"),
+                Role::Device(DeviceKind::Bin),
+                "2026-11-01T00:00:00Z",
+            ))
+            .await
+            .unwrap();
+    }
+    let runs = store.provenance("sw-9", day.0, day.1).await.unwrap();
+    assert_eq!(
+        runs_of(&runs),
+        vec![("fixes", 3, Trust::TopicOnly, "sw-9", None)],
+        "{runs:?}"
+    );
+    assert_eq!(
+        store
+            .device_sources(vec!["sw-9".into()], day.0, day.1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// A message queued before its device's credential was revoked is the credential's; the
+/// next one, received after, is not, even in the same run of the writer.
+#[tokio::test]
+async fn after_revocation_a_late_message_does_not_keep_the_credential_cached() {
+    use cleanfleet_identity::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .add_credential(credential(
+            "sw-1",
+            Role::Device(DeviceKind::Sweeper),
+            "2026-11-01T00:00:00Z",
+        ))
+        .await
+        .unwrap();
+    assert!(store
+        .revoke_credential("sw-1", t("2026-11-21T07:30:00Z"))
+        .await
+        .unwrap());
+    let at = |item: IngestItem, received: &str| match item {
+        IngestItem::Accepted {
+            message, delivery, ..
+        } => IngestItem::Accepted {
+            message,
+            received: t(received),
+            delivery,
+        },
+        rejected => rejected,
+    };
+    store
+        .write_batch(vec![at(fixes("sw-1", &[1]), "2026-11-21T07:20:00Z")])
+        .await
+        .unwrap();
+    store
+        .write_batch(vec![at(fixes("sw-1", &[2]), "2026-11-21T07:40:00Z")])
+        .await
+        .unwrap();
+    let day = (t("2026-11-21T00:00:00Z"), t("2026-11-22T00:00:00Z"));
+    let runs = store.provenance("sw-1", day.0, day.1).await.unwrap();
+    let trusts: Vec<Trust> = runs.iter().map(|r| r.source.trust).collect();
+    assert_eq!(
+        trusts,
+        vec![Trust::Credential, Trust::TopicOnly],
+        "{runs:?}"
+    );
+}
+
+/// Dead letters kept before the caps existed are counted for the devices their topics name.
+#[test]
+fn dead_letters_from_before_the_caps_are_counted_by_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        schema::migrate_to(&mut conn, 4).unwrap();
+        conn.execute_batch(
+            "INSERT INTO dead_letters (digest, topic, reason, detail, payload, first_received_ms,
+                 last_received_ms, times_seen)
+             VALUES (x'01', 'cleanfleet/v1/sweeper/sw-1/fixes', 'malformed_json', 'EOF', x'7b7b',
+                     0, 0, 1),
+                    (x'02', 'cleanfleet/v1/bin/bin-3/reading', 'malformed_json', '−', x'7b',
+                     0, 0, 1),
+                    (x'03', 'elsewhere', 'unknown_topic', 'no', x'00', 0, 0, 1);",
+        )
+        .unwrap();
+    }
+    let _store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+    let conn = Connection::open(&path).unwrap();
+    let usage: Vec<(String, i64)> = conn
+        .prepare("SELECT scope, bytes FROM dead_letter_usage ORDER BY scope")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let sw1 = 32 + 3 + 2;
+    let bin3 = 31 + "−".len() as i64 + 1;
+    let none = 9 + 2 + 1;
+    assert_eq!(
+        usage,
+        vec![
+            ("device:".into(), none),
+            ("device:bin-3".into(), bin3),
+            ("device:sw-1".into(), sw1),
+            ("total".into(), sw1 + bin3 + none),
+        ]
+    );
+}
