@@ -41,6 +41,33 @@ pub struct Config {
     pub assessment: cleanfleet_inspection::assessment::AssessmentRules,
     /// Smart bins: when one overflows and how soon it must be emptied.
     pub bins: cleanfleet_inspection::overflow::BinRules,
+    /// Where a stage without the API serves its own `/metrics` and `/readyz`.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the probe ports of `cleanfleet broker`, `ingest` and `coverage` run as
+/// separate processes (the API serves its own probes on `[api] listen`). One port each, so
+/// that all three can run on one host from one config file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Default `127.0.0.1:9101`.
+    pub broker_listen: std::net::SocketAddr,
+    /// Default `127.0.0.1:9102`.
+    pub ingest_listen: std::net::SocketAddr,
+    /// Default `127.0.0.1:9103`.
+    pub coverage_listen: std::net::SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        let local = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        MetricsConfig {
+            broker_listen: local(9101),
+            ingest_listen: local(9102),
+            coverage_listen: local(9103),
+        }
+    }
 }
 
 /// `[roads]`: the city's road network, which the simulated fleet drives and coverage is

@@ -58,6 +58,9 @@ pub struct Stack {
     pub broker_addr: Option<SocketAddr>,
     broker: Option<cleanfleet_broker::BrokerHandle>,
     pub api_addr: Option<SocketAddr>,
+    /// Where this process serves `/metrics` and `/readyz`: the API's address, or a stage's
+    /// own (`[metrics]`).
+    pub metrics_addr: Option<SocketAddr>,
     pub ingest_metrics: Option<IngestMetrics>,
     pub store: Arc<SqliteStore>,
     /// The city's roads (`[roads]`), loaded when the coverage stage or the API runs.
@@ -247,7 +250,7 @@ impl Stack {
                 credentials: store.clone(),
                 mqtt_logins: Arc::new(crate::broker::StoreAuthenticator::new(store.clone(), None)),
                 clock,
-                registry,
+                registry: registry.clone(),
                 ingest: ingest_metrics.clone(),
                 coverage,
             };
@@ -265,11 +268,50 @@ impl Stack {
         } else {
             (None, None, None)
         };
+        // A stage without the API serves its own probes.
+        let probe_listen = if parts.api {
+            None
+        } else if parts.ingest {
+            Some(config.metrics.ingest_listen)
+        } else if parts.coverage {
+            Some(config.metrics.coverage_listen)
+        } else if parts.embedded_broker {
+            Some(config.metrics.broker_listen)
+        } else {
+            None
+        };
+        let (api, metrics_addr) = match probe_listen {
+            None => (api, api_addr),
+            Some(listen) => {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| {
+                        format!("cannot listen on {listen} for /metrics ([metrics])")
+                    })?;
+                let addr = listener.local_addr()?;
+                let router = cleanfleet_api::probe_routes(cleanfleet_api::Probes {
+                    store: store.clone(),
+                    registry: registry.clone(),
+                    ingest: ingest_metrics.clone(),
+                });
+                let token = CancellationToken::new();
+                let serve_token = token.clone();
+                let limits = config.api.connections;
+                let task = spawn_stage("probes", &token, &failed, async move {
+                    cleanfleet_api::serve(listener, router, limits, &registry, serve_token)
+                        .await
+                        .context("the /metrics server failed")
+                });
+                info!(%addr, "serving /metrics and /readyz");
+                (Some((token, task)), Some(addr))
+            }
+        };
 
         Ok(Stack {
             broker_addr,
             broker,
             api_addr,
+            metrics_addr,
             ingest_metrics,
             store,
             network,

@@ -85,6 +85,7 @@ async fn junk_for_offline_subscribers_does_not_grow_the_broker_past_its_budget()
         std::process::Command::new(env!("CARGO_BIN_EXE_cleanfleet"))
             .arg("broker")
             .env("CLEANFLEET__DATA_DIR", dir.path())
+            .env("CLEANFLEET__METRICS__BROKER_LISTEN", "127.0.0.1:0")
             .env(
                 "CLEANFLEET__EMBEDDED_BROKER__LISTEN",
                 format!("127.0.0.1:{port}"),

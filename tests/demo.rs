@@ -186,6 +186,9 @@ fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
         .args(args)
         .env("CLEANFLEET__DATA_DIR", dir.path())
         .env("CLEANFLEET__API__LISTEN", free_addr().to_string())
+        .env("CLEANFLEET__METRICS__INGEST_LISTEN", "127.0.0.1:0")
+        .env("CLEANFLEET__METRICS__COVERAGE_LISTEN", "127.0.0.1:0")
+        .env("CLEANFLEET__METRICS__BROKER_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

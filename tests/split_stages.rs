@@ -2,7 +2,7 @@
 //! one store, writing at once. Neither may die of the other's writes (the coverage stage
 //! used to exit with "database is locked" at `put_passes` whenever ingest committed
 //! meanwhile), and when the stream ends every fix is stored and every chunk's passes are
-//! current.
+//! current. Each serves its own `/metrics` and `/readyz`.
 
 mod common;
 
@@ -47,8 +47,18 @@ async fn ingest_and_coverage_processes_write_at_once_and_both_live() {
         dir.path().join("ingest.log"),
         dir.path().join("coverage.log"),
     );
-    let mut ingest = spawn("ingest", broker, dir.path(), &ingest_log, &login);
-    let mut coverage = spawn("coverage", broker, dir.path(), &coverage_log, &[]);
+    let (ingest_probes, coverage_probes) = (free_local_addr(), free_local_addr());
+    let mut ingest_env = login.clone();
+    ingest_env.push((
+        "CLEANFLEET__METRICS__INGEST_LISTEN",
+        ingest_probes.to_string(),
+    ));
+    let mut ingest = spawn("ingest", broker, dir.path(), &ingest_log, &ingest_env);
+    let coverage_env = [(
+        "CLEANFLEET__METRICS__COVERAGE_LISTEN",
+        coverage_probes.to_string(),
+    )];
+    let mut coverage = spawn("coverage", broker, dir.path(), &coverage_log, &coverage_env);
     // Wait until ingest's subscription lets a sentinel through.
     let logins = Logins::Store(store.clone());
     let mut sentinel = Publisher::new(broker, logins.clone());
@@ -107,6 +117,22 @@ async fn ingest_and_coverage_processes_write_at_once_and_both_live() {
         "the coverage stage exited\n{logs}"
     );
     assert!(!logs.contains("stage failed"), "{logs}");
+    // Each process says how it is doing on its own port.
+    for (probes, series) in [
+        (ingest_probes, "cleanfleet_ingest_fixes_total"),
+        (coverage_probes, "cleanfleet_coverage_passes_total"),
+    ] {
+        let (status, ready) = get_json(probes, "/readyz").await;
+        assert_eq!(status, 200, "{probes}: {ready}");
+        let metrics = get_text(probes, "/metrics").await;
+        let value: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{series} ")))
+            .unwrap_or_else(|| panic!("{series} at {probes}:\n{metrics}"))
+            .parse()
+            .unwrap();
+        assert!(value > 0.0, "{series} {value}");
+    }
     let (from, to) = (jiff::Timestamp::UNIX_EPOCH, jiff::Timestamp::now());
     let passes = store.passes(from, to, None).await.unwrap();
     let devices: std::collections::BTreeSet<&str> =

@@ -28,7 +28,7 @@ pub use brief::{contractor_brief, ContractorBrief};
 pub use coverage::CoverageContext;
 pub use error::{ApiError, ErrorBody};
 pub use metrics::ApiMetrics;
-pub use routes::ApiDoc;
+pub use routes::{probe_routes, ApiDoc, Probes};
 pub use server::{serve, ConnectionLimits};
 
 /// `[api]` in the config file.

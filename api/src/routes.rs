@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
@@ -7,8 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use base64::Engine;
+use cleanfleet_ingest::IngestMetrics;
 use cleanfleet_model::{DeviceKind, Fix, RejectReason};
-use cleanfleet_store::{DeadLetterQuery, DeviceQuery, DeviceSummary, StoreStats};
+use cleanfleet_store::{DeadLetterQuery, DeviceQuery, DeviceSummary, Store, StoreStats};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -204,11 +206,46 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// What the probes (`/healthz`, `/readyz`, `/metrics`) look at: the API's, or those of a
+/// stage running without it (`cleanfleet ingest`, `coverage`, `broker` on their metrics port).
+#[derive(Clone)]
+pub struct Probes {
+    pub store: Arc<dyn Store>,
+    pub registry: prometheus::Registry,
+    /// Present when ingestion runs in this process: it must be connected to be ready.
+    pub ingest: Option<IngestMetrics>,
+}
+
+impl axum::extract::FromRef<ApiState> for Probes {
+    fn from_ref(state: &ApiState) -> Probes {
+        Probes {
+            store: state.store.clone(),
+            registry: state.registry.clone(),
+            ingest: state.ingest.clone(),
+        }
+    }
+}
+
+/// The probes alone, for a process without the API.
+pub fn probe_routes(probes: Probes) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError::NotFound {
+                resource: "route",
+                id: String::new(),
+            }
+        })
+        .with_state(probes)
+}
+
 /// Readiness: the store answers and, when ingestion runs here, it is connected to the broker.
 #[utoipa::path(get, path = "/readyz", responses(
     (status = 200, description = "ready"),
     (status = 503, description = "not ready", body = ErrorBody)))]
-async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+async fn readyz(State(state): State<Probes>) -> Result<Json<Value>, ApiError> {
     state
         .store
         .ping()
@@ -224,7 +261,7 @@ async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> 
     Ok(Json(json!({ "status": "ready" })))
 }
 
-async fn metrics(State(state): State<ApiState>) -> Response {
+async fn metrics(State(state): State<Probes>) -> Response {
     let text = prometheus::TextEncoder::new()
         .encode_to_string(&state.registry.gather())
         .unwrap_or_default();

@@ -369,12 +369,24 @@ pub fn spawn_stage(
         .env("CLEANFLEET__BROKER__URL", format!("mqtt://{broker}"))
         .env("CLEANFLEET__DATA_DIR", data_dir)
         .env("RUST_LOG", "warn")
+        // Tests run side by side: no fixed probe ports unless a test asks for one.
+        .env("CLEANFLEET__METRICS__BROKER_LISTEN", "127.0.0.1:0")
+        .env("CLEANFLEET__METRICS__INGEST_LISTEN", "127.0.0.1:0")
+        .env("CLEANFLEET__METRICS__COVERAGE_LISTEN", "127.0.0.1:0")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::null())
         .stderr(stderr)
         .spawn()
         .expect("cannot start the cleanfleet binary");
     KillOnDrop(child)
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_local_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// A child process that is killed when dropped, so a failing test leaves nothing running.
