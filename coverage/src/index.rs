@@ -131,6 +131,26 @@ impl SegmentIndex {
         Some(project_on_piece(p, line.from, line.to).1)
     }
 
+    /// The distance from `p` to the part of `segment` within `reach_m` of `offset_m` along
+    /// it (measured from its `from_node`): how far off the road a fix placed there is. Only
+    /// the pieces of that stretch are looked at, so a long winding road costs no more than a
+    /// short one; the answer is never less than the distance to the whole segment.
+    pub fn distance_near_m(&self, segment: u32, offset_m: f64, reach_m: f64, p: [f64; 2]) -> f64 {
+        let s = segment as usize;
+        let (points, cumulative) = (&self.points[s], &self.cumulative[s]);
+        let (lo, hi) = (
+            (offset_m - reach_m) / self.scale[s],
+            (offset_m + reach_m) / self.scale[s],
+        );
+        let first = cumulative.partition_point(|&c| c < lo).saturating_sub(1);
+        let last = cumulative
+            .partition_point(|&c| c <= hi)
+            .clamp(first + 1, points.len() - 1);
+        (first..last)
+            .map(|i| project_on_piece(p, points[i], points[i + 1]).1)
+            .fold(f64::INFINITY, f64::min)
+    }
+
     /// Where `offset_m` along `segment` lies in the plane.
     pub fn point_at(&self, segment: u32, offset_m: f64) -> [f64; 2] {
         let s = segment as usize;
@@ -219,6 +239,41 @@ mod tests {
         assert!(
             found > 1000,
             "{found} candidates: the test must exercise hits"
+        );
+    }
+
+    /// Against projecting on the whole segment, on Monaco's winding streets: never less,
+    /// never more than the distance to the place itself, and equal with a reach of the whole
+    /// segment.
+    #[test]
+    fn distance_near_a_place_bounds_the_whole_segments_projection() {
+        let Some(path) = cleanfleet_roads::test_data::monaco_pbf() else {
+            return;
+        };
+        let network = RoadNetwork::from_file(&path, false).unwrap();
+        let index = SegmentIndex::new(&network);
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut tighter = 0;
+        for segment in network.segments().iter().filter(|s| s.points.len() > 4) {
+            for _ in 0..5 {
+                let offset_m = rng.random_range(0.0..=segment.length_m);
+                let here = index.point_at(segment.id, offset_m);
+                let p = [
+                    here[0] + rng.random_range(-60.0..60.0),
+                    here[1] + rng.random_range(-60.0..60.0),
+                ];
+                let reach_m = distance(p, here);
+                let whole = index.project(segment.id, p).distance_m;
+                let near = index.distance_near_m(segment.id, offset_m, reach_m, p);
+                assert!(near >= whole - 1e-9 && near <= reach_m + 1e-9);
+                let all = index.distance_near_m(segment.id, offset_m, f64::INFINITY, p);
+                assert!((all - whole).abs() < 1e-9);
+                tighter += usize::from(near < reach_m - 1.0);
+            }
+        }
+        assert!(
+            tighter > 100,
+            "{tighter}: the test must see the road closer than the place"
         );
     }
 

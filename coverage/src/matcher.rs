@@ -225,6 +225,9 @@ pub struct MatchedPoint {
     pub offset_m: f64,
     /// From the fix to that place.
     pub distance_m: f64,
+    /// From the fix to the segment itself: how far off the road it is, whatever its error
+    /// along the road.
+    pub off_road_m: f64,
     /// The fix's expected error ([`GpsErrors`]).
     pub error_m: f64,
 }
@@ -759,6 +762,7 @@ impl<'n> Matcher<'n> {
                 forward: state.forward,
                 offset_m: state.offset_m,
                 distance_m: state.distance_m,
+                off_road_m: state.distance_m,
                 error_m: self.errors.error_m(&observations[point]),
             });
             return;
@@ -782,14 +786,12 @@ impl<'n> Matcher<'n> {
             let (entry, offset_m) = drive.place(along_m);
             let t = drive.route[entry];
             let segment = &self.network.segments()[t.segment as usize];
-            let here = self.index.point_at(
-                t.segment,
-                if t.forward {
-                    offset_m
-                } else {
-                    segment.length_m - offset_m
-                },
-            );
+            let segment_offset_m = if t.forward {
+                offset_m
+            } else {
+                segment.length_m - offset_m
+            };
+            let here = self.index.point_at(t.segment, segment_offset_m);
             let (distance_m, error_m) = (
                 distance(here, xy[point]),
                 self.errors.error_m(&observations[point]),
@@ -805,6 +807,12 @@ impl<'n> Matcher<'n> {
                 forward: t.forward,
                 offset_m,
                 distance_m,
+                off_road_m: self.index.distance_near_m(
+                    t.segment,
+                    segment_offset_m,
+                    distance_m,
+                    xy[point],
+                ),
                 error_m,
             });
             if let Some((from_point, from)) = previous {

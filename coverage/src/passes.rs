@@ -411,7 +411,10 @@ fn leg_condition(
     // Off the road by more than the fix's own error explains (a lane off the centre line
     // is not error).
     let half_width_m = network.segments()[to.segment as usize].width_m / 2.0;
-    let off_road = to.distance_m > rules.max_match_sigmas * to.error_m + half_width_m;
+    // Across the road, not along it: a fix 3.5 σ ahead of its smoothed place but on the
+    // road is an ordinary along-track error (one of 2 % at σ 20 m) and no sign of another
+    // road.
+    let off_road = to.off_road_m > rules.max_match_sigmas * to.error_m + half_width_m;
     // Longer than the vehicle can have driven, beyond what the error of the two places
     // explains.
     if b.satellites.is_some_and(|s| s < rules.min_satellites)
@@ -521,6 +524,7 @@ mod tests {
                 forward: true,
                 offset_m,
                 distance_m: 2.0,
+                off_road_m: 2.0,
                 error_m: 5.0,
             }));
             if i > 0 {
@@ -571,12 +575,36 @@ mod tests {
         assert_eq!((p.start_s, p.end_s), (0.0, 120.0));
     }
 
+    /// Regression (poor_gps at σ 20 m): a fix far along the road from its smoothed place but
+    /// on the road is not off it; one as far across the road is.
+    #[test]
+    fn a_fix_ahead_of_its_place_on_the_road_is_not_off_the_road() {
+        let net = demo();
+        let fixes: Vec<FixState> = (0..21).map(|i| fix(i as f64 * 6.0, 6.0, true)).collect();
+        let mut ahead = straight_trace(&net, 21, 10.0);
+        let point = ahead.points[15].as_mut().unwrap();
+        (point.distance_m, point.off_road_m) = (40.0, 1.0);
+        let rules = CoverageRules::default();
+        let passes = derive_passes(&net, WorkType::Sweep, &fixes, &ahead, &rules);
+        assert!(passes.len() == 1 && passes[0].is_valid(), "{passes:?}");
+        let mut across = ahead.clone();
+        across.points[15].as_mut().unwrap().off_road_m = 40.0;
+        let passes = derive_passes(&net, WorkType::Sweep, &fixes, &across, &rules);
+        assert!(
+            passes
+                .iter()
+                .any(|p| p.invalid == Some(InvalidReason::PoorGps)),
+            "{passes:?}"
+        );
+    }
+
     #[test]
     fn tool_off_overspeed_and_poor_gps_split_the_pass_with_their_reasons() {
         let net = demo();
         let mut trace = straight_trace(&net, 21, 10.0);
         // A fix 40 m off its road at an expected error of 5 m.
         trace.points[15].as_mut().unwrap().distance_m = 40.0;
+        trace.points[15].as_mut().unwrap().off_road_m = 40.0;
         let fixes: Vec<FixState> = (0..21)
             .map(|i| {
                 let mut f = fix(i as f64 * 6.0, 6.0, true);
@@ -682,6 +710,7 @@ mod tests {
                     forward: true,
                     offset_m,
                     distance_m: 2.0,
+                    off_road_m: 2.0,
                     error_m: 5.0,
                 })
             };
@@ -751,6 +780,7 @@ mod tests {
                     forward: true,
                     offset_m,
                     distance_m: 2.0,
+                    off_road_m: 2.0,
                     error_m: 5.0,
                 })
             };
