@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use cleanfleet_broker::{AuthUnavailable, Authenticator, BrokerConfig, BrokerHandle};
 use cleanfleet_identity::{verify_secret, Principal, Role, SecretFingerprint};
-use cleanfleet_store::CredentialStore;
+use cleanfleet_store::{CredentialRecord, CredentialStore};
 
 /// The ingest service running in the same process: it logs in with a secret made for this
 /// run, which is never stored.
@@ -47,6 +47,19 @@ impl<S> StoreAuthenticator<S> {
         }
     }
 
+    /// `username`'s credential unless it is revoked.
+    async fn live(&self, username: &str) -> Result<Option<CredentialRecord>, AuthUnavailable>
+    where
+        S: CredentialStore,
+    {
+        let record = self
+            .store
+            .credential(username)
+            .await
+            .map_err(|e| AuthUnavailable(e.to_string()))?;
+        Ok(record.filter(|r| r.revoked_at.is_none()))
+    }
+
     fn known(&self, username: &str, password: &str, hash: &str) -> bool {
         let verified = self.verified.lock().expect("cache lock poisoned");
         verified
@@ -70,12 +83,7 @@ impl<S: CredentialStore> Authenticator for StoreAuthenticator<S> {
                 }));
             }
         }
-        let record = self
-            .store
-            .credential(username)
-            .await
-            .map_err(|e| AuthUnavailable(e.to_string()))?;
-        let Some(record) = record.filter(|r| r.revoked_at.is_none()) else {
+        let Some(record) = self.live(username).await? else {
             return Ok(None);
         };
         let valid = self.known(username, password, &record.secret_hash) || {
@@ -99,17 +107,10 @@ impl<S: CredentialStore> Authenticator for StoreAuthenticator<S> {
     }
 
     async fn certified(&self, username: &str) -> Result<Option<Principal>, AuthUnavailable> {
-        let record = self
-            .store
-            .credential(username)
-            .await
-            .map_err(|e| AuthUnavailable(e.to_string()))?;
-        Ok(record
-            .filter(|r| r.revoked_at.is_none())
-            .map(|r| Principal {
-                username: r.username,
-                role: r.role,
-            }))
+        Ok(self.live(username).await?.map(|r| Principal {
+            username: r.username,
+            role: r.role,
+        }))
     }
 }
 

@@ -192,12 +192,7 @@ pub fn routes() -> Router<ApiState> {
             "/api/v1/mqtt/authorize",
             post(crate::credentials::broker_authorize),
         )
-        .fallback(|| async {
-            ApiError::NotFound {
-                resource: "route",
-                id: String::new(),
-            }
-        })
+        .fallback(no_such_route)
 }
 
 /// Liveness: the process answers.
@@ -226,18 +221,21 @@ impl axum::extract::FromRef<ApiState> for Probes {
     }
 }
 
+/// Any path that is not a route: 404 JSON.
+async fn no_such_route() -> ApiError {
+    ApiError::NotFound {
+        resource: "route",
+        id: String::new(),
+    }
+}
+
 /// The probes alone, for a process without the API.
 pub fn probe_routes(probes: Probes) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            ApiError::NotFound {
-                resource: "route",
-                id: String::new(),
-            }
-        })
+        .fallback(no_such_route)
         .with_state(probes)
 }
 

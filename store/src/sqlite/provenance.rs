@@ -219,8 +219,8 @@ fn runs(
     to: Timestamp,
 ) -> Result<Vec<SourceRun>, StoreError> {
     let mut out: Vec<SourceRun> = Vec::new();
+    let mut sources: HashMap<i64, Source> = HashMap::new();
     for (table, stream, time) in RECORD_TABLES {
-        let mut sources: HashMap<i64, Source> = HashMap::new();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {time}, source_key FROM {table}
              WHERE device_key = ?1 AND {time} >= ?2 AND {time} < ?3
