@@ -107,6 +107,12 @@ pub struct MatchConfig {
     /// at each fix follows its speeds to within this, corrected by the fixes' places.
     /// Default 4.
     pub speed_error_kmh: f64,
+    /// GPS errors of fixes this far apart in time are correlated by 1/e (the same
+    /// satellites, the same reflections): a run of fixes a second apart counts as evidence
+    /// of place about once per this long, not once per fix. A trace with enough fixes a
+    /// second or two apart shows its own ([`Matcher::learn_errors`]); this is for the
+    /// others. 0 treats every fix as independent. Default 10.
+    pub gps_error_correlation_s: f64,
 }
 
 /// How far off a trace's fixes are expected to be: HDOP × UERE, at least a floor. The
@@ -119,6 +125,8 @@ pub struct GpsErrors {
     /// No error is taken to be larger (the search radius: a road farther away is no
     /// candidate), so the checks that rest on the error keep a meaning even at HDOP 100.
     pub ceiling_m: f64,
+    /// Errors this far apart in time are correlated by 1/e; 0: independent.
+    pub correlation_s: f64,
 }
 
 impl GpsErrors {
@@ -139,6 +147,12 @@ const ERROR_SAMPLE_EVERY: usize = 5;
 const MIN_ERROR_SAMPLES: usize = 20;
 /// The median of a two-dimensional normal error's length, in σ.
 const RAYLEIGH_MEDIAN: f64 = 1.1774;
+/// Fixes at most this far apart show how their errors are correlated.
+const CORRELATION_PAIR_MAX_S: f64 = 2.0;
+/// A vehicle reporting less than this stands: its fixes should not move.
+const STANDING_KMH: f64 = 1.0;
+/// The median of an exponential distribution, in its mean.
+const EXPONENTIAL_MEDIAN: f64 = std::f64::consts::LN_2;
 /// Fixes this much farther from their matched places than their errors say make the trace
 /// matched again with larger errors.
 const RESCALE_ABOVE: f64 = 1.3;
@@ -170,6 +184,7 @@ impl MatchConfig {
             ("reverse_tolerance_m", self.reverse_tolerance_m),
             ("reverse_sigmas", self.reverse_sigmas),
             ("u_turn_cost", self.u_turn_cost),
+            ("gps_error_correlation_s", self.gps_error_correlation_s),
         ] {
             non_negative(name, v)?;
         }
@@ -185,6 +200,7 @@ impl MatchConfig {
             uere_m: self.uere_m,
             floor_m: self.gps_sigma_m,
             ceiling_m: self.search_radius_m.max(self.gps_sigma_m),
+            correlation_s: self.gps_error_correlation_s,
         }
     }
 }
@@ -211,6 +227,7 @@ impl Default for MatchConfig {
             outlier_sigmas: 4.0,
             outlier_cost: 6.0,
             speed_error_kmh: 4.0,
+            gps_error_correlation_s: 10.0,
         }
     }
 }
@@ -357,7 +374,7 @@ impl<'n> Matcher<'n> {
         } else {
             configured.uere_m
         };
-        GpsErrors {
+        let errors = GpsErrors {
             uere_m,
             floor_m: if hdops.is_empty() {
                 sigma_m.max(configured.floor_m)
@@ -365,6 +382,11 @@ impl<'n> Matcher<'n> {
                 configured.floor_m
             },
             ..configured
+        };
+        GpsErrors {
+            correlation_s: learn_correlation_s(observations, xy, &errors)
+                .unwrap_or(configured.correlation_s),
+            ..errors
         }
     }
 
@@ -392,10 +414,15 @@ impl<'n> Matcher<'n> {
         if scale <= RESCALE_ABOVE {
             return first;
         }
-        self.errors = GpsErrors {
+        let scaled = GpsErrors {
             uere_m: self.errors.uere_m * scale,
             floor_m: (self.errors.floor_m * scale).min(self.errors.ceiling_m),
             ..self.errors
+        };
+        self.errors = GpsErrors {
+            correlation_s: learn_correlation_s(observations, &xy, &scaled)
+                .unwrap_or(scaled.correlation_s),
+            ..scaled
         };
         self.match_with(observations, &xy)
     }
@@ -780,7 +807,12 @@ impl<'n> Matcher<'n> {
                 }
             })
             .collect();
-        let places = along_drive(&fixes, drive.length_m(), self.config.speed_error_kmh);
+        let places = along_drive(
+            &fixes,
+            drive.length_m(),
+            self.config.speed_error_kmh,
+            self.errors.correlation_s,
+        );
         let mut previous: Option<(usize, (usize, f64))> = None;
         for (&(point, _), &along_m) in drive.fixes.iter().zip(&places) {
             let (entry, offset_m) = drive.place(along_m);
@@ -993,6 +1025,59 @@ impl<'n> Matcher<'n> {
             traversals: start..out.traversals.len(),
         });
     }
+}
+
+/// How long a trace's GPS errors stay correlated, from how far its fixes move between
+/// neighbours a second or two apart against how far they err. With errors of σ per axis
+/// correlated by ρ from one fix to the next, the move beyond what the reported speed and
+/// heading explain has a squared length of mean 4σ²(1 − ρ) (exponentially distributed);
+/// white noise moves fixes by their whole error every second, errors that wander slowly
+/// barely at all. `None` with too few such pairs (no speeds, no headings, sparse fixes).
+fn learn_correlation_s(
+    observations: &[Observation],
+    xy: &[[f64; 2]],
+    errors: &GpsErrors,
+) -> Option<f64> {
+    let mut ratios = Vec::new();
+    let mut spacing_s = Vec::new();
+    for (w, p) in observations.windows(2).zip(xy.windows(2)) {
+        let dt = w[1].time_s - w[0].time_s;
+        let (Some(va), Some(vb)) = (w[0].speed_kmh, w[1].speed_kmh) else {
+            continue;
+        };
+        if !(dt > 0.0 && dt <= CORRELATION_PAIR_MAX_S) {
+            continue;
+        }
+        let speed_m_s = (va + vb) / 2.0 / 3.6;
+        let expected = if va.max(vb) < STANDING_KMH {
+            [0.0, 0.0]
+        } else if let (Some(ha), Some(hb)) = (w[0].heading_deg, w[1].heading_deg) {
+            let (sa, ca) = ha.to_radians().sin_cos();
+            let (sb, cb) = hb.to_radians().sin_cos();
+            let heading = (sa + sb).atan2(ca + cb);
+            let driven_m = speed_m_s * dt;
+            [driven_m * heading.sin(), driven_m * heading.cos()]
+        } else {
+            continue;
+        };
+        let moved = [
+            p[1][0] - p[0][0] - expected[0],
+            p[1][1] - p[0][1] - expected[1],
+        ];
+        let variance_m2 = errors.error_m(&w[0]).powi(2) + errors.error_m(&w[1]).powi(2);
+        ratios.push((moved[0] * moved[0] + moved[1] * moved[1]) / (2.0 * variance_m2));
+        spacing_s.push(dt);
+    }
+    if ratios.len() < MIN_ERROR_SAMPLES {
+        return None;
+    }
+    let one_minus_rho = median(&mut ratios) / EXPONENTIAL_MEDIAN;
+    let rho = (1.0 - one_minus_rho).clamp(0.0, 0.999);
+    Some(if rho <= 0.0 {
+        0.0
+    } else {
+        -median(&mut spacing_s) / rho.ln()
+    })
 }
 
 /// An unbroken drive of a run: its traversals end to end, and where along it each of its

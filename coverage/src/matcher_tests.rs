@@ -387,6 +387,64 @@ fn standing_jitter_back_is_no_teleport() {
     assert!(matched.points[0].is_some());
 }
 
+/// How long a trace's errors stay correlated is learned from how far its fixes move from
+/// one second to the next beyond what speed and heading explain: white noise of the
+/// model's σ shows (almost) none, an AR(1) error correlated by 0.95 per second about 20 s.
+#[test]
+fn the_error_correlation_is_learned_from_the_trace() {
+    let net = grid();
+    let route: Vec<Traversal> = [0, 1, 2, 3]
+        .windows(2)
+        .map(|w| grid_edge(&net, w[0], w[1]))
+        .collect();
+    let matcher = Matcher::new(&net, MatchConfig::default());
+    let plane = Plane::new(ORIGIN.0, ORIGIN.1);
+    let learned_s = |fixes: &[Observation]| {
+        let xy: Vec<[f64; 2]> = fixes
+            .iter()
+            .map(|o| matcher.index().plane().to_xy((o.lon, o.lat)))
+            .collect();
+        matcher.learn_errors(fixes, &xy).correlation_s
+    };
+    // σ = the configured floor, so that only the correlation differs.
+    let sigma_m = MatchConfig::default().gps_sigma_m;
+    let (white, _) = drive(&net, &route, 2.0, sigma_m, 3);
+    let white_s = learned_s(&white);
+    assert!(
+        white_s < 1.0,
+        "white noise learned as correlated over {white_s} s"
+    );
+    let (mut correlated, _) = drive(&net, &route, 2.0, 0.0, 3);
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let rho: f64 = 0.95;
+    let mut e = [0.0, 0.0];
+    for f in &mut correlated {
+        for axis in &mut e {
+            *axis = rho * *axis + sigma_m * (1.0 - rho * rho).sqrt() * gaussian(&mut rng);
+        }
+        let [x, y] = plane.to_xy((f.lon, f.lat));
+        (f.lon, f.lat) = plane.to_lon_lat([x + e[0], y + e[1]]);
+    }
+    let correlated_s = learned_s(&correlated);
+    let true_s = -1.0 / rho.ln();
+    assert!(
+        (true_s / 2.0..true_s * 2.0).contains(&correlated_s),
+        "learned {correlated_s} s for {true_s} s"
+    );
+    // Without speeds nothing is learned: the configured value stands.
+    let no_speeds: Vec<Observation> = white
+        .iter()
+        .map(|o| Observation {
+            speed_kmh: None,
+            ..*o
+        })
+        .collect();
+    assert_eq!(
+        learned_s(&no_speeds),
+        MatchConfig::default().gps_error_correlation_s
+    );
+}
+
 /// A sweeper at 2 m/s whose receiver throws six fixes 60 m ahead along its own street: the
 /// matcher used to drive out to the throw and back (around the block), adding a detour that
 /// the pass rules then rightly refused, and the work there was lost. Held where it was, the

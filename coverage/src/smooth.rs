@@ -31,8 +31,14 @@ const ROBUST_SIGMAS: f64 = 3.0;
 const ROUNDS: usize = 4;
 
 /// The places along a drive of `length_m` at each of `fixes` (in time order), with speeds
-/// reported to within `speed_error_kmh`: never decreasing, within `0..=length_m`.
-pub fn along_drive(fixes: &[AlongFix], length_m: f64, speed_error_kmh: f64) -> Vec<f64> {
+/// reported to within `speed_error_kmh` and GPS errors correlated over about
+/// `error_correlation_s`: never decreasing, within `0..=length_m`.
+pub fn along_drive(
+    fixes: &[AlongFix],
+    length_m: f64,
+    speed_error_kmh: f64,
+    error_correlation_s: f64,
+) -> Vec<f64> {
     let n = fixes.len();
     if n == 0 {
         return Vec::new();
@@ -52,17 +58,19 @@ pub fn along_drive(fixes: &[AlongFix], length_m: f64, speed_error_kmh: f64) -> V
             Some((driven_m, 1.0 / (error_m * error_m)))
         })
         .collect();
+    let shares = independent_shares(fixes, error_correlation_s);
     let mut weights: Vec<f64> = fixes
         .iter()
-        .map(|f| 1.0 / (f.error_m * f.error_m).max(1e-6))
+        .zip(&shares)
+        .map(|(f, share)| share / (f.error_m * f.error_m).max(1e-6))
         .collect();
     let mut x = fixes.iter().map(|f| f.along_m).collect::<Vec<_>>();
     for round in 0..ROUNDS {
         x = solve(fixes, &weights, &links);
         if round + 1 < ROUNDS {
-            for ((w, f), &xi) in weights.iter_mut().zip(fixes).zip(&x) {
+            for (((w, f), &xi), share) in weights.iter_mut().zip(fixes).zip(&x).zip(&shares) {
                 let z = (xi - f.along_m) / f.error_m / ROBUST_SIGMAS;
-                *w = 1.0 / (f.error_m * f.error_m).max(1e-6) / (1.0 + z * z);
+                *w = share / (f.error_m * f.error_m).max(1e-6) / (1.0 + z * z);
             }
         }
     }
@@ -72,6 +80,33 @@ pub fn along_drive(fixes: &[AlongFix], length_m: f64, speed_error_kmh: f64) -> V
         *xi = at_m;
     }
     x
+}
+
+/// How much independent evidence of place each fix adds. GPS errors are correlated over
+/// tens of seconds (the same satellites, the same reflections), so forty fixes of a truck
+/// standing at a corner are not forty looks at where it stands but about as many as there
+/// are correlation times in those forty seconds; counted as independent they outweighed the
+/// speeds of the drive that followed and put the corner metres into the street. For an AR(1)
+/// error with correlation ρ = e^(−Δt/τ) between fixes Δt apart, n fixes are worth about
+/// n (1 − ρ)/(1 + ρ) independent ones; a fix alone (or τ = 0) is worth one.
+fn independent_shares(fixes: &[AlongFix], error_correlation_s: f64) -> Vec<f64> {
+    let n = fixes.len();
+    (0..n)
+        .map(|i| {
+            let before_s = (i > 0).then(|| fixes[i].time_s - fixes[i - 1].time_s);
+            let after_s = (i + 1 < n).then(|| fixes[i + 1].time_s - fixes[i].time_s);
+            let spacing_s = match (before_s, after_s) {
+                (Some(b), Some(a)) => (b + a) / 2.0,
+                (Some(d), None) | (None, Some(d)) => d,
+                (None, None) => return 1.0,
+            };
+            if error_correlation_s <= 0.0 {
+                return 1.0;
+            }
+            let rho = (-spacing_s.max(0.0) / error_correlation_s).exp();
+            (1.0 - rho) / (1.0 + rho)
+        })
+        .collect()
 }
 
 /// Minimises Σ wᵢ (xᵢ − placeᵢ)² + Σ uᵢ (xᵢ₊₁ − xᵢ − dᵢ)² (Thomas algorithm).
@@ -175,7 +210,7 @@ mod tests {
                 fix(i as f64, 50.0 + wander_m, Some(0.0))
             })
             .collect();
-        let x = along_drive(&fixes, 500.0, 0.5);
+        let x = along_drive(&fixes, 500.0, 0.5, 0.0);
         let spread = x[x.len() - 1] - x[0];
         assert!(spread < 6.0, "{x:?}");
     }
@@ -189,7 +224,7 @@ mod tests {
                 fix(i as f64, 2.0 * i as f64 + noise, Some(7.2))
             })
             .collect();
-        let x = along_drive(&fixes, 1000.0, 0.5);
+        let x = along_drive(&fixes, 1000.0, 0.5, 0.0);
         for (i, xi) in x.iter().enumerate().skip(5).take(90) {
             assert!((xi - 2.0 * i as f64).abs() < 1.0, "{i}: {xi}");
         }
@@ -206,7 +241,7 @@ mod tests {
         for f in &mut fixes[30..36] {
             f.along_m += 60.0;
         }
-        let x = along_drive(&fixes, 1000.0, 0.5);
+        let x = along_drive(&fixes, 1000.0, 0.5, 0.0);
         for (i, xi) in x.iter().enumerate() {
             assert!((xi - 2.0 * i as f64).abs() < 3.0, "{i}: {xi}");
         }
@@ -220,10 +255,37 @@ mod tests {
             fix(2.0, 12.0, None),
             fix(3.0, 20.0, None),
         ];
-        let x = along_drive(&fixes, 15.0, 0.5);
+        let x = along_drive(&fixes, 15.0, 0.5, 0.0);
         for (xi, expected) in x.iter().zip([10.0, 14.0, 14.0, 15.0]) {
             assert!((xi - expected).abs() < 1e-9, "{x:?}");
         }
+    }
+
+    /// A truck stands 40 s at a corner, its GPS off by +6 m all that while (one reflection),
+    /// then drives on at 2 m/s with ordinary noise. Forty fixes counted as forty looks put
+    /// the corner 5 m into the street; counted once per correlation time, the drive's
+    /// speeds and places pull it back towards where the drive says it started (1 m).
+    #[test]
+    fn a_corner_off_by_one_correlated_error_counts_once_per_correlation_time() {
+        let fixes: Vec<AlongFix> = (0..100)
+            .map(|i| {
+                let t = i as f64;
+                if i < 40 {
+                    fix(t, 6.0 + 0.3 * (t * 1.7).sin(), Some(0.0))
+                } else {
+                    let noise = 4.0 * (t * 2.3).sin();
+                    fix(t, 2.0 * (t - 39.0) + noise, Some(7.2))
+                }
+            })
+            .collect();
+        let corner_m = |correlation_s| along_drive(&fixes, 500.0, 0.5, correlation_s)[20];
+        let independent = corner_m(0.0);
+        let correlated = corner_m(10.0);
+        assert!(independent > 4.5, "{independent}");
+        assert!(
+            correlated < independent - 1.0,
+            "{correlated} against {independent}"
+        );
     }
 
     proptest! {
@@ -231,13 +293,14 @@ mod tests {
         fn places_never_go_back_and_stay_on_the_drive(
             places in prop::collection::vec((0.0..500.0f64, 0.5..40.0f64, prop::option::of(0.0..40.0f64)), 1..60),
             length_m in 1.0..600.0f64,
+            correlation_s in 0.0..60.0f64,
         ) {
             let fixes: Vec<AlongFix> = places
                 .iter()
                 .enumerate()
                 .map(|(i, &(along_m, error_m, speed_kmh))| AlongFix { time_s: i as f64, along_m, error_m, speed_kmh })
                 .collect();
-            let x = along_drive(&fixes, length_m, 0.5);
+            let x = along_drive(&fixes, length_m, 0.5, correlation_s);
             prop_assert_eq!(x.len(), fixes.len());
             prop_assert!(x.iter().all(|&xi| (0.0..=length_m).contains(&xi)));
             prop_assert!(x.windows(2).all(|w| w[1] >= w[0]));
