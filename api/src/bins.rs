@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Principal;
-use crate::coverage::{answers_known_until, context, day, CoverageContext};
+use cleanfleet_reports::CoverageContext;
+
+use crate::coverage::{answers_known_until, context, day};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Query;
 use crate::ApiState;

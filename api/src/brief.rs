@@ -6,7 +6,9 @@ use std::fmt;
 use cleanfleet_coverage::CoverageSummary;
 
 use crate::bins::alerts_between;
-use crate::coverage::{context, day, day_status, DayParams, Scope};
+use cleanfleet_reports::{Scope, ScopeSpec};
+
+use crate::coverage::{context, day, day_status};
 use crate::error::ApiError;
 use crate::inspection::{assess_contractor, inspections_of_day};
 use crate::ApiState;
@@ -68,14 +70,13 @@ pub async fn contractor_brief(
     contractor: &str,
 ) -> Result<ContractorBrief, ApiError> {
     let ctx = context(state)?;
-    let params = DayParams::contractor_today(contractor);
-    let scope = Scope::new(ctx, &params)?;
-    let (date, _, statuses) = day_status(state, &params).await?;
+    let scope = Scope::new(ctx, &ScopeSpec::contractor(contractor))?;
+    let (date, _, statuses) = day_status(state, None).await?;
     let (_, from, to) = day(state, ctx, Some(date))?;
     let overflows = alerts_between(state, ctx, from, to, Some(contractor)).await?;
     let summary = CoverageSummary::of(&ctx.network, &statuses, |s| scope.contains(s));
     let (_, inspections, _) =
-        inspections_of_day(state, ctx, &params, &scope, Some(contractor)).await?;
+        inspections_of_day(state, ctx, Some(date), &scope, Some(contractor)).await?;
     let litter = inspections.iter().flat_map(|i| &i.litter_clearance);
     let month_start = date.first_of_month();
     let month_end = month_start

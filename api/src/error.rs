@@ -31,6 +31,19 @@ pub enum ApiError {
     Store(#[from] cleanfleet_store::StoreError),
 }
 
+impl From<cleanfleet_reports::ReportError> for ApiError {
+    fn from(e: cleanfleet_reports::ReportError) -> Self {
+        match e {
+            cleanfleet_reports::ReportError::NotFound { resource, id } => {
+                ApiError::NotFound { resource, id }
+            }
+            cleanfleet_reports::ReportError::Invalid { field, message } => {
+                ApiError::invalid(field, message)
+            }
+        }
+    }
+}
+
 impl ApiError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::InvalidParameter {

@@ -19,10 +19,11 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::coverage::{
-    answers_known_until, context, day, engine_passes, may_see_work, status_between,
-    CoverageContext, DayParams, OneDay, Scope,
+use cleanfleet_reports::{
+    engine_passes, may_see_work, overspeed_runs, status_between, CoverageContext, Scope,
 };
+
+use crate::coverage::{answers_known_until, context, day, DayParams, OneDay};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::ApiState;
@@ -225,9 +226,9 @@ pub(crate) struct SampleList {
 async fn day_samples(
     state: &ApiState,
     ctx: &CoverageContext,
-    params: &DayParams,
+    date: Option<jiff::civil::Date>,
 ) -> Result<(String, Vec<(Sample, Option<Placement>, Source)>), ApiError> {
-    let (date, from, to) = day(state, ctx, params.date)?;
+    let (date, from, to) = day(state, ctx, date)?;
     let samples = state
         .store
         .samples(from, to)
@@ -253,7 +254,7 @@ pub(crate) async fn list_samples(
     }: OneDay,
 ) -> Result<Json<SampleList>, ApiError> {
     let ctx = ctx.as_ref();
-    let (date, samples) = day_samples(&state, ctx, &params).await?;
+    let (date, samples) = day_samples(&state, ctx, params.date).await?;
     let samples = samples
         .iter()
         .filter(|(_, p, _)| match p {
@@ -333,7 +334,7 @@ pub(crate) struct InspectionList {
 pub(crate) async fn inspections_of_day(
     state: &ApiState,
     ctx: &CoverageContext,
-    params: &DayParams,
+    date: Option<jiff::civil::Date>,
     scope: &Scope,
     viewer: Option<&str>,
 ) -> Result<
@@ -344,7 +345,7 @@ pub(crate) async fn inspections_of_day(
     ),
     ApiError,
 > {
-    let (date, samples) = day_samples(state, ctx, params).await?;
+    let (day_name, samples) = day_samples(state, ctx, date).await?;
     // Every road is judged once on all its points, whichever sections they lie in; a
     // viewer sees the roads with a point in its scope (docs/inspection.md).
     let placed: Vec<(Sample, Placement)> = samples
@@ -352,7 +353,7 @@ pub(crate) async fn inspections_of_day(
         .filter_map(|(s, p, _)| Some((s.clone(), (*p)?)))
         .collect();
     let in_scope = |segment: u32| scope.contains(&ctx.network.segments()[segment as usize]);
-    let (_, from, to) = day(state, ctx, params.date)?;
+    let (_, from, to) = day(state, ctx, date)?;
     // Litter seen late in the day is cleared the next: look that far ahead.
     let known_until = answers_known_until(state, to, ctx.inspection.max_litter_dwell_s);
     let records = state
@@ -375,7 +376,7 @@ pub(crate) async fn inspections_of_day(
         .filter(|result| result.points_on(in_scope) > 0)
         .map(|result| {
             let redact = |c: &mut Cleaning| {
-                if !may_see_work(ctx, viewer, &c.device_id, c.segment) {
+                if !may_see_work(&ctx.zones, viewer, &c.device_id, c.segment) {
                     c.device_id = ANOTHER_CONTRACTORS.to_owned();
                 }
             };
@@ -426,7 +427,7 @@ pub(crate) async fn inspections_of_day(
             }
         })
         .collect();
-    Ok((date, views, samples))
+    Ok((day_name, views, samples))
 }
 
 /// The day's road inspections: the result of each road's points (mean or median, g/m²)
@@ -447,7 +448,7 @@ pub(crate) async fn list_inspections(
     let ctx = ctx.as_ref();
     let city = scope.is_city();
     let (date, inspections, samples) =
-        inspections_of_day(&state, ctx, &params, &scope, viewer.as_deref()).await?;
+        inspections_of_day(&state, ctx, params.date, &scope, viewer.as_deref()).await?;
     Ok(Json(InspectionList {
         date,
         aggregate: serde_json::to_value(ctx.inspection.aggregate)
@@ -478,7 +479,7 @@ pub(crate) async fn failed_samples(
 ) -> Result<Response, ApiError> {
     let ctx = ctx.as_ref();
     let (date, inspections, samples) =
-        inspections_of_day(&state, ctx, &params, &scope, viewer.as_deref()).await?;
+        inspections_of_day(&state, ctx, params.date, &scope, viewer.as_deref()).await?;
     let mut features: Vec<Value> = Vec::new();
     for inspection in inspections.iter().filter(|i| !i.result.passed) {
         for (s, p, source) in &samples {
@@ -768,23 +769,13 @@ pub(crate) async fn assess_contractor(
         let mut overspeed: Vec<&cleanfleet_store::PassRecord> = records
             .iter()
             .filter(|r| start <= r.start && r.start < stop)
-            .filter(|r| may_see_work(ctx, Some(contractor), &r.device_id, r.segment))
-            .filter(|r| r.invalid.as_deref() == Some("overspeed"))
+            .filter(|r| may_see_work(&ctx.zones, Some(contractor), &r.device_id, r.segment))
             .collect();
         overspeed.sort_by(|a, b| (&a.device_id, a.start).cmp(&(&b.device_id, b.start)));
-        let mut events = Vec::new();
-        let mut last: Option<(&str, Timestamp)> = None;
-        for r in overspeed {
-            let continues = last.is_some_and(|(d, end)| {
-                d == r.device_id
-                    && r.start.duration_since(end).as_secs_f64()
-                        <= crate::coverage::OVERSPEED_EVENT_GAP_S
-            });
-            if !continues {
-                events.push((r.device_id.clone(), r.start.to_string()));
-            }
-            last = Some((&r.device_id, r.end));
-        }
+        let events = overspeed_runs(overspeed)
+            .into_iter()
+            .map(|r| (r.device_id.clone(), r.start.to_string()))
+            .collect();
         days.push(DayRecord {
             date: date.to_string(),
             coverage,
@@ -815,7 +806,7 @@ pub(crate) async fn assess_contractor(
     for r in &records {
         let counted = members.contains(&r.segment)
             || (r.invalid.as_deref() == Some("overspeed")
-                && may_see_work(ctx, Some(contractor), &r.device_id, r.segment));
+                && may_see_work(&ctx.zones, Some(contractor), &r.device_id, r.segment));
         if counted {
             uses.entry(&r.device_id).or_default().insert("passes");
         }

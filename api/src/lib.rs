@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 pub use auth::{token_sha256, AuthConfig, Principal, Role, TokenConfig};
 pub use brief::{contractor_brief, ContractorBrief};
-pub use coverage::CoverageContext;
+pub use cleanfleet_reports::CoverageContext;
 pub use error::{ApiError, ErrorBody};
 pub use metrics::ApiMetrics;
 pub use routes::{probe_routes, ApiDoc, Probes};

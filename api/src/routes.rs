@@ -69,6 +69,7 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
     components(schemas(
         ErrorBody,
         DevicePage,
+        TrackGeometry,
         DeviceSummary,
         DeadLetterPage,
         DeadLetterView,
@@ -77,14 +78,16 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         ProcessCounters,
         crate::bins::AlertList,
         crate::coverage::CoverageReport,
-        crate::coverage::Share,
-        crate::coverage::Missed,
+        cleanfleet_reports::DayCoverage,
+        cleanfleet_reports::Share,
+        cleanfleet_reports::Missed,
         crate::coverage::PassPage,
-        crate::coverage::ZoneList,
-        crate::coverage::VehicleDay,
-        crate::coverage::DayShares,
+        cleanfleet_reports::ZoneList,
+        cleanfleet_reports::VehicleDay,
+        cleanfleet_reports::DayShares,
         crate::coverage::DailyReport,
-        crate::coverage::SectionDay,
+        cleanfleet_reports::DailyCoverage,
+        cleanfleet_reports::SectionDay,
         crate::inspection::SampleView,
         crate::inspection::SampleList,
         crate::inspection::InspectionView,
@@ -92,7 +95,7 @@ const MAX_TRACK_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 31);
         cleanfleet_model::InspectionSample,
         crate::coverage::SectionDayList,
         crate::coverage::VehicleDayList,
-        crate::coverage::ZoneView,
+        cleanfleet_reports::ZoneView,
         cleanfleet_store::PassRecord,
         cleanfleet_store::CoverageBacklog,
         cleanfleet_store::Source,
@@ -758,4 +761,41 @@ async fn ingest_stats(State(state): State<ApiState>) -> Result<Json<IngestStats>
         }
     });
     Ok(Json(IngestStats { store, process }))
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    use super::ApiDoc;
+
+    /// A response that flattens a report (`#[serde(flatten)]`) documents the report's fields:
+    /// every `$ref` in the document resolves, and `/api/v1/coverage`'s body has `covered`.
+    #[test]
+    fn flattened_reports_are_documented_and_every_reference_resolves() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        fn refs(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(serde_json::Value::String(r)) = m.get("$ref") {
+                        out.push(r.clone());
+                    }
+                    m.values().for_each(|v| refs(v, out));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        for r in &all {
+            let name = r.trim_start_matches("#/components/schemas/");
+            assert!(schemas[name].is_object(), "unresolved {r}");
+        }
+        let report = schemas["CoverageReport"].to_string();
+        assert!(report.contains("DayCoverage"), "{report}");
+        assert!(schemas["DayCoverage"]["properties"]["covered"].is_object());
+        assert!(schemas["DailyReport"].to_string().contains("DailyCoverage"));
+    }
 }

@@ -1,0 +1,654 @@
+//! Coverage reports: a day's shares of a scope, the segments' map, per vehicle, per section,
+//! day by day over a range, and the city's zones.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use cleanfleet_coverage::{
+    segment_status, CoverageSummary, InvalidReason, MissReason, Pass, SegmentStatus, WorkType,
+};
+use cleanfleet_roads::{RoadNetwork, Segment, Zone};
+use cleanfleet_store::PassRecord;
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::{CoverageContext, Scope};
+
+/// Passes further apart than this start a new overspeed event.
+pub const OVERSPEED_EVENT_GAP_S: f64 = 60.0;
+/// A day-by-day report spans at most this many days.
+pub const MAX_RANGE_DAYS: i32 = 92;
+
+/// The start of `date` and of the day after in `time_zone`.
+pub fn day_bounds(time_zone: &TimeZone, date: Date) -> Result<(Timestamp, Timestamp), jiff::Error> {
+    let start = date.to_zoned(time_zone.clone())?.timestamp();
+    let end = date.tomorrow()?.to_zoned(time_zone.clone())?.timestamp();
+    Ok((start, end))
+}
+
+/// Stored passes as the engine's, dropping any that do not fit this network (computed on
+/// another one before the store was told).
+pub fn engine_passes(network: &RoadNetwork, records: &[PassRecord]) -> Vec<Pass> {
+    let seconds = |t: Timestamp| t.as_millisecond() as f64 / 1000.0;
+    records
+        .iter()
+        .filter(|r| (r.segment as usize) < network.segments().len())
+        .filter_map(|r| {
+            Some(Pass {
+                segment: r.segment,
+                forward: r.forward,
+                from_m: r.from_m,
+                to_m: r.to_m,
+                start_s: seconds(r.start),
+                end_s: seconds(r.end),
+                work: WorkType::parse(&r.work)?,
+                invalid: match &r.invalid {
+                    Some(reason) => Some(InvalidReason::parse(reason)?),
+                    None => None,
+                },
+                max_speed_kmh: r.max_speed_kmh,
+            })
+        })
+        .collect()
+}
+
+/// Segment status from those of `records` that start in `from..to`.
+pub fn status_between(
+    ctx: &CoverageContext,
+    records: &[PassRecord],
+    from: Timestamp,
+    to: Timestamp,
+) -> Vec<SegmentStatus> {
+    let within: Vec<PassRecord> = records
+        .iter()
+        .filter(|r| from <= r.start && r.start < to)
+        .cloned()
+        .collect();
+    segment_status(
+        &ctx.network,
+        &engine_passes(&ctx.network, &within),
+        &ctx.rules,
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Share {
+    pub length_m: f64,
+    pub area_m2: f64,
+    pub share_by_length: f64,
+    pub share_by_area: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Missed {
+    pub reason: String,
+    pub segments: usize,
+    pub length_m: f64,
+}
+
+/// A day's coverage of a scope.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct DayCoverage {
+    /// `city`, or `class:I` etc.
+    pub scope: String,
+    pub segments: usize,
+    pub total_length_m: f64,
+    pub total_area_m2: f64,
+    pub covered: Share,
+    pub mechanised: Share,
+    pub deep_cleaned: Share,
+    /// Segments not covered, by reason.
+    pub missed: Vec<Missed>,
+    /// Traversals with the tools on.
+    pub passes: usize,
+    pub valid_passes: usize,
+}
+
+/// The day's covered, mechanised and deep-cleaned shares of `scope`, by length and by area,
+/// with the segments missed and why; `statuses` are the day's, from `records`.
+pub fn day_coverage(
+    ctx: &CoverageContext,
+    records: &[PassRecord],
+    statuses: &[SegmentStatus],
+    scope: &Scope,
+) -> DayCoverage {
+    let in_scope = |s: &Segment| scope.contains(s);
+    let s = CoverageSummary::of(&ctx.network, statuses, in_scope);
+    let share = |length_m: f64, area_m2: f64| Share {
+        length_m,
+        area_m2,
+        share_by_length: ratio(length_m, s.total_length_m),
+        share_by_area: ratio(area_m2, s.total_area_m2),
+    };
+    let mut missed: Vec<Missed> = Vec::new();
+    for status in statuses {
+        let segment = &ctx.network.segments()[status.segment as usize];
+        let Some(reason) = status.missed.filter(|_| scope.contains(segment)) else {
+            continue;
+        };
+        let reason = miss_name(reason);
+        match missed.iter_mut().find(|m| m.reason == reason) {
+            Some(m) => {
+                m.segments += 1;
+                m.length_m += segment.length_m;
+            }
+            None => missed.push(Missed {
+                reason,
+                segments: 1,
+                length_m: segment.length_m,
+            }),
+        }
+    }
+    missed.sort_by(|a, b| a.reason.cmp(&b.reason));
+    let working: Vec<&PassRecord> = records
+        .iter()
+        .filter(|r| is_working(r) && segment_in(ctx, scope, r.segment))
+        .collect();
+    DayCoverage {
+        scope: scope.name().to_owned(),
+        segments: s.segments,
+        total_length_m: s.total_length_m,
+        total_area_m2: s.total_area_m2,
+        covered: share(s.covered_length_m, s.covered_area_m2),
+        mechanised: share(s.mechanised_length_m, s.mechanised_area_m2),
+        deep_cleaned: share(s.deep_cleaned_length_m, s.deep_cleaned_area_m2),
+        missed,
+        passes: working.len(),
+        valid_passes: working.iter().filter(|r| r.invalid.is_none()).count(),
+    }
+}
+
+/// Every segment in `scope` with its status, as GeoJSON Features of LineStrings.
+pub fn status_features(
+    ctx: &CoverageContext,
+    statuses: &[SegmentStatus],
+    scope: &Scope,
+) -> Vec<Value> {
+    statuses
+        .iter()
+        .filter_map(|status| {
+            let s = &ctx.network.segments()[status.segment as usize];
+            scope.contains(s).then(|| {
+                let mut feature = segment_feature(ctx, s);
+                let properties = &mut feature["properties"];
+                properties["covered"] = json!(status.covered);
+                properties["covered_ratio"] = json!(status.covered_ratio);
+                properties["mechanised"] = json!(status.mechanised);
+                properties["deep_cleaned"] = json!(status.deep_cleaned);
+                properties["missed"] = json!(status.missed.map(miss_name));
+                feature
+            })
+        })
+        .collect()
+}
+
+/// A segment as a GeoJSON Feature: its line, attributes, section, contractor and grid cell.
+pub fn segment_feature(ctx: &CoverageContext, s: &Segment) -> Value {
+    let section = ctx.zones.section_of(s.id);
+    json!({
+        "type": "Feature",
+        "geometry": {
+            "type": "LineString",
+            "coordinates": s.points.iter().map(|&(lon, lat)| json!([lon, lat])).collect::<Vec<_>>(),
+        },
+        "properties": {
+            "segment": s.id,
+            "osm_way_id": s.osm_way_id,
+            "name": s.name,
+            "class": s.class.to_string(),
+            "oneway": s.oneway,
+            "length_m": s.length_m,
+            "width_m": s.width_m,
+            "section": section.map(|z| z.id.clone()),
+            "contractor": section.and_then(|z| z.contractor.clone()),
+            "grid": ctx.zones.grid_of(s.id).map(|z| z.id.clone()),
+        },
+    })
+}
+
+/// One vehicle's (or crew member's) work on a day.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct VehicleDay {
+    pub device_id: String,
+    /// Every traversal matched to the road, tools on or off.
+    pub passes: usize,
+    /// Traversals with the tools on.
+    pub working_passes: usize,
+    pub valid_passes: usize,
+    /// Driven on the road network, as matched.
+    pub mileage_m: f64,
+    pub working_mileage_m: f64,
+    pub valid_mileage_m: f64,
+    /// Working distance over working time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_working_speed_kmh: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_working_speed_kmh: Option<f64>,
+    /// Runs of overspeed work (超速作业), however many passes each spans.
+    pub overspeed_events: usize,
+    /// Sections it worked in.
+    pub sections: Vec<String>,
+}
+
+/// Per device, its passes on segments in `scope`: passes, valid passes, actual and valid
+/// mileage, mean and max working speed, overspeed-work events; by device id.
+pub fn vehicle_days(
+    ctx: &CoverageContext,
+    records: &[PassRecord],
+    scope: &Scope,
+) -> Vec<VehicleDay> {
+    let mut by_device: BTreeMap<&str, Vec<&PassRecord>> = BTreeMap::new();
+    for r in records.iter().filter(|r| segment_in(ctx, scope, r.segment)) {
+        by_device.entry(r.device_id.as_str()).or_default().push(r);
+    }
+    by_device
+        .into_iter()
+        .map(|(device_id, mut passes)| {
+            passes.sort_by_key(|p| p.start);
+            let mut day = VehicleDay {
+                device_id: device_id.to_owned(),
+                ..VehicleDay::default()
+            };
+            let mut working_s = 0.0;
+            let mut sections = BTreeSet::new();
+            for p in &passes {
+                let length_m = p.to_m - p.from_m;
+                day.passes += 1;
+                day.mileage_m += length_m;
+                if !is_working(p) {
+                    continue;
+                }
+                day.working_passes += 1;
+                day.working_mileage_m += length_m;
+                working_s += p.end.duration_since(p.start).as_secs_f64();
+                day.max_working_speed_kmh = Some(
+                    day.max_working_speed_kmh
+                        .unwrap_or(0.0)
+                        .max(p.max_speed_kmh),
+                );
+                if p.invalid.is_none() {
+                    day.valid_passes += 1;
+                    day.valid_mileage_m += length_m;
+                }
+                if let Some(section) = ctx.zones.section_of(p.segment) {
+                    sections.insert(section.id.clone());
+                }
+            }
+            day.overspeed_events = overspeed_runs(passes.iter().copied()).len();
+            day.mean_working_speed_kmh =
+                (working_s > 0.0).then(|| day.working_mileage_m / working_s * 3.6);
+            day.sections = sections.into_iter().collect();
+            day
+        })
+        .collect()
+}
+
+/// Runs of overspeed work (超速作业) among passes in (device, start) order: one device's
+/// passes of overspeed work at most [`OVERSPEED_EVENT_GAP_S`] apart are one run, however many
+/// they are. The first pass of each run.
+pub fn overspeed_runs<'a>(passes: impl IntoIterator<Item = &'a PassRecord>) -> Vec<&'a PassRecord> {
+    let mut runs = Vec::new();
+    let mut last: Option<&PassRecord> = None;
+    for p in passes {
+        if p.invalid.as_deref() != Some(InvalidReason::Overspeed.as_str()) {
+            continue;
+        }
+        let continues = last.is_some_and(|l| {
+            l.device_id == p.device_id
+                && p.start.duration_since(l.end).as_secs_f64() <= OVERSPEED_EVENT_GAP_S
+        });
+        if !continues {
+            runs.push(p);
+        }
+        last = Some(p);
+    }
+    runs
+}
+
+/// One day's shares (of length and of area) in a range.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct DayShares {
+    pub date: String,
+    pub covered_share_by_length: f64,
+    pub covered_share_by_area: f64,
+    pub mechanised_rate_by_length: f64,
+    pub mechanised_rate_by_area: f64,
+    pub deep_cleaned_share_by_length: f64,
+    pub deep_cleaned_share_by_area: f64,
+    pub valid_passes: usize,
+}
+
+/// Day by day over a range, and the means of the days.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct DailyCoverage {
+    pub scope: String,
+    pub segments: usize,
+    pub total_length_m: f64,
+    pub total_area_m2: f64,
+    pub days: Vec<DayShares>,
+    /// Means of the days' shares.
+    pub mean: DayShares,
+}
+
+/// Each of `days` (a date and its bounds, in order, at least one) from `records`: its
+/// covered, mechanised and deep-cleaned shares of `scope` and valid passes, and their means.
+pub fn daily_coverage(
+    ctx: &CoverageContext,
+    records: &[PassRecord],
+    scope: &Scope,
+    days: &[(Date, Timestamp, Timestamp)],
+) -> DailyCoverage {
+    let in_scope = |s: &Segment| scope.contains(s);
+    let mut totals = CoverageSummary::of(&ctx.network, &[], in_scope);
+    let mut rows = Vec::with_capacity(days.len());
+    for &(date, start, end) in days {
+        let statuses = status_between(ctx, records, start, end);
+        let s = CoverageSummary::of(&ctx.network, &statuses, in_scope);
+        let valid_passes = records
+            .iter()
+            .filter(|r| start <= r.start && r.start < end && r.invalid.is_none())
+            .filter(|r| segment_in(ctx, scope, r.segment))
+            .count();
+        rows.push(shares(date.to_string(), &s, valid_passes));
+        totals = s;
+    }
+    let n = rows.len().max(1) as f64;
+    let mean = |f: fn(&DayShares) -> f64| rows.iter().map(f).sum::<f64>() / n;
+    let mean_row = DayShares {
+        date: match (days.first(), days.last()) {
+            (Some(first), Some(last)) => format!("{}/{}", first.0, last.0),
+            _ => String::new(),
+        },
+        covered_share_by_length: mean(|r| r.covered_share_by_length),
+        covered_share_by_area: mean(|r| r.covered_share_by_area),
+        mechanised_rate_by_length: mean(|r| r.mechanised_rate_by_length),
+        mechanised_rate_by_area: mean(|r| r.mechanised_rate_by_area),
+        deep_cleaned_share_by_length: mean(|r| r.deep_cleaned_share_by_length),
+        deep_cleaned_share_by_area: mean(|r| r.deep_cleaned_share_by_area),
+        valid_passes: rows.iter().map(|r| r.valid_passes).sum::<usize>() / rows.len().max(1),
+    };
+    DailyCoverage {
+        scope: scope.name().to_owned(),
+        segments: totals.segments,
+        total_length_m: totals.total_length_m,
+        total_area_m2: totals.total_area_m2,
+        days: rows,
+        mean: mean_row,
+    }
+}
+
+fn shares(date: String, s: &CoverageSummary, valid_passes: usize) -> DayShares {
+    DayShares {
+        date,
+        covered_share_by_length: ratio(s.covered_length_m, s.total_length_m),
+        covered_share_by_area: ratio(s.covered_area_m2, s.total_area_m2),
+        mechanised_rate_by_length: ratio(s.mechanised_length_m, s.total_length_m),
+        mechanised_rate_by_area: ratio(s.mechanised_area_m2, s.total_area_m2),
+        deep_cleaned_share_by_length: ratio(s.deep_cleaned_length_m, s.total_length_m),
+        deep_cleaned_share_by_area: ratio(s.deep_cleaned_area_m2, s.total_area_m2),
+        valid_passes,
+    }
+}
+
+/// A section's day: its coverage against its plan.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct SectionDay {
+    pub section: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contractor: Option<String>,
+    pub segments: usize,
+    pub length_m: f64,
+    pub covered_share_by_length: f64,
+    pub covered_share_by_area: f64,
+    pub mechanised_rate_by_length: f64,
+    pub deep_cleaned_share_by_length: f64,
+    /// Segments not covered (漏扫).
+    pub missed_segments: usize,
+    /// Traversals with the tools on.
+    pub passes: usize,
+    pub valid_passes: usize,
+    pub valid_mileage_m: f64,
+    /// From `[[coverage.plans]]`; absent without a plan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planned_passes: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planned_mileage_m: Option<f64>,
+}
+
+/// Per section with segments in `scope` (only those count): coverage shares, missed
+/// segments, passes and valid passes and mileage against the plan.
+pub fn section_days(
+    ctx: &CoverageContext,
+    records: &[PassRecord],
+    statuses: &[SegmentStatus],
+    scope: &Scope,
+) -> Vec<SectionDay> {
+    let mut sections = Vec::new();
+    for zone in ctx.zones.sections() {
+        let members: HashSet<u32> = zone
+            .segments
+            .iter()
+            .copied()
+            .filter(|&s| scope.contains(&ctx.network.segments()[s as usize]))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let s = CoverageSummary::of(&ctx.network, statuses, |seg| members.contains(&seg.id));
+        let working = || {
+            records
+                .iter()
+                .filter(|r| members.contains(&r.segment) && is_working(r))
+        };
+        let valid = || working().filter(|r| r.invalid.is_none());
+        let plan = ctx.plans.iter().find(|p| p.section == zone.id);
+        let sides = |id: &u32| ctx.rules.sides(&ctx.network.segments()[*id as usize]);
+        let sides_m: f64 = members
+            .iter()
+            .map(|id| f64::from(sides(id)) * ctx.network.segments()[*id as usize].length_m)
+            .sum();
+        let sides: u32 = members.iter().map(sides).sum();
+        sections.push(SectionDay {
+            section: zone.id.clone(),
+            name: zone.name.clone(),
+            contractor: zone.contractor.clone(),
+            segments: s.segments,
+            length_m: s.total_length_m,
+            covered_share_by_length: s.covered_share_by_length(),
+            covered_share_by_area: s.covered_share_by_area(),
+            mechanised_rate_by_length: s.mechanised_rate_by_length(),
+            deep_cleaned_share_by_length: s.deep_cleaned_share_by_length(),
+            missed_segments: statuses
+                .iter()
+                .filter(|st| members.contains(&st.segment) && !st.covered)
+                .count(),
+            passes: working().count(),
+            valid_passes: valid().count(),
+            valid_mileage_m: valid().map(|r| r.to_m - r.from_m).sum(),
+            planned_passes: plan.map(|p| p.passes_per_side * f64::from(sides)),
+            planned_mileage_m: plan.map(|p| p.passes_per_side * sides_m),
+        });
+    }
+    sections
+}
+
+/// A section or grid cell with the extent of its streets.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ZoneView {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contractor: Option<String>,
+    pub segments: usize,
+    pub length_m: f64,
+    pub area_m2: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ZoneList {
+    pub sections: Vec<ZoneView>,
+    pub grids: Vec<ZoneView>,
+}
+
+/// The city's sections (with their contractors) and grid cells as `viewer` may see them: a
+/// contractor its own sections and no grid cells (they are the city's).
+pub fn zone_list(ctx: &CoverageContext, viewer: Option<&str>) -> ZoneList {
+    let view = |zone: &Zone| {
+        let segments = || {
+            zone.segments
+                .iter()
+                .map(|&s| &ctx.network.segments()[s as usize])
+        };
+        ZoneView {
+            id: zone.id.clone(),
+            name: zone.name.clone(),
+            contractor: zone.contractor.clone(),
+            segments: zone.segments.len(),
+            length_m: segments().map(|s| s.length_m).sum(),
+            area_m2: segments().map(|s| s.length_m * s.width_m).sum(),
+        }
+    };
+    let visible = |z: &&Zone| viewer.is_none() || z.contractor.as_deref() == viewer;
+    ZoneList {
+        sections: ctx
+            .zones
+            .sections()
+            .iter()
+            .filter(visible)
+            .map(view)
+            .collect(),
+        grids: match viewer {
+            None => ctx.zones.grids().iter().map(view).collect(),
+            Some(_) => Vec::new(),
+        },
+    }
+}
+
+/// Whether a segment is on this network and in `scope`.
+fn segment_in(ctx: &CoverageContext, scope: &Scope, segment: u32) -> bool {
+    ctx.network
+        .segments()
+        .get(segment as usize)
+        .is_some_and(|s| scope.contains(s))
+}
+
+/// With the tools on (every pass but a `tool_off` one).
+fn is_working(r: &PassRecord) -> bool {
+    r.invalid.as_deref() != Some(InvalidReason::ToolOff.as_str())
+}
+
+fn ratio(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 {
+        part / whole
+    } else {
+        0.0
+    }
+}
+
+fn miss_name(reason: MissReason) -> String {
+    match serde_json::to_value(reason) {
+        Ok(Value::String(s)) => s,
+        _ => format!("{reason:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::tests::demo_context;
+
+    fn record(
+        start_s: i64,
+        length_m: f64,
+        invalid: Option<InvalidReason>,
+        max_speed_kmh: f64,
+    ) -> PassRecord {
+        let start = Timestamp::from_second(1_800_000_000 + start_s).unwrap();
+        PassRecord {
+            device_id: "sw-01".into(),
+            segment: 3,
+            forward: true,
+            from_m: 0.0,
+            to_m: length_m,
+            start,
+            // 6 km/h: 100 m a minute.
+            end: start + jiff::SignedDuration::from_secs_f64(length_m / 100.0 * 60.0),
+            work: "sweep".into(),
+            invalid: invalid.map(|r| r.as_str().to_owned()),
+            max_speed_kmh,
+        }
+    }
+
+    #[test]
+    fn a_vehicles_day_sums_its_passes_and_counts_overspeed_runs_once() {
+        let ctx = demo_context(None);
+        let records = [
+            record(0, 100.0, Some(InvalidReason::ToolOff), 30.0),
+            record(100, 200.0, None, 7.0),
+            record(300, 50.0, Some(InvalidReason::Overspeed), 11.0),
+            record(330, 50.0, Some(InvalidReason::Overspeed), 12.0),
+            record(1000, 100.0, Some(InvalidReason::Overspeed), 10.0),
+            record(2000, 5.0, Some(InvalidReason::TooShort), 6.0),
+        ];
+        let days = vehicle_days(&ctx, &records, &Scope::city());
+        assert_eq!(days.len(), 1);
+        let d = &days[0];
+        assert_eq!((d.passes, d.working_passes, d.valid_passes), (6, 5, 1));
+        assert_eq!(
+            (d.mileage_m, d.working_mileage_m, d.valid_mileage_m),
+            (505.0, 405.0, 200.0)
+        );
+        assert_eq!(d.overspeed_events, 2, "two runs of overspeed work");
+        assert_eq!(d.max_working_speed_kmh, Some(12.0));
+        assert!((d.mean_working_speed_kmh.unwrap() - 6.0).abs() < 1e-9);
+        assert_eq!(d.sections, [ctx.zones.section_of(3).unwrap().id.clone()]);
+    }
+
+    #[test]
+    fn a_day_by_day_report_judges_each_day_by_its_own_passes() {
+        let ctx = demo_context(None);
+        let segment = &ctx.network.segments()[3];
+        let pass = |start_s: i64| PassRecord {
+            to_m: segment.length_m,
+            end: Timestamp::from_second(1_800_000_000 + start_s + 600).unwrap(),
+            ..record(start_s, segment.length_m, None, 6.0)
+        };
+        // Both directions (a main road needs both), on the first day only.
+        let records = [
+            pass(0),
+            PassRecord {
+                forward: false,
+                ..pass(700)
+            },
+        ];
+        let first = Timestamp::from_second(1_800_000_000 - 3600).unwrap();
+        let day_s = jiff::SignedDuration::from_hours(24);
+        let date = Date::constant(2027, 1, 15);
+        let days = [
+            (date, first, first + day_s),
+            (
+                date.tomorrow().unwrap(),
+                first + day_s,
+                first + day_s + day_s,
+            ),
+        ];
+        let report = daily_coverage(&ctx, &records, &Scope::city(), &days);
+        assert_eq!(report.days.len(), 2);
+        let (one, two) = (&report.days[0], &report.days[1]);
+        let expected = segment.length_m / report.total_length_m;
+        assert!(
+            (one.covered_share_by_length - expected).abs() < 1e-12,
+            "{one:?}"
+        );
+        assert_eq!((one.valid_passes, two.valid_passes), (2, 0));
+        assert_eq!(two.covered_share_by_length, 0.0);
+        assert!((report.mean.covered_share_by_length - expected / 2.0).abs() < 1e-12);
+        assert_eq!(report.mean.date, "2027-01-15/2027-01-16");
+    }
+}

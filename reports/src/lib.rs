@@ -1,0 +1,21 @@
+//! What the city, its contractors and its inspectors read: a day's coverage of a scope, per
+//! vehicle, per section and day by day, the segments' map, and who may see what. Pure
+//! functions over stored passes and the road network; the API parses a request, authorises
+//! it, reads the store, calls these and serialises what they return.
+
+mod access;
+mod context;
+mod coverage;
+mod error;
+mod scope;
+
+pub use access::{may_see, may_see_work, restrict};
+pub use context::CoverageContext;
+pub use coverage::{
+    daily_coverage, day_bounds, day_coverage, engine_passes, overspeed_runs, section_days,
+    segment_feature, status_between, status_features, vehicle_days, zone_list, DailyCoverage,
+    DayCoverage, DayShares, Missed, SectionDay, Share, VehicleDay, ZoneList, ZoneView,
+    MAX_RANGE_DAYS, OVERSPEED_EVENT_GAP_S,
+};
+pub use error::ReportError;
+pub use scope::{Scope, ScopeSpec};
