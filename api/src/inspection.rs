@@ -2,121 +2,28 @@
 //! here by an inspector's app), the roads' results against their class limits, and the
 //! cleaning behind each result.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cleanfleet_inspection::{
-    last_cleaning, litter_clearances, place, road_of, road_results, Cleaning, DevicePass,
-    LitterClearance, Placement, RoadResult, Sample,
-};
+use cleanfleet_inspection::{place, Placement, Sample};
 use cleanfleet_model::{decode, InspectionSample, Limits};
 use cleanfleet_store::{Delivery, IngestItem, Source};
-use jiff::{SignedDuration, Timestamp};
+
 use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use cleanfleet_reports::{
-    engine_passes, may_see_work, overspeed_runs, status_between, CoverageContext, Scope,
+    assess_period, contractor_segments, failed_sample_features, road_inspections, sample_of,
+    sample_view, status_between, CoverageContext, DayState, InspectionView, PeriodAssessment,
+    PeriodDay, SampleView, Scope, CLEANING_LOOKBACK,
 };
 
 use crate::coverage::{answers_known_until, context, day, DayParams, OneDay};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::ApiState;
-
-/// The device id a contractor sees for another contractor's vehicle.
-const ANOTHER_CONTRACTORS: &str = "(another contractor's vehicle)";
-
-/// How far back the last cleaning of a sampled road is looked for.
-const CLEANING_LOOKBACK: SignedDuration = SignedDuration::from_hours(48);
-
-fn sample_of(device_id: String, s: InspectionSample) -> Sample {
-    Sample {
-        device_id,
-        sample_id: s.sample_id,
-        inspector: s.inspector,
-        time: s.time,
-        lon: s.lon,
-        lat: s.lat,
-        grams: s.grams,
-        area_m2: s.area_m2,
-        litter_count: s.litter_count,
-        photo_ref: s.photo_ref,
-    }
-}
-
-/// A sample with the road it was taken on and its own verdict.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct SampleView {
-    device_id: String,
-    sample_id: String,
-    inspector: String,
-    time: Timestamp,
-    lon: f64,
-    lat: f64,
-    grams: f64,
-    area_m2: f64,
-    g_per_m2: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    litter_count: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    photo_ref: Option<String>,
-    /// The segment it lies on; absent when no road is within `max_distance_to_road_m`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    segment: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    distance_to_road_m: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    road: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    class: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    limit_g_per_m2: Option<f64>,
-    /// This sample alone is within its road's limit.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    within_limit: Option<bool>,
-    /// Who delivered it: the scale's credential, or the inspector app's API token
-    /// (`trust`: `credential`, `token`, `topic_only`, `unauthenticated`, `unknown`).
-    /// Absent in the answer to a submission.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    source: Option<Source>,
-}
-
-fn view(
-    ctx: &CoverageContext,
-    s: &Sample,
-    placement: Option<Placement>,
-    source: Option<&Source>,
-) -> SampleView {
-    let road = placement.map(|p| road_of(&ctx.network, p.segment));
-    let limit = road
-        .as_ref()
-        .map(|r| ctx.inspection.limits_g_per_m2.of(r.class));
-    SampleView {
-        device_id: s.device_id.clone(),
-        sample_id: s.sample_id.clone(),
-        inspector: s.inspector.clone(),
-        time: s.time,
-        lon: s.lon,
-        lat: s.lat,
-        grams: s.grams,
-        area_m2: s.area_m2,
-        g_per_m2: s.g_per_m2(),
-        litter_count: s.litter_count,
-        photo_ref: s.photo_ref.clone(),
-        segment: placement.map(|p| p.segment),
-        distance_to_road_m: placement.map(|p| p.distance_m),
-        road: road.as_ref().map(|r| r.road.clone()),
-        class: road.as_ref().map(|r| r.class.to_string()),
-        limit_g_per_m2: limit,
-        within_limit: limit.map(|l| s.g_per_m2() <= l),
-        source: source.cloned(),
-    }
-}
 
 /// An inspector's app submits a sample: `device_id` names the app (or scale). With an
 /// inspector's token the inspector is the token's and the device its app (`[api.auth]`
@@ -213,7 +120,7 @@ pub(crate) async fn submit_sample(
             delivery: std::sync::Arc::new(Delivery::Api { token }),
         }])
         .await?;
-    let body = view(ctx, &sample_of(device_id, sample), Some(placement), None);
+    let body = sample_view(ctx, &sample_of(device_id, sample), Some(placement), None);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -262,64 +169,9 @@ pub(crate) async fn list_samples(
             // Samples on no road belong to no section: only the city sees them.
             None => scope.is_city(),
         })
-        .map(|(s, p, source)| view(ctx, s, *p, Some(source)))
+        .map(|(s, p, source)| sample_view(ctx, s, *p, Some(source)))
         .collect();
     Ok(Json(SampleList { date, samples }))
-}
-
-/// A road's inspection with the cleaning behind it.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct InspectionView {
-    #[serde(flatten)]
-    #[schema(value_type = Object)]
-    pub(crate) result: RoadResult,
-    /// The section and contractor of the first segment sampled.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    section: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    contractor: Option<String>,
-    /// How its points fall into sections: a road that crosses a section boundary is judged
-    /// once, and a failed one costs each contractor its share of the points.
-    parts: Vec<InspectionPart>,
-    /// The last valid cleaning of the road's sampled segments before the first sample.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
-    last_cleaned: Option<Cleaning>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hours_since_cleaned: Option<f64>,
-    /// A sampled segment was deep-cleaned that day.
-    deep_cleaned_that_day: bool,
-    /// Each sample that counted litter: how long it stayed until a valid cleaning reached its
-    /// place, against `max_litter_dwell_s`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<Object>)]
-    pub(crate) litter_clearance: Vec<LitterClearance>,
-}
-
-/// The points of a road inspection that lie in one section (or in none).
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub(crate) struct InspectionPart {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    section: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    contractor: Option<String>,
-    points: usize,
-}
-
-fn parts_of(ctx: &CoverageContext, result: &RoadResult) -> Vec<InspectionPart> {
-    let mut parts: BTreeMap<Option<&str>, InspectionPart> = BTreeMap::new();
-    for &segment in &result.sample_segments {
-        let section = ctx.zones.section_of(segment);
-        parts
-            .entry(section.map(|z| z.id.as_str()))
-            .or_insert_with(|| InspectionPart {
-                section: section.map(|z| z.id.clone()),
-                contractor: section.and_then(|z| z.contractor.clone()),
-                points: 0,
-            })
-            .points += 1;
-    }
-    parts.into_values().collect()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -346,13 +198,6 @@ pub(crate) async fn inspections_of_day(
     ApiError,
 > {
     let (day_name, samples) = day_samples(state, ctx, date).await?;
-    // Every road is judged once on all its points, whichever sections they lie in; a
-    // viewer sees the roads with a point in its scope (docs/inspection.md).
-    let placed: Vec<(Sample, Placement)> = samples
-        .iter()
-        .filter_map(|(s, p, _)| Some((s.clone(), (*p)?)))
-        .collect();
-    let in_scope = |segment: u32| scope.contains(&ctx.network.segments()[segment as usize]);
     let (_, from, to) = day(state, ctx, date)?;
     // Litter seen late in the day is cleared the next: look that far ahead.
     let known_until = answers_known_until(state, to, ctx.inspection.max_litter_dwell_s);
@@ -360,73 +205,16 @@ pub(crate) async fn inspections_of_day(
         .store
         .passes(from - CLEANING_LOOKBACK, known_until.max(to), None)
         .await?;
-    // Judged on every pass, so that everyone sees the same result; only the vehicles a
-    // contractor may not see are not named to it.
-    let passes: Vec<DevicePass> = records
-        .iter()
-        .zip(engine_passes(&ctx.network, &records))
-        .map(|(r, pass)| DevicePass {
-            device_id: r.device_id.clone(),
-            pass,
-        })
-        .collect();
     let statuses = status_between(ctx, &records, from, to);
-    let views = road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, &placed)
-        .into_iter()
-        .filter(|result| result.points_on(in_scope) > 0)
-        .map(|result| {
-            let redact = |c: &mut Cleaning| {
-                if !may_see_work(&ctx.zones, viewer, &c.device_id, c.segment) {
-                    c.device_id = ANOTHER_CONTRACTORS.to_owned();
-                }
-            };
-            let mut last = last_cleaning(
-                &passes,
-                &result.segments,
-                &ctx.rules.covering_work,
-                result.time,
-            );
-            last.iter_mut().for_each(redact);
-            let section = ctx.zones.section_of(result.segments[0]);
-            // Litter is answered for where it lies: a viewer sees its own points'.
-            let points: Vec<&(Sample, Placement)> = placed
-                .iter()
-                .filter(|(s, p)| {
-                    s.inspector == result.inspector
-                        && result.samples.contains(&s.sample_id)
-                        && result.segments.contains(&p.segment)
-                        && in_scope(p.segment)
-                })
-                .collect();
-            let mut litter = litter_clearances(
-                &ctx.network,
-                &ctx.inspection,
-                &passes,
-                &ctx.rules.covering_work,
-                &points,
-                known_until,
-            );
-            litter
-                .iter_mut()
-                .filter_map(|l| l.cleared_by.as_mut())
-                .for_each(redact);
-            InspectionView {
-                litter_clearance: litter,
-                hours_since_cleaned: last
-                    .as_ref()
-                    .map(|l| result.time.duration_since(l.time).as_secs_f64() / 3600.0),
-                deep_cleaned_that_day: result
-                    .segments
-                    .iter()
-                    .any(|&s| statuses[s as usize].deep_cleaned),
-                section: section.map(|z| z.id.clone()),
-                contractor: section.and_then(|z| z.contractor.clone()),
-                parts: parts_of(ctx, &result),
-                last_cleaned: last,
-                result,
-            }
-        })
-        .collect();
+    let views = road_inspections(
+        ctx,
+        &samples,
+        &records,
+        &statuses,
+        scope,
+        viewer,
+        known_until,
+    );
     Ok((day_name, views, samples))
 }
 
@@ -480,35 +268,7 @@ pub(crate) async fn failed_samples(
     let ctx = ctx.as_ref();
     let (date, inspections, samples) =
         inspections_of_day(&state, ctx, params.date, &scope, viewer.as_deref()).await?;
-    let mut features: Vec<Value> = Vec::new();
-    for inspection in inspections.iter().filter(|i| !i.result.passed) {
-        for (s, p, source) in &samples {
-            // Of a road across a section boundary, a viewer sees the points in its scope.
-            let Some(placement) = p.filter(|p| {
-                scope.contains(&ctx.network.segments()[p.segment as usize])
-                    && inspection.result.segments.contains(&p.segment)
-            }) else {
-                continue;
-            };
-            let ours = inspection.result.samples.contains(&s.sample_id)
-                && inspection.result.inspector == s.inspector;
-            if !ours {
-                continue;
-            }
-            let v = view(ctx, s, *p, Some(source));
-            let section = ctx.zones.section_of(placement.segment);
-            features.push(json!({
-                "type": "Feature",
-                "geometry": {"type": "Point", "coordinates": [s.lon, s.lat]},
-                "properties": {
-                    "sample": v,
-                    "road_result_g_per_m2": inspection.result.result_g_per_m2,
-                    "contractor": section.and_then(|z| z.contractor.clone()),
-                    "last_cleaned": inspection.last_cleaned,
-                },
-            }));
-        }
-    }
+    let features = failed_sample_features(ctx, &inspections, &samples, &scope);
     let body = json!({"type": "FeatureCollection", "date": date, "features": features});
     Ok(([(header::CONTENT_TYPE, "application/geo+json")], Json(body)).into_response())
 }
@@ -691,22 +451,29 @@ pub(crate) async fn assess_contractor(
     first: jiff::civil::Date,
     end: jiff::civil::Date,
 ) -> Result<PeriodAssessment, ApiError> {
-    use cleanfleet_inspection::assessment::{assess, DayCoverage, DayRecord, FailedCheck};
-    let (mut days_without_data, mut in_progress) = (Vec::new(), None);
-    let members: std::collections::HashSet<u32> = ctx
-        .zones
-        .sections()
-        .iter()
-        .filter(|z| z.contractor.as_deref() == Some(contractor))
-        .flat_map(|z| z.segments.iter().copied())
-        .collect();
-    if members.is_empty() {
-        return Err(ApiError::NotFound {
-            resource: "contractor",
-            id: contractor.to_owned(),
-        });
-    }
+    contractor_segments(ctx, contractor)?;
     let today = state.clock.now().to_zoned(ctx.time_zone.clone()).date();
+    let mut days = Vec::new();
+    let mut date = first;
+    while date < end && date <= today {
+        let (_, start, stop) = day(state, ctx, Some(date))?;
+        let state_of_day = if date == today {
+            DayState::InProgress
+        } else if state.store.received_any(start, stop).await? {
+            DayState::Judged
+        } else {
+            DayState::NoData
+        };
+        days.push(PeriodDay {
+            date,
+            start,
+            end: stop,
+            state: state_of_day,
+        });
+        date = date
+            .tomorrow()
+            .map_err(|e| ApiError::invalid("month", e.to_string()))?;
+    }
     let (_, from, _) = day(state, ctx, Some(first))?;
     let (_, _, to) = day(
         state,
@@ -728,157 +495,18 @@ pub(crate) async fn assess_contractor(
             Some((sample_of(stored.device_id, s), p))
         })
         .collect();
-    // Roads are judged once on all their points; the contractor answers for those with a
-    // point in its sections, for its share of the points.
-    let results: Vec<RoadResult> =
-        road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, &samples)
-            .into_iter()
-            .filter(|r| r.points_on(|s| members.contains(&s)) > 0)
-            .collect();
     let late_alerts: Vec<cleanfleet_inspection::overflow::OverflowAlert> =
         crate::bins::alerts_between(state, ctx, from, to, Some(contractor))
             .await?
             .into_iter()
             .filter(|a| a.in_time == Some(false))
             .collect();
-    let mut days = Vec::new();
-    let mut date = first;
-    while date < end && date <= today {
-        let (_, start, stop) = day(state, ctx, Some(date))?;
-        let coverage = if date == today {
-            in_progress = Some(date.to_string());
-            None
-        } else if !state.store.received_any(start, stop).await? {
-            days_without_data.push(date.to_string());
-            None
-        } else {
-            let statuses = status_between(ctx, &records, start, stop);
-            let s = cleanfleet_coverage::CoverageSummary::of(&ctx.network, &statuses, |seg| {
-                members.contains(&seg.id)
-            });
-            Some(DayCoverage {
-                covered_share: s.covered_share_by_length(),
-                deep_cleaned_share: s.deep_cleaned_share_by_length(),
-                missed_segments: statuses
-                    .iter()
-                    .filter(|st| members.contains(&st.segment) && !st.covered)
-                    .map(|st| st.segment)
-                    .collect(),
-            })
-        };
-        let mut overspeed: Vec<&cleanfleet_store::PassRecord> = records
-            .iter()
-            .filter(|r| start <= r.start && r.start < stop)
-            .filter(|r| may_see_work(&ctx.zones, Some(contractor), &r.device_id, r.segment))
-            .collect();
-        overspeed.sort_by(|a, b| (&a.device_id, a.start).cmp(&(&b.device_id, b.start)));
-        let events = overspeed_runs(overspeed)
-            .into_iter()
-            .map(|r| (r.device_id.clone(), r.start.to_string()))
-            .collect();
-        days.push(DayRecord {
-            date: date.to_string(),
-            coverage,
-            failed_checks: results
-                .iter()
-                .filter(|r| r.date == date.to_string() && !r.passed)
-                .map(|r| FailedCheck {
-                    road: r.road.clone(),
-                    class: r.class,
-                    samples: r.samples.clone(),
-                    points_here: r.points_on(|s| members.contains(&s)),
-                    points: r.points,
-                })
-                .collect(),
-            overspeed_events: events,
-            late_overflow_responses: late_alerts
-                .iter()
-                .filter(|a| start <= a.raised && a.raised < stop)
-                .map(|a| (a.device_id.clone(), a.raised.to_string()))
-                .collect(),
-        });
-        date = date
-            .tomorrow()
-            .map_err(|e| ApiError::invalid("month", e.to_string()))?;
-    }
-    // The devices whose records the numbers rest on, and what of theirs is used.
-    let mut uses: BTreeMap<&str, BTreeSet<&'static str>> = BTreeMap::new();
-    for r in &records {
-        let counted = members.contains(&r.segment)
-            || (r.invalid.as_deref() == Some("overspeed")
-                && may_see_work(&ctx.zones, Some(contractor), &r.device_id, r.segment));
-        if counted {
-            uses.entry(&r.device_id).or_default().insert("passes");
-        }
-    }
-    for (sample, _) in samples.iter().filter(|(s, _)| {
-        results
-            .iter()
-            .any(|r| r.inspector == s.inspector && r.samples.contains(&s.sample_id))
-    }) {
-        uses.entry(&sample.device_id).or_default().insert("samples");
-    }
-    for alert in &late_alerts {
-        uses.entry(&alert.device_id)
-            .or_default()
-            .insert("bin_readings");
-    }
-    let mut sources: BTreeMap<String, Vec<Source>> = BTreeMap::new();
-    for (device, source) in state
+    let period = assess_period(ctx, contractor, &days, &records, &samples, &late_alerts)?;
+    let sources = state
         .provenance
-        .device_sources(uses.keys().map(|d| d.to_string()).collect(), from, to)
-        .await?
-    {
-        sources.entry(device).or_default().push(source);
-    }
-    let evidence = uses
-        .into_iter()
-        .map(|(device, uses)| {
-            let sources = sources.remove(device).unwrap_or_default();
-            DeviceEvidence {
-                verified: !sources.is_empty() && sources.iter().all(|s| s.trust.is_verified()),
-                device_id: device.to_owned(),
-                uses: uses.into_iter().collect(),
-                sources,
-            }
-        })
-        .collect();
-    Ok(PeriodAssessment {
-        assessment: assess(&ctx.assessment, &days),
-        days_assessed: days.len(),
-        days_judged: days.iter().filter(|d| d.coverage.is_some()).count(),
-        days_without_data,
-        in_progress,
-        evidence,
-    })
-}
-
-/// A device whose records an assessment rests on, and who delivered them.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub(crate) struct DeviceEvidence {
-    pub(crate) device_id: String,
-    /// What of its records the assessment uses: `passes` (its work, from its fixes),
-    /// `samples`, `bin_readings`.
-    pub(crate) uses: Vec<&'static str>,
-    /// Every source of its records on the period's days (UTC days, whole).
-    pub(crate) sources: Vec<Source>,
-    /// Every one of them is a device credential or an API token.
-    pub(crate) verified: bool,
-}
-
-/// A contractor's assessment over a period, and which of its days its shares rest on.
-pub(crate) struct PeriodAssessment {
-    pub(crate) assessment: cleanfleet_inspection::assessment::Assessment,
-    /// Days of the period up to today: their incidents count.
-    pub(crate) days_assessed: usize,
-    /// Of those, the days over and with data: the shares and misses rest on them.
-    pub(crate) days_judged: usize,
-    /// Days over with no stored work at all: their shares are not judged.
-    pub(crate) days_without_data: Vec<String>,
-    /// Today, when in the period: its incidents count, its shares once it is over.
-    pub(crate) in_progress: Option<String>,
-    /// The devices its numbers rest on, by id, with their records' provenance.
-    pub(crate) evidence: Vec<DeviceEvidence>,
+        .device_sources(period.evidence_devices(), from, to)
+        .await?;
+    Ok(period.with_sources(sources))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

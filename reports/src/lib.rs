@@ -4,12 +4,17 @@
 //! it, reads the store, calls these and serialises what they return.
 
 mod access;
+mod assessment;
 mod context;
 mod coverage;
 mod error;
+mod inspections;
 mod scope;
 
 pub use access::{may_see, may_see_work, restrict};
+pub use assessment::{
+    assess_period, contractor_segments, DayState, DeviceEvidence, PeriodAssessment, PeriodDay,
+};
 pub use context::CoverageContext;
 pub use coverage::{
     daily_coverage, day_bounds, day_coverage, engine_passes, overspeed_runs, section_days,
@@ -18,4 +23,8 @@ pub use coverage::{
     MAX_RANGE_DAYS, OVERSPEED_EVENT_GAP_S,
 };
 pub use error::ReportError;
+pub use inspections::{
+    failed_sample_features, road_inspections, sample_of, sample_view, InspectionPart,
+    InspectionView, SampleView, ANOTHER_CONTRACTORS, CLEANING_LOOKBACK,
+};
 pub use scope::{Scope, ScopeSpec};
