@@ -15,6 +15,7 @@ use cleanfleet_coverage::{
 use cleanfleet_model::Fix;
 use cleanfleet_roads::RoadNetwork;
 use cleanfleet_store::{CoverageChunk, PassRecord, Store, StoreError, COVERAGE_CONTEXT_MS};
+use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use prometheus::{exponential_buckets, Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 use serde::Deserialize;
@@ -28,8 +29,11 @@ use tracing::{debug, info, warn};
 pub struct CoverageConfig {
     /// The city's IANA time zone: a "day" is a local day there. Default `Asia/Shanghai`.
     pub time_zone: String,
-    /// Seconds between looks for chunks with new fixes. Default 5.
+    /// Seconds between looks for chunks with new fixes stored by another process (a
+    /// separate ingest); fixes stored in this one wake the stage at once. Default 5.
     pub poll_interval_s: f64,
+    /// Matcher threads, each with its own matcher; 0: one per core. Default 0.
+    pub workers: usize,
     pub matcher: MatchConfig,
     pub rules: CoverageRules,
     /// Each section's planned passes per day (`[[coverage.plans]]`).
@@ -41,6 +45,7 @@ impl Default for CoverageConfig {
         CoverageConfig {
             time_zone: "Asia/Shanghai".into(),
             poll_interval_s: 5.0,
+            workers: 0,
             matcher: MatchConfig::default(),
             rules: CoverageRules::default(),
             plans: Vec::new(),
@@ -165,24 +170,50 @@ pub async fn run(
     if changed {
         info!("the road network or the coverage settings changed: recomputing all coverage");
     }
-    // Matching is CPU work: one thread owns the matcher (and its R-tree) for the stage's life.
-    let (jobs, mut inbox) = mpsc::channel::<Job>(1);
-    let worker_network = network.clone();
-    let (matcher_config, rules) = (config.matcher.clone(), config.rules.clone());
-    let worker = std::thread::Builder::new()
-        .name("coverage".into())
-        .spawn(move || {
-            let mut matcher = Matcher::new(&worker_network, matcher_config);
-            while let Some((chunk, fixes, reply)) = inbox.blocking_recv() {
-                let passes = chunk_passes(&worker_network, &mut matcher, &rules, &chunk, &fixes);
-                let _ = reply.send(passes);
-            }
-        })
-        .context("cannot start the coverage thread")?;
+    // Matching is CPU work: each worker thread owns a matcher for the stage's life; chunks
+    // are independent (a chunk's passes depend only on its fixes and their context), so
+    // they are matched side by side and stored in whatever order they finish.
+    let workers = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let (jobs, inbox) = mpsc::channel::<Job>(workers);
+    let inbox = Arc::new(std::sync::Mutex::new(inbox));
+    let mut threads = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let (network, inbox) = (network.clone(), inbox.clone());
+        let (matcher_config, rules) = (config.matcher.clone(), config.rules.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("coverage-{i}"))
+            .spawn(move || {
+                let mut matcher = Matcher::new(&network, matcher_config);
+                loop {
+                    // Held only while waiting for a job; the others wait their turn.
+                    let job = inbox.lock().expect("job queue lock").blocking_recv();
+                    let Some((chunk, fixes, reply)) = job else {
+                        break;
+                    };
+                    let passes = chunk_passes(&network, &mut matcher, &rules, &chunk, &fixes);
+                    let _ = reply.send(passes);
+                }
+            })
+            .context("cannot start a coverage thread")?;
+        threads.push(thread);
+    }
+    info!(workers, "coverage stage started");
     let poll = Duration::from_secs_f64(config.poll_interval_s.max(0.1));
+    let stage = Stage {
+        store: store.as_ref(),
+        jobs: &jobs,
+        metrics: &metrics,
+        retry: &retry,
+        shutdown: &shutdown,
+    };
     let result = async {
         while !shutdown.is_cancelled() {
-            let Some(backlog) = retry.call("coverage_backlog", || store.coverage_backlog()).await?
+            let Some(backlog) = retry
+                .call("coverage_backlog", || store.coverage_backlog())
+                .await?
             else {
                 break;
             };
@@ -196,50 +227,85 @@ pub async fn run(
             if chunks.is_empty() {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
+                    _ = store.coverage_work() => continue,
                     _ = tokio::time::sleep(poll) => continue,
                 }
             }
-            for chunk in chunks {
-                if shutdown.is_cancelled() {
-                    break;
-                }
-                let timer = metrics.chunk_duration.start_timer();
-                let context = SignedDuration::from_millis(COVERAGE_CONTEXT_MS);
-                let (from, to) = (chunk.start - context, chunk.end() + context);
-                let Some(fixes) = retry
-                    .call("track", || {
-                        store.track(&chunk.device_id, from, to, MAX_CHUNK_FIXES)
-                    })
-                    .await?
-                else {
-                    break;
-                };
-                metrics.fixes.inc_by(fixes.len() as u64);
-                let (reply, passes) = oneshot::channel();
-                jobs.send((chunk.clone(), fixes, reply))
-                    .await
-                    .context("the coverage thread stopped")?;
-                let passes = passes.await.context("the coverage thread stopped")?;
-                debug!(device = %chunk.device_id, start = %chunk.start, passes = passes.len(), "chunk computed");
-                metrics.passes.inc_by(passes.len() as u64);
-                let Some(()) = retry
-                    .call("put_passes", || {
-                        store.put_passes(chunk.clone(), passes.clone())
-                    })
-                    .await?
-                else {
-                    break;
-                };
-                metrics.chunks.inc();
-                timer.observe_duration();
+            let mut done = futures::stream::iter(chunks)
+                .map(|chunk| stage.compute(chunk))
+                .buffer_unordered(workers);
+            let mut stopped = false;
+            while let Some(outcome) = done.next().await {
+                stopped |= outcome?.is_none();
+            }
+            if stopped {
+                break;
             }
         }
         anyhow::Ok(())
     }
     .await;
     drop(jobs);
-    let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
     result
+}
+
+/// What computing a chunk needs.
+struct Stage<'a> {
+    store: &'a dyn Store,
+    jobs: &'a mpsc::Sender<Job>,
+    metrics: &'a CoverageMetrics,
+    retry: &'a Retry<'a>,
+    shutdown: &'a CancellationToken,
+}
+
+impl Stage<'_> {
+    /// Reads a chunk's fixes with their context, has a worker match them, and replaces the
+    /// chunk's passes. `None`: stopped (shutdown), the chunk left stale for the next start.
+    async fn compute(&self, chunk: CoverageChunk) -> anyhow::Result<Option<()>> {
+        if self.shutdown.is_cancelled() {
+            return Ok(None);
+        }
+        let timer = self.metrics.chunk_duration.start_timer();
+        let context = SignedDuration::from_millis(COVERAGE_CONTEXT_MS);
+        let (from, to) = (chunk.start - context, chunk.end() + context);
+        let Some(fixes) = self
+            .retry
+            .call("track", || {
+                self.store
+                    .track(&chunk.device_id, from, to, MAX_CHUNK_FIXES)
+            })
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.metrics.fixes.inc_by(fixes.len() as u64);
+        let (reply, passes) = oneshot::channel();
+        self.jobs
+            .send((chunk.clone(), fixes, reply))
+            .await
+            .context("the coverage threads stopped")?;
+        let passes = passes.await.context("the coverage threads stopped")?;
+        debug!(device = %chunk.device_id, start = %chunk.start, passes = passes.len(), "chunk computed");
+        self.metrics.passes.inc_by(passes.len() as u64);
+        let Some(()) = self
+            .retry
+            .call("put_passes", || {
+                self.store.put_passes(chunk.clone(), passes.clone())
+            })
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.metrics.chunks.inc();
+        timer.observe_duration();
+        Ok(Some(()))
+    }
 }
 
 /// A track file matched as the stage would match it, as JSON (`cleanfleet match`); the

@@ -1,7 +1,7 @@
 //! Coverage end to end: a simulated fleet through the real broker and ingest, the coverage
 //! stage matching the stored fixes into passes, and the API's day report, segment map and
-//! pass list. The same fixes, stored in another order and with duplicates, give the same
-//! passes.
+//! pass list. The same fixes, stored in another order and with duplicates, and matched by
+//! three threads instead of one, give the same passes.
 
 mod common;
 
@@ -34,6 +34,8 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     config.coverage.time_zone = "UTC".into();
+    // One matcher thread here, three for the replay below: the same passes.
+    config.coverage.workers = 1;
     config.coverage.plans = vec![cleanfleet_coverage::SectionPlan {
         section: "SW".into(),
         passes_per_side: 2.0,
@@ -354,6 +356,9 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
     let other = tempfile::tempdir().unwrap();
     let mut config = test_config(other.path());
     config.coverage.time_zone = "UTC".into();
+    config.coverage.workers = 3;
+    // It looks for work only once an hour: the fixes it stores itself must wake it.
+    config.coverage.poll_interval_s = 3600.0;
     let replay = Stack::start(
         config,
         Parts {

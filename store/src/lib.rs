@@ -417,6 +417,10 @@ pub trait Store: Send + Sync + 'static {
     async fn use_coverage_network(&self, network_id: &str) -> Result<bool, StoreError>;
     /// Stale chunks, oldest hour first.
     async fn stale_chunks(&self, limit: u32) -> Result<Vec<CoverageChunk>, StoreError>;
+    /// Resolves once fixes stored through this handle (this process) may have made chunks
+    /// stale since it last resolved; at once if they did meanwhile. Writes by other processes
+    /// do not wake it: a coverage stage beside a separate ingest looks on its poll interval.
+    async fn coverage_work(&self);
     /// How far the coverage stage has got.
     async fn coverage_backlog(&self) -> Result<CoverageBacklog, StoreError>;
     /// Replaces the chunk's passes and records the version they were computed from; the

@@ -89,6 +89,8 @@ struct Inner {
     closed: std::sync::atomic::AtomicBool,
     /// Taken only under the writer's lock.
     sources: Mutex<provenance::SourceCache>,
+    /// Signalled after a commit that stored fixes (made coverage chunks stale).
+    coverage_work: tokio::sync::Notify,
 }
 
 /// A transaction that takes the write lock when it begins. A deferred one would start as a
@@ -131,6 +133,7 @@ impl SqliteStore {
                 idle_readers: Mutex::new(Vec::new()),
                 closed: Default::default(),
                 sources: Default::default(),
+                coverage_work: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -825,9 +828,17 @@ impl Store for SqliteStore {
             let outcome = sources.finish();
             tx.commit()?;
             cache.committed(outcome);
+            if report.fixes_inserted > 0 {
+                // One permit is kept when nobody waits: a wake-up is never lost.
+                inner.coverage_work.notify_one();
+            }
             Ok(report)
         })
         .await
+    }
+
+    async fn coverage_work(&self) {
+        self.inner.coverage_work.notified().await
     }
 
     async fn devices(&self, query: DeviceQuery) -> Result<Vec<DeviceSummary>, StoreError> {
