@@ -1,0 +1,113 @@
+//! The coverage stage's throughput with 1, 2, ... matcher threads: a simulated fleet's
+//! fixes (the firmware simulator, on a real network) are stored in a SQLite file first, then
+//! the stage is started and the clock stops when no chunk is stale. Each worker count gets
+//! its own copy of the same fixes.
+//!
+//! `cargo bench --bench coverage_stage [-- ROADS.osm.pbf]` (figures in docs/benchmarks.md).
+//! Environment: BENCH_VEHICLES (default 24), BENCH_HOURS (default 2), BENCH_WORKERS (a
+//! comma-separated list, default `1,2`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cleanfleet::coverage::{CoverageConfig, CoverageMetrics};
+use cleanfleet_model::{decode, Limits};
+use cleanfleet_roads::RoadNetwork;
+use cleanfleet_sim::{Fleet, FleetMix, SimConfig};
+use cleanfleet_store::{Delivery, IngestItem, SqliteConfig, SqliteStore, Store};
+use jiff::{SignedDuration, Timestamp};
+use tokio_util::sync::CancellationToken;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+#[tokio::main]
+async fn main() {
+    let roads = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let network = Arc::new(match &roads {
+        Some(path) => RoadNetwork::from_file(path, false).expect("roads"),
+        None => RoadNetwork::demo(),
+    });
+    let vehicles: u32 = env_or("BENCH_VEHICLES", "24").parse().unwrap();
+    let hours: i64 = env_or("BENCH_HOURS", "2").parse().unwrap();
+    let workers: Vec<usize> = env_or("BENCH_WORKERS", "1,2")
+        .split(',')
+        .map(|w| w.trim().parse().unwrap())
+        .collect();
+    let end = Timestamp::now() - SignedDuration::from_hours(1);
+    let start = end - SignedDuration::from_hours(hours);
+    let config = SimConfig {
+        fleet: FleetMix {
+            sweepers: vehicles / 2,
+            washer_sweepers: vehicles / 4,
+            flushers: vehicles - vehicles / 2 - vehicles / 4,
+            ..FleetMix::NONE
+        },
+        ..SimConfig::default()
+    };
+    let mut fleet = Fleet::new(network.clone(), &config, start).expect("a drivable network");
+    let mut messages = fleet.step_until(end);
+    messages.extend(fleet.flush());
+    let delivery = Arc::new(Delivery::Mqtt {
+        broker: "mqtt://bench".into(),
+        binds_logins: false,
+    });
+    let now = Timestamp::now();
+    let items: Vec<IngestItem> = messages
+        .iter()
+        .filter_map(|m| {
+            let message = decode(&m.topic, &m.payload, now, &Limits::default()).ok()?;
+            Some(IngestItem::Accepted {
+                message,
+                received: now,
+                delivery: delivery.clone(),
+            })
+        })
+        .collect();
+    println!(
+        "{} on {}: {vehicles} vehicles × {hours} h, {} messages",
+        "coverage stage",
+        roads.as_deref().unwrap_or("the demo town"),
+        items.len()
+    );
+    println!("workers  chunks  fixes matched  seconds  chunks/s  fixes/s");
+    for &n in &workers {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(SqliteConfig::new(dir.path().join("bench.sqlite"))).unwrap();
+        for batch in items.chunks(200) {
+            store.write_batch(batch.to_vec()).await.unwrap();
+        }
+        let store: Arc<dyn Store> = Arc::new(store);
+        let registry = prometheus::Registry::new();
+        let metrics = CoverageMetrics::register(&registry).unwrap();
+        let stage_config = CoverageConfig {
+            workers: n,
+            ..CoverageConfig::default()
+        };
+        let shutdown = CancellationToken::new();
+        let clock = Instant::now();
+        let stage = tokio::spawn(cleanfleet::coverage::run(
+            stage_config,
+            network.clone(),
+            store.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        loop {
+            if store.stale_chunks(1).await.unwrap().is_empty() && metrics.chunks.get() > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let seconds = clock.elapsed().as_secs_f64();
+        shutdown.cancel();
+        stage.await.unwrap().unwrap();
+        let (chunks, fixes) = (metrics.chunks.get(), metrics.fixes.get());
+        println!(
+            "{n:>7}  {chunks:>6}  {fixes:>13}  {seconds:>7.2}  {:>8.1}  {:>7.0}",
+            chunks as f64 / seconds,
+            fixes as f64 / seconds
+        );
+    }
+}
