@@ -66,8 +66,7 @@ async fn main() {
         })
         .collect();
     println!(
-        "{} on {}: {vehicles} vehicles × {hours} h, {} messages",
-        "coverage stage",
+        "coverage stage on {}: {vehicles} vehicles × {hours} h, {} messages",
         roads.as_deref().unwrap_or("the demo town"),
         items.len()
     );
