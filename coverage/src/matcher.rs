@@ -149,8 +149,8 @@ const MIN_ERROR_SAMPLES: usize = 20;
 const RAYLEIGH_MEDIAN: f64 = 1.1774;
 /// Fixes at most this far apart show how their errors are correlated.
 const CORRELATION_PAIR_MAX_S: f64 = 2.0;
-/// A vehicle reporting less than this stands: its fixes should not move.
-const STANDING_KMH: f64 = 1.0;
+/// Below this a vehicle may be standing, and its receiver holding its position.
+const MOVING_KMH: f64 = 1.0;
 /// The median of an exponential distribution, in its mean.
 const EXPONENTIAL_MEDIAN: f64 = std::f64::consts::LN_2;
 /// Fixes this much farther from their matched places than their errors say make the trace
@@ -1032,7 +1032,8 @@ impl<'n> Matcher<'n> {
 /// correlated by ρ from one fix to the next, the move beyond what the reported speed and
 /// heading explain has a squared length of mean 4σ²(1 − ρ) (exponentially distributed);
 /// white noise moves fixes by their whole error every second, errors that wander slowly
-/// barely at all. `None` with too few such pairs (no speeds, no headings, sparse fixes).
+/// barely at all. `None` with too few such pairs (no speeds or headings, standing, sparse
+/// fixes).
 fn learn_correlation_s(
     observations: &[Observation],
     xy: &[[f64; 2]],
@@ -1048,18 +1049,19 @@ fn learn_correlation_s(
         if !(dt > 0.0 && dt <= CORRELATION_PAIR_MAX_S) {
             continue;
         }
-        let speed_m_s = (va + vb) / 2.0 / 3.6;
-        let expected = if va.max(vb) < STANDING_KMH {
-            [0.0, 0.0]
-        } else if let (Some(ha), Some(hb)) = (w[0].heading_deg, w[1].heading_deg) {
-            let (sa, ca) = ha.to_radians().sin_cos();
-            let (sb, cb) = hb.to_radians().sin_cos();
-            let heading = (sa + sb).atan2(ca + cb);
-            let driven_m = speed_m_s * dt;
-            [driven_m * heading.sin(), driven_m * heading.cos()]
-        } else {
+        // Only while moving: a receiver that holds its position while standing (static
+        // hold) would show as an error that never changes.
+        let (Some(ha), Some(hb)) = (w[0].heading_deg, w[1].heading_deg) else {
             continue;
         };
+        if va.min(vb) < MOVING_KMH {
+            continue;
+        }
+        let (sa, ca) = ha.to_radians().sin_cos();
+        let (sb, cb) = hb.to_radians().sin_cos();
+        let heading = (sa + sb).atan2(ca + cb);
+        let driven_m = (va + vb) / 2.0 / 3.6 * dt;
+        let expected = [driven_m * heading.sin(), driven_m * heading.cos()];
         let moved = [
             p[1][0] - p[0][0] - expected[0],
             p[1][1] - p[0][1] - expected[1],

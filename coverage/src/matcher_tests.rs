@@ -389,7 +389,8 @@ fn standing_jitter_back_is_no_teleport() {
 
 /// How long a trace's errors stay correlated is learned from how far its fixes move from
 /// one second to the next beyond what speed and heading explain: white noise of the
-/// model's σ shows (almost) none, an AR(1) error correlated by 0.95 per second about 20 s.
+/// model's σ shows (almost) none, an AR(1) error correlated by 0.95 per second about 20 s,
+/// and a position held while standing is not taken for either.
 #[test]
 fn the_error_correlation_is_learned_from_the_trace() {
     let net = grid();
@@ -413,6 +414,22 @@ fn the_error_correlation_is_learned_from_the_trace() {
     assert!(
         white_s < 1.0,
         "white noise learned as correlated over {white_s} s"
+    );
+    // A receiver that holds its position while the truck stands (static hold) says nothing
+    // of how its errors wander: three standing minutes before the drive change nothing.
+    let mut held: Vec<Observation> = (0..180)
+        .map(|i| Observation {
+            time_s: i as f64 - 180.0,
+            speed_kmh: Some(0.0),
+            heading_deg: None,
+            ..white[0]
+        })
+        .collect();
+    held.extend(white.iter().copied());
+    let held_s = learned_s(&held);
+    assert!(
+        held_s < 1.0,
+        "a held position learned as correlated over {held_s} s"
     );
     let (mut correlated, _) = drive(&net, &route, 2.0, 0.0, 3);
     let mut rng = ChaCha8Rng::seed_from_u64(4);
