@@ -61,7 +61,7 @@ pub fn may_see(zones: &Zones, viewer: Option<&str>, segment: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::tests::demo_context;
+    use crate::context::tests::{demo_context, street_of};
     use cleanfleet_roads::{RoadNetwork, ZoneConfig};
 
     #[test]
@@ -79,17 +79,10 @@ mod tests {
         );
         let ctx = demo_context(Some(demo));
         let zones = &ctx.zones;
-        let of = |contractor: &str| {
-            ctx.network
-                .segments()
-                .iter()
-                .find(|s| {
-                    zones.section_of(s.id).and_then(|z| z.contractor.as_deref()) == Some(contractor)
-                })
-                .unwrap()
-                .id
-        };
-        let (acme_street, green_street) = (of("acme-cleaning"), of("green-city"));
+        let (acme_street, green_street) = (
+            street_of(&ctx, "acme-cleaning").id,
+            street_of(&ctx, "green-city").id,
+        );
         let acme = Some("acme-cleaning");
         // Its own vehicle, anywhere.
         assert!(may_see_work(zones, acme, "sw-01", acme_street));

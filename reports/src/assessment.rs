@@ -227,23 +227,9 @@ pub struct PeriodAssessment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::tests::demo_context;
+    use crate::context::tests::{demo_context, street_of};
     use cleanfleet_store::Trust;
     use jiff::SignedDuration;
-
-    fn street_of(ctx: &CoverageContext, contractor: &str) -> u32 {
-        ctx.network
-            .segments()
-            .iter()
-            .find(|s| {
-                ctx.zones
-                    .section_of(s.id)
-                    .and_then(|z| z.contractor.as_deref())
-                    == Some(contractor)
-            })
-            .unwrap()
-            .id
-    }
 
     /// Three days: one over with data, one over without, today. The contractor's own truck
     /// worked too fast on another contractor's street on the first: that is its overspeed
@@ -265,7 +251,7 @@ mod tests {
                 state,
             })
             .collect();
-        let green_street = street_of(&ctx, "green-city");
+        let green_street = street_of(&ctx, "green-city").id;
         let pass = |device: &str, invalid: Option<&str>, at_s: i64| PassRecord {
             device_id: device.into(),
             segment: green_street,

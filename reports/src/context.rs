@@ -51,4 +51,21 @@ pub(crate) mod tests {
             time_zone_name: "UTC".into(),
         }
     }
+
+    /// The first segment of `contractor`'s sections.
+    pub(crate) fn street_of<'a>(
+        ctx: &'a CoverageContext,
+        contractor: &str,
+    ) -> &'a cleanfleet_roads::Segment {
+        ctx.network
+            .segments()
+            .iter()
+            .find(|s| {
+                ctx.zones
+                    .section_of(s.id)
+                    .and_then(|z| z.contractor.as_deref())
+                    == Some(contractor)
+            })
+            .expect("the contractor has a street")
+    }
 }

@@ -297,7 +297,7 @@ pub fn failed_sample_features(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::tests::demo_context;
+    use crate::context::tests::{demo_context, street_of};
     use cleanfleet_inspection::place;
     use cleanfleet_store::Trust;
 
@@ -306,17 +306,7 @@ mod tests {
     #[test]
     fn a_contractor_sees_the_result_but_not_another_contractors_vehicle() {
         let ctx = demo_context(None);
-        let street = ctx
-            .network
-            .segments()
-            .iter()
-            .find(|s| {
-                ctx.zones
-                    .section_of(s.id)
-                    .and_then(|z| z.contractor.as_deref())
-                    == Some("acme-cleaning")
-            })
-            .unwrap();
+        let street = street_of(&ctx, "acme-cleaning");
         let mid = street.points[street.points.len() / 2];
         let placement = place(&ctx.index, &ctx.inspection, mid.0, mid.1).unwrap();
         let time = Timestamp::from_second(1_800_000_000).unwrap();
