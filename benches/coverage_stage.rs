@@ -71,6 +71,7 @@ async fn main() {
         items.len()
     );
     println!("workers  chunks  fixes matched  seconds  chunks/s  fixes/s");
+    let mut matched: Option<Arc<dyn Store>> = None;
     for &n in &workers {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(SqliteConfig::new(dir.path().join("bench.sqlite"))).unwrap();
@@ -108,5 +109,25 @@ async fn main() {
             chunks as f64 / seconds,
             fixes as f64 / seconds
         );
+        matched = Some(store);
+    }
+    // What `/api/v1/passes` reads: the fleet's passes of the whole range, one vehicle's, and
+    // those of a vehicle that has none (best of 5 each).
+    let Some(store) = matched else { return };
+    let (from, to) = (start, end + SignedDuration::from_hours(1));
+    let vehicle = fleet.devices()[0].id.clone();
+    for (what, device) in [
+        ("the fleet", None),
+        ("one vehicle", Some(vehicle)),
+        ("a vehicle without passes", Some("sw-none".to_owned())),
+    ] {
+        let mut best = f64::INFINITY;
+        let mut found = 0;
+        for _ in 0..5 {
+            let clock = Instant::now();
+            found = store.passes(from, to, device.clone()).await.unwrap().len();
+            best = best.min(clock.elapsed().as_secs_f64());
+        }
+        println!("passes of {what}: {found} in {:.1} ms", best * 1000.0);
     }
 }

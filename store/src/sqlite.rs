@@ -1268,30 +1268,52 @@ impl Store for SqliteStore {
         device_id: Option<String>,
     ) -> Result<Vec<PassRecord>, StoreError> {
         self.with_reader(move |conn| {
-            let passes = conn
-                .prepare_cached(
-                    "SELECT d.device_id, p.segment, p.forward, p.from_m, p.to_m, p.start_ms,
-                         p.end_ms, p.work, p.invalid, p.max_speed_kmh
-                     FROM passes p JOIN devices d USING (device_key)
-                     WHERE p.start_ms >= ?1 AND p.start_ms < ?2
-                       AND (?3 IS NULL OR d.device_id = ?3)
-                     ORDER BY p.start_ms, d.device_id, p.n",
-                )?
-                .query_map(params![ms(from), ms(to), device_id], |r| {
-                    Ok(PassRecord {
-                        device_id: r.get(0)?,
-                        segment: r.get(1)?,
-                        forward: r.get(2)?,
-                        from_m: r.get(3)?,
-                        to_m: r.get(4)?,
-                        start: ts(r.get(5)?),
-                        end: ts(r.get(6)?),
-                        work: r.get(7)?,
-                        invalid: r.get(8)?,
-                        max_speed_kmh: r.get(9)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+            let row = |r: &rusqlite::Row<'_>| {
+                Ok(PassRecord {
+                    device_id: r.get(0)?,
+                    segment: r.get(1)?,
+                    forward: r.get(2)?,
+                    from_m: r.get(3)?,
+                    to_m: r.get(4)?,
+                    start: ts(r.get(5)?),
+                    end: ts(r.get(6)?),
+                    work: r.get(7)?,
+                    invalid: r.get(8)?,
+                    max_speed_kmh: r.get(9)?,
+                })
+            };
+            const COLUMNS: &str = "d.device_id, p.segment, p.forward, p.from_m, p.to_m,
+                p.start_ms, p.end_ms, p.work, p.invalid, p.max_speed_kmh";
+            let passes = match device_id {
+                // One device's: a range of the primary key (its chunks' hours; a pass starts
+                // in its chunk's hour, the hour either side is margin), not the whole fleet's.
+                Some(device_id) => conn
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM devices d JOIN passes p USING (device_key)
+                         WHERE d.device_id = ?3 AND p.hour >= ?4 AND p.hour <= ?5
+                           AND p.start_ms >= ?1 AND p.start_ms < ?2
+                         ORDER BY p.start_ms, p.n"
+                    ))?
+                    .query_map(
+                        params![
+                            ms(from),
+                            ms(to),
+                            device_id,
+                            ms(from).div_euclid(COVERAGE_CHUNK_MS) - 1,
+                            ms(to).div_euclid(COVERAGE_CHUNK_MS) + 1
+                        ],
+                        row,
+                    )?
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => conn
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM passes p JOIN devices d USING (device_key)
+                         WHERE p.start_ms >= ?1 AND p.start_ms < ?2
+                         ORDER BY p.start_ms, d.device_id, p.n"
+                    ))?
+                    .query_map(params![ms(from), ms(to)], row)?
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
             Ok(passes)
         })
         .await

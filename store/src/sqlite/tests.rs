@@ -1116,3 +1116,59 @@ fn dead_letters_from_before_the_caps_are_counted_by_device() {
         ]
     );
 }
+
+/// One vehicle's passes come from its own rows (a primary-key range), not from the fleet's:
+/// the same passes as the fleet's of that vehicle, bounds included (`from`) and excluded
+/// (`to`), across hours.
+#[tokio::test]
+async fn one_vehicles_passes_are_the_fleets_of_that_vehicle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .write_batch(vec![fixes("sw-1", &[1]), fixes("sw-2", &[1])])
+        .await
+        .unwrap();
+    let chunk = |device: &str, hour: &str| CoverageChunk {
+        device_id: device.into(),
+        kind: DeviceKind::Sweeper,
+        start: t(hour),
+        version: 1,
+    };
+    for (device, hour, starts) in [
+        (
+            "sw-1",
+            "2026-11-21T06:00:00Z",
+            &["2026-11-21T06:59:59Z"][..],
+        ),
+        (
+            "sw-1",
+            "2026-11-21T07:00:00Z",
+            &["2026-11-21T07:00:00Z", "2026-11-21T07:30:00Z"],
+        ),
+        ("sw-1", "2026-11-21T08:00:00Z", &["2026-11-21T08:10:00Z"]),
+        ("sw-2", "2026-11-21T07:00:00Z", &["2026-11-21T07:15:00Z"]),
+    ] {
+        let passes = starts.iter().map(|s| pass(device, s, 1)).collect();
+        store.put_passes(chunk(device, hour), passes).await.unwrap();
+    }
+    let (from, to) = (t("2026-11-21T07:00:00Z"), t("2026-11-21T08:10:00Z"));
+    let all = store.passes(from, to, None).await.unwrap();
+    assert_eq!(all.len(), 3, "{all:?}");
+    for device in ["sw-1", "sw-2", "sw-9"] {
+        let theirs: Vec<PassRecord> = all
+            .iter()
+            .filter(|p| p.device_id == device)
+            .cloned()
+            .collect();
+        assert_eq!(
+            store.passes(from, to, Some(device.into())).await.unwrap(),
+            theirs,
+            "{device}"
+        );
+    }
+    let sw1 = store.passes(from, to, Some("sw-1".into())).await.unwrap();
+    assert_eq!(
+        sw1.iter().map(|p| p.start).collect::<Vec<_>>(),
+        [t("2026-11-21T07:00:00Z"), t("2026-11-21T07:30:00Z")]
+    );
+}
