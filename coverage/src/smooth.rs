@@ -91,6 +91,9 @@ pub fn along_drive(
 /// n (1 − ρ)/(1 + ρ) independent ones; a fix alone (or τ = 0) is worth one.
 fn independent_shares(fixes: &[AlongFix], error_correlation_s: f64) -> Vec<f64> {
     let n = fixes.len();
+    if error_correlation_s <= 0.0 {
+        return vec![1.0; n];
+    }
     (0..n)
         .map(|i| {
             let before_s = (i > 0).then(|| fixes[i].time_s - fixes[i - 1].time_s);
@@ -100,9 +103,6 @@ fn independent_shares(fixes: &[AlongFix], error_correlation_s: f64) -> Vec<f64> 
                 (Some(d), None) | (None, Some(d)) => d,
                 (None, None) => return 1.0,
             };
-            if error_correlation_s <= 0.0 {
-                return 1.0;
-            }
             let rho = (-spacing_s.max(0.0) / error_correlation_s).exp();
             (1.0 - rho) / (1.0 + rho)
         })
