@@ -70,7 +70,7 @@ async fn main() {
         roads.as_deref().unwrap_or("the demo town"),
         items.len()
     );
-    println!("workers  chunks  fixes matched  seconds  chunks/s  fixes/s");
+    println!("workers  chunks  fixes matched  segment days  seconds  chunks/s  fixes/s");
     let mut matched: Option<Arc<dyn Store>> = None;
     for &n in &workers {
         let dir = tempfile::tempdir().unwrap();
@@ -83,6 +83,7 @@ async fn main() {
         let metrics = CoverageMetrics::register(&registry).unwrap();
         let stage_config = CoverageConfig {
             workers: n,
+            time_zone: "UTC".into(),
             ..CoverageConfig::default()
         };
         let shutdown = CancellationToken::new();
@@ -95,7 +96,9 @@ async fn main() {
             shutdown.clone(),
         ));
         loop {
-            if store.stale_chunks(1).await.unwrap().is_empty() && metrics.chunks.get() > 0 {
+            let backlog = store.coverage_backlog().await.unwrap();
+            let current = backlog.stale_chunks == 0 && backlog.stale_segment_days == 0;
+            if current && metrics.chunks.get() > 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -104,8 +107,9 @@ async fn main() {
         shutdown.cancel();
         stage.await.unwrap().unwrap();
         let (chunks, fixes) = (metrics.chunks.get(), metrics.fixes.get());
+        let days = metrics.segment_days.get();
         println!(
-            "{n:>7}  {chunks:>6}  {fixes:>13}  {seconds:>7.2}  {:>8.1}  {:>7.0}",
+            "{n:>7}  {chunks:>6}  {fixes:>13}  {days:>12}  {seconds:>7.2}  {:>8.1}  {:>7.0}",
             chunks as f64 / seconds,
             fixes as f64 / seconds
         );
@@ -130,4 +134,20 @@ async fn main() {
         }
         println!("passes of {what}: {found} in {:.1} ms", best * 1000.0);
     }
+    // What a day report reads: the segments' days stored for the range's days.
+    let (first, last) = (
+        start.to_zoned(jiff::tz::TimeZone::UTC).date(),
+        end.to_zoned(jiff::tz::TimeZone::UTC).date(),
+    );
+    let mut best = f64::INFINITY;
+    let mut found = 0;
+    for _ in 0..5 {
+        let clock = Instant::now();
+        found = store.segment_days(first, last).await.unwrap().len();
+        best = best.min(clock.elapsed().as_secs_f64());
+    }
+    println!(
+        "segments' days of {first}..={last}: {found} in {:.1} ms",
+        best * 1000.0
+    );
 }

@@ -4,6 +4,7 @@
 //! (`cleanfleet_coverage::match_window`), and replaces the chunk's passes. A chunk's passes depend only on the fixes stored for it and its
 //! context, so arrival order and duplicates do not change them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +14,14 @@ use cleanfleet_coverage::{
     Matcher, Observation, Pass, SectionPlan, TrackError, TrackFormat, WorkType,
 };
 use cleanfleet_model::Fix;
+use cleanfleet_reports::{day_bounds, segment_day};
 use cleanfleet_roads::RoadNetwork;
-use cleanfleet_store::{CoverageChunk, PassRecord, Store, StoreError, COVERAGE_CONTEXT_MS};
+use cleanfleet_store::{
+    CoverageChunk, PassRecord, StaleSegmentDay, Store, StoreError, COVERAGE_CONTEXT_MS,
+};
 use futures::StreamExt;
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use prometheus::{exponential_buckets, Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 use serde::Deserialize;
@@ -69,6 +75,8 @@ impl CoverageConfig {
 const MAX_CHUNK_FIXES: u32 = 48_000;
 /// Chunks taken from the store per look.
 const CHUNKS_PER_LOOK: u32 = 64;
+/// Stale segments' days taken from the store per look.
+const SEGMENT_DAYS_PER_LOOK: u32 = 4096;
 
 /// An identity for a road network: coverage computed on another network is discarded.
 pub fn network_id(network: &RoadNetwork) -> String {
@@ -98,6 +106,8 @@ pub struct CoverageMetrics {
     pub passes: IntCounter,
     pub chunk_duration: Histogram,
     pub backlog: IntGauge,
+    pub segment_days: IntCounter,
+    pub stale_segment_days: IntGauge,
     pub store_retries: IntCounter,
 }
 
@@ -124,6 +134,14 @@ impl CoverageMetrics {
                 "cleanfleet_coverage_backlog_chunks",
                 "Chunks whose fixes changed since their passes were computed",
             )?,
+            segment_days: IntCounter::new(
+                "cleanfleet_coverage_segment_days_total",
+                "Segments' days whose status was computed and stored",
+            )?,
+            stale_segment_days: IntGauge::new(
+                "cleanfleet_coverage_stale_segment_days",
+                "Segments' days whose passes changed since their status was stored",
+            )?,
             store_retries: IntCounter::new(
                 "cleanfleet_coverage_store_retries_total",
                 "Store calls tried again because the store was busy",
@@ -134,6 +152,8 @@ impl CoverageMetrics {
         registry.register(Box::new(m.passes.clone()))?;
         registry.register(Box::new(m.chunk_duration.clone()))?;
         registry.register(Box::new(m.backlog.clone()))?;
+        registry.register(Box::new(m.segment_days.clone()))?;
+        registry.register(Box::new(m.stale_segment_days.clone()))?;
         registry.register(Box::new(m.store_retries.clone()))?;
         Ok(m)
     }
@@ -147,9 +167,15 @@ pub async fn run(
     metrics: CoverageMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    // Passes depend on the network, the matcher's settings and the pass rules: when any of
-    // them changes, every chunk is computed again.
-    let settings = format!("{:?}{:?}", config.matcher, config.rules);
+    let time_zone = TimeZone::get(&config.time_zone).with_context(|| {
+        format!(
+            "[coverage] time_zone {:?} is not an IANA time zone",
+            config.time_zone
+        )
+    })?;
+    // Passes depend on the network, the matcher's settings and the pass rules, segments' days
+    // on the city's time zone too: when any of them changes, every chunk is computed again.
+    let settings = format!("{:?}{:?}{}", config.matcher, config.rules, config.time_zone);
     let basis = format!(
         "{}-settings-{:016x}",
         network_id(&network),
@@ -204,6 +230,9 @@ pub async fn run(
     let poll = Duration::from_secs_f64(config.poll_interval_s.max(0.1));
     let stage = Stage {
         store: store.as_ref(),
+        network: &network,
+        rules: &config.rules,
+        time_zone: &time_zone,
         jobs: &jobs,
         metrics: &metrics,
         retry: &retry,
@@ -218,6 +247,17 @@ pub async fn run(
                 break;
             };
             metrics.backlog.set(backlog.stale_chunks as i64);
+            metrics
+                .stale_segment_days
+                .set(backlog.stale_segment_days as i64);
+            // The passes stored in the last round change their segments' days: those are
+            // stored before more chunks are taken, so day reports follow the passes closely.
+            if backlog.stale_segment_days > 0 {
+                if stage.store_segment_days().await?.is_none() {
+                    break;
+                }
+                continue;
+            }
             let Some(chunks) = retry
                 .call("stale_chunks", || store.stale_chunks(CHUNKS_PER_LOOK))
                 .await?
@@ -255,9 +295,12 @@ pub async fn run(
     result
 }
 
-/// What computing a chunk needs.
+/// What the stage's work needs: computing chunks and storing segments' days.
 struct Stage<'a> {
     store: &'a dyn Store,
+    network: &'a Arc<RoadNetwork>,
+    rules: &'a CoverageRules,
+    time_zone: &'a TimeZone,
     jobs: &'a mpsc::Sender<Job>,
     metrics: &'a CoverageMetrics,
     retry: &'a Retry<'a>,
@@ -296,7 +339,8 @@ impl Stage<'_> {
         let Some(()) = self
             .retry
             .call("put_passes", || {
-                self.store.put_passes(chunk.clone(), passes.clone())
+                self.store
+                    .put_passes(chunk.clone(), passes.clone(), self.time_zone)
             })
             .await?
         else {
@@ -304,6 +348,64 @@ impl Stage<'_> {
         };
         self.metrics.chunks.inc();
         timer.observe_duration();
+        Ok(Some(()))
+    }
+
+    /// Computes and stores a batch of stale segments' days from their passes, a day at a
+    /// time. `None`: stopped (shutdown).
+    async fn store_segment_days(&self) -> anyhow::Result<Option<()>> {
+        let Some(stale) = self
+            .retry
+            .call("stale_segment_days", || {
+                self.store.stale_segment_days(SEGMENT_DAYS_PER_LOOK)
+            })
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut by_day: BTreeMap<Date, Vec<StaleSegmentDay>> = BTreeMap::new();
+        for s in stale {
+            by_day.entry(s.day).or_default().push(s);
+        }
+        for (day, stale) in by_day {
+            let (from, to) = day_bounds(self.time_zone, day)
+                .with_context(|| format!("the bounds of {day} in the city's time zone"))?;
+            let segments: Vec<u32> = stale.iter().map(|s| s.segment).collect();
+            let Some(passes) = self
+                .retry
+                .call("segment_passes", || {
+                    self.store.segment_passes(segments.clone(), from, to)
+                })
+                .await?
+            else {
+                return Ok(None);
+            };
+            let (network, rules) = (self.network.clone(), self.rules.clone());
+            let rows = tokio::task::spawn_blocking(move || {
+                let mut by_segment: BTreeMap<u32, Vec<PassRecord>> = BTreeMap::new();
+                for p in passes {
+                    by_segment.entry(p.segment).or_default().push(p);
+                }
+                by_segment
+                    .iter()
+                    .filter_map(|(&segment, passes)| {
+                        segment_day(&network, &rules, day, segment, passes)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .context("a segment-day computation failed")?;
+            self.metrics.segment_days.inc_by(stale.len() as u64);
+            let Some(()) = self
+                .retry
+                .call("put_segment_days", || {
+                    self.store.put_segment_days(rows.clone(), stale.clone())
+                })
+                .await?
+            else {
+                return Ok(None);
+            };
+        }
         Ok(Some(()))
     }
 }

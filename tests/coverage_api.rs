@@ -16,17 +16,43 @@ use common::*;
 use jiff::{SignedDuration, Timestamp};
 use tokio_util::sync::CancellationToken;
 
-/// Waits until the coverage stage has caught up with every stored fix.
+/// Waits until the coverage stage has caught up with every stored fix: passes and the
+/// segments' days made of them.
 async fn coverage_caught_up(store: &dyn Store) {
     eventually("coverage to catch up", Duration::from_secs(60), || async {
-        store
-            .stale_chunks(1)
-            .await
-            .unwrap()
-            .is_empty()
-            .then_some(())
+        let backlog = store.coverage_backlog().await.unwrap();
+        (backlog.stale_chunks == 0 && backlog.stale_segment_days == 0).then_some(())
     })
     .await;
+}
+
+/// The stored segments' days of `dates` are those computed afresh from the stored passes.
+async fn segment_days_are_their_passes(
+    store: &dyn Store,
+    rules: &cleanfleet_coverage::CoverageRules,
+    dates: &[jiff::civil::Date],
+) -> Vec<cleanfleet_store::SegmentDayRecord> {
+    let network = RoadNetwork::demo();
+    let mut all = Vec::new();
+    for &date in dates {
+        let (from, to) = cleanfleet_reports::day_bounds(&jiff::tz::TimeZone::UTC, date).unwrap();
+        let passes = store.passes(from, to, None).await.unwrap();
+        let mut segments: Vec<u32> = passes.iter().map(|p| p.segment).collect();
+        segments.sort_unstable();
+        segments.dedup();
+        let expected: Vec<_> = segments
+            .iter()
+            .filter_map(|&s| {
+                let of_segment: Vec<_> =
+                    passes.iter().filter(|p| p.segment == s).cloned().collect();
+                cleanfleet_reports::segment_day(&network, rules, date, s, &of_segment)
+            })
+            .collect();
+        let stored = store.segment_days(date, date).await.unwrap();
+        assert_eq!(stored, expected, "{date}");
+        all.extend(stored);
+    }
+    all
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,7 +112,7 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
         // Caught up: nothing stale, so no "stale from".
         assert_eq!(
             body["matching"],
-            serde_json::json!({"stale_chunks": 0}),
+            serde_json::json!({"stale_chunks": 0, "stale_segment_days": 0}),
             "{body}"
         );
         covered_m += body["covered"]["length_m"].as_f64().unwrap();
@@ -317,6 +343,14 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
         now + SignedDuration::from_hours(1),
     );
     let expected = stack.store.passes(day.0, day.1, None).await.unwrap();
+    let dates: Vec<jiff::civil::Date> = days.iter().map(|d| d.parse().unwrap()).collect();
+    let rules = cleanfleet_coverage::CoverageRules::default();
+    let expected_days = segment_days_are_their_passes(stack.store.as_ref(), &rules, &dates).await;
+    assert!(
+        expected_days.len() > 20,
+        "{} segments' days",
+        expected_days.len()
+    );
     let mut items = Vec::new();
     let delivery = std::sync::Arc::new(cleanfleet_store::Delivery::Mqtt {
         broker: "mqtt://replay".into(),
@@ -375,5 +409,7 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
     let replayed = replay.store.passes(day.0, day.1, None).await.unwrap();
     assert_eq!(replayed.len(), expected.len());
     assert_eq!(replayed, expected);
+    let replayed_days = segment_days_are_their_passes(replay.store.as_ref(), &rules, &dates).await;
+    assert_eq!(replayed_days, expected_days);
     replay.stop().await.unwrap();
 }

@@ -94,12 +94,13 @@ async fn ingest_and_coverage_processes_write_at_once_and_both_live() {
     }
     let total = DEVICES * MESSAGES_PER_DEVICE * FIXES_PER_MESSAGE;
     let settled = eventually(
-        "every fix stored and every chunk's passes current",
+        "every fix stored, every chunk's passes and segment's day current",
         Duration::from_secs(120),
         || async {
             let stats = store.stats().await.ok()?;
             let backlog = store.coverage_backlog().await.ok()?;
-            (stats.fixes >= total && backlog.stale_chunks == 0).then_some(stats.fixes)
+            let current = backlog.stale_chunks == 0 && backlog.stale_segment_days == 0;
+            (stats.fixes >= total && current).then_some(stats.fixes)
         },
     )
     .await;

@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use cleanfleet_coverage::CoverageSummary;
-
 use crate::bins::alerts_between;
 use cleanfleet_reports::{Scope, ScopeSpec};
 
@@ -71,10 +69,10 @@ pub async fn contractor_brief(
 ) -> Result<ContractorBrief, ApiError> {
     let ctx = context(state)?;
     let scope = Scope::new(ctx, &ScopeSpec::contractor(contractor))?;
-    let (date, _, statuses) = day_status(state, None).await?;
+    let (date, status) = day_status(state, None).await?;
     let (_, from, to) = day(state, ctx, Some(date))?;
     let overflows = alerts_between(state, ctx, from, to, Some(contractor)).await?;
-    let summary = CoverageSummary::of(&ctx.network, &statuses, |s| scope.contains(s));
+    let (summary, _) = status.summary(&ctx.network, |s| scope.contains(s));
     let (_, inspections, _) =
         inspections_of_day(state, ctx, Some(date), &scope, Some(contractor)).await?;
     let litter = inspections.iter().flat_map(|i| &i.litter_clearance);

@@ -9,11 +9,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
-use cleanfleet_coverage::{segment_status, SegmentStatus};
 use cleanfleet_reports::{
-    daily_coverage, day_bounds, day_coverage, engine_passes, may_see, may_see_work, restrict,
-    section_days, segment_feature, status_features, vehicle_days, zone_list, CoverageContext,
-    DailyCoverage, DayCoverage, Scope, ScopeSpec, SectionDay, VehicleDay, ZoneList, MAX_RANGE_DAYS,
+    daily_coverage, day_bounds, day_coverage, may_see, may_see_work, restrict, section_days,
+    segment_feature, status_features, vehicle_days, zone_list, CoverageContext, DailyCoverage,
+    DayCoverage, DayStatus, Scope, ScopeSpec, SectionDay, VehicleDay, ZoneList, MAX_RANGE_DAYS,
 };
 use cleanfleet_roads::RoadClass;
 use cleanfleet_store::{CoverageBacklog, PassRecord};
@@ -105,20 +104,15 @@ pub(crate) fn day(
     Ok((date, start, end))
 }
 
-/// The day's stored passes and the segments' status from them.
+/// The day's status of every segment, as the coverage stage stored it.
 pub(crate) async fn day_status(
     state: &ApiState,
     date: Option<Date>,
-) -> Result<(Date, Vec<PassRecord>, Vec<SegmentStatus>), ApiError> {
+) -> Result<(Date, DayStatus), ApiError> {
     let ctx = context(state)?;
-    let (date, from, to) = day(state, ctx, date)?;
-    let records = state.store.passes(from, to, None).await?;
-    let statuses = segment_status(
-        &ctx.network,
-        &engine_passes(&ctx.network, &records),
-        &ctx.rules,
-    );
-    Ok((date, records, statuses))
+    let (date, _, _) = day(state, ctx, date)?;
+    let rows = state.store.segment_days(date, date).await?;
+    Ok((date, DayStatus::from_rows(&DayStatus::idle(ctx), &rows)))
 }
 
 /// A day's coverage of a scope.
@@ -144,11 +138,11 @@ pub(crate) async fn coverage_report(
         ctx, params, scope, ..
     }: OneDay,
 ) -> Result<Json<CoverageReport>, ApiError> {
-    let (date, records, statuses) = day_status(&state, params.date).await?;
+    let (date, status) = day_status(&state, params.date).await?;
     Ok(Json(CoverageReport {
         date: date.to_string(),
         time_zone: ctx.time_zone_name.clone(),
-        coverage: day_coverage(&ctx, &records, &statuses, &scope),
+        coverage: day_coverage(&ctx, &status, &scope),
         matching: state.store.coverage_backlog().await?,
     }))
 }
@@ -164,13 +158,13 @@ pub(crate) async fn coverage_segments(
         ctx, params, scope, ..
     }: OneDay,
 ) -> Result<Response, ApiError> {
-    let (date, _, statuses) = day_status(&state, params.date).await?;
+    let (date, status) = day_status(&state, params.date).await?;
     let body = json!({
         "type": "FeatureCollection",
         "date": date.to_string(),
         "time_zone": ctx.time_zone_name,
         "matching": state.store.coverage_backlog().await?,
-        "features": status_features(&ctx, &statuses, &scope),
+        "features": status_features(&ctx, &status.statuses, &scope),
     });
     Ok(([(header::CONTENT_TYPE, "application/geo+json")], Json(body)).into_response())
 }
@@ -372,27 +366,26 @@ pub(crate) async fn coverage_daily(
             format!("a range spans at most {MAX_RANGE_DAYS} days"),
         ));
     }
-    let mut days = Vec::new();
-    let mut date = first;
-    loop {
-        let (_, start, end) = day(&state, ctx, Some(date))?;
-        days.push((date, start, end));
-        if date >= last {
-            break;
-        }
-        date = date
-            .tomorrow()
-            .map_err(|e| ApiError::invalid("to", e.to_string()))?;
+    let mut dates = vec![first];
+    while let Some(&date) = dates.last().filter(|&&d| d < last) {
+        dates.push(
+            date.tomorrow()
+                .map_err(|e| ApiError::invalid("to", e.to_string()))?,
+        );
     }
-    let records = state
-        .store
-        .passes(days[0].1, days[days.len() - 1].2, None)
-        .await?;
+    // One day's statuses at a time: a quarter of a city's segments is never held at once.
+    let rows = state.store.segment_days(first, last).await?;
+    let idle = DayStatus::idle(ctx);
+    let days = dates.into_iter().map(|date| {
+        let from = rows.partition_point(|r| r.day < date);
+        let to = rows.partition_point(|r| r.day <= date);
+        (date, DayStatus::from_rows(&idle, &rows[from..to]))
+    });
     Ok(Json(DailyReport {
         from: first.to_string(),
         to: last.to_string(),
         time_zone: ctx.time_zone_name.clone(),
-        coverage: daily_coverage(ctx, &records, &scope, &days),
+        coverage: daily_coverage(ctx, &scope, days),
         matching: state.store.coverage_backlog().await?,
     }))
 }
@@ -417,10 +410,10 @@ pub(crate) async fn coverage_sections(
         ctx, params, scope, ..
     }: OneDay,
 ) -> Result<Json<SectionDayList>, ApiError> {
-    let (date, records, statuses) = day_status(&state, params.date).await?;
+    let (date, status) = day_status(&state, params.date).await?;
     Ok(Json(SectionDayList {
         date: date.to_string(),
-        sections: section_days(&ctx, &records, &statuses, &scope),
+        sections: section_days(&ctx, &status, &scope),
         matching: state.store.coverage_backlog().await?,
     }))
 }

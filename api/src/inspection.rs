@@ -16,8 +16,8 @@ use utoipa::ToSchema;
 
 use cleanfleet_reports::{
     assess_period, contractor_segments, failed_sample_features, road_inspections, sample_of,
-    sample_view, status_between, CoverageContext, DayState, InspectionView, PeriodAssessment,
-    PeriodDay, SampleView, Scope, CLEANING_LOOKBACK,
+    sample_view, CoverageContext, DayState, DayStatus, InspectionView, PeriodAssessment, PeriodDay,
+    SampleView, Scope, CLEANING_LOOKBACK,
 };
 
 use crate::coverage::{answers_known_until, context, day, DayParams, OneDay};
@@ -205,7 +205,7 @@ pub(crate) async fn inspections_of_day(
         .store
         .passes(from - CLEANING_LOOKBACK, known_until.max(to), None)
         .await?;
-    let statuses = status_between(ctx, &records, from, to);
+    let statuses = DayStatus::between(ctx, &records, from, to).statuses;
     let views = road_inspections(
         ctx,
         &samples,

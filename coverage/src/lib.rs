@@ -30,7 +30,7 @@ pub use matcher::{Leg, MatchConfig, MatchedPoint, MatchedTrace, Matcher, Observa
 pub use passes::{derive_passes, FixState, InvalidReason, Pass, WorkType};
 pub use plane::Plane;
 pub use rules::{non_negative, positive, CoverageRules, DeepCleanRule, SectionPlan, SpeedBands};
-pub use status::{segment_status, CoverageSummary, MissReason, SegmentStatus};
+pub use status::{segment_status, status_of, CoverageSummary, MissReason, SegmentStatus};
 pub use track::{
     in_time_order, match_track, parse_track, TrackError, TrackFix, TrackFormat, TrackMatch,
 };

@@ -24,6 +24,35 @@ pub enum MissReason {
     OneSide,
 }
 
+impl MissReason {
+    pub const ALL: [MissReason; 7] = [
+        MissReason::NotVisited,
+        MissReason::ToolOff,
+        MissReason::Overspeed,
+        MissReason::PoorGps,
+        MissReason::TooShort,
+        MissReason::Partial,
+        MissReason::OneSide,
+    ];
+
+    /// The name in JSON and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MissReason::NotVisited => "not_visited",
+            MissReason::ToolOff => "tool_off",
+            MissReason::Overspeed => "overspeed",
+            MissReason::PoorGps => "poor_gps",
+            MissReason::TooShort => "too_short",
+            MissReason::Partial => "partial",
+            MissReason::OneSide => "one_side",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<MissReason> {
+        MissReason::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
 impl From<InvalidReason> for MissReason {
     fn from(reason: InvalidReason) -> Self {
         match reason {
@@ -67,7 +96,9 @@ pub fn segment_status(
         .collect()
 }
 
-fn status_of(segment: &Segment, passes: &[&Pass], rules: &CoverageRules) -> SegmentStatus {
+/// The status of one segment from all of its passes of a day (any order), as
+/// [`segment_status`] gives it.
+pub fn status_of(segment: &Segment, passes: &[&Pass], rules: &CoverageRules) -> SegmentStatus {
     let both_sides = rules.sides(segment) == 2;
     let length_m = segment.length_m;
     // Share of the segment an interval set covers, on the side(s) that count.
@@ -327,6 +358,15 @@ mod tests {
             invalid: None,
             max_speed_kmh: 6.0,
         }
+    }
+
+    #[test]
+    fn a_miss_reasons_name_is_its_json_and_parses_back() {
+        for reason in MissReason::ALL {
+            assert_eq!(serde_json::json!(reason), reason.as_str());
+            assert_eq!(MissReason::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(MissReason::parse("lost"), None);
     }
 
     /// A segment of the demo town of `class`, two-way or not.

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{may_see_work, overspeed_runs, status_between, CoverageContext, ReportError};
+use crate::{may_see_work, overspeed_runs, CoverageContext, DayStatus, ReportError};
 
 /// What is known of a day of the period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,7 @@ pub fn assess_period(
     for day in days {
         let (start, stop) = (day.start, day.end);
         let coverage = (day.state == DayState::Judged).then(|| {
-            let statuses = status_between(ctx, records, start, stop);
+            let statuses = DayStatus::between(ctx, records, start, stop).statuses;
             let s = CoverageSummary::of(&ctx.network, &statuses, |seg| members.contains(&seg.id));
             DayCoverage {
                 covered_share: s.covered_share_by_length(),

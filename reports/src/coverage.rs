@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use cleanfleet_coverage::{
-    segment_status, CoverageSummary, InvalidReason, MissReason, Pass, SegmentStatus, WorkType,
+    CoverageSummary, InvalidReason, MissReason, Pass, SegmentStatus, WorkType,
 };
 use cleanfleet_roads::{RoadNetwork, Segment, Zone};
 use cleanfleet_store::PassRecord;
@@ -15,7 +15,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::{CoverageContext, Scope};
+use crate::days::is_working;
+use crate::{CoverageContext, DayStatus, Scope};
 
 /// Passes further apart than this start a new overspeed event.
 pub const OVERSPEED_EVENT_GAP_S: f64 = 60.0;
@@ -55,25 +56,6 @@ pub fn engine_passes(network: &RoadNetwork, records: &[PassRecord]) -> Vec<Pass>
         .collect()
 }
 
-/// Segment status from those of `records` that start in `from..to`.
-pub fn status_between(
-    ctx: &CoverageContext,
-    records: &[PassRecord],
-    from: Timestamp,
-    to: Timestamp,
-) -> Vec<SegmentStatus> {
-    let within: Vec<PassRecord> = records
-        .iter()
-        .filter(|r| from <= r.start && r.start < to)
-        .cloned()
-        .collect();
-    segment_status(
-        &ctx.network,
-        &engine_passes(&ctx.network, &within),
-        &ctx.rules,
-    )
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Share {
     pub length_m: f64,
@@ -108,15 +90,9 @@ pub struct DayCoverage {
 }
 
 /// The day's covered, mechanised and deep-cleaned shares of `scope`, by length and by area,
-/// with the segments missed and why; `statuses` are the day's, from `records`.
-pub fn day_coverage(
-    ctx: &CoverageContext,
-    records: &[PassRecord],
-    statuses: &[SegmentStatus],
-    scope: &Scope,
-) -> DayCoverage {
-    let in_scope = |s: &Segment| scope.contains(s);
-    let s = CoverageSummary::of(&ctx.network, statuses, in_scope);
+/// with the segments missed and why.
+pub fn day_coverage(ctx: &CoverageContext, day: &DayStatus, scope: &Scope) -> DayCoverage {
+    let (s, work) = day.summary(&ctx.network, |s| scope.contains(s));
     let share = |length_m: f64, area_m2: f64| Share {
         length_m,
         area_m2,
@@ -124,29 +100,25 @@ pub fn day_coverage(
         share_by_area: ratio(area_m2, s.total_area_m2),
     };
     let mut missed: Vec<Missed> = Vec::new();
-    for status in statuses {
+    for status in &day.statuses {
         let segment = &ctx.network.segments()[status.segment as usize];
         let Some(reason) = status.missed.filter(|_| scope.contains(segment)) else {
             continue;
         };
-        let reason = miss_name(reason);
+        let reason = reason.as_str();
         match missed.iter_mut().find(|m| m.reason == reason) {
             Some(m) => {
                 m.segments += 1;
                 m.length_m += segment.length_m;
             }
             None => missed.push(Missed {
-                reason,
+                reason: reason.to_owned(),
                 segments: 1,
                 length_m: segment.length_m,
             }),
         }
     }
     missed.sort_by(|a, b| a.reason.cmp(&b.reason));
-    let working: Vec<&PassRecord> = records
-        .iter()
-        .filter(|r| is_working(r) && segment_in(ctx, scope, r.segment))
-        .collect();
     DayCoverage {
         scope: scope.name().to_owned(),
         segments: s.segments,
@@ -156,8 +128,8 @@ pub fn day_coverage(
         mechanised: share(s.mechanised_length_m, s.mechanised_area_m2),
         deep_cleaned: share(s.deep_cleaned_length_m, s.deep_cleaned_area_m2),
         missed,
-        passes: working.len(),
-        valid_passes: working.iter().filter(|r| r.invalid.is_none()).count(),
+        passes: work.working_passes as usize,
+        valid_passes: work.valid_passes as usize,
     }
 }
 
@@ -178,7 +150,7 @@ pub fn status_features(
                 properties["covered_ratio"] = json!(status.covered_ratio);
                 properties["mechanised"] = json!(status.mechanised);
                 properties["deep_cleaned"] = json!(status.deep_cleaned);
-                properties["missed"] = json!(status.missed.map(miss_name));
+                properties["missed"] = json!(status.missed.map(MissReason::as_str));
                 feature
             })
         })
@@ -333,34 +305,29 @@ pub struct DailyCoverage {
     pub mean: DayShares,
 }
 
-/// Each of `days` (a date and its bounds, in order, at least one) from `records`: its
-/// covered, mechanised and deep-cleaned shares of `scope` and valid passes, and their means.
+/// Each of `days` (in order, at least one): its covered, mechanised and deep-cleaned shares
+/// of `scope` and valid passes, and their means.
 pub fn daily_coverage(
     ctx: &CoverageContext,
-    records: &[PassRecord],
     scope: &Scope,
-    days: &[(Date, Timestamp, Timestamp)],
+    days: impl IntoIterator<Item = (Date, DayStatus)>,
 ) -> DailyCoverage {
-    let in_scope = |s: &Segment| scope.contains(s);
     // The scope's extent: the same on every day (a status per segment each day).
     let mut totals = CoverageSummary::default();
-    let mut rows = Vec::with_capacity(days.len());
-    for &(date, start, end) in days {
-        let statuses = status_between(ctx, records, start, end);
-        let s = CoverageSummary::of(&ctx.network, &statuses, in_scope);
-        let valid_passes = records
-            .iter()
-            .filter(|r| start <= r.start && r.start < end && r.invalid.is_none())
-            .filter(|r| segment_in(ctx, scope, r.segment))
-            .count();
-        rows.push(shares(date.to_string(), &s, valid_passes));
+    let mut rows = Vec::new();
+    let (mut first, mut last) = (None, None);
+    for (date, day) in days {
+        let (s, work) = day.summary(&ctx.network, |s| scope.contains(s));
+        rows.push(shares(date.to_string(), &s, work.valid_passes as usize));
         totals = s;
+        first.get_or_insert(date);
+        last = Some(date);
     }
     let n = rows.len().max(1) as f64;
     let mean = |f: fn(&DayShares) -> f64| rows.iter().map(f).sum::<f64>() / n;
     let mean_row = DayShares {
-        date: match (days.first(), days.last()) {
-            (Some(first), Some(last)) => format!("{}/{}", first.0, last.0),
+        date: match (first, last) {
+            (Some(first), Some(last)) => format!("{first}/{last}"),
             _ => String::new(),
         },
         covered_share_by_length: mean(|r| r.covered_share_by_length),
@@ -423,12 +390,7 @@ pub struct SectionDay {
 
 /// Per section with segments in `scope` (only those count): coverage shares, missed
 /// segments, passes and valid passes and mileage against the plan.
-pub fn section_days(
-    ctx: &CoverageContext,
-    records: &[PassRecord],
-    statuses: &[SegmentStatus],
-    scope: &Scope,
-) -> Vec<SectionDay> {
+pub fn section_days(ctx: &CoverageContext, day: &DayStatus, scope: &Scope) -> Vec<SectionDay> {
     let mut sections = Vec::new();
     for zone in ctx.zones.sections() {
         let members: HashSet<u32> = zone
@@ -440,13 +402,7 @@ pub fn section_days(
         if members.is_empty() {
             continue;
         }
-        let s = CoverageSummary::of(&ctx.network, statuses, |seg| members.contains(&seg.id));
-        let working = || {
-            records
-                .iter()
-                .filter(|r| members.contains(&r.segment) && is_working(r))
-        };
-        let valid = || working().filter(|r| r.invalid.is_none());
+        let (s, work) = day.summary(&ctx.network, |seg| members.contains(&seg.id));
         let plan = ctx.plans.iter().find(|p| p.section == zone.id);
         let sides = |id: &u32| ctx.rules.sides(&ctx.network.segments()[*id as usize]);
         let sides_m: f64 = members
@@ -464,13 +420,14 @@ pub fn section_days(
             covered_share_by_area: s.covered_share_by_area(),
             mechanised_rate_by_length: s.mechanised_rate_by_length(),
             deep_cleaned_share_by_length: s.deep_cleaned_share_by_length(),
-            missed_segments: statuses
+            missed_segments: day
+                .statuses
                 .iter()
                 .filter(|st| members.contains(&st.segment) && !st.covered)
                 .count(),
-            passes: working().count(),
-            valid_passes: valid().count(),
-            valid_mileage_m: valid().map(|r| r.to_m - r.from_m).sum(),
+            passes: work.working_passes as usize,
+            valid_passes: work.valid_passes as usize,
+            valid_mileage_m: work.valid_mileage_m,
             planned_passes: plan.map(|p| p.passes_per_side * f64::from(sides)),
             planned_mileage_m: plan.map(|p| p.passes_per_side * sides_m),
         });
@@ -539,23 +496,11 @@ fn segment_in(ctx: &CoverageContext, scope: &Scope, segment: u32) -> bool {
         .is_some_and(|s| scope.contains(s))
 }
 
-/// With the tools on (every pass but a `tool_off` one).
-fn is_working(r: &PassRecord) -> bool {
-    r.invalid.as_deref() != Some(InvalidReason::ToolOff.as_str())
-}
-
 fn ratio(part: f64, whole: f64) -> f64 {
     if whole > 0.0 {
         part / whole
     } else {
         0.0
-    }
-}
-
-fn miss_name(reason: MissReason) -> String {
-    match serde_json::to_value(reason) {
-        Ok(Value::String(s)) => s,
-        _ => format!("{reason:?}"),
     }
 }
 
@@ -639,7 +584,9 @@ mod tests {
                 first + day_s + day_s,
             ),
         ];
-        let report = daily_coverage(&ctx, &records, &Scope::city(), &days);
+        let days =
+            days.map(|(date, from, to)| (date, DayStatus::between(&ctx, &records, from, to)));
+        let report = daily_coverage(&ctx, &Scope::city(), days);
         assert_eq!(report.days.len(), 2);
         let (one, two) = (&report.days[0], &report.days[1]);
         let expected = segment.length_m / report.total_length_m;

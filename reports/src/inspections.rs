@@ -343,7 +343,7 @@ mod tests {
             max_speed_kmh: 6.0,
         };
         let samples = [(sample, Some(placement), source)];
-        let statuses = crate::status_between(&ctx, &[], time, time);
+        let statuses = crate::DayStatus::idle(&ctx).statuses;
         let inspect = |viewer: Option<&str>| {
             let scope = match viewer {
                 Some(c) => crate::Scope::new(&ctx, &crate::ScopeSpec::contractor(c)).unwrap(),

@@ -1,12 +1,13 @@
 //! What the city, its contractors and its inspectors read: a day's coverage of a scope, per
 //! vehicle, per section and day by day, the segments' map, and who may see what. Pure
-//! functions over stored passes and the road network; the API parses a request, authorises
-//! it, reads the store, calls these and serialises what they return.
+//! functions over stored segments' days (or passes) and the road network; the API parses a
+//! request, authorises it, reads the store, calls these and serialises what they return.
 
 mod access;
 mod assessment;
 mod context;
 mod coverage;
+mod days;
 mod error;
 mod inspections;
 mod scope;
@@ -18,10 +19,11 @@ pub use assessment::{
 pub use context::CoverageContext;
 pub use coverage::{
     daily_coverage, day_bounds, day_coverage, engine_passes, overspeed_runs, section_days,
-    segment_feature, status_between, status_features, vehicle_days, zone_list, DailyCoverage,
-    DayCoverage, DayShares, Missed, SectionDay, Share, VehicleDay, ZoneList, ZoneView,
-    MAX_RANGE_DAYS, OVERSPEED_EVENT_GAP_S,
+    segment_feature, status_features, vehicle_days, zone_list, DailyCoverage, DayCoverage,
+    DayShares, Missed, SectionDay, Share, VehicleDay, ZoneList, ZoneView, MAX_RANGE_DAYS,
+    OVERSPEED_EVENT_GAP_S,
 };
+pub use days::{segment_day, DayStatus, SegmentWork};
 pub use error::ReportError;
 pub use inspections::{
     failed_sample_features, road_inspections, sample_of, sample_view, InspectionPart,

@@ -17,6 +17,8 @@ use cleanfleet_model::{
     BinReading, Decoded, DeviceKind, DeviceState, Fix, InspectionSample, RejectReason,
     ToiletReading,
 };
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -202,6 +204,36 @@ pub struct CoverageBacklog {
     /// fixes. Absent when none is stale.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stale_from: Option<Timestamp>,
+    /// Segments' days whose passes changed since their status was stored: day reports are
+    /// current once it is 0.
+    pub stale_segment_days: u64,
+}
+
+/// A segment's status and work on a local day of the city, as the coverage stage stores it
+/// (materialised from the passes that start that day; `cleanfleet-reports` computes it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentDayRecord {
+    pub day: Date,
+    pub segment: u32,
+    pub covered: bool,
+    pub mechanised: bool,
+    pub deep_cleaned: bool,
+    pub covered_ratio: f64,
+    /// Why it is not covered (`not_visited`, `partial`, ...); `None` when covered.
+    pub missed: Option<String>,
+    /// Passes with the tools on.
+    pub working_passes: u32,
+    pub valid_passes: u32,
+    pub valid_mileage_m: f64,
+}
+
+/// A segment's day whose passes changed since its status was stored; `version` is what its
+/// new status must be computed from (a later change makes it stale again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleSegmentDay {
+    pub day: Date,
+    pub segment: u32,
+    pub version: i64,
 }
 
 /// One device's hour whose passes are missing or older than its fixes.
@@ -413,7 +445,8 @@ pub trait Store: Send + Sync + 'static {
     /// Delete device data whose device time is before `before`; returns rows deleted.
     async fn prune(&self, before: Timestamp) -> Result<u64, StoreError>;
     /// Records the road network coverage is computed on; when it differs from the last one,
-    /// forgets every pass and makes every chunk stale. Returns whether it did.
+    /// forgets every pass and segment's day and makes every chunk stale. Returns whether it
+    /// did.
     async fn use_coverage_network(&self, network_id: &str) -> Result<bool, StoreError>;
     /// Stale chunks, oldest hour first.
     async fn stale_chunks(&self, limit: u32) -> Result<Vec<CoverageChunk>, StoreError>;
@@ -424,12 +457,38 @@ pub trait Store: Send + Sync + 'static {
     /// How far the coverage stage has got.
     async fn coverage_backlog(&self) -> Result<CoverageBacklog, StoreError>;
     /// Replaces the chunk's passes and records the version they were computed from; the
-    /// chunk stays stale if fixes landed in it meanwhile.
+    /// chunk stays stale if fixes landed in it meanwhile. Every segment's day (local in
+    /// `time_zone`) that an old or a new pass starts in becomes stale, in the same commit.
     async fn put_passes(
         &self,
         chunk: CoverageChunk,
         passes: Vec<PassRecord>,
+        time_zone: &TimeZone,
     ) -> Result<(), StoreError>;
+    /// Stale segments' days, oldest day first.
+    async fn stale_segment_days(&self, limit: u32) -> Result<Vec<StaleSegmentDay>, StoreError>;
+    /// Passes of `segments` starting in `from..to`, by start time (then device, then order
+    /// in the chunk, as [`Store::passes`]).
+    async fn segment_passes(
+        &self,
+        segments: Vec<u32>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<PassRecord>, StoreError>;
+    /// Stores the status of segments' days computed for `computed` (a row per segment's day
+    /// with passes; a stale one without is left with none) and makes each fresh unless its
+    /// passes changed again since its version.
+    async fn put_segment_days(
+        &self,
+        rows: Vec<SegmentDayRecord>,
+        computed: Vec<StaleSegmentDay>,
+    ) -> Result<(), StoreError>;
+    /// The stored segments' days of `first..=last`, by day and segment.
+    async fn segment_days(
+        &self,
+        first: Date,
+        last: Date,
+    ) -> Result<Vec<SegmentDayRecord>, StoreError>;
     /// Passes starting in `from..to`, of one device or all, by start time.
     async fn passes(
         &self,

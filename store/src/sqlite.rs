@@ -6,7 +6,7 @@ mod credentials;
 mod provenance;
 mod schema;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -15,14 +15,16 @@ use cleanfleet_model::{
     is_valid_device_id, BinReading, Body, Decoded, DeviceKind, DeviceState, Fix, FixBatch,
     InspectionSample, RejectReason, ToiletReading, WorkState, SAME_PLACE_M, TOPIC_PREFIX,
 };
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde::Deserialize;
 
 use crate::{
     CoverageBacklog, CoverageChunk, DeadLetter, DeadLetterQuery, DeviceQuery, DeviceSummary,
-    IngestItem, PassRecord, Store, StoreError, StoreStats, StoredSample, WriteReport,
-    COVERAGE_CHUNK_MS, COVERAGE_CONTEXT_MS,
+    IngestItem, PassRecord, SegmentDayRecord, StaleSegmentDay, Store, StoreError, StoreStats,
+    StoredSample, WriteReport, COVERAGE_CHUNK_MS, COVERAGE_CONTEXT_MS,
 };
 
 /// SQLite's `synchronous` setting. `full` survives power loss after a commit; `normal` survives
@@ -808,6 +810,33 @@ fn device_row(r: &Row) -> rusqlite::Result<(i64, DeviceRow)> {
     ))
 }
 
+/// A pass's columns as [`pass_row`] reads them (`p`: passes, `d`: devices).
+const PASS_COLUMNS: &str = "d.device_id, p.segment, p.forward, p.from_m, p.to_m, p.start_ms,
+    p.end_ms, p.work, p.invalid, p.max_speed_kmh";
+
+fn pass_row(r: &Row) -> rusqlite::Result<PassRecord> {
+    Ok(PassRecord {
+        device_id: r.get(0)?,
+        segment: r.get(1)?,
+        forward: r.get(2)?,
+        from_m: r.get(3)?,
+        to_m: r.get(4)?,
+        start: ts(r.get(5)?),
+        end: ts(r.get(6)?),
+        work: r.get(7)?,
+        invalid: r.get(8)?,
+        max_speed_kmh: r.get(9)?,
+    })
+}
+
+/// A local day stored as `YYYY-MM-DD`.
+fn date_column(r: &Row, column: usize) -> rusqlite::Result<Date> {
+    let text: String = r.get(column)?;
+    text.parse().map_err(|e: jiff::Error| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, e.into())
+    })
+}
+
 fn count(conn: &Connection, table: &str) -> Result<u64, StoreError> {
     Ok(
         conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
@@ -995,6 +1024,15 @@ impl Store for SqliteStore {
             let hour = ms(before).div_euclid(COVERAGE_CHUNK_MS);
             deleted += tx.execute("DELETE FROM passes WHERE hour < ?1", [hour])? as u64;
             tx.execute("DELETE FROM coverage_chunks WHERE hour < ?1", [hour])?;
+            // Days before the UTC day before `before` are over in every time zone.
+            let over = before
+                .to_zoned(TimeZone::UTC)
+                .date()
+                .yesterday()
+                .map_or_else(|_| String::new(), |d| d.to_string());
+            for table in ["segment_days", "stale_segment_days"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE day < ?1"), [&over])?;
+            }
             // A day partly kept keeps its index entries.
             tx.execute(
                 "DELETE FROM device_day_sources WHERE day < ?1",
@@ -1046,6 +1084,8 @@ impl Store for SqliteStore {
             let changed = current.as_deref() != Some(network_id.as_str());
             if changed {
                 tx.execute("DELETE FROM passes", [])?;
+                tx.execute("DELETE FROM segment_days", [])?;
+                tx.execute("DELETE FROM stale_segment_days", [])?;
                 // A version no computation can have: every chunk is stale.
                 tx.execute("UPDATE coverage_chunks SET computed_version = -1", [])?;
                 tx.execute(
@@ -1205,6 +1245,7 @@ impl Store for SqliteStore {
             Ok(CoverageBacklog {
                 stale_chunks: n as u64,
                 stale_from: oldest.map(|hour| ts(hour * COVERAGE_CHUNK_MS)),
+                stale_segment_days: count(conn, "stale_segment_days")?,
             })
         })
         .await
@@ -1214,7 +1255,9 @@ impl Store for SqliteStore {
         &self,
         chunk: CoverageChunk,
         passes: Vec<PassRecord>,
+        time_zone: &TimeZone,
     ) -> Result<(), StoreError> {
+        let time_zone = time_zone.clone();
         self.with_writer(move |conn| {
             let tx = write_transaction(conn)?;
             let key: i64 = tx.query_row(
@@ -1223,10 +1266,30 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )?;
             let hour = ms(chunk.start).div_euclid(COVERAGE_CHUNK_MS);
+            // The segments' days of the old passes and the new: their status changes.
+            let day = |start_ms: i64| time_zone.to_datetime(ts(start_ms)).date();
+            let mut changed: BTreeSet<(Date, u32)> = tx
+                .prepare_cached(
+                    "SELECT segment, start_ms FROM passes WHERE device_key = ?1 AND hour = ?2",
+                )?
+                .query_map(params![key, hour], |r| {
+                    Ok((day(r.get(1)?), r.get::<_, u32>(0)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            changed.extend(passes.iter().map(|p| (day(ms(p.start)), p.segment)));
             tx.execute(
                 "DELETE FROM passes WHERE device_key = ?1 AND hour = ?2",
                 params![key, hour],
             )?;
+            {
+                let mut stale = tx.prepare_cached(
+                    "INSERT INTO stale_segment_days (day, segment, version) VALUES (?1, ?2, 1)
+                     ON CONFLICT (day, segment) DO UPDATE SET version = version + 1",
+                )?;
+                for (day, segment) in &changed {
+                    stale.execute(params![day.to_string(), segment])?;
+                }
+            }
             {
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO passes (device_key, hour, n, segment, forward, from_m, to_m,
@@ -1261,6 +1324,137 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn stale_segment_days(&self, limit: u32) -> Result<Vec<StaleSegmentDay>, StoreError> {
+        self.with_reader(move |conn| {
+            let stale = conn
+                .prepare_cached(
+                    "SELECT day, segment, version FROM stale_segment_days
+                     ORDER BY day, segment LIMIT ?1",
+                )?
+                .query_map([limit], |r| {
+                    Ok(StaleSegmentDay {
+                        day: date_column(r, 0)?,
+                        segment: r.get(1)?,
+                        version: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(stale)
+        })
+        .await
+    }
+
+    async fn segment_passes(
+        &self,
+        segments: Vec<u32>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<PassRecord>, StoreError> {
+        self.with_reader(move |conn| {
+            let mut select = conn.prepare_cached(&format!(
+                "SELECT {PASS_COLUMNS}, p.n FROM passes p JOIN devices d USING (device_key)
+                 WHERE p.segment = ?1 AND p.start_ms >= ?2 AND p.start_ms < ?3"
+            ))?;
+            let mut passes = Vec::new();
+            for segment in segments {
+                let rows = select.query_map(params![segment, ms(from), ms(to)], |r| {
+                    Ok((pass_row(r)?, r.get::<_, i64>(10)?))
+                })?;
+                for row in rows {
+                    passes.push(row?);
+                }
+            }
+            passes.sort_by(|(a, an), (b, bn)| {
+                (a.start, &a.device_id, an).cmp(&(b.start, &b.device_id, bn))
+            });
+            Ok(passes.into_iter().map(|(p, _)| p).collect())
+        })
+        .await
+    }
+
+    async fn put_segment_days(
+        &self,
+        rows: Vec<SegmentDayRecord>,
+        computed: Vec<StaleSegmentDay>,
+    ) -> Result<(), StoreError> {
+        self.with_writer(move |conn| {
+            let tx = write_transaction(conn)?;
+            {
+                let mut forget =
+                    tx.prepare_cached("DELETE FROM segment_days WHERE day = ?1 AND segment = ?2")?;
+                let mut fresh = tx.prepare_cached(
+                    "DELETE FROM stale_segment_days WHERE day = ?1 AND segment = ?2
+                       AND version = ?3",
+                )?;
+                for c in &computed {
+                    forget.execute(params![c.day.to_string(), c.segment])?;
+                    fresh.execute(params![c.day.to_string(), c.segment, c.version])?;
+                }
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO segment_days (day, segment, covered, mechanised, deep_cleaned,
+                         covered_ratio, missed, working_passes, valid_passes, valid_mileage_m)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT (day, segment) DO UPDATE SET
+                         covered = excluded.covered, mechanised = excluded.mechanised,
+                         deep_cleaned = excluded.deep_cleaned,
+                         covered_ratio = excluded.covered_ratio, missed = excluded.missed,
+                         working_passes = excluded.working_passes,
+                         valid_passes = excluded.valid_passes,
+                         valid_mileage_m = excluded.valid_mileage_m",
+                )?;
+                for r in &rows {
+                    insert.execute(params![
+                        r.day.to_string(),
+                        r.segment,
+                        r.covered,
+                        r.mechanised,
+                        r.deep_cleaned,
+                        r.covered_ratio,
+                        r.missed,
+                        r.working_passes,
+                        r.valid_passes,
+                        r.valid_mileage_m
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn segment_days(
+        &self,
+        first: Date,
+        last: Date,
+    ) -> Result<Vec<SegmentDayRecord>, StoreError> {
+        self.with_reader(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT day, segment, covered, mechanised, deep_cleaned, covered_ratio,
+                         missed, working_passes, valid_passes, valid_mileage_m
+                     FROM segment_days WHERE day >= ?1 AND day <= ?2 ORDER BY day, segment",
+                )?
+                .query_map(params![first.to_string(), last.to_string()], |r| {
+                    Ok(SegmentDayRecord {
+                        day: date_column(r, 0)?,
+                        segment: r.get(1)?,
+                        covered: r.get(2)?,
+                        mechanised: r.get(3)?,
+                        deep_cleaned: r.get(4)?,
+                        covered_ratio: r.get(5)?,
+                        missed: r.get(6)?,
+                        working_passes: r.get(7)?,
+                        valid_passes: r.get(8)?,
+                        valid_mileage_m: r.get(9)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn passes(
         &self,
         from: Timestamp,
@@ -1268,28 +1462,12 @@ impl Store for SqliteStore {
         device_id: Option<String>,
     ) -> Result<Vec<PassRecord>, StoreError> {
         self.with_reader(move |conn| {
-            let row = |r: &rusqlite::Row<'_>| {
-                Ok(PassRecord {
-                    device_id: r.get(0)?,
-                    segment: r.get(1)?,
-                    forward: r.get(2)?,
-                    from_m: r.get(3)?,
-                    to_m: r.get(4)?,
-                    start: ts(r.get(5)?),
-                    end: ts(r.get(6)?),
-                    work: r.get(7)?,
-                    invalid: r.get(8)?,
-                    max_speed_kmh: r.get(9)?,
-                })
-            };
-            const COLUMNS: &str = "d.device_id, p.segment, p.forward, p.from_m, p.to_m,
-                p.start_ms, p.end_ms, p.work, p.invalid, p.max_speed_kmh";
             let passes = match device_id {
                 // One device's: a range of the primary key (its chunks' hours; a pass starts
                 // in its chunk's hour, the hour either side is margin), not the whole fleet's.
                 Some(device_id) => conn
                     .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM devices d JOIN passes p USING (device_key)
+                        "SELECT {PASS_COLUMNS} FROM devices d JOIN passes p USING (device_key)
                          WHERE d.device_id = ?3 AND p.hour >= ?4 AND p.hour <= ?5
                            AND p.start_ms >= ?1 AND p.start_ms < ?2
                          ORDER BY p.start_ms, p.n"
@@ -1302,16 +1480,16 @@ impl Store for SqliteStore {
                             ms(from).div_euclid(COVERAGE_CHUNK_MS) - 1,
                             ms(to).div_euclid(COVERAGE_CHUNK_MS) + 1
                         ],
-                        row,
+                        pass_row,
                     )?
                     .collect::<Result<Vec<_>, _>>()?,
                 None => conn
                     .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM passes p JOIN devices d USING (device_key)
+                        "SELECT {PASS_COLUMNS} FROM passes p JOIN devices d USING (device_key)
                          WHERE p.start_ms >= ?1 AND p.start_ms < ?2
                          ORDER BY p.start_ms, d.device_id, p.n"
                     ))?
-                    .query_map(params![ms(from), ms(to)], row)?
+                    .query_map(params![ms(from), ms(to)], pass_row)?
                     .collect::<Result<Vec<_>, _>>()?,
             };
             Ok(passes)

@@ -247,6 +247,34 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO dead_letter_usage (scope, bytes, not_kept, not_kept_bytes)
         SELECT 'total', coalesce(sum(kept_bytes), 0), 0, 0 FROM dead_letters;
     "#,
+    // 6: materialised day state. `segment_days` holds each segment's status and work on a
+    // local day of the city, for segments with passes that day (any other segment's status is
+    // that of no passes); `stale_segment_days` the (day, segment) pairs whose passes changed
+    // since their row was computed, `version` counting the changes. `passes_by_segment` reads
+    // one segment's passes of a day. Rows come from passes stored from now on: the coverage
+    // basis names the time zone since, so an older store's passes are all computed again.
+    r#"
+    CREATE TABLE segment_days (
+        day             TEXT NOT NULL,
+        segment         INTEGER NOT NULL,
+        covered         INTEGER NOT NULL,
+        mechanised      INTEGER NOT NULL,
+        deep_cleaned    INTEGER NOT NULL,
+        covered_ratio   REAL NOT NULL,
+        missed          TEXT,
+        working_passes  INTEGER NOT NULL,
+        valid_passes    INTEGER NOT NULL,
+        valid_mileage_m REAL NOT NULL,
+        PRIMARY KEY (day, segment)
+    ) WITHOUT ROWID;
+    CREATE TABLE stale_segment_days (
+        day     TEXT NOT NULL,
+        segment INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        PRIMARY KEY (day, segment)
+    ) WITHOUT ROWID;
+    CREATE INDEX passes_by_segment ON passes (segment, start_ms);
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -400,7 +400,8 @@ async fn new_fixes_make_their_hours_stale_and_passes_replace_them() {
         store.coverage_backlog().await.unwrap(),
         CoverageBacklog {
             stale_chunks: 2,
-            stale_from: Some(t("2026-11-21T06:00:00Z"))
+            stale_from: Some(t("2026-11-21T06:00:00Z")),
+            stale_segment_days: 0,
         }
     );
     assert_eq!(
@@ -413,7 +414,11 @@ async fn new_fixes_make_their_hours_stale_and_passes_replace_them() {
     // A duplicate changes nothing; passes for the version read make the chunk fresh.
     store.write_batch(vec![fixes("sw-1", &[2])]).await.unwrap();
     store
-        .put_passes(seven.clone(), vec![pass("sw-1", "2026-11-21T07:01:00Z", 5)])
+        .put_passes(
+            seven.clone(),
+            vec![pass("sw-1", "2026-11-21T07:01:00Z", 5)],
+            &TimeZone::UTC,
+        )
         .await
         .unwrap();
     let stale = store.stale_chunks(10).await.unwrap();
@@ -424,7 +429,11 @@ async fn new_fixes_make_their_hours_stale_and_passes_replace_them() {
     // stale, and replace rather than add.
     store.write_batch(vec![fixes("sw-1", &[30])]).await.unwrap();
     store
-        .put_passes(seven.clone(), vec![pass("sw-1", "2026-11-21T07:02:00Z", 6)])
+        .put_passes(
+            seven.clone(),
+            vec![pass("sw-1", "2026-11-21T07:02:00Z", 6)],
+            &TimeZone::UTC,
+        )
         .await
         .unwrap();
     let stale = store.stale_chunks(10).await.unwrap();
@@ -460,7 +469,11 @@ async fn another_road_network_forgets_every_pass() {
     store.write_batch(vec![fixes("sw-1", &[20])]).await.unwrap();
     let chunk = store.stale_chunks(10).await.unwrap().remove(0);
     store
-        .put_passes(chunk, vec![pass("sw-1", "2026-11-21T07:20:00Z", 1)])
+        .put_passes(
+            chunk,
+            vec![pass("sw-1", "2026-11-21T07:20:00Z", 1)],
+            &TimeZone::UTC,
+        )
         .await
         .unwrap();
     assert!(store.stale_chunks(10).await.unwrap().is_empty());
@@ -1149,7 +1162,10 @@ async fn one_vehicles_passes_are_the_fleets_of_that_vehicle() {
         ("sw-2", "2026-11-21T07:00:00Z", &["2026-11-21T07:15:00Z"]),
     ] {
         let passes = starts.iter().map(|s| pass(device, s, 1)).collect();
-        store.put_passes(chunk(device, hour), passes).await.unwrap();
+        store
+            .put_passes(chunk(device, hour), passes, &TimeZone::UTC)
+            .await
+            .unwrap();
     }
     let (from, to) = (t("2026-11-21T07:00:00Z"), t("2026-11-21T08:10:00Z"));
     let all = store.passes(from, to, None).await.unwrap();
@@ -1171,4 +1187,111 @@ async fn one_vehicles_passes_are_the_fleets_of_that_vehicle() {
         sw1.iter().map(|p| p.start).collect::<Vec<_>>(),
         [t("2026-11-21T07:00:00Z"), t("2026-11-21T07:30:00Z")]
     );
+}
+
+#[tokio::test]
+async fn changed_passes_make_their_segments_local_days_stale_until_computed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let shanghai = TimeZone::get("Asia/Shanghai").unwrap();
+    let date = |s: &str| s.parse::<Date>().unwrap();
+    store.write_batch(vec![fixes("sw-1", &[20])]).await.unwrap();
+    let chunk = store.stale_chunks(10).await.unwrap().remove(0);
+    // 07:20 UTC is the 21st in Shanghai, 17:30 UTC already the 22nd.
+    let passes = vec![
+        pass("sw-1", "2026-11-21T07:20:00Z", 3),
+        pass("sw-1", "2026-11-21T07:25:00Z", 3),
+        pass("sw-1", "2026-11-21T17:30:00Z", 4),
+    ];
+    store
+        .put_passes(chunk.clone(), passes, &shanghai)
+        .await
+        .unwrap();
+    let stale = store.stale_segment_days(10).await.unwrap();
+    assert_eq!(
+        stale.iter().map(|s| (s.day, s.segment)).collect::<Vec<_>>(),
+        [(date("2026-11-21"), 3), (date("2026-11-22"), 4)]
+    );
+    assert_eq!(
+        store.coverage_backlog().await.unwrap().stale_segment_days,
+        2
+    );
+    let (from, to) = (t("2026-11-20T16:00:00Z"), t("2026-11-21T16:00:00Z"));
+    let three = store.segment_passes(vec![3, 4], from, to).await.unwrap();
+    assert_eq!(
+        three.iter().map(|p| p.start).collect::<Vec<_>>(),
+        [t("2026-11-21T07:20:00Z"), t("2026-11-21T07:25:00Z")]
+    );
+    let row = |day: &str, segment| SegmentDayRecord {
+        day: date(day),
+        segment,
+        covered: true,
+        mechanised: true,
+        deep_cleaned: false,
+        covered_ratio: 0.95,
+        missed: None,
+        working_passes: 2,
+        valid_passes: 2,
+        valid_mileage_m: 41.5,
+    };
+
+    // The chunk's passes change again before segment 3's day is stored: the day stays stale.
+    let first_3 = stale[0];
+    store
+        .put_passes(
+            chunk.clone(),
+            vec![pass("sw-1", "2026-11-21T07:20:00Z", 3)],
+            &shanghai,
+        )
+        .await
+        .unwrap();
+    store
+        .put_segment_days(vec![row("2026-11-21", 3)], vec![first_3])
+        .await
+        .unwrap();
+    let stale = store.stale_segment_days(10).await.unwrap();
+    assert_eq!(stale.len(), 2, "{stale:?}");
+    assert!(stale[0].version > first_3.version);
+    // Computed for the current versions: fresh; segment 4 lost its pass and has no row.
+    store
+        .put_segment_days(vec![row("2026-11-21", 3)], stale)
+        .await
+        .unwrap();
+    assert!(store.stale_segment_days(10).await.unwrap().is_empty());
+    assert_eq!(
+        store.coverage_backlog().await.unwrap().stale_segment_days,
+        0
+    );
+    assert_eq!(
+        store
+            .segment_days(date("2026-11-20"), date("2026-11-22"))
+            .await
+            .unwrap(),
+        [row("2026-11-21", 3)]
+    );
+    assert!(store
+        .segment_days(date("2026-11-22"), date("2026-11-30"))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Another network forgets them; pruning drops the days that are over everywhere.
+    store
+        .put_segment_days(vec![row("2026-11-22", 4)], vec![])
+        .await
+        .unwrap();
+    store.prune(t("2026-11-23T12:00:00Z")).await.unwrap();
+    assert_eq!(
+        store
+            .segment_days(date("2026-11-01"), date("2026-11-30"))
+            .await
+            .unwrap(),
+        [row("2026-11-22", 4)]
+    );
+    store.use_coverage_network("another").await.unwrap();
+    assert!(store
+        .segment_days(date("2026-11-01"), date("2026-11-30"))
+        .await
+        .unwrap()
+        .is_empty());
 }
