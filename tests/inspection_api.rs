@@ -66,7 +66,8 @@ async fn samples_become_road_results_with_their_cleaning() {
         Duration::from_secs(60),
         || async {
             let ingested = metrics.messages_committed() >= report.messages_acked;
-            let computed = stack.store.stale_chunks(1).await.unwrap().is_empty();
+            let backlog = stack.store.coverage_backlog().await.unwrap();
+            let computed = backlog.stale_chunks == 0 && backlog.stale_segment_days == 0;
             (ingested && computed).then_some(())
         },
     )

@@ -15,12 +15,12 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use cleanfleet_reports::{
-    assess_period, contractor_segments, failed_sample_features, road_inspections, sample_of,
-    sample_view, CoverageContext, DayState, DayStatus, InspectionView, PeriodAssessment, PeriodDay,
-    SampleView, Scope, CLEANING_LOOKBACK,
+    assess_period, contractor_segments, failed_sample_features, inspected_segments,
+    road_inspections, sample_of, sample_view, CoverageContext, DayState, InspectionView,
+    PeriodAssessment, PeriodDay, SampleView, Scope, CLEANING_LOOKBACK,
 };
 
-use crate::coverage::{answers_known_until, context, day, DayParams, OneDay};
+use crate::coverage::{answers_known_until, context, day, day_status, DayParams, OneDay};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::ApiState;
@@ -201,16 +201,21 @@ pub(crate) async fn inspections_of_day(
     let (_, from, to) = day(state, ctx, date)?;
     // Litter seen late in the day is cleared the next: look that far ahead.
     let known_until = answers_known_until(state, to, ctx.inspection.max_litter_dwell_s);
+    // Only the inspected roads' passes, and the day's stored status of every segment.
     let records = state
         .store
-        .passes(from - CLEANING_LOOKBACK, known_until.max(to), None)
+        .segment_passes(
+            inspected_segments(ctx, &samples),
+            from - CLEANING_LOOKBACK,
+            known_until.max(to),
+        )
         .await?;
-    let statuses = DayStatus::between(ctx, &records, from, to).statuses;
+    let (_, status) = day_status(state, date).await?;
     let views = road_inspections(
         ctx,
         &samples,
         &records,
-        &statuses,
+        &status.statuses,
         scope,
         viewer,
         known_until,

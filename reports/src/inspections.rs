@@ -166,10 +166,30 @@ fn parts_of(ctx: &CoverageContext, result: &RoadResult) -> Vec<InspectionPart> {
     parts.into_values().collect()
 }
 
+/// The segments whose passes [`road_inspections`] looks at for `samples`: those of every road
+/// judged on them.
+pub fn inspected_segments(
+    ctx: &CoverageContext,
+    samples: &[(Sample, Option<Placement>, Source)],
+) -> Vec<u32> {
+    let placed: Vec<(Sample, Placement)> = samples
+        .iter()
+        .filter_map(|(s, p, _)| Some((s.clone(), (*p)?)))
+        .collect();
+    let mut segments: Vec<u32> =
+        road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, &placed)
+            .into_iter()
+            .flat_map(|result| result.segments)
+            .collect();
+    segments.sort_unstable();
+    segments.dedup();
+    segments
+}
+
 /// The day's road inspections in `scope` as `viewer` sees them: every road judged once on all
 /// its `samples`' points (placed ones; a viewer sees the roads with a point in its scope),
 /// with the last valid cleaning before it among `records` (from [`CLEANING_LOOKBACK`] before
-/// the day), the litter its points counted and when a cleaning reached it (up to
+/// the day; at least those of the [`inspected_segments`]), the litter its points counted and when a cleaning reached it (up to
 /// `known_until`), and whether it was deep-cleaned that day (`statuses`, the day's).
 pub fn road_inspections(
     ctx: &CoverageContext,
@@ -343,6 +363,8 @@ mod tests {
             max_speed_kmh: 6.0,
         };
         let samples = [(sample, Some(placement), source)];
+        // The passes the API reads for it are those of the sampled road's segments.
+        assert!(inspected_segments(&ctx, &samples).contains(&segment.id));
         let statuses = crate::DayStatus::idle(&ctx).statuses;
         let inspect = |viewer: Option<&str>| {
             let scope = match viewer {

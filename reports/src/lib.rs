@@ -26,7 +26,7 @@ pub use coverage::{
 pub use days::{segment_day, DayStatus, SegmentWork};
 pub use error::ReportError;
 pub use inspections::{
-    failed_sample_features, road_inspections, sample_of, sample_view, InspectionPart,
-    InspectionView, SampleView, ANOTHER_CONTRACTORS, CLEANING_LOOKBACK,
+    failed_sample_features, inspected_segments, road_inspections, sample_of, sample_view,
+    InspectionPart, InspectionView, SampleView, ANOTHER_CONTRACTORS, CLEANING_LOOKBACK,
 };
 pub use scope::{Scope, ScopeSpec};
