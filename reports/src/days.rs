@@ -143,27 +143,24 @@ impl DayStatus {
     }
 }
 
-/// `segment`'s row for `day` from all of its passes starting that day (by start time, as the
-/// store returns them); `None` when it has none (its status is then that of no passes).
+/// `segment`'s row for `day` from `passes`, all of its passes starting that day (by start
+/// time, as the store returns them); `None` when it has none (its status is then that of no
+/// passes).
 pub fn segment_day(
     network: &RoadNetwork,
     rules: &CoverageRules,
     day: Date,
     segment: u32,
-    records: &[PassRecord],
+    passes: &[PassRecord],
 ) -> Option<SegmentDayRecord> {
     let s = network.segments().get(segment as usize)?;
-    let records: Vec<PassRecord> = records
-        .iter()
-        .filter(|r| r.segment == segment)
-        .cloned()
-        .collect();
-    if records.is_empty() {
+    debug_assert!(passes.iter().all(|p| p.segment == segment));
+    if passes.is_empty() {
         return None;
     }
-    let passes = engine_passes(network, &records);
-    let status = status_of(s, &passes.iter().collect::<Vec<_>>(), rules);
-    let work = SegmentWork::of(&records);
+    let engine = engine_passes(network, passes);
+    let status = status_of(s, &engine.iter().collect::<Vec<_>>(), rules);
+    let work = SegmentWork::of(passes);
     Some(SegmentDayRecord {
         day,
         segment,
@@ -245,7 +242,11 @@ mod tests {
             segments.dedup();
             let rows: Vec<SegmentDayRecord> = segments
                 .iter()
-                .filter_map(|&s| segment_day(&ctx.network, &ctx.rules, day, s, &records))
+                .filter_map(|&s| {
+                    let of_segment: Vec<PassRecord> =
+                        records.iter().filter(|r| r.segment == s).cloned().collect();
+                    segment_day(&ctx.network, &ctx.rules, day, s, &of_segment)
+                })
                 .collect();
             prop_assert_eq!(rows.len(), segments.len());
             let stored = DayStatus::from_rows(&DayStatus::idle(&ctx), &rows);

@@ -189,8 +189,9 @@ pub fn inspected_segments(
 /// The day's road inspections in `scope` as `viewer` sees them: every road judged once on all
 /// its `samples`' points (placed ones; a viewer sees the roads with a point in its scope),
 /// with the last valid cleaning before it among `records` (from [`CLEANING_LOOKBACK`] before
-/// the day; at least those of the [`inspected_segments`]), the litter its points counted and when a cleaning reached it (up to
-/// `known_until`), and whether it was deep-cleaned that day (`statuses`, the day's).
+/// the day; at least those of the [`inspected_segments`]), the litter its points counted and
+/// when a cleaning reached it (up to `known_until`), and whether it was deep-cleaned that day
+/// (`statuses`, the day's).
 pub fn road_inspections(
     ctx: &CoverageContext,
     samples: &[(Sample, Option<Placement>, Source)],
