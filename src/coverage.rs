@@ -14,8 +14,8 @@ use cleanfleet_coverage::{
     Matcher, Observation, Pass, SectionPlan, TrackError, TrackFormat, WorkType,
 };
 use cleanfleet_model::Fix;
-use cleanfleet_reports::{day_bounds, segment_day};
-use cleanfleet_roads::RoadNetwork;
+use cleanfleet_reports::{day_bounds, segment_day, vehicle_day_rows};
+use cleanfleet_roads::{RoadNetwork, Zones};
 use cleanfleet_store::{
     CoverageChunk, PassRecord, StaleSegmentDay, Store, StoreError, COVERAGE_CONTEXT_MS,
 };
@@ -77,6 +77,8 @@ const MAX_CHUNK_FIXES: u32 = 48_000;
 const CHUNKS_PER_LOOK: u32 = 64;
 /// Stale segments' days taken from the store per look.
 const SEGMENT_DAYS_PER_LOOK: u32 = 4096;
+/// Stale vehicles' days taken from the store per look (each reads that vehicle's day).
+const VEHICLE_DAYS_PER_LOOK: u32 = 128;
 
 /// An identity for a road network: coverage computed on another network is discarded.
 pub fn network_id(network: &RoadNetwork) -> String {
@@ -96,6 +98,24 @@ pub fn network_id(network: &RoadNetwork) -> String {
     )
 }
 
+/// An identity for the sections vehicles' days are cut by: other sections cut them again.
+pub fn sections_id(zones: &Zones) -> String {
+    let mut bytes = Vec::new();
+    for z in zones.sections() {
+        bytes.extend_from_slice(z.id.as_bytes());
+        bytes.push(0);
+        for s in &z.segments {
+            bytes.extend_from_slice(&s.to_le_bytes());
+        }
+        bytes.push(0);
+    }
+    format!(
+        "{}-sections-{:016x}",
+        zones.sections().len(),
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    )
+}
+
 type Job = (CoverageChunk, Vec<Fix>, oneshot::Sender<Vec<PassRecord>>);
 
 /// The coverage stage's Prometheus metrics.
@@ -108,6 +128,8 @@ pub struct CoverageMetrics {
     pub backlog: IntGauge,
     pub segment_days: IntCounter,
     pub stale_segment_days: IntGauge,
+    pub vehicle_days: IntCounter,
+    pub stale_vehicle_days: IntGauge,
     pub store_retries: IntCounter,
 }
 
@@ -142,6 +164,14 @@ impl CoverageMetrics {
                 "cleanfleet_coverage_stale_segment_days",
                 "Segments' days whose passes changed since their status was stored",
             )?,
+            vehicle_days: IntCounter::new(
+                "cleanfleet_coverage_vehicle_days_total",
+                "Vehicles' days whose rows were computed and stored",
+            )?,
+            stale_vehicle_days: IntGauge::new(
+                "cleanfleet_coverage_stale_vehicle_days",
+                "Vehicles' days whose passes changed since their rows were stored",
+            )?,
             store_retries: IntCounter::new(
                 "cleanfleet_coverage_store_retries_total",
                 "Store calls tried again because the store was busy",
@@ -154,6 +184,8 @@ impl CoverageMetrics {
         registry.register(Box::new(m.backlog.clone()))?;
         registry.register(Box::new(m.segment_days.clone()))?;
         registry.register(Box::new(m.stale_segment_days.clone()))?;
+        registry.register(Box::new(m.vehicle_days.clone()))?;
+        registry.register(Box::new(m.stale_vehicle_days.clone()))?;
         registry.register(Box::new(m.store_retries.clone()))?;
         Ok(m)
     }
@@ -163,6 +195,7 @@ impl CoverageMetrics {
 pub async fn run(
     config: CoverageConfig,
     network: Arc<RoadNetwork>,
+    zones: Arc<Zones>,
     store: Arc<dyn Store>,
     metrics: CoverageMetrics,
     shutdown: CancellationToken,
@@ -195,6 +228,18 @@ pub async fn run(
     };
     if changed {
         info!("the road network or the coverage settings changed: recomputing all coverage");
+    }
+    let sections = sections_id(&zones);
+    let Some(changed) = retry
+        .call("use_vehicle_day_sections", || {
+            store.use_vehicle_day_sections(&sections, &time_zone)
+        })
+        .await?
+    else {
+        return Ok(());
+    };
+    if changed {
+        info!("the sections changed: recomputing every vehicle's day");
     }
     // Matching is CPU work: each worker thread owns a matcher for the stage's life; chunks
     // are independent (a chunk's passes depend only on its fixes and their context), so
@@ -231,6 +276,7 @@ pub async fn run(
     let stage = Stage {
         store: store.as_ref(),
         network: &network,
+        zones: &zones,
         rules: &config.rules,
         time_zone: &time_zone,
         jobs: &jobs,
@@ -250,10 +296,20 @@ pub async fn run(
             metrics
                 .stale_segment_days
                 .set(backlog.stale_segment_days as i64);
-            // The passes stored in the last round change their segments' days: those are
-            // stored before more chunks are taken, so day reports follow the passes closely.
+            metrics
+                .stale_vehicle_days
+                .set(backlog.stale_vehicle_days as i64);
+            // The passes stored in the last round change their segments' and vehicles' days:
+            // those are stored before more chunks are taken, so day reports follow the
+            // passes closely.
             if backlog.stale_segment_days > 0 {
                 if stage.store_segment_days().await?.is_none() {
+                    break;
+                }
+                continue;
+            }
+            if backlog.stale_vehicle_days > 0 {
+                if stage.store_vehicle_days().await?.is_none() {
                     break;
                 }
                 continue;
@@ -295,10 +351,11 @@ pub async fn run(
     result
 }
 
-/// What the stage's work needs: computing chunks and storing segments' days.
+/// What the stage's work needs: computing chunks and storing segments' and vehicles' days.
 struct Stage<'a> {
     store: &'a dyn Store,
     network: &'a Arc<RoadNetwork>,
+    zones: &'a Arc<Zones>,
     rules: &'a CoverageRules,
     time_zone: &'a TimeZone,
     jobs: &'a mpsc::Sender<Job>,
@@ -406,6 +463,54 @@ impl Stage<'_> {
                 return Ok(None);
             };
         }
+        Ok(Some(()))
+    }
+
+    /// Computes and stores a batch of stale vehicles' days, each from that vehicle's passes
+    /// of the day. `None`: stopped (shutdown).
+    async fn store_vehicle_days(&self) -> anyhow::Result<Option<()>> {
+        let Some(stale) = self
+            .retry
+            .call("stale_vehicle_days", || {
+                self.store.stale_vehicle_days(VEHICLE_DAYS_PER_LOOK)
+            })
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut days = Vec::with_capacity(stale.len());
+        for s in &stale {
+            let (from, to) = day_bounds(self.time_zone, s.day)
+                .with_context(|| format!("the bounds of {} in the city's time zone", s.day))?;
+            let Some(passes) = self
+                .retry
+                .call("passes", || {
+                    self.store.passes(from, to, Some(s.device_id.clone()))
+                })
+                .await?
+            else {
+                return Ok(None);
+            };
+            days.push((s.day, passes));
+        }
+        let (network, zones) = (self.network.clone(), self.zones.clone());
+        let rows = tokio::task::spawn_blocking(move || {
+            days.iter()
+                .flat_map(|(day, passes)| vehicle_day_rows(&network, &zones, *day, passes))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .context("a vehicle-day computation failed")?;
+        self.metrics.vehicle_days.inc_by(stale.len() as u64);
+        let Some(()) = self
+            .retry
+            .call("put_vehicle_days", || {
+                self.store.put_vehicle_days(rows.clone(), stale.clone())
+            })
+            .await?
+        else {
+            return Ok(None);
+        };
         Ok(Some(()))
     }
 }

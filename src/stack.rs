@@ -164,6 +164,7 @@ impl Stack {
                 crate::coverage::run(
                     config.coverage.clone(),
                     network.clone().expect("loaded for coverage"),
+                    zones.clone().expect("loaded with the network"),
                     store.clone(),
                     metrics,
                     token.clone(),

@@ -21,19 +21,24 @@ use tokio_util::sync::CancellationToken;
 async fn coverage_caught_up(store: &dyn Store) {
     eventually("coverage to catch up", Duration::from_secs(60), || async {
         let backlog = store.coverage_backlog().await.unwrap();
-        (backlog.stale_chunks == 0 && backlog.stale_segment_days == 0).then_some(())
+        backlog.is_current().then_some(())
     })
     .await;
 }
 
 /// The stored segments' days of `dates` are those computed afresh from the stored passes.
-async fn segment_days_are_their_passes(
+async fn days_are_their_passes(
     store: &dyn Store,
     rules: &cleanfleet_coverage::CoverageRules,
     dates: &[jiff::civil::Date],
-) -> Vec<cleanfleet_store::SegmentDayRecord> {
+) -> (
+    Vec<cleanfleet_store::SegmentDayRecord>,
+    Vec<cleanfleet_store::VehicleDayRecord>,
+) {
     let network = RoadNetwork::demo();
-    let mut all = Vec::new();
+    let (sections, grids) = cleanfleet_roads::Zones::demo_configs(&network);
+    let zones = cleanfleet_roads::Zones::new(&network, &sections, &grids).unwrap();
+    let (mut segment_days, mut vehicle_days) = (Vec::new(), Vec::new());
     for &date in dates {
         let (from, to) = cleanfleet_reports::day_bounds(&jiff::tz::TimeZone::UTC, date).unwrap();
         let passes = store.passes(from, to, None).await.unwrap();
@@ -50,9 +55,13 @@ async fn segment_days_are_their_passes(
             .collect();
         let stored = store.segment_days(date, date).await.unwrap();
         assert_eq!(stored, expected, "{date}");
-        all.extend(stored);
+        segment_days.extend(stored);
+        let expected = cleanfleet_reports::vehicle_day_rows(&network, &zones, date, &passes);
+        let stored = store.vehicle_days(date, date).await.unwrap();
+        assert_eq!(stored, expected, "{date}");
+        vehicle_days.extend(stored);
     }
-    all
+    (segment_days, vehicle_days)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +121,7 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
         // Caught up: nothing stale, so no "stale from".
         assert_eq!(
             body["matching"],
-            serde_json::json!({"stale_chunks": 0, "stale_segment_days": 0}),
+            serde_json::json!({"stale_chunks": 0, "stale_segment_days": 0, "stale_vehicle_days": 0}),
             "{body}"
         );
         covered_m += body["covered"]["length_m"].as_f64().unwrap();
@@ -167,6 +176,19 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
     )
     .await;
     assert_eq!(status, 200, "{vehicles}");
+    // Read from the vehicles' stored days; a scope that cuts through sections is read from
+    // the day's passes instead: one holding every segment gives the same numbers.
+    let (status, everywhere) = get_json(
+        api,
+        &format!(
+            "/api/v1/coverage/vehicles?date={}&polygon=-180%20-89,180%20-89,180%2089,-180%2089",
+            days[days.len() - 1]
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{everywhere}");
+    assert_eq!(everywhere["vehicles"], vehicles["vehicles"]);
+    assert!(!vehicles["vehicles"].as_array().unwrap().is_empty());
     for v in vehicles["vehicles"].as_array().unwrap() {
         let id = v["device_id"].as_str().unwrap();
         assert!(["sw-01", "sw-02", "ws-01", "fl-01"].contains(&id), "{v}");
@@ -345,11 +367,12 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
     let expected = stack.store.passes(day.0, day.1, None).await.unwrap();
     let dates: Vec<jiff::civil::Date> = days.iter().map(|d| d.parse().unwrap()).collect();
     let rules = cleanfleet_coverage::CoverageRules::default();
-    let expected_days = segment_days_are_their_passes(stack.store.as_ref(), &rules, &dates).await;
+    let expected_days = days_are_their_passes(stack.store.as_ref(), &rules, &dates).await;
     assert!(
-        expected_days.len() > 20,
-        "{} segments' days",
-        expected_days.len()
+        expected_days.0.len() > 20 && expected_days.1.len() >= 4,
+        "{} segments' days, {} vehicles' rows",
+        expected_days.0.len(),
+        expected_days.1.len()
     );
     let mut items = Vec::new();
     let delivery = std::sync::Arc::new(cleanfleet_store::Delivery::Mqtt {
@@ -409,7 +432,7 @@ async fn simulated_fleet_shows_coverage_and_order_does_not_matter() {
     let replayed = replay.store.passes(day.0, day.1, None).await.unwrap();
     assert_eq!(replayed.len(), expected.len());
     assert_eq!(replayed, expected);
-    let replayed_days = segment_days_are_their_passes(replay.store.as_ref(), &rules, &dates).await;
+    let replayed_days = days_are_their_passes(replay.store.as_ref(), &rules, &dates).await;
     assert_eq!(replayed_days, expected_days);
     replay.stop().await.unwrap();
 }

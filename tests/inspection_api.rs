@@ -67,7 +67,7 @@ async fn samples_become_road_results_with_their_cleaning() {
         || async {
             let ingested = metrics.messages_committed() >= report.messages_acked;
             let backlog = stack.store.coverage_backlog().await.unwrap();
-            let computed = backlog.stale_chunks == 0 && backlog.stale_segment_days == 0;
+            let computed = backlog.is_current();
             (ingested && computed).then_some(())
         },
     )

@@ -99,7 +99,7 @@ async fn ingest_and_coverage_processes_write_at_once_and_both_live() {
         || async {
             let stats = store.stats().await.ok()?;
             let backlog = store.coverage_backlog().await.ok()?;
-            let current = backlog.stale_chunks == 0 && backlog.stale_segment_days == 0;
+            let current = backlog.is_current();
             (stats.fixes >= total && current).then_some(stats.fixes)
         },
     )

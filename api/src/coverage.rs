@@ -10,9 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
 use cleanfleet_reports::{
-    daily_coverage, day_bounds, day_coverage, may_see, may_see_work, restrict, section_days,
-    segment_feature, status_features, vehicle_days, zone_list, CoverageContext, DailyCoverage,
-    DayCoverage, DayStatus, Scope, ScopeSpec, SectionDay, VehicleDay, ZoneList, MAX_RANGE_DAYS,
+    daily_coverage, day_bounds, day_coverage, may_see, may_see_work, may_see_work_in, restrict,
+    section_days, section_of_row, segment_feature, status_features, vehicle_day_rows, vehicle_days,
+    zone_list, CoverageContext, DailyCoverage, DayCoverage, DayStatus, Scope, ScopeSpec,
+    SectionDay, VehicleDay, ZoneList, MAX_RANGE_DAYS,
 };
 use cleanfleet_roads::RoadClass;
 use cleanfleet_store::{CoverageBacklog, PassRecord};
@@ -297,11 +298,32 @@ pub(crate) async fn coverage_vehicles(
     }: OneDay,
 ) -> Result<Json<VehicleDayList>, ApiError> {
     let (date, from, to) = day(&state, &ctx, params.date)?;
-    let mut records = state.store.passes(from, to, None).await?;
-    records.retain(|r| may_see_work(&ctx.zones, viewer.as_deref(), &r.device_id, r.segment));
+    let viewer = viewer.as_deref();
+    let vehicles = match scope.whole_sections() {
+        Some(in_scope) => {
+            let rows = state.store.vehicle_days(date, date).await?;
+            vehicle_days(rows.iter().filter(|r| {
+                let section = section_of_row(&ctx.zones, r);
+                in_scope(section) && may_see_work_in(&ctx.zones, viewer, &r.device_id, section)
+            }))
+        }
+        // A scope that cuts through sections (a road class, a grid cell, a polygon): the
+        // rows of its passes of the day.
+        None => {
+            let mut records = state.store.passes(from, to, None).await?;
+            records.retain(|r| {
+                ctx.network
+                    .segments()
+                    .get(r.segment as usize)
+                    .is_some_and(|s| scope.contains(s))
+                    && may_see_work(&ctx.zones, viewer, &r.device_id, r.segment)
+            });
+            vehicle_days(&vehicle_day_rows(&ctx.network, &ctx.zones, date, &records))
+        }
+    };
     Ok(Json(VehicleDayList {
         date: date.to_string(),
-        vehicles: vehicle_days(&ctx, &records, &scope),
+        vehicles,
         matching: state.store.coverage_backlog().await?,
     }))
 }

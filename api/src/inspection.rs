@@ -480,15 +480,12 @@ pub(crate) async fn assess_contractor(
             .map_err(|e| ApiError::invalid("month", e.to_string()))?;
     }
     let (_, from, _) = day(state, ctx, Some(first))?;
-    let (_, _, to) = day(
-        state,
-        ctx,
-        Some(
-            end.yesterday()
-                .map_err(|e| ApiError::invalid("month", e.to_string()))?,
-        ),
-    )?;
-    let records = state.store.passes(from, to, None).await?;
+    let last = end
+        .yesterday()
+        .map_err(|e| ApiError::invalid("month", e.to_string()))?;
+    let (_, _, to) = day(state, ctx, Some(last))?;
+    let segment_rows = state.store.segment_days(first, last).await?;
+    let vehicle_rows = state.store.vehicle_days(first, last).await?;
     let samples: Vec<(Sample, Placement)> = state
         .store
         .samples(from, to)
@@ -506,7 +503,15 @@ pub(crate) async fn assess_contractor(
             .into_iter()
             .filter(|a| a.in_time == Some(false))
             .collect();
-    let period = assess_period(ctx, contractor, &days, &records, &samples, &late_alerts)?;
+    let period = assess_period(
+        ctx,
+        contractor,
+        &days,
+        &segment_rows,
+        &vehicle_rows,
+        &samples,
+        &late_alerts,
+    )?;
     let sources = state
         .provenance
         .device_sources(period.evidence_devices(), from, to)

@@ -2,7 +2,7 @@
 //! work anywhere, and on its sections the work of devices under no contractor; never another
 //! contractor's. City staff (`None`) see everything.
 
-use cleanfleet_roads::Zones;
+use cleanfleet_roads::{Zone, Zones};
 
 use crate::{ReportError, ScopeSpec};
 
@@ -36,12 +36,22 @@ pub fn restrict(
 
 /// Whether `viewer` may see a device's work on a segment.
 pub fn may_see_work(zones: &Zones, viewer: Option<&str>, device_id: &str, segment: u32) -> bool {
+    may_see_work_in(zones, viewer, device_id, zones.section_of(segment))
+}
+
+/// Whether `viewer` may see a device's work in a section (`None`: outside every section).
+pub fn may_see_work_in(
+    zones: &Zones,
+    viewer: Option<&str>,
+    device_id: &str,
+    section: Option<&Zone>,
+) -> bool {
     let Some(mine) = viewer else {
         return true;
     };
     match zones.contractor_of_device(device_id) {
         Some(owner) => owner == mine,
-        None => may_see(zones, viewer, segment),
+        None => section.and_then(|z| z.contractor.as_deref()) == Some(mine),
     }
 }
 

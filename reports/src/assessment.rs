@@ -9,13 +9,15 @@ use cleanfleet_coverage::CoverageSummary;
 use cleanfleet_inspection::assessment::{assess, DayCoverage, DayRecord, FailedCheck};
 use cleanfleet_inspection::overflow::OverflowAlert;
 use cleanfleet_inspection::{road_results, Placement, RoadResult, Sample};
-use cleanfleet_store::{PassRecord, Source};
+use cleanfleet_store::{SegmentDayRecord, Source, VehicleDayRecord};
 use jiff::civil::Date;
 use jiff::Timestamp;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{may_see_work, overspeed_runs, CoverageContext, DayStatus, ReportError};
+use crate::{
+    may_see_work_in, merged_runs, section_of_row, CoverageContext, DayStatus, ReportError,
+};
 
 /// What is known of a day of the period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,32 +61,39 @@ pub fn contractor_segments(
     Ok(members)
 }
 
-/// `contractor`'s assessment over `days` from the period's pass `records`, placed `samples`
-/// and `late_alerts` (overflows it answered late). Roads are judged once on all their
-/// points; the contractor answers for those with a point in its sections, for its share of
-/// the points. Its evidence names every device the numbers rest on and what of theirs is
-/// used, without sources yet ([`PeriodAssessment::with_sources`]).
+/// `contractor`'s assessment over `days` from the period's stored segments' and vehicles'
+/// days (`segment_rows` by day, as the store returns them), placed `samples` and
+/// `late_alerts` (overflows it answered late). Roads are judged once on all their points; the
+/// contractor answers for those with a point in its sections, for its share of the points.
+/// Its evidence names every device the numbers rest on and what of theirs is used, without
+/// sources yet ([`PeriodAssessment::with_sources`]).
 pub fn assess_period(
     ctx: &CoverageContext,
     contractor: &str,
     days: &[PeriodDay],
-    records: &[PassRecord],
+    segment_rows: &[SegmentDayRecord],
+    vehicle_rows: &[VehicleDayRecord],
     samples: &[(Sample, Placement)],
     late_alerts: &[OverflowAlert],
 ) -> Result<PeriodAssessment, ReportError> {
     let members = contractor_segments(ctx, contractor)?;
+    debug_assert!(segment_rows.is_sorted_by_key(|r| r.day));
     let results: Vec<RoadResult> =
         road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, samples)
             .into_iter()
             .filter(|r| r.points_on(|s| members.contains(&s)) > 0)
             .collect();
-    let theirs =
-        |r: &PassRecord| may_see_work(&ctx.zones, Some(contractor), &r.device_id, r.segment);
+    let section = |r: &VehicleDayRecord| section_of_row(&ctx.zones, r);
+    let theirs = |r: &VehicleDayRecord| {
+        may_see_work_in(&ctx.zones, Some(contractor), &r.device_id, section(r))
+    };
+    let idle = DayStatus::idle(ctx);
     let mut records_of_days = Vec::with_capacity(days.len());
     for day in days {
-        let (start, stop) = (day.start, day.end);
         let coverage = (day.state == DayState::Judged).then(|| {
-            let statuses = DayStatus::between(ctx, records, start, stop).statuses;
+            let first = segment_rows.partition_point(|r| r.day < day.date);
+            let end = segment_rows.partition_point(|r| r.day <= day.date);
+            let statuses = DayStatus::from_rows(&idle, &segment_rows[first..end]).statuses;
             let s = CoverageSummary::of(&ctx.network, &statuses, |seg| members.contains(&seg.id));
             DayCoverage {
                 covered_share: s.covered_share_by_length(),
@@ -96,11 +105,17 @@ pub fn assess_period(
                     .collect(),
             }
         });
-        let mut worked: Vec<&PassRecord> = records
+        // Each device's runs of overspeed work the contractor answers for, across sections.
+        let mut runs: BTreeMap<&str, Vec<(Timestamp, Timestamp)>> = BTreeMap::new();
+        for r in vehicle_rows
             .iter()
-            .filter(|r| start <= r.start && r.start < stop && theirs(r))
-            .collect();
-        worked.sort_by(|a, b| (&a.device_id, a.start).cmp(&(&b.device_id, b.start)));
+            .filter(|r| r.day == day.date && theirs(r))
+        {
+            runs.entry(&r.device_id)
+                .or_default()
+                .extend(&r.overspeed_runs);
+        }
+        let (start, stop) = (day.start, day.end);
         let date = day.date.to_string();
         records_of_days.push(DayRecord {
             coverage,
@@ -115,9 +130,13 @@ pub fn assess_period(
                     points: r.points,
                 })
                 .collect(),
-            overspeed_events: overspeed_runs(worked)
+            overspeed_events: runs
                 .into_iter()
-                .map(|r| (r.device_id.clone(), r.start.to_string()))
+                .flat_map(|(device, runs)| {
+                    merged_runs(runs)
+                        .into_iter()
+                        .map(move |(start, _)| (device.to_owned(), start.to_string()))
+                })
                 .collect(),
             late_overflow_responses: late_alerts
                 .iter()
@@ -127,12 +146,13 @@ pub fn assess_period(
             date,
         });
     }
-    // The devices whose records the numbers rest on, and what of theirs is used.
+    // The devices whose records the numbers rest on, and what of theirs is used: passes on
+    // the contractor's streets, and overspeed work it answers for.
     let mut uses: BTreeMap<&str, BTreeSet<&'static str>> = BTreeMap::new();
-    for r in records {
-        let counted = members.contains(&r.segment)
-            || (r.invalid.as_deref() == Some("overspeed") && theirs(r));
-        if counted {
+    for r in vehicle_rows {
+        let on_its_streets =
+            r.passes > 0 && section(r).is_some_and(|z| z.contractor.as_deref() == Some(contractor));
+        if on_its_streets || (!r.overspeed_runs.is_empty() && theirs(r)) {
             uses.entry(&r.device_id).or_default().insert("passes");
         }
     }
@@ -228,7 +248,8 @@ pub struct PeriodAssessment {
 mod tests {
     use super::*;
     use crate::context::tests::{demo_context, street_of};
-    use cleanfleet_store::Trust;
+    use crate::days::tests::rows_of_day;
+    use cleanfleet_store::{PassRecord, Trust};
     use jiff::SignedDuration;
 
     /// Three days: one over with data, one over without, today. The contractor's own truck
@@ -269,7 +290,19 @@ mod tests {
             pass("sw-01", Some("overspeed"), 3630),
             pass("sw-02", None, 7200),
         ];
-        let period = assess_period(&ctx, "acme-cleaning", &days, &records, &[], &[]).unwrap();
+        let (segment_rows, vehicle_rows) = rows_of_day(&ctx, date, &records);
+        let assess = |contractor| {
+            assess_period(
+                &ctx,
+                contractor,
+                &days,
+                &segment_rows,
+                &vehicle_rows,
+                &[],
+                &[],
+            )
+        };
+        let period = assess("acme-cleaning").unwrap();
         assert_eq!((period.days_assessed, period.days_judged), (3, 1));
         assert_eq!(period.days_without_data, ["2027-01-16"]);
         assert_eq!(period.in_progress.as_deref(), Some("2027-01-17"));
@@ -290,7 +323,7 @@ mod tests {
             credential_issued: None,
         };
         let with = |sources: Vec<(String, Source)>| {
-            let period = assess_period(&ctx, "acme-cleaning", &days, &records, &[], &[]).unwrap();
+            let period = assess("acme-cleaning").unwrap();
             period.with_sources(sources).evidence[0].verified
         };
         assert!(with(vec![("sw-01".into(), source(Trust::Credential))]));
@@ -300,7 +333,7 @@ mod tests {
         ]));
         assert!(!with(Vec::new()), "no known source is not verified");
         assert_eq!(
-            assess_period(&ctx, "nobody", &days, &records, &[], &[]).unwrap_err(),
+            assess("nobody").unwrap_err(),
             ReportError::NotFound {
                 resource: "contractor",
                 id: "nobody".into()

@@ -1,7 +1,7 @@
 //! Coverage reports: a day's shares of a scope, the segments' map, per vehicle, per section,
 //! day by day over a range, and the city's zones.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use cleanfleet_coverage::{
     CoverageSummary, InvalidReason, MissReason, Pass, SegmentStatus, WorkType,
@@ -15,11 +15,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::days::is_working;
 use crate::{CoverageContext, DayStatus, Scope};
 
-/// Passes further apart than this start a new overspeed event.
-pub const OVERSPEED_EVENT_GAP_S: f64 = 60.0;
 /// A day-by-day report spans at most this many days.
 pub const MAX_RANGE_DAYS: i32 = 92;
 
@@ -179,105 +176,6 @@ pub fn segment_feature(ctx: &CoverageContext, s: &Segment) -> Value {
             "grid": ctx.zones.grid_of(s.id).map(|z| z.id.clone()),
         },
     })
-}
-
-/// One vehicle's (or crew member's) work on a day.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
-pub struct VehicleDay {
-    pub device_id: String,
-    /// Every traversal matched to the road, tools on or off.
-    pub passes: usize,
-    /// Traversals with the tools on.
-    pub working_passes: usize,
-    pub valid_passes: usize,
-    /// Driven on the road network, as matched.
-    pub mileage_m: f64,
-    pub working_mileage_m: f64,
-    pub valid_mileage_m: f64,
-    /// Working distance over working time.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mean_working_speed_kmh: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_working_speed_kmh: Option<f64>,
-    /// Runs of overspeed work (超速作业), however many passes each spans.
-    pub overspeed_events: usize,
-    /// Sections it worked in.
-    pub sections: Vec<String>,
-}
-
-/// Per device, its passes on segments in `scope`: passes, valid passes, actual and valid
-/// mileage, mean and max working speed, overspeed-work events; by device id.
-pub fn vehicle_days(
-    ctx: &CoverageContext,
-    records: &[PassRecord],
-    scope: &Scope,
-) -> Vec<VehicleDay> {
-    let mut by_device: BTreeMap<&str, Vec<&PassRecord>> = BTreeMap::new();
-    for r in records.iter().filter(|r| segment_in(ctx, scope, r.segment)) {
-        by_device.entry(r.device_id.as_str()).or_default().push(r);
-    }
-    by_device
-        .into_iter()
-        .map(|(device_id, mut passes)| {
-            passes.sort_by_key(|p| p.start);
-            let mut day = VehicleDay {
-                device_id: device_id.to_owned(),
-                ..VehicleDay::default()
-            };
-            let mut working_s = 0.0;
-            let mut sections = BTreeSet::new();
-            for p in &passes {
-                let length_m = p.to_m - p.from_m;
-                day.passes += 1;
-                day.mileage_m += length_m;
-                if !is_working(p) {
-                    continue;
-                }
-                day.working_passes += 1;
-                day.working_mileage_m += length_m;
-                working_s += p.end.duration_since(p.start).as_secs_f64();
-                day.max_working_speed_kmh = Some(
-                    day.max_working_speed_kmh
-                        .unwrap_or(0.0)
-                        .max(p.max_speed_kmh),
-                );
-                if p.invalid.is_none() {
-                    day.valid_passes += 1;
-                    day.valid_mileage_m += length_m;
-                }
-                if let Some(section) = ctx.zones.section_of(p.segment) {
-                    sections.insert(section.id.clone());
-                }
-            }
-            day.overspeed_events = overspeed_runs(passes.iter().copied()).len();
-            day.mean_working_speed_kmh =
-                (working_s > 0.0).then(|| day.working_mileage_m / working_s * 3.6);
-            day.sections = sections.into_iter().collect();
-            day
-        })
-        .collect()
-}
-
-/// Runs of overspeed work (超速作业) among passes in (device, start) order: one device's
-/// passes of overspeed work at most [`OVERSPEED_EVENT_GAP_S`] apart are one run, however many
-/// they are. The first pass of each run.
-pub fn overspeed_runs<'a>(passes: impl IntoIterator<Item = &'a PassRecord>) -> Vec<&'a PassRecord> {
-    let mut runs = Vec::new();
-    let mut last: Option<&PassRecord> = None;
-    for p in passes {
-        if p.invalid.as_deref() != Some(InvalidReason::Overspeed.as_str()) {
-            continue;
-        }
-        let continues = last.is_some_and(|l| {
-            l.device_id == p.device_id
-                && p.start.duration_since(l.end).as_secs_f64() <= OVERSPEED_EVENT_GAP_S
-        });
-        if !continues {
-            runs.push(p);
-        }
-        last = Some(p);
-    }
-    runs
 }
 
 /// One day's shares (of length and of area) in a range.
@@ -488,14 +386,6 @@ pub fn zone_list(ctx: &CoverageContext, viewer: Option<&str>) -> ZoneList {
     }
 }
 
-/// Whether a segment is on this network and in `scope`.
-fn segment_in(ctx: &CoverageContext, scope: &Scope, segment: u32) -> bool {
-    ctx.network
-        .segments()
-        .get(segment as usize)
-        .is_some_and(|s| scope.contains(s))
-}
-
 fn ratio(part: f64, whole: f64) -> f64 {
     if whole > 0.0 {
         part / whole
@@ -529,31 +419,6 @@ mod tests {
             invalid: invalid.map(|r| r.as_str().to_owned()),
             max_speed_kmh,
         }
-    }
-
-    #[test]
-    fn a_vehicles_day_sums_its_passes_and_counts_overspeed_runs_once() {
-        let ctx = demo_context(None);
-        let records = [
-            record(0, 100.0, Some(InvalidReason::ToolOff), 30.0),
-            record(100, 200.0, None, 7.0),
-            record(300, 50.0, Some(InvalidReason::Overspeed), 11.0),
-            record(330, 50.0, Some(InvalidReason::Overspeed), 12.0),
-            record(1000, 100.0, Some(InvalidReason::Overspeed), 10.0),
-            record(2000, 5.0, Some(InvalidReason::TooShort), 6.0),
-        ];
-        let days = vehicle_days(&ctx, &records, &Scope::city());
-        assert_eq!(days.len(), 1);
-        let d = &days[0];
-        assert_eq!((d.passes, d.working_passes, d.valid_passes), (6, 5, 1));
-        assert_eq!(
-            (d.mileage_m, d.working_mileage_m, d.valid_mileage_m),
-            (505.0, 405.0, 200.0)
-        );
-        assert_eq!(d.overspeed_events, 2, "two runs of overspeed work");
-        assert_eq!(d.max_working_speed_kmh, Some(12.0));
-        assert!((d.mean_working_speed_kmh.unwrap() - 6.0).abs() < 1e-9);
-        assert_eq!(d.sections, [ctx.zones.section_of(3).unwrap().id.clone()]);
     }
 
     #[test]

@@ -176,11 +176,35 @@ pub fn segment_day(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
     use crate::context::tests::demo_context;
+
+    /// The segments' and vehicles' rows the coverage stage stores for `day` from its passes.
+    pub(crate) fn rows_of_day(
+        ctx: &CoverageContext,
+        day: Date,
+        passes: &[PassRecord],
+    ) -> (
+        Vec<SegmentDayRecord>,
+        Vec<cleanfleet_store::VehicleDayRecord>,
+    ) {
+        let mut segments: Vec<u32> = passes.iter().map(|p| p.segment).collect();
+        segments.sort_unstable();
+        segments.dedup();
+        let segment_rows = segments
+            .iter()
+            .filter_map(|&s| {
+                let of_segment: Vec<PassRecord> =
+                    passes.iter().filter(|p| p.segment == s).cloned().collect();
+                segment_day(&ctx.network, &ctx.rules, day, s, &of_segment)
+            })
+            .collect();
+        let vehicle_rows = crate::vehicle_day_rows(&ctx.network, &ctx.zones, day, passes);
+        (segment_rows, vehicle_rows)
+    }
 
     const WORK: [&str; 4] = ["sweep", "wash_sweep", "flush", "sprinkle"];
     const INVALID: [Option<&str>; 4] = [None, None, Some("overspeed"), Some("tool_off")];
@@ -237,17 +261,9 @@ mod tests {
             // As the store returns them: by start, then device.
             records.sort_by(|a, b| (a.start, &a.device_id).cmp(&(b.start, &b.device_id)));
             let day = Date::constant(2027, 1, 15);
-            let mut segments: Vec<u32> = records.iter().map(|r| r.segment).collect();
-            segments.sort_unstable();
-            segments.dedup();
-            let rows: Vec<SegmentDayRecord> = segments
-                .iter()
-                .filter_map(|&s| {
-                    let of_segment: Vec<PassRecord> =
-                        records.iter().filter(|r| r.segment == s).cloned().collect();
-                    segment_day(&ctx.network, &ctx.rules, day, s, &of_segment)
-                })
-                .collect();
+            let segments: std::collections::BTreeSet<u32> =
+                records.iter().map(|r| r.segment).collect();
+            let (rows, _) = rows_of_day(&ctx, day, &records);
             prop_assert_eq!(rows.len(), segments.len());
             let stored = DayStatus::from_rows(&DayStatus::idle(&ctx), &rows);
             prop_assert_eq!(&stored, &DayStatus::from_passes(&ctx, &records));

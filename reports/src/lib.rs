@@ -11,17 +11,17 @@ mod days;
 mod error;
 mod inspections;
 mod scope;
+mod vehicles;
 
-pub use access::{may_see, may_see_work, restrict};
+pub use access::{may_see, may_see_work, may_see_work_in, restrict};
 pub use assessment::{
     assess_period, contractor_segments, DayState, DeviceEvidence, PeriodAssessment, PeriodDay,
 };
 pub use context::CoverageContext;
 pub use coverage::{
-    daily_coverage, day_bounds, day_coverage, engine_passes, overspeed_runs, section_days,
-    segment_feature, status_features, vehicle_days, zone_list, DailyCoverage, DayCoverage,
-    DayShares, Missed, SectionDay, Share, VehicleDay, ZoneList, ZoneView, MAX_RANGE_DAYS,
-    OVERSPEED_EVENT_GAP_S,
+    daily_coverage, day_bounds, day_coverage, engine_passes, section_days, segment_feature,
+    status_features, zone_list, DailyCoverage, DayCoverage, DayShares, Missed, SectionDay, Share,
+    ZoneList, ZoneView, MAX_RANGE_DAYS,
 };
 pub use days::{segment_day, DayStatus, SegmentWork};
 pub use error::ReportError;
@@ -30,3 +30,7 @@ pub use inspections::{
     InspectionPart, InspectionView, SampleView, ANOTHER_CONTRACTORS, CLEANING_LOOKBACK,
 };
 pub use scope::{Scope, ScopeSpec};
+pub use vehicles::{
+    merged_runs, overspeed_runs, section_of_row, vehicle_day_rows, vehicle_days, VehicleDay,
+    OVERSPEED_EVENT_GAP_S,
+};

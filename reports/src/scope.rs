@@ -1,6 +1,6 @@
 //! Which segments a report is about.
 
-use cleanfleet_roads::{RoadClass, Segment, ZoneConfig, Zones};
+use cleanfleet_roads::{RoadClass, Segment, Zone, ZoneConfig, Zones};
 
 use crate::{CoverageContext, ReportError};
 
@@ -145,6 +145,22 @@ impl Scope {
             && self.sections.is_none()
             && self.grid.is_none()
             && self.polygon.is_none()
+    }
+
+    /// When the scope is whole sections (the city, a section, a contractor's): whether work
+    /// in `section` (`None`: outside every section) is in it. `None` when it cuts through
+    /// sections (a road class, a grid cell, a polygon).
+    pub fn whole_sections(&self) -> Option<impl Fn(Option<&Zone>) -> bool + '_> {
+        if self.class.is_some() || self.grid.is_some() || self.polygon.is_some() {
+            return None;
+        }
+        Some(move |section: Option<&Zone>| match &self.sections {
+            None => true,
+            // Section masks hold whole sections: one segment tells.
+            Some(mask) => section
+                .and_then(|z| z.segments.first())
+                .is_some_and(|&s| mask[s as usize]),
+        })
     }
 
     pub fn contains(&self, s: &Segment) -> bool {

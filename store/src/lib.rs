@@ -207,6 +207,16 @@ pub struct CoverageBacklog {
     /// Segments' days whose passes changed since their status was stored: day reports are
     /// current once it is 0.
     pub stale_segment_days: u64,
+    /// Vehicles' days whose passes changed since their rows were stored: per-vehicle reports
+    /// and assessments are current once it is 0.
+    pub stale_vehicle_days: u64,
+}
+
+impl CoverageBacklog {
+    /// Nothing stale: passes and every day's rows are current with the stored fixes.
+    pub fn is_current(&self) -> bool {
+        self.stale_chunks == 0 && self.stale_segment_days == 0 && self.stale_vehicle_days == 0
+    }
 }
 
 /// A segment's status and work on a local day of the city, as the coverage stage stores it
@@ -233,6 +243,41 @@ pub struct SegmentDayRecord {
 pub struct StaleSegmentDay {
     pub day: Date,
     pub segment: u32,
+    pub version: i64,
+}
+
+/// A vehicle's (or crew wearable's) work on a local day of the city in one section, as the
+/// coverage stage stores it (materialised from its passes that start that day;
+/// `cleanfleet-reports` computes it). Sections are the city's zones when it was computed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VehicleDayRecord {
+    pub day: Date,
+    pub device_id: String,
+    /// The section of the segments driven; `None`: outside every section.
+    pub section: Option<String>,
+    /// Every traversal matched to the road, tools on or off.
+    pub passes: u32,
+    /// Traversals with the tools on.
+    pub working_passes: u32,
+    pub valid_passes: u32,
+    pub mileage_m: f64,
+    pub working_mileage_m: f64,
+    pub valid_mileage_m: f64,
+    /// Time the working passes took, seconds.
+    pub working_s: f64,
+    /// `None` without working passes.
+    pub max_working_speed_kmh: Option<f64>,
+    /// Runs of overspeed work among its passes here, as (start of the first pass, end of the
+    /// last), by start.
+    pub overspeed_runs: Vec<(Timestamp, Timestamp)>,
+}
+
+/// A vehicle's day whose passes changed since its rows were stored; `version` is what its
+/// new rows must be computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleVehicleDay {
+    pub day: Date,
+    pub device_id: String,
     pub version: i64,
 }
 
@@ -445,8 +490,8 @@ pub trait Store: Send + Sync + 'static {
     /// Delete device data whose device time is before `before`; returns rows deleted.
     async fn prune(&self, before: Timestamp) -> Result<u64, StoreError>;
     /// Records the road network coverage is computed on; when it differs from the last one,
-    /// forgets every pass and segment's day and makes every chunk stale. Returns whether it
-    /// did.
+    /// forgets every pass and segment's and vehicle's day and makes every chunk stale.
+    /// Returns whether it did.
     async fn use_coverage_network(&self, network_id: &str) -> Result<bool, StoreError>;
     /// Stale chunks, oldest hour first.
     async fn stale_chunks(&self, limit: u32) -> Result<Vec<CoverageChunk>, StoreError>;
@@ -458,7 +503,8 @@ pub trait Store: Send + Sync + 'static {
     async fn coverage_backlog(&self) -> Result<CoverageBacklog, StoreError>;
     /// Replaces the chunk's passes and records the version they were computed from; the
     /// chunk stays stale if fixes landed in it meanwhile. Every segment's day (local in
-    /// `time_zone`) that an old or a new pass starts in becomes stale, in the same commit.
+    /// `time_zone`) that an old or a new pass starts in becomes stale, and so does the
+    /// device's day, in the same commit.
     async fn put_passes(
         &self,
         chunk: CoverageChunk,
@@ -489,6 +535,30 @@ pub trait Store: Send + Sync + 'static {
         first: Date,
         last: Date,
     ) -> Result<Vec<SegmentDayRecord>, StoreError>;
+    /// Records the sections vehicles' days are cut by (an identity of the city's zones); when
+    /// it differs from the last one, forgets every vehicle's day and makes each (local day in
+    /// `time_zone`, device) with passes stale. Returns whether it did.
+    async fn use_vehicle_day_sections(
+        &self,
+        sections_id: &str,
+        time_zone: &TimeZone,
+    ) -> Result<bool, StoreError>;
+    /// Stale vehicles' days, oldest day first.
+    async fn stale_vehicle_days(&self, limit: u32) -> Result<Vec<StaleVehicleDay>, StoreError>;
+    /// Replaces the rows of each vehicle's day `computed` with those of `rows` for it (none:
+    /// no passes) and makes each fresh unless its passes changed again since its version.
+    async fn put_vehicle_days(
+        &self,
+        rows: Vec<VehicleDayRecord>,
+        computed: Vec<StaleVehicleDay>,
+    ) -> Result<(), StoreError>;
+    /// The stored vehicles' days of `first..=last`, by day, device and section (outside
+    /// every section first).
+    async fn vehicle_days(
+        &self,
+        first: Date,
+        last: Date,
+    ) -> Result<Vec<VehicleDayRecord>, StoreError>;
     /// Passes starting in `from..to`, of one device or all, by start time.
     async fn passes(
         &self,

@@ -23,8 +23,9 @@ use serde::Deserialize;
 
 use crate::{
     CoverageBacklog, CoverageChunk, DeadLetter, DeadLetterQuery, DeviceQuery, DeviceSummary,
-    IngestItem, PassRecord, SegmentDayRecord, StaleSegmentDay, Store, StoreError, StoreStats,
-    StoredSample, WriteReport, COVERAGE_CHUNK_MS, COVERAGE_CONTEXT_MS,
+    IngestItem, PassRecord, SegmentDayRecord, StaleSegmentDay, StaleVehicleDay, Store, StoreError,
+    StoreStats, StoredSample, VehicleDayRecord, WriteReport, COVERAGE_CHUNK_MS,
+    COVERAGE_CONTEXT_MS,
 };
 
 /// SQLite's `synchronous` setting. `full` survives power loss after a commit; `normal` survives
@@ -837,6 +838,31 @@ fn date_column(r: &Row, column: usize) -> rusqlite::Result<Date> {
     })
 }
 
+/// Makes the device's `days` stale: its passes there changed.
+fn mark_vehicle_days_stale(
+    tx: &Transaction,
+    device_key: i64,
+    days: &BTreeSet<Date>,
+) -> Result<(), StoreError> {
+    let mut stale = tx.prepare_cached(
+        "INSERT INTO stale_vehicle_days (day, device_key, version) VALUES (?1, ?2, 1)
+         ON CONFLICT (day, device_key) DO UPDATE SET version = version + 1",
+    )?;
+    for day in days {
+        stale.execute(params![day.to_string(), device_key])?;
+    }
+    Ok(())
+}
+
+/// Runs of overspeed work as stored: a JSON array of `[start_ms, end_ms]`.
+fn runs_column(r: &Row, column: usize) -> rusqlite::Result<Vec<(Timestamp, Timestamp)>> {
+    let text: String = r.get(column)?;
+    let runs: Vec<(i64, i64)> = serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, e.into())
+    })?;
+    Ok(runs.into_iter().map(|(a, b)| (ts(a), ts(b))).collect())
+}
+
 fn count(conn: &Connection, table: &str) -> Result<u64, StoreError> {
     Ok(
         conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
@@ -1030,7 +1056,12 @@ impl Store for SqliteStore {
                 .date()
                 .yesterday()
                 .map_or_else(|_| String::new(), |d| d.to_string());
-            for table in ["segment_days", "stale_segment_days"] {
+            for table in [
+                "segment_days",
+                "stale_segment_days",
+                "vehicle_days",
+                "stale_vehicle_days",
+            ] {
                 tx.execute(&format!("DELETE FROM {table} WHERE day < ?1"), [&over])?;
             }
             // A day partly kept keeps its index entries.
@@ -1084,8 +1115,14 @@ impl Store for SqliteStore {
             let changed = current.as_deref() != Some(network_id.as_str());
             if changed {
                 tx.execute("DELETE FROM passes", [])?;
-                tx.execute("DELETE FROM segment_days", [])?;
-                tx.execute("DELETE FROM stale_segment_days", [])?;
+                for table in [
+                    "segment_days",
+                    "stale_segment_days",
+                    "vehicle_days",
+                    "stale_vehicle_days",
+                ] {
+                    tx.execute(&format!("DELETE FROM {table}"), [])?;
+                }
                 // A version no computation can have: every chunk is stale.
                 tx.execute("UPDATE coverage_chunks SET computed_version = -1", [])?;
                 tx.execute(
@@ -1246,6 +1283,7 @@ impl Store for SqliteStore {
                 stale_chunks: n as u64,
                 stale_from: oldest.map(|hour| ts(hour * COVERAGE_CHUNK_MS)),
                 stale_segment_days: count(conn, "stale_segment_days")?,
+                stale_vehicle_days: count(conn, "stale_vehicle_days")?,
             })
         })
         .await
@@ -1277,6 +1315,7 @@ impl Store for SqliteStore {
                 })?
                 .collect::<Result<_, _>>()?;
             changed.extend(passes.iter().map(|p| (day(ms(p.start)), p.segment)));
+            let device_days: BTreeSet<Date> = changed.iter().map(|(day, _)| *day).collect();
             tx.execute(
                 "DELETE FROM passes WHERE device_key = ?1 AND hour = ?2",
                 params![key, hour],
@@ -1289,6 +1328,7 @@ impl Store for SqliteStore {
                 for (day, segment) in &changed {
                     stale.execute(params![day.to_string(), segment])?;
                 }
+                mark_vehicle_days_stale(&tx, key, &device_days)?;
             }
             {
                 let mut insert = tx.prepare_cached(
@@ -1447,6 +1487,188 @@ impl Store for SqliteStore {
                         working_passes: r.get(7)?,
                         valid_passes: r.get(8)?,
                         valid_mileage_m: r.get(9)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn use_vehicle_day_sections(
+        &self,
+        sections_id: &str,
+        time_zone: &TimeZone,
+    ) -> Result<bool, StoreError> {
+        let (sections_id, time_zone) = (sections_id.to_owned(), time_zone.clone());
+        self.with_writer(move |conn| {
+            let tx = write_transaction(conn)?;
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM coverage_meta WHERE key = 'vehicle_day_sections'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let changed = current.as_deref() != Some(sections_id.as_str());
+            if changed {
+                tx.execute("DELETE FROM vehicle_days", [])?;
+                // Each device's hours that passes start in, and the local days they touch.
+                let mut days: BTreeMap<i64, BTreeSet<Date>> = BTreeMap::new();
+                {
+                    let mut hours = tx.prepare(
+                        "SELECT DISTINCT device_key,
+                             start_ms - ((start_ms % ?1) + ?1) % ?1 FROM passes",
+                    )?;
+                    let mut rows = hours.query([COVERAGE_CHUNK_MS])?;
+                    while let Some(row) = rows.next()? {
+                        let (key, start): (i64, i64) = (row.get(0)?, row.get(1)?);
+                        let of_device = days.entry(key).or_default();
+                        for at in [start, start + COVERAGE_CHUNK_MS - 1] {
+                            of_device.insert(time_zone.to_datetime(ts(at)).date());
+                        }
+                    }
+                }
+                for (key, days) in &days {
+                    mark_vehicle_days_stale(&tx, *key, days)?;
+                }
+                tx.execute(
+                    "INSERT INTO coverage_meta (key, value) VALUES ('vehicle_day_sections', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [&sections_id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(changed && current.is_some())
+        })
+        .await
+    }
+
+    async fn stale_vehicle_days(&self, limit: u32) -> Result<Vec<StaleVehicleDay>, StoreError> {
+        self.with_reader(move |conn| {
+            let stale = conn
+                .prepare_cached(
+                    "SELECT s.day, d.device_id, s.version
+                     FROM stale_vehicle_days s JOIN devices d USING (device_key)
+                     ORDER BY s.day, s.device_key LIMIT ?1",
+                )?
+                .query_map([limit], |r| {
+                    Ok(StaleVehicleDay {
+                        day: date_column(r, 0)?,
+                        device_id: r.get(1)?,
+                        version: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(stale)
+        })
+        .await
+    }
+
+    async fn put_vehicle_days(
+        &self,
+        rows: Vec<VehicleDayRecord>,
+        computed: Vec<StaleVehicleDay>,
+    ) -> Result<(), StoreError> {
+        self.with_writer(move |conn| {
+            let tx = write_transaction(conn)?;
+            {
+                let mut key_of =
+                    tx.prepare_cached("SELECT device_key FROM devices WHERE device_id = ?1")?;
+                let mut keys: BTreeMap<&str, i64> = BTreeMap::new();
+                for device in computed
+                    .iter()
+                    .map(|c| c.device_id.as_str())
+                    .chain(rows.iter().map(|r| r.device_id.as_str()))
+                {
+                    if !keys.contains_key(device) {
+                        keys.insert(device, key_of.query_row([device], |r| r.get(0))?);
+                    }
+                }
+                let mut forget = tx.prepare_cached(
+                    "DELETE FROM vehicle_days WHERE day = ?1 AND device_key = ?2",
+                )?;
+                let mut fresh = tx.prepare_cached(
+                    "DELETE FROM stale_vehicle_days WHERE day = ?1 AND device_key = ?2
+                       AND version = ?3",
+                )?;
+                for c in &computed {
+                    let key = keys[c.device_id.as_str()];
+                    forget.execute(params![c.day.to_string(), key])?;
+                    fresh.execute(params![c.day.to_string(), key, c.version])?;
+                }
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO vehicle_days (day, device_key, section, passes, working_passes,
+                         valid_passes, mileage_m, working_mileage_m, valid_mileage_m, working_s,
+                         max_working_speed_kmh, overspeed_runs)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     ON CONFLICT (day, device_key, section) DO UPDATE SET
+                         passes = excluded.passes, working_passes = excluded.working_passes,
+                         valid_passes = excluded.valid_passes, mileage_m = excluded.mileage_m,
+                         working_mileage_m = excluded.working_mileage_m,
+                         valid_mileage_m = excluded.valid_mileage_m,
+                         working_s = excluded.working_s,
+                         max_working_speed_kmh = excluded.max_working_speed_kmh,
+                         overspeed_runs = excluded.overspeed_runs",
+                )?;
+                for r in &rows {
+                    let runs: Vec<(i64, i64)> = r
+                        .overspeed_runs
+                        .iter()
+                        .map(|&(a, b)| (ms(a), ms(b)))
+                        .collect();
+                    insert.execute(params![
+                        r.day.to_string(),
+                        keys[r.device_id.as_str()],
+                        r.section.as_deref().unwrap_or(""),
+                        r.passes,
+                        r.working_passes,
+                        r.valid_passes,
+                        r.mileage_m,
+                        r.working_mileage_m,
+                        r.valid_mileage_m,
+                        r.working_s,
+                        r.max_working_speed_kmh,
+                        serde_json::to_string(&runs).expect("numbers serialise"),
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn vehicle_days(
+        &self,
+        first: Date,
+        last: Date,
+    ) -> Result<Vec<VehicleDayRecord>, StoreError> {
+        self.with_reader(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT v.day, d.device_id, v.section, v.passes, v.working_passes,
+                         v.valid_passes, v.mileage_m, v.working_mileage_m, v.valid_mileage_m,
+                         v.working_s, v.max_working_speed_kmh, v.overspeed_runs
+                     FROM vehicle_days v JOIN devices d USING (device_key)
+                     WHERE v.day >= ?1 AND v.day <= ?2
+                     ORDER BY v.day, d.device_id, v.section",
+                )?
+                .query_map(params![first.to_string(), last.to_string()], |r| {
+                    let section: String = r.get(2)?;
+                    Ok(VehicleDayRecord {
+                        day: date_column(r, 0)?,
+                        device_id: r.get(1)?,
+                        section: (!section.is_empty()).then_some(section),
+                        passes: r.get(3)?,
+                        working_passes: r.get(4)?,
+                        valid_passes: r.get(5)?,
+                        mileage_m: r.get(6)?,
+                        working_mileage_m: r.get(7)?,
+                        valid_mileage_m: r.get(8)?,
+                        working_s: r.get(9)?,
+                        max_working_speed_kmh: r.get(10)?,
+                        overspeed_runs: runs_column(r, 11)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;

@@ -402,6 +402,7 @@ async fn new_fixes_make_their_hours_stale_and_passes_replace_them() {
             stale_chunks: 2,
             stale_from: Some(t("2026-11-21T06:00:00Z")),
             stale_segment_days: 0,
+            stale_vehicle_days: 0,
         }
     );
     assert_eq!(
@@ -1291,6 +1292,177 @@ async fn changed_passes_make_their_segments_local_days_stale_until_computed() {
     store.use_coverage_network("another").await.unwrap();
     assert!(store
         .segment_days(date("2026-11-01"), date("2026-11-30"))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn changed_passes_make_their_vehicles_local_days_stale_until_computed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let shanghai = TimeZone::get("Asia/Shanghai").unwrap();
+    let date = |s: &str| s.parse::<Date>().unwrap();
+    store
+        .write_batch(vec![fixes("sw-1", &[20]), fixes("sw-2", &[20])])
+        .await
+        .unwrap();
+    let chunks = store.stale_chunks(10).await.unwrap();
+    // 07:20 UTC is the 21st in Shanghai, 17:30 UTC already the 22nd.
+    store
+        .put_passes(
+            chunks[0].clone(),
+            vec![
+                pass("sw-1", "2026-11-21T07:20:00Z", 3),
+                pass("sw-1", "2026-11-21T17:30:00Z", 4),
+            ],
+            &shanghai,
+        )
+        .await
+        .unwrap();
+    store
+        .put_passes(chunks[1].clone(), Vec::new(), &shanghai)
+        .await
+        .unwrap();
+    let stale = store.stale_vehicle_days(10).await.unwrap();
+    let keys = |stale: &[StaleVehicleDay]| {
+        stale
+            .iter()
+            .map(|s| (s.day, s.device_id.clone()))
+            .collect::<Vec<_>>()
+    };
+    // sw-2 had no passes and has none: its day did not change.
+    assert_eq!(
+        keys(&stale),
+        [
+            (date("2026-11-21"), "sw-1".to_owned()),
+            (date("2026-11-22"), "sw-1".to_owned())
+        ]
+    );
+    assert_eq!(
+        store.coverage_backlog().await.unwrap().stale_vehicle_days,
+        2
+    );
+    let row = |day: &str, section: Option<&str>| VehicleDayRecord {
+        day: date(day),
+        device_id: "sw-1".into(),
+        section: section.map(str::to_owned),
+        passes: 2,
+        working_passes: 1,
+        valid_passes: 1,
+        mileage_m: 200.0,
+        working_mileage_m: 100.0,
+        valid_mileage_m: 100.0,
+        working_s: 60.0,
+        max_working_speed_kmh: Some(6.0),
+        overspeed_runs: vec![(t("2026-11-21T07:20:00Z"), t("2026-11-21T07:21:00Z"))],
+    };
+
+    // The passes change again before the 21st is stored: it stays stale.
+    store
+        .put_passes(
+            chunks[0].clone(),
+            vec![pass("sw-1", "2026-11-21T07:20:00Z", 3)],
+            &shanghai,
+        )
+        .await
+        .unwrap();
+    store
+        .put_vehicle_days(
+            vec![row("2026-11-21", Some("S1")), row("2026-11-21", None)],
+            vec![stale[0].clone()],
+        )
+        .await
+        .unwrap();
+    let again = store.stale_vehicle_days(10).await.unwrap();
+    assert_eq!(keys(&again), keys(&stale));
+    assert!(again[0].version > stale[0].version);
+    // Computed for the current versions: fresh; rows replace the day's, outside every section
+    // first; the 22nd lost its pass and has none.
+    store
+        .put_vehicle_days(vec![row("2026-11-21", Some("S2"))], again)
+        .await
+        .unwrap();
+    assert!(store.stale_vehicle_days(10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .vehicle_days(date("2026-11-20"), date("2026-11-22"))
+            .await
+            .unwrap(),
+        [row("2026-11-21", Some("S2"))]
+    );
+    store
+        .put_vehicle_days(
+            vec![row("2026-11-21", Some("S1")), row("2026-11-21", None)],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .vehicle_days(date("2026-11-21"), date("2026-11-21"))
+            .await
+            .unwrap(),
+        [
+            row("2026-11-21", None),
+            row("2026-11-21", Some("S1")),
+            row("2026-11-21", Some("S2"))
+        ]
+    );
+
+    // Other sections: every day with passes is stale again and its rows are gone; the same
+    // sections change nothing.
+    assert!(!store
+        .use_vehicle_day_sections("zones-a", &shanghai)
+        .await
+        .unwrap());
+    assert_eq!(
+        keys(&store.stale_vehicle_days(10).await.unwrap()),
+        [(date("2026-11-21"), "sw-1".to_owned())]
+    );
+    assert!(store
+        .vehicle_days(date("2026-11-01"), date("2026-11-30"))
+        .await
+        .unwrap()
+        .is_empty());
+    let stale = store.stale_vehicle_days(10).await.unwrap();
+    store
+        .put_vehicle_days(vec![row("2026-11-21", None)], stale)
+        .await
+        .unwrap();
+    assert!(!store
+        .use_vehicle_day_sections("zones-a", &shanghai)
+        .await
+        .unwrap());
+    assert!(store.stale_vehicle_days(10).await.unwrap().is_empty());
+    assert!(store
+        .use_vehicle_day_sections("zones-b", &shanghai)
+        .await
+        .unwrap());
+    assert_eq!(store.stale_vehicle_days(10).await.unwrap().len(), 1);
+
+    // Another network forgets them; pruning drops the days that are over everywhere.
+    store
+        .put_vehicle_days(vec![row("2026-11-21", None)], Vec::new())
+        .await
+        .unwrap();
+    store.prune(t("2026-11-23T12:00:00Z")).await.unwrap();
+    assert!(store
+        .vehicle_days(date("2026-11-01"), date("2026-11-30"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.coverage_backlog().await.unwrap().stale_vehicle_days,
+        0
+    );
+    store
+        .put_vehicle_days(vec![row("2026-11-23", None)], Vec::new())
+        .await
+        .unwrap();
+    store.use_coverage_network("another").await.unwrap();
+    assert!(store
+        .vehicle_days(date("2026-11-01"), date("2026-11-30"))
         .await
         .unwrap()
         .is_empty());
