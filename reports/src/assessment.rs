@@ -61,8 +61,15 @@ pub fn contractor_segments(
     Ok(members)
 }
 
+/// The rows of `date` among `rows` in day order.
+fn of_day<T>(rows: &[T], day: impl Fn(&T) -> Date, date: Date) -> &[T] {
+    let first = rows.partition_point(|r| day(r) < date);
+    let end = rows.partition_point(|r| day(r) <= date);
+    &rows[first..end]
+}
+
 /// `contractor`'s assessment over `days` from the period's stored segments' and vehicles'
-/// days (`segment_rows` by day, as the store returns them), placed `samples` and
+/// days (each in day order, as the store returns them), placed `samples` and
 /// `late_alerts` (overflows it answered late). Roads are judged once on all their points; the
 /// contractor answers for those with a point in its sections, for its share of the points.
 /// Its evidence names every device the numbers rest on and what of theirs is used, without
@@ -78,6 +85,7 @@ pub fn assess_period(
 ) -> Result<PeriodAssessment, ReportError> {
     let members = contractor_segments(ctx, contractor)?;
     debug_assert!(segment_rows.is_sorted_by_key(|r| r.day));
+    debug_assert!(vehicle_rows.is_sorted_by_key(|r| r.day));
     let results: Vec<RoadResult> =
         road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, samples)
             .into_iter()
@@ -91,9 +99,8 @@ pub fn assess_period(
     let mut records_of_days = Vec::with_capacity(days.len());
     for day in days {
         let coverage = (day.state == DayState::Judged).then(|| {
-            let first = segment_rows.partition_point(|r| r.day < day.date);
-            let end = segment_rows.partition_point(|r| r.day <= day.date);
-            let statuses = DayStatus::from_rows(&idle, &segment_rows[first..end]).statuses;
+            let rows = of_day(segment_rows, |r| r.day, day.date);
+            let statuses = DayStatus::from_rows(&idle, rows).statuses;
             let s = CoverageSummary::of(&ctx.network, &statuses, |seg| members.contains(&seg.id));
             DayCoverage {
                 covered_share: s.covered_share_by_length(),
@@ -107,9 +114,9 @@ pub fn assess_period(
         });
         // Each device's runs of overspeed work the contractor answers for, across sections.
         let mut runs: BTreeMap<&str, Vec<(Timestamp, Timestamp)>> = BTreeMap::new();
-        for r in vehicle_rows
+        for r in of_day(vehicle_rows, |r| r.day, day.date)
             .iter()
-            .filter(|r| r.day == day.date && theirs(r))
+            .filter(|r| theirs(r))
         {
             runs.entry(&r.device_id)
                 .or_default()
