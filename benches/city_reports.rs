@@ -42,15 +42,21 @@ fn memory_mib() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// Four sections, the network's quadrants; the north two of one contractor, the south two of
-/// another, each with half the fleet under contract.
-fn quadrants(network: &RoadNetwork, devices: &[String]) -> Vec<ZoneConfig> {
+/// The network's south-west and north-east corners, (lon, lat).
+fn bounds(network: &RoadNetwork) -> ((f64, f64), (f64, f64)) {
     let points = network.segments().iter().flat_map(|s| s.points.iter());
     let (mut min, mut max) = ((f64::MAX, f64::MAX), (f64::MIN, f64::MIN));
     for &(lon, lat) in points {
         min = (min.0.min(lon), min.1.min(lat));
         max = (max.0.max(lon), max.1.max(lat));
     }
+    (min, max)
+}
+
+/// Four sections, the network's quadrants; the north two of one contractor, the south two of
+/// another, each with a quarter of the fleet under contract.
+fn quadrants(network: &RoadNetwork, devices: &[String]) -> Vec<ZoneConfig> {
+    let (min, max) = bounds(network);
     let mid = ((min.0 + max.0) / 2.0, (min.1 + max.1) / 2.0);
     let (west, east) = ((min.0 - 0.01, mid.0), (mid.0, max.0 + 0.01));
     let (south, north) = ((min.1 - 0.01, mid.1), (mid.1, max.1 + 0.01));
@@ -253,6 +259,11 @@ async fn main() {
     let vehicle = &devices[0];
     let month = format!("{:04}-{:02}", last.year(), last.month());
     let quarter = format!("{:04}-Q{}", last.year(), (last.month() - 1) / 3 + 1);
+    // The middle ninth of the network: a scope that cuts through sections.
+    let (min, max) = bounds(&network);
+    let at = |f: f64| (min.0 + (max.0 - min.0) * f, min.1 + (max.1 - min.1) * f);
+    let ((w, s), (e, n)) = (at(1.0 / 3.0), at(2.0 / 3.0));
+    let centre = format!("{w}%20{s},{e}%20{s},{e}%20{n},{w}%20{n}");
     let endpoints = [
         ("a day", format!("/api/v1/coverage?date={last}")),
         ("a day", format!("/api/v1/coverage/segments?date={last}")),
@@ -265,6 +276,10 @@ async fn main() {
         (
             "a day",
             format!("/api/v1/coverage/vehicles?date={last}&class=II"),
+        ),
+        (
+            "a day",
+            format!("/api/v1/coverage/vehicles?date={last}&polygon={centre}"),
         ),
         ("a day", format!("/api/v1/inspections?date={last}")),
         (

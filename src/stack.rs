@@ -243,6 +243,7 @@ impl Stack {
                     plans: config.coverage.plans.clone(),
                     time_zone,
                     time_zone_name: config.coverage.time_zone.clone(),
+                    rendered: Default::default(),
                 })
             });
             let state = ApiState {

@@ -11,9 +11,9 @@ use axum::Extension;
 use axum::Json;
 use cleanfleet_reports::{
     daily_coverage, day_bounds, day_coverage, may_see, may_see_work, may_see_work_in, restrict,
-    section_days, section_of_row, segment_feature, status_features, vehicle_day_rows, vehicle_days,
-    zone_list, CoverageContext, DailyCoverage, DayCoverage, DayStatus, Scope, ScopeSpec,
-    SectionDay, VehicleDay, ZoneList, MAX_RANGE_DAYS,
+    section_days, section_of_row, segment_feature, status_features_json, vehicle_day_rows,
+    vehicle_days, zone_list, CoverageContext, DailyCoverage, DayCoverage, DayStatus, Scope,
+    ScopeSpec, SectionDay, VehicleDay, ZoneList, MAX_RANGE_DAYS,
 };
 use cleanfleet_roads::RoadClass;
 use cleanfleet_store::{CoverageBacklog, PassRecord};
@@ -160,14 +160,20 @@ pub(crate) async fn coverage_segments(
     }: OneDay,
 ) -> Result<Response, ApiError> {
     let (date, status) = day_status(&state, params.date).await?;
-    let body = json!({
+    let head = json!({
         "type": "FeatureCollection",
         "date": date.to_string(),
         "time_zone": ctx.time_zone_name,
         "matching": state.store.coverage_backlog().await?,
-        "features": status_features(&ctx, &status.statuses, &scope),
-    });
-    Ok(([(header::CONTENT_TYPE, "application/geo+json")], Json(body)).into_response())
+    })
+    .to_string();
+    // The head's members, then the features (rendered as text: most of them never change).
+    let body = format!(
+        r#"{},"features":{}}}"#,
+        &head[..head.len() - 1],
+        status_features_json(&ctx, &status.statuses, &scope)
+    );
+    Ok(([(header::CONTENT_TYPE, "application/geo+json")], body).into_response())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -299,25 +305,27 @@ pub(crate) async fn coverage_vehicles(
 ) -> Result<Json<VehicleDayList>, ApiError> {
     let (date, from, to) = day(&state, &ctx, params.date)?;
     let viewer = viewer.as_deref();
-    let vehicles = match scope.whole_sections() {
+    let vehicles = match scope.row_filter() {
         Some(in_scope) => {
             let rows = state.store.vehicle_days(date, date).await?;
             vehicle_days(rows.iter().filter(|r| {
                 let section = section_of_row(&ctx.zones, r);
-                in_scope(section) && may_see_work_in(&ctx.zones, viewer, &r.device_id, section)
+                in_scope(section, &r.road_class)
+                    && may_see_work_in(&ctx.zones, viewer, &r.device_id, section)
             }))
         }
-        // A scope that cuts through sections (a road class, a grid cell, a polygon): the
-        // rows of its passes of the day.
+        // A scope that cuts through sections (a grid cell, a polygon): the rows of the day's
+        // passes on its segments.
         None => {
-            let mut records = state.store.passes(from, to, None).await?;
-            records.retain(|r| {
-                ctx.network
-                    .segments()
-                    .get(r.segment as usize)
-                    .is_some_and(|s| scope.contains(s))
-                    && may_see_work(&ctx.zones, viewer, &r.device_id, r.segment)
-            });
+            let segments: Vec<u32> = ctx
+                .network
+                .segments()
+                .iter()
+                .filter(|s| scope.contains(s))
+                .map(|s| s.id)
+                .collect();
+            let mut records = state.store.segment_passes(segments, from, to).await?;
+            records.retain(|r| may_see_work(&ctx.zones, viewer, &r.device_id, r.segment));
             vehicle_days(&vehicle_day_rows(&ctx.network, &ctx.zones, date, &records))
         }
     };

@@ -1,6 +1,6 @@
 //! What reports judge by besides the stored passes.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cleanfleet_coverage::{CoverageRules, MatchConfig, SectionPlan, SegmentIndex};
 use cleanfleet_inspection::assessment::AssessmentRules;
@@ -25,6 +25,16 @@ pub struct CoverageContext {
     pub time_zone: TimeZone,
     /// Its IANA name, as configured.
     pub time_zone_name: String,
+    /// What reports render the same way on every request, made on first use.
+    pub rendered: Rendered,
+}
+
+/// Renderings of what does not change while the process runs.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    /// Each segment's GeoJSON Feature as JSON text without its properties' closing braces,
+    /// by segment ([`crate::status_features_json`]).
+    pub(crate) feature_heads: OnceLock<Vec<String>>,
 }
 
 #[cfg(test)]
@@ -49,6 +59,7 @@ pub(crate) mod tests {
             plans: Vec::new(),
             time_zone: TimeZone::UTC,
             time_zone_name: "UTC".into(),
+            rendered: Rendered::default(),
         }
     }
 

@@ -3,9 +3,7 @@
 
 use std::collections::HashSet;
 
-use cleanfleet_coverage::{
-    CoverageSummary, InvalidReason, MissReason, Pass, SegmentStatus, WorkType,
-};
+use cleanfleet_coverage::{CoverageSummary, InvalidReason, Pass, SegmentStatus, WorkType};
 use cleanfleet_roads::{RoadNetwork, Segment, Zone};
 use cleanfleet_store::PassRecord;
 use jiff::civil::Date;
@@ -130,28 +128,54 @@ pub fn day_coverage(ctx: &CoverageContext, day: &DayStatus, scope: &Scope) -> Da
     }
 }
 
-/// Every segment in `scope` with its status, as GeoJSON Features of LineStrings.
-pub fn status_features(
+/// Every segment in `scope` with its status, as the JSON text of an array of GeoJSON
+/// Features of LineStrings: each segment's feature ([`segment_feature`]) is rendered once
+/// per process, a request adds its status.
+pub fn status_features_json(
     ctx: &CoverageContext,
     statuses: &[SegmentStatus],
     scope: &Scope,
-) -> Vec<Value> {
-    statuses
-        .iter()
-        .filter_map(|status| {
-            let s = &ctx.network.segments()[status.segment as usize];
-            scope.contains(s).then(|| {
-                let mut feature = segment_feature(ctx, s);
-                let properties = &mut feature["properties"];
-                properties["covered"] = json!(status.covered);
-                properties["covered_ratio"] = json!(status.covered_ratio);
-                properties["mechanised"] = json!(status.mechanised);
-                properties["deep_cleaned"] = json!(status.deep_cleaned);
-                properties["missed"] = json!(status.missed.map(MissReason::as_str));
-                feature
+) -> String {
+    let heads = ctx.rendered.feature_heads.get_or_init(|| {
+        ctx.network
+            .segments()
+            .iter()
+            .map(|s| {
+                let feature = segment_feature(ctx, s);
+                let properties = feature["properties"].to_string();
+                // Left open after the properties, for the status.
+                format!(
+                    r#"{{"type":"Feature","geometry":{},"properties":{}"#,
+                    feature["geometry"],
+                    &properties[..properties.len() - 1]
+                )
             })
-        })
-        .collect()
+            .collect()
+    });
+    let mut out = String::from("[");
+    for status in statuses {
+        let s = &ctx.network.segments()[status.segment as usize];
+        if !scope.contains(s) {
+            continue;
+        }
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&heads[s.id as usize]);
+        let missed = match status.missed {
+            Some(reason) => format!("\"{}\"", reason.as_str()),
+            None => "null".to_owned(),
+        };
+        out.push_str(&format!(
+            ",\"covered\":{},\"covered_ratio\":{},\"mechanised\":{},\"deep_cleaned\":{},\"missed\":{missed}}}}}",
+            status.covered,
+            json!(status.covered_ratio),
+            status.mechanised,
+            status.deep_cleaned,
+        ));
+    }
+    out.push(']');
+    out
 }
 
 /// A segment as a GeoJSON Feature: its line, attributes, section, contractor and grid cell.
@@ -398,6 +422,7 @@ fn ratio(part: f64, whole: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::context::tests::demo_context;
+    use cleanfleet_coverage::MissReason;
 
     fn record(
         start_s: i64,
@@ -418,6 +443,59 @@ mod tests {
             work: "sweep".into(),
             invalid: invalid.map(|r| r.as_str().to_owned()),
             max_speed_kmh,
+        }
+    }
+
+    /// The rendered text is each segment's feature with its status among the properties.
+    #[test]
+    fn status_features_are_segment_features_with_their_status() {
+        let ctx = demo_context(None);
+        let mut statuses = DayStatus::idle(&ctx).statuses;
+        statuses[3].covered = true;
+        statuses[3].covered_ratio = 0.97;
+        statuses[3].missed = None;
+        statuses[5].missed = Some(MissReason::Partial);
+        let section = ctx.zones.sections()[0].id.clone();
+        let scopes = [
+            Scope::city(),
+            Scope::new(
+                &ctx,
+                &crate::ScopeSpec {
+                    section: Some(section),
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        ];
+        for scope in &scopes {
+            for _ in 0..2 {
+                let text = status_features_json(&ctx, &statuses, scope);
+                let features: Vec<Value> = serde_json::from_str(&text).unwrap();
+                let expected: Vec<Value> = statuses
+                    .iter()
+                    .map(|st| (st, &ctx.network.segments()[st.segment as usize]))
+                    .filter(|(_, s)| scope.contains(s))
+                    .map(|(st, s)| {
+                        let mut feature = segment_feature(&ctx, s);
+                        let properties = &mut feature["properties"];
+                        properties["covered"] = json!(st.covered);
+                        properties["covered_ratio"] = json!(st.covered_ratio);
+                        properties["mechanised"] = json!(st.mechanised);
+                        properties["deep_cleaned"] = json!(st.deep_cleaned);
+                        properties["missed"] = json!(st.missed.map(MissReason::as_str));
+                        feature
+                    })
+                    .collect();
+                assert!(!expected.is_empty());
+                // Both through the same text, as a client reads them (serde_json's default
+                // parsing may round a float's last digit).
+                let expected: Vec<Value> =
+                    serde_json::from_str(&Value::from(expected).to_string()).unwrap();
+                assert_eq!(features.len(), expected.len());
+                for (a, b) in features.iter().zip(&expected) {
+                    assert_eq!(a, b, "{}", scope.name());
+                }
+            }
         }
     }
 

@@ -20,8 +20,8 @@ pub use assessment::{
 pub use context::CoverageContext;
 pub use coverage::{
     daily_coverage, day_bounds, day_coverage, engine_passes, section_days, segment_feature,
-    status_features, zone_list, DailyCoverage, DayCoverage, DayShares, Missed, SectionDay, Share,
-    ZoneList, ZoneView, MAX_RANGE_DAYS,
+    status_features_json, zone_list, DailyCoverage, DayCoverage, DayShares, Missed, SectionDay,
+    Share, ZoneList, ZoneView, MAX_RANGE_DAYS,
 };
 pub use days::{segment_day, DayStatus, SegmentWork};
 pub use error::ReportError;

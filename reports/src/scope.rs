@@ -147,19 +147,23 @@ impl Scope {
             && self.polygon.is_none()
     }
 
-    /// When the scope is whole sections (the city, a section, a contractor's): whether work
-    /// in `section` (`None`: outside every section) is in it. `None` when it cuts through
-    /// sections (a road class, a grid cell, a polygon).
-    pub fn whole_sections(&self) -> Option<impl Fn(Option<&Zone>) -> bool + '_> {
-        if self.class.is_some() || self.grid.is_some() || self.polygon.is_some() {
+    /// When the scope is whole sections and road classes (the city, a section, a
+    /// contractor's, a class of either): whether work in `section` (`None`: outside every
+    /// section) on roads of a class (`I`...) is in it. `None` when it cuts through sections
+    /// (a grid cell, a polygon).
+    pub fn row_filter(&self) -> Option<impl Fn(Option<&Zone>, &str) -> bool + '_> {
+        if self.grid.is_some() || self.polygon.is_some() {
             return None;
         }
-        Some(move |section: Option<&Zone>| match &self.sections {
-            None => true,
-            // Section masks hold whole sections: one segment tells.
-            Some(mask) => section
-                .and_then(|z| z.segments.first())
-                .is_some_and(|&s| mask[s as usize]),
+        Some(move |section: Option<&Zone>, class: &str| {
+            self.class.is_none_or(|c| c.as_str() == class)
+                && match &self.sections {
+                    None => true,
+                    // Section masks hold whole sections: one segment tells.
+                    Some(mask) => section
+                        .and_then(|z| z.segments.first())
+                        .is_some_and(|&s| mask[s as usize]),
+                }
         })
     }
 

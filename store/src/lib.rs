@@ -246,7 +246,8 @@ pub struct StaleSegmentDay {
     pub version: i64,
 }
 
-/// A vehicle's (or crew wearable's) work on a local day of the city in one section, as the
+/// A vehicle's (or crew wearable's) work on a local day of the city in one section on one
+/// class of road, as the
 /// coverage stage stores it (materialised from its passes that start that day;
 /// `cleanfleet-reports` computes it). Sections are the city's zones when it was computed.
 #[derive(Debug, Clone, PartialEq)]
@@ -255,6 +256,8 @@ pub struct VehicleDayRecord {
     pub device_id: String,
     /// The section of the segments driven; `None`: outside every section.
     pub section: Option<String>,
+    /// Their road class: `I`, `II`, `III` or `IV`.
+    pub road_class: String,
     /// Every traversal matched to the road, tools on or off.
     pub passes: u32,
     /// Traversals with the tools on.
@@ -552,8 +555,8 @@ pub trait Store: Send + Sync + 'static {
         rows: Vec<VehicleDayRecord>,
         computed: Vec<StaleVehicleDay>,
     ) -> Result<(), StoreError>;
-    /// The stored vehicles' days of `first..=last`, by day, device and section (outside
-    /// every section first).
+    /// The stored vehicles' days of `first..=last`, by day, device, section (outside every
+    /// section first) and road class.
     async fn vehicle_days(
         &self,
         first: Date,

@@ -1598,11 +1598,11 @@ impl Store for SqliteStore {
                     fresh.execute(params![c.day.to_string(), key, c.version])?;
                 }
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO vehicle_days (day, device_key, section, passes, working_passes,
-                         valid_passes, mileage_m, working_mileage_m, valid_mileage_m, working_s,
-                         max_working_speed_kmh, overspeed_runs)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                     ON CONFLICT (day, device_key, section) DO UPDATE SET
+                    "INSERT INTO vehicle_days (day, device_key, section, road_class, passes,
+                         working_passes, valid_passes, mileage_m, working_mileage_m,
+                         valid_mileage_m, working_s, max_working_speed_kmh, overspeed_runs)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                     ON CONFLICT (day, device_key, section, road_class) DO UPDATE SET
                          passes = excluded.passes, working_passes = excluded.working_passes,
                          valid_passes = excluded.valid_passes, mileage_m = excluded.mileage_m,
                          working_mileage_m = excluded.working_mileage_m,
@@ -1621,6 +1621,7 @@ impl Store for SqliteStore {
                         r.day.to_string(),
                         keys[r.device_id.as_str()],
                         r.section.as_deref().unwrap_or(""),
+                        r.road_class,
                         r.passes,
                         r.working_passes,
                         r.valid_passes,
@@ -1647,12 +1648,13 @@ impl Store for SqliteStore {
         self.with_reader(move |conn| {
             let rows = conn
                 .prepare_cached(
-                    "SELECT v.day, d.device_id, v.section, v.passes, v.working_passes,
-                         v.valid_passes, v.mileage_m, v.working_mileage_m, v.valid_mileage_m,
-                         v.working_s, v.max_working_speed_kmh, v.overspeed_runs
+                    "SELECT v.day, d.device_id, v.section, v.road_class, v.passes,
+                         v.working_passes, v.valid_passes, v.mileage_m, v.working_mileage_m,
+                         v.valid_mileage_m, v.working_s, v.max_working_speed_kmh,
+                         v.overspeed_runs
                      FROM vehicle_days v JOIN devices d USING (device_key)
                      WHERE v.day >= ?1 AND v.day <= ?2
-                     ORDER BY v.day, d.device_id, v.section",
+                     ORDER BY v.day, d.device_id, v.section, v.road_class",
                 )?
                 .query_map(params![first.to_string(), last.to_string()], |r| {
                     let section: String = r.get(2)?;
@@ -1660,15 +1662,16 @@ impl Store for SqliteStore {
                         day: date_column(r, 0)?,
                         device_id: r.get(1)?,
                         section: (!section.is_empty()).then_some(section),
-                        passes: r.get(3)?,
-                        working_passes: r.get(4)?,
-                        valid_passes: r.get(5)?,
-                        mileage_m: r.get(6)?,
-                        working_mileage_m: r.get(7)?,
-                        valid_mileage_m: r.get(8)?,
-                        working_s: r.get(9)?,
-                        max_working_speed_kmh: r.get(10)?,
-                        overspeed_runs: runs_column(r, 11)?,
+                        road_class: r.get(3)?,
+                        passes: r.get(4)?,
+                        working_passes: r.get(5)?,
+                        valid_passes: r.get(6)?,
+                        mileage_m: r.get(7)?,
+                        working_mileage_m: r.get(8)?,
+                        valid_mileage_m: r.get(9)?,
+                        working_s: r.get(10)?,
+                        max_working_speed_kmh: r.get(11)?,
+                        overspeed_runs: runs_column(r, 12)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;

@@ -276,17 +276,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX passes_by_segment ON passes (segment, start_ms);
     "#,
     // 7: materialised vehicles' days. `vehicle_days` holds a device's work on a local day of
-    // the city in each section it drove in ('' outside every section), with its runs of
-    // overspeed work there as a JSON array of [start_ms, end_ms]; `stale_vehicle_days` the
-    // (day, device) pairs whose passes changed since their rows were computed. Sections come
-    // from the city's zones: `coverage_meta`'s `vehicle_day_sections` names those the rows
-    // were cut by, and other zones (or none recorded, as in an older store) make every
-    // device's day with passes stale again.
+    // the city in each section it drove in ('' outside every section) on each class of road,
+    // with its runs of overspeed work there as a JSON array of [start_ms, end_ms];
+    // `stale_vehicle_days` the (day, device) pairs whose passes changed since their rows were
+    // computed. Sections come from the city's zones: `coverage_meta`'s `vehicle_day_sections`
+    // names those the rows were cut by, and other zones (or none recorded, as in an older
+    // store) make every device's day with passes stale again.
     r#"
     CREATE TABLE vehicle_days (
         day                   TEXT NOT NULL,
         device_key            INTEGER NOT NULL,
         section               TEXT NOT NULL,
+        road_class            TEXT NOT NULL,
         passes                INTEGER NOT NULL,
         working_passes        INTEGER NOT NULL,
         valid_passes          INTEGER NOT NULL,
@@ -296,7 +297,7 @@ const MIGRATIONS: &[&str] = &[
         working_s             REAL NOT NULL,
         max_working_speed_kmh REAL,
         overspeed_runs        TEXT NOT NULL,
-        PRIMARY KEY (day, device_key, section)
+        PRIMARY KEY (day, device_key, section, road_class)
     ) WITHOUT ROWID;
     CREATE TABLE stale_vehicle_days (
         day        TEXT NOT NULL,

@@ -1347,6 +1347,7 @@ async fn changed_passes_make_their_vehicles_local_days_stale_until_computed() {
         day: date(day),
         device_id: "sw-1".into(),
         section: section.map(str::to_owned),
+        road_class: "II".into(),
         passes: 2,
         working_passes: 1,
         valid_passes: 1,
