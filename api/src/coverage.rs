@@ -307,7 +307,7 @@ pub(crate) async fn coverage_vehicles(
     let viewer = viewer.as_deref();
     let vehicles = match scope.row_filter() {
         Some(in_scope) => {
-            let rows = state.store.vehicle_days(date, date).await?;
+            let rows = state.store.vehicle_days(date, date, true).await?;
             vehicle_days(rows.iter().filter(|r| {
                 let section = section_of_row(&ctx.zones, r);
                 in_scope(section, &r.road_class)

@@ -485,7 +485,7 @@ pub(crate) async fn assess_contractor(
         .map_err(|e| ApiError::invalid("month", e.to_string()))?;
     let (_, _, to) = day(state, ctx, Some(last))?;
     let segment_rows = state.store.segment_days(first, last).await?;
-    let vehicle_rows = state.store.vehicle_days(first, last).await?;
+    let vehicle_rows = state.store.vehicle_days(first, last, false).await?;
     let samples: Vec<(Sample, Placement)> = state
         .store
         .samples(from, to)

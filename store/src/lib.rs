@@ -256,7 +256,7 @@ pub struct VehicleDayRecord {
     pub device_id: String,
     /// The section of the segments driven; `None`: outside every section.
     pub section: Option<String>,
-    /// Their road class: `I`, `II`, `III` or `IV`.
+    /// Their road class: `I`, `II`, `III` or `IV`; empty when summed over classes.
     pub road_class: String,
     /// Every traversal matched to the road, tools on or off.
     pub passes: u32,
@@ -555,12 +555,15 @@ pub trait Store: Send + Sync + 'static {
         rows: Vec<VehicleDayRecord>,
         computed: Vec<StaleVehicleDay>,
     ) -> Result<(), StoreError>;
-    /// The stored vehicles' days of `first..=last`, by day, device, section (outside every
-    /// section first) and road class.
+    /// The stored vehicles' days of `first..=last`, by day, device (in the store's order),
+    /// section (outside every section first) and road class; without `by_road_class`, one
+    /// row per day, device and section, summed over classes (`road_class` empty, runs of
+    /// overspeed work one after another, by class).
     async fn vehicle_days(
         &self,
         first: Date,
         last: Date,
+        by_road_class: bool,
     ) -> Result<Vec<VehicleDayRecord>, StoreError>;
     /// Passes starting in `from..to`, of one device or all, by start time.
     async fn passes(

@@ -854,13 +854,18 @@ fn mark_vehicle_days_stale(
     Ok(())
 }
 
-/// Runs of overspeed work as stored: a JSON array of `[start_ms, end_ms]`.
+/// Runs of overspeed work as stored (a JSON array of `[start_ms, end_ms]`), of one or more
+/// rows: an array of such arrays.
 fn runs_column(r: &Row, column: usize) -> rusqlite::Result<Vec<(Timestamp, Timestamp)>> {
     let text: String = r.get(column)?;
-    let runs: Vec<(i64, i64)> = serde_json::from_str(&text).map_err(|e| {
+    let rows: Vec<Vec<(i64, i64)>> = serde_json::from_str(&text).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, e.into())
     })?;
-    Ok(runs.into_iter().map(|(a, b)| (ts(a), ts(b))).collect())
+    Ok(rows
+        .into_iter()
+        .flatten()
+        .map(|(a, b)| (ts(a), ts(b)))
+        .collect())
 }
 
 fn count(conn: &Connection, table: &str) -> Result<u64, StoreError> {
@@ -1644,18 +1649,31 @@ impl Store for SqliteStore {
         &self,
         first: Date,
         last: Date,
+        by_road_class: bool,
     ) -> Result<Vec<VehicleDayRecord>, StoreError> {
         self.with_reader(move |conn| {
+            // In the primary key's order: no sort. Summed over classes, the runs of each
+            // class's row are concatenated into one array of arrays.
+            let sql = if by_road_class {
+                "SELECT v.day, d.device_id, v.section, v.road_class, v.passes,
+                     v.working_passes, v.valid_passes, v.mileage_m, v.working_mileage_m,
+                     v.valid_mileage_m, v.working_s, v.max_working_speed_kmh,
+                     '[' || v.overspeed_runs || ']'
+                 FROM vehicle_days v JOIN devices d USING (device_key)
+                 WHERE v.day >= ?1 AND v.day <= ?2
+                 ORDER BY v.day, v.device_key, v.section, v.road_class"
+            } else {
+                "SELECT v.day, d.device_id, v.section, '', sum(v.passes),
+                     sum(v.working_passes), sum(v.valid_passes), sum(v.mileage_m),
+                     sum(v.working_mileage_m), sum(v.valid_mileage_m), sum(v.working_s),
+                     max(v.max_working_speed_kmh), '[' || group_concat(v.overspeed_runs) || ']'
+                 FROM vehicle_days v JOIN devices d USING (device_key)
+                 WHERE v.day >= ?1 AND v.day <= ?2
+                 GROUP BY v.day, v.device_key, v.section
+                 ORDER BY v.day, v.device_key, v.section"
+            };
             let rows = conn
-                .prepare_cached(
-                    "SELECT v.day, d.device_id, v.section, v.road_class, v.passes,
-                         v.working_passes, v.valid_passes, v.mileage_m, v.working_mileage_m,
-                         v.valid_mileage_m, v.working_s, v.max_working_speed_kmh,
-                         v.overspeed_runs
-                     FROM vehicle_days v JOIN devices d USING (device_key)
-                     WHERE v.day >= ?1 AND v.day <= ?2
-                     ORDER BY v.day, d.device_id, v.section, v.road_class",
-                )?
+                .prepare_cached(sql)?
                 .query_map(params![first.to_string(), last.to_string()], |r| {
                     let section: String = r.get(2)?;
                     Ok(VehicleDayRecord {

@@ -1387,7 +1387,7 @@ async fn changed_passes_make_their_vehicles_local_days_stale_until_computed() {
     assert!(store.stale_vehicle_days(10).await.unwrap().is_empty());
     assert_eq!(
         store
-            .vehicle_days(date("2026-11-20"), date("2026-11-22"))
+            .vehicle_days(date("2026-11-20"), date("2026-11-22"), true)
             .await
             .unwrap(),
         [row("2026-11-21", Some("S2"))]
@@ -1401,13 +1401,63 @@ async fn changed_passes_make_their_vehicles_local_days_stale_until_computed() {
         .unwrap();
     assert_eq!(
         store
-            .vehicle_days(date("2026-11-21"), date("2026-11-21"))
+            .vehicle_days(date("2026-11-21"), date("2026-11-21"), true)
             .await
             .unwrap(),
         [
             row("2026-11-21", None),
             row("2026-11-21", Some("S1")),
             row("2026-11-21", Some("S2"))
+        ]
+    );
+
+    // Summed over road classes: one row per section.
+    let on_class = |class: &str, speed, run: (&str, &str)| VehicleDayRecord {
+        road_class: class.into(),
+        max_working_speed_kmh: speed,
+        overspeed_runs: vec![(t(run.0), t(run.1))],
+        ..row("2026-11-21", Some("S1"))
+    };
+    store
+        .put_vehicle_days(
+            vec![
+                on_class(
+                    "I",
+                    Some(9.0),
+                    ("2026-11-21T08:00:00Z", "2026-11-21T08:01:00Z"),
+                ),
+                on_class(
+                    "III",
+                    None,
+                    ("2026-11-21T09:00:00Z", "2026-11-21T09:01:00Z"),
+                ),
+            ],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let summed = store
+        .vehicle_days(date("2026-11-21"), date("2026-11-21"), false)
+        .await
+        .unwrap();
+    let s1 = summed
+        .iter()
+        .find(|r| r.section.as_deref() == Some("S1"))
+        .unwrap();
+    assert_eq!(summed.len(), 3, "{summed:?}");
+    assert_eq!(
+        (s1.road_class.as_str(), s1.passes, s1.mileage_m),
+        ("", 6, 600.0)
+    );
+    assert_eq!(s1.max_working_speed_kmh, Some(9.0));
+    let mut runs = s1.overspeed_runs.clone();
+    runs.sort();
+    assert_eq!(
+        runs,
+        [
+            (t("2026-11-21T07:20:00Z"), t("2026-11-21T07:21:00Z")),
+            (t("2026-11-21T08:00:00Z"), t("2026-11-21T08:01:00Z")),
+            (t("2026-11-21T09:00:00Z"), t("2026-11-21T09:01:00Z"))
         ]
     );
 
@@ -1422,7 +1472,7 @@ async fn changed_passes_make_their_vehicles_local_days_stale_until_computed() {
         [(date("2026-11-21"), "sw-1".to_owned())]
     );
     assert!(store
-        .vehicle_days(date("2026-11-01"), date("2026-11-30"))
+        .vehicle_days(date("2026-11-01"), date("2026-11-30"), true)
         .await
         .unwrap()
         .is_empty());
@@ -1449,7 +1499,7 @@ async fn changed_passes_make_their_vehicles_local_days_stale_until_computed() {
         .unwrap();
     store.prune(t("2026-11-23T12:00:00Z")).await.unwrap();
     assert!(store
-        .vehicle_days(date("2026-11-01"), date("2026-11-30"))
+        .vehicle_days(date("2026-11-01"), date("2026-11-30"), true)
         .await
         .unwrap()
         .is_empty());
@@ -1463,7 +1513,7 @@ async fn changed_passes_make_their_vehicles_local_days_stale_until_computed() {
         .unwrap();
     store.use_coverage_network("another").await.unwrap();
     assert!(store
-        .vehicle_days(date("2026-11-01"), date("2026-11-30"))
+        .vehicle_days(date("2026-11-01"), date("2026-11-30"), true)
         .await
         .unwrap()
         .is_empty());
