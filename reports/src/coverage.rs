@@ -422,29 +422,8 @@ fn ratio(part: f64, whole: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::context::tests::demo_context;
+    use crate::vehicles::tests::pass;
     use cleanfleet_coverage::MissReason;
-
-    fn record(
-        start_s: i64,
-        length_m: f64,
-        invalid: Option<InvalidReason>,
-        max_speed_kmh: f64,
-    ) -> PassRecord {
-        let start = Timestamp::from_second(1_800_000_000 + start_s).unwrap();
-        PassRecord {
-            device_id: "sw-01".into(),
-            segment: 3,
-            forward: true,
-            from_m: 0.0,
-            to_m: length_m,
-            start,
-            // 6 km/h: 100 m a minute.
-            end: start + jiff::SignedDuration::from_secs_f64(length_m / 100.0 * 60.0),
-            work: "sweep".into(),
-            invalid: invalid.map(|r| r.as_str().to_owned()),
-            max_speed_kmh,
-        }
-    }
 
     /// The rendered text is each segment's feature with its status among the properties.
     #[test]
@@ -506,7 +485,7 @@ mod tests {
         let pass = |start_s: i64| PassRecord {
             to_m: segment.length_m,
             end: Timestamp::from_second(1_800_000_000 + start_s + 600).unwrap(),
-            ..record(start_s, segment.length_m, None, 6.0)
+            ..pass("sw-01", 3, start_s, segment.length_m, None, 6.0)
         };
         // Both directions (a main road needs both), on the first day only.
         let records = [

@@ -191,7 +191,7 @@ pub fn merged_runs(mut runs: Vec<(Timestamp, Timestamp)>) -> Vec<(Timestamp, Tim
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
@@ -201,7 +201,9 @@ mod tests {
 
     const DAY: Date = Date::constant(2027, 1, 15);
 
-    fn pass(
+    /// A pass of `device` on `segment` from `start_s` after a fixed time, `length_m` long at
+    /// 6 km/h.
+    pub(crate) fn pass(
         device: &str,
         segment: u32,
         start_s: i64,
