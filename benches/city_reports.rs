@@ -110,12 +110,7 @@ async fn main() {
     let start = last.to_zoned(utc.clone()).unwrap().timestamp() + SignedDuration::from_hours(6);
     let end = start + SignedDuration::from_hours(hours);
     let sim = SimConfig {
-        fleet: FleetMix {
-            sweepers: vehicles / 2,
-            washer_sweepers: vehicles / 4,
-            flushers: vehicles - vehicles / 2 - vehicles / 4,
-            ..FleetMix::NONE
-        },
+        fleet: FleetMix::street_cleaners(vehicles),
         ..SimConfig::default()
     };
     let mut fleet = Fleet::new(network.clone(), &sim, start).expect("a drivable network");

@@ -38,12 +38,7 @@ async fn main() {
     let end = Timestamp::now() - SignedDuration::from_hours(1);
     let start = end - SignedDuration::from_hours(hours);
     let config = SimConfig {
-        fleet: FleetMix {
-            sweepers: vehicles / 2,
-            washer_sweepers: vehicles / 4,
-            flushers: vehicles - vehicles / 2 - vehicles / 4,
-            ..FleetMix::NONE
-        },
+        fleet: FleetMix::street_cleaners(vehicles),
         ..SimConfig::default()
     };
     let mut fleet = Fleet::new(network.clone(), &config, start).expect("a drivable network");

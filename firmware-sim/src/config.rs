@@ -59,6 +59,17 @@ impl FleetMix {
         scales: 0,
     };
 
+    /// `vehicles` street cleaners only, as the benchmarks drive them: half sweepers, a
+    /// quarter washer-sweepers, the rest flushers.
+    pub fn street_cleaners(vehicles: u32) -> FleetMix {
+        FleetMix {
+            sweepers: vehicles / 2,
+            washer_sweepers: vehicles / 4,
+            flushers: vehicles - vehicles / 2 - vehicles / 4,
+            ..FleetMix::NONE
+        }
+    }
+
     /// The kinds in the order the fleet registers its devices.
     pub const KINDS: [DeviceKind; 10] = [
         DeviceKind::Sweeper,
