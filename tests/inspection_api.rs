@@ -585,7 +585,11 @@ async fn late_answers_to_bin_overflows_cost_the_bins_contractor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_road_across_a_section_boundary_is_judged_once() {
     let dir = tempfile::tempdir().unwrap();
-    let stack = start_stack(dir.path()).await;
+    let mut config = test_config(dir.path());
+    // The dates below are UTC days: the city's zone must agree at any hour of the run.
+    config.coverage.time_zone = "UTC".into();
+    let stack = Stack::start(config, Parts::ALL).await.unwrap();
+    stack.ingest_ready(Duration::from_secs(30)).await.unwrap();
     let api = stack.api_addr.unwrap();
     let net = RoadNetwork::demo();
     let (sections, grids) = cleanfleet_roads::Zones::demo_configs(&net);
