@@ -10,6 +10,8 @@
 //! Environment: BENCH_VEHICLES (default 100), BENCH_HOURS (default 8), BENCH_REQUESTS
 //! (default 50).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,69 +19,13 @@ use std::time::{Duration, Instant};
 use cleanfleet::config::Config;
 use cleanfleet::{Parts, Stack};
 use cleanfleet_model::{decode, Limits};
-use cleanfleet_roads::{RoadNetwork, ZoneConfig, Zones};
+use cleanfleet_roads::{RoadNetwork, Zones};
 use cleanfleet_sim::{Fleet, FleetMix, SimConfig};
 use cleanfleet_store::{CoverageChunk, Delivery, IngestItem, Store, COVERAGE_CHUNK_MS};
+use common::{bounds, env_or, memory_mib, quadrants};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan};
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-/// Resident and peak resident memory of this process, MiB.
-fn memory_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// The network's south-west and north-east corners, (lon, lat).
-fn bounds(network: &RoadNetwork) -> ((f64, f64), (f64, f64)) {
-    let points = network.segments().iter().flat_map(|s| s.points.iter());
-    let (mut min, mut max) = ((f64::MAX, f64::MAX), (f64::MIN, f64::MIN));
-    for &(lon, lat) in points {
-        min = (min.0.min(lon), min.1.min(lat));
-        max = (max.0.max(lon), max.1.max(lat));
-    }
-    (min, max)
-}
-
-/// Four sections, the network's quadrants; the north two of one contractor, the south two of
-/// another, each with a quarter of the fleet under contract.
-fn quadrants(network: &RoadNetwork, devices: &[String]) -> Vec<ZoneConfig> {
-    let (min, max) = bounds(network);
-    let mid = ((min.0 + max.0) / 2.0, (min.1 + max.1) / 2.0);
-    let (west, east) = ((min.0 - 0.01, mid.0), (mid.0, max.0 + 0.01));
-    let (south, north) = ((min.1 - 0.01, mid.1), (mid.1, max.1 + 0.01));
-    let quadrant =
-        |id: &str, contractor: &str, lon: (f64, f64), lat: (f64, f64), n: usize| ZoneConfig {
-            id: id.into(),
-            contractor: Some(contractor.into()),
-            polygons: vec![vec![
-                (lon.0, lat.0),
-                (lon.1, lat.0),
-                (lon.1, lat.1),
-                (lon.0, lat.1),
-            ]],
-            devices: devices.iter().skip(n).step_by(4).cloned().collect(),
-            ..ZoneConfig::default()
-        };
-    vec![
-        quadrant("NW", "north-clean", west, north, 0),
-        quadrant("NE", "north-clean", east, north, 1),
-        quadrant("SW", "south-clean", west, south, 2),
-        quadrant("SE", "south-clean", east, south, 3),
-    ]
-}
 
 /// The first day of the quarter `date` is in.
 fn quarter_start(date: Date) -> Date {
@@ -222,6 +168,8 @@ async fn main() {
                 kind: kinds[device_id],
                 start: Timestamp::from_millisecond(hour * COVERAGE_CHUNK_MS).unwrap() - shift,
                 version: 0,
+                stale_since: None,
+                listed_at: Timestamp::now(),
             };
             let shifted = passes
                 .iter()

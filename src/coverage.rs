@@ -23,7 +23,9 @@ use futures::StreamExt;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
-use prometheus::{exponential_buckets, Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use prometheus::{
+    exponential_buckets, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry,
+};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -130,6 +132,8 @@ pub struct CoverageMetrics {
     pub stale_segment_days: IntGauge,
     pub vehicle_days: IntCounter,
     pub stale_vehicle_days: IntGauge,
+    pub lag: Histogram,
+    pub waiting: Gauge,
     pub store_retries: IntCounter,
 }
 
@@ -172,6 +176,21 @@ impl CoverageMetrics {
                 "cleanfleet_coverage_stale_vehicle_days",
                 "Vehicles' days whose passes changed since their rows were stored",
             )?,
+            lag: Histogram::with_opts(
+                HistogramOpts::new(
+                    "cleanfleet_coverage_lag_seconds",
+                    "Seconds from fixes stored to day reports that include them: their chunk's \
+                     passes and the segments' and vehicles' days from those passes stored",
+                )
+                .buckets(vec![
+                    0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0,
+                    300.0, 600.0, 1800.0, 3600.0,
+                ]),
+            )?,
+            waiting: Gauge::new(
+                "cleanfleet_coverage_waiting_seconds",
+                "Age of the oldest stored fixes not yet in passes; 0 when none wait",
+            )?,
             store_retries: IntCounter::new(
                 "cleanfleet_coverage_store_retries_total",
                 "Store calls tried again because the store was busy",
@@ -186,6 +205,8 @@ impl CoverageMetrics {
         registry.register(Box::new(m.stale_segment_days.clone()))?;
         registry.register(Box::new(m.vehicle_days.clone()))?;
         registry.register(Box::new(m.stale_vehicle_days.clone()))?;
+        registry.register(Box::new(m.lag.clone()))?;
+        registry.register(Box::new(m.waiting.clone()))?;
         registry.register(Box::new(m.store_retries.clone()))?;
         Ok(m)
     }
@@ -285,6 +306,9 @@ pub async fn run(
         shutdown: &shutdown,
     };
     let result = async {
+        // When the fixes of the chunks computed since the day rows were last current were
+        // stored: their lag ends once those rows are.
+        let mut waiting_for_days: Vec<Timestamp> = Vec::new();
         while !shutdown.is_cancelled() {
             let Some(backlog) = retry
                 .call("coverage_backlog", || store.coverage_backlog())
@@ -299,6 +323,14 @@ pub async fn run(
             metrics
                 .stale_vehicle_days
                 .set(backlog.stale_vehicle_days as i64);
+            metrics
+                .waiting
+                .set(backlog.waiting_since.map_or(0.0, |since| {
+                    Timestamp::now()
+                        .duration_since(since)
+                        .as_secs_f64()
+                        .max(0.0)
+                }));
             // The passes stored in the last round change their segments' and vehicles' days:
             // those are stored before more chunks are taken, so day reports follow the
             // passes closely.
@@ -314,12 +346,19 @@ pub async fn run(
                 }
                 continue;
             }
+            let now = Timestamp::now();
+            for since in waiting_for_days.drain(..) {
+                metrics
+                    .lag
+                    .observe(now.duration_since(since).as_secs_f64().max(0.0));
+            }
             let Some(chunks) = retry
                 .call("stale_chunks", || store.stale_chunks(CHUNKS_PER_LOOK))
                 .await?
             else {
                 break;
             };
+            let stale_since: Vec<Timestamp> = chunks.iter().filter_map(|c| c.stale_since).collect();
             if chunks.is_empty() {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -337,6 +376,7 @@ pub async fn run(
             if stopped {
                 break;
             }
+            waiting_for_days.extend(stale_since);
         }
         anyhow::Ok(())
     }

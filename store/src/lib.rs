@@ -204,6 +204,10 @@ pub struct CoverageBacklog {
     /// fixes. Absent when none is stale.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stale_from: Option<Timestamp>,
+    /// When the oldest fixes not yet in passes were stored: how long matching is behind.
+    /// Absent when none is stale (or the stale chunks predate this record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Timestamp>,
     /// Segments' days whose passes changed since their status was stored: day reports are
     /// current once it is 0.
     pub stale_segment_days: u64,
@@ -292,6 +296,11 @@ pub struct CoverageChunk {
     pub start: Timestamp,
     /// The fixes' version the passes will be computed from.
     pub version: i64,
+    /// When the oldest fixes not yet in the chunk's passes were stored (`None`: unknown).
+    pub stale_since: Option<Timestamp>,
+    /// When the store listed the chunk as stale: fixes stored later may be missing from
+    /// passes computed for this version, and count as waiting from then.
+    pub listed_at: Timestamp,
 }
 
 impl CoverageChunk {
@@ -496,7 +505,8 @@ pub trait Store: Send + Sync + 'static {
     /// forgets every pass and segment's and vehicle's day and makes every chunk stale.
     /// Returns whether it did.
     async fn use_coverage_network(&self, network_id: &str) -> Result<bool, StoreError>;
-    /// Stale chunks, oldest hour first.
+    /// Stale chunks, those whose fixes have waited longest first (then the oldest hour): a
+    /// device that sends often cannot keep the others' chunks waiting.
     async fn stale_chunks(&self, limit: u32) -> Result<Vec<CoverageChunk>, StoreError>;
     /// Resolves once fixes stored through this handle (this process) may have made chunks
     /// stale since it last resolved; at once if they did meanwhile. Writes by other processes

@@ -538,12 +538,16 @@ fn insert_body(
                 }
             }
             let mut stale = tx.prepare_cached(
-                "INSERT INTO coverage_chunks (device_key, hour, version, computed_version)
-                 VALUES (?1, ?2, 1, 0)
-                 ON CONFLICT DO UPDATE SET version = version + 1",
+                "INSERT INTO coverage_chunks (device_key, hour, version, computed_version,
+                     stale_since_ms)
+                 VALUES (?1, ?2, 1, 0, ?3)
+                 ON CONFLICT DO UPDATE SET version = version + 1,
+                     stale_since_ms = CASE WHEN version = computed_version
+                         THEN excluded.stale_since_ms ELSE stale_since_ms END",
             )?;
+            let stored_ms = ms(Timestamp::now());
             for hour in stale_hours {
-                stale.execute(params![key, hour])?;
+                stale.execute(params![key, hour, stored_ms])?;
             }
             return Ok(Inserted {
                 records: n,
@@ -1129,7 +1133,11 @@ impl Store for SqliteStore {
                     tx.execute(&format!("DELETE FROM {table}"), [])?;
                 }
                 // A version no computation can have: every chunk is stale.
-                tx.execute("UPDATE coverage_chunks SET computed_version = -1", [])?;
+                tx.execute(
+                    "UPDATE coverage_chunks SET computed_version = -1,
+                         stale_since_ms = coalesce(stale_since_ms, ?1)",
+                    [ms(Timestamp::now())],
+                )?;
                 tx.execute(
                     "INSERT INTO coverage_meta (key, value) VALUES ('network', ?1)
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -1144,12 +1152,13 @@ impl Store for SqliteStore {
 
     async fn stale_chunks(&self, limit: u32) -> Result<Vec<CoverageChunk>, StoreError> {
         self.with_reader(move |conn| {
+            let listed_at = ts(ms(Timestamp::now()));
             let chunks = conn
                 .prepare_cached(
-                    "SELECT d.device_id, d.kind, c.hour, c.version
+                    "SELECT d.device_id, d.kind, c.hour, c.version, c.stale_since_ms
                      FROM coverage_chunks c JOIN devices d USING (device_key)
                      WHERE c.version <> c.computed_version
-                     ORDER BY c.hour, c.device_key LIMIT ?1",
+                     ORDER BY c.stale_since_ms, c.hour, c.device_key LIMIT ?1",
                 )?
                 .query_map([limit], |r| {
                     let kind: String = r.get(1)?;
@@ -1164,6 +1173,8 @@ impl Store for SqliteStore {
                         })?,
                         start: ts(r.get::<_, i64>(2)? * COVERAGE_CHUNK_MS),
                         version: r.get(3)?,
+                        stale_since: r.get::<_, Option<i64>>(4)?.map(ts),
+                        listed_at,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -1279,14 +1290,16 @@ impl Store for SqliteStore {
 
     async fn coverage_backlog(&self) -> Result<CoverageBacklog, StoreError> {
         self.with_reader(|conn| {
-            let (n, oldest): (i64, Option<i64>) = conn.query_row(
-                "SELECT count(*), min(hour) FROM coverage_chunks WHERE version <> computed_version",
+            let (n, oldest, waiting_since): (i64, Option<i64>, Option<i64>) = conn.query_row(
+                "SELECT count(*), min(hour), min(stale_since_ms) FROM coverage_chunks
+                 WHERE version <> computed_version",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
             Ok(CoverageBacklog {
                 stale_chunks: n as u64,
                 stale_from: oldest.map(|hour| ts(hour * COVERAGE_CHUNK_MS)),
+                waiting_since: waiting_since.map(ts),
                 stale_segment_days: count(conn, "stale_segment_days")?,
                 stale_vehicle_days: count(conn, "stale_vehicle_days")?,
             })
@@ -1358,10 +1371,13 @@ impl Store for SqliteStore {
                     ])?;
                 }
             }
+            // Fixes that landed after the chunk was listed may be missing from these passes:
+            // they wait from then.
             tx.execute(
-                "UPDATE coverage_chunks SET computed_version = ?3
+                "UPDATE coverage_chunks SET computed_version = ?3,
+                     stale_since_ms = CASE WHEN version = ?3 THEN NULL ELSE ?4 END
                  WHERE device_key = ?1 AND hour = ?2",
-                params![key, hour, chunk.version],
+                params![key, hour, chunk.version, ms(chunk.listed_at)],
             )?;
             tx.commit()?;
             Ok(())

@@ -306,6 +306,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (day, device_key)
     ) WITHOUT ROWID;
     "#,
+    // 8: when a chunk's oldest fixes not yet in its passes were stored (NULL: its passes are
+    // current, or it went stale before this migration), so the stage can say how long fixes
+    // wait for their passes.
+    r#"
+    ALTER TABLE coverage_chunks ADD COLUMN stale_since_ms INTEGER;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

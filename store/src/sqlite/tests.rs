@@ -386,11 +386,18 @@ async fn new_fixes_make_their_hours_stale_and_passes_replace_them() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     // 07:01–07:03 touch hour 07 only; 07:55 is within 10 min of 08:00 and touches 08 too.
+    let before = Timestamp::now();
     store
         .write_batch(vec![fixes("sw-1", &[1, 2, 3])])
         .await
         .unwrap();
+    let stored = Timestamp::now();
     let stale = store.stale_chunks(10).await.unwrap();
+    let waiting_since = stale[0].stale_since.expect("when the fixes were stored");
+    assert!(
+        (before..=stored).contains(&waiting_since),
+        "{before} ≤ {waiting_since} ≤ {stored}"
+    );
     assert_eq!(
         stale.len(),
         2,
@@ -401,6 +408,7 @@ async fn new_fixes_make_their_hours_stale_and_passes_replace_them() {
         CoverageBacklog {
             stale_chunks: 2,
             stale_from: Some(t("2026-11-21T06:00:00Z")),
+            waiting_since: Some(waiting_since),
             stale_segment_days: 0,
             stale_vehicle_days: 0,
         }
@@ -425,6 +433,7 @@ async fn new_fixes_make_their_hours_stale_and_passes_replace_them() {
     let stale = store.stale_chunks(10).await.unwrap();
     assert_eq!(stale.len(), 1);
     assert_eq!(stale[0].start, t("2026-11-21T06:00:00Z"));
+    assert_eq!(stale[0].stale_since, Some(waiting_since), "still waiting");
 
     // A late fix makes the hour stale again; passes computed from the old version leave it
     // stale, and replace rather than add.
@@ -440,6 +449,29 @@ async fn new_fixes_make_their_hours_stale_and_passes_replace_them() {
     let stale = store.stale_chunks(10).await.unwrap();
     let again = stale.iter().find(|c| c.start == seven.start).unwrap();
     assert!(again.version > seven.version);
+    assert_eq!(
+        again.stale_since,
+        Some(seven.listed_at),
+        "the late fix may be missing from passes of the version listed before it: it waits \
+         from the listing"
+    );
+    store
+        .put_passes(
+            again.clone(),
+            vec![pass("sw-1", "2026-11-21T07:02:00Z", 6)],
+            &TimeZone::UTC,
+        )
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .stale_chunks(10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.start == seven.start),
+        "current"
+    );
     let from = t("2026-11-21T00:00:00Z");
     let to = t("2026-11-22T00:00:00Z");
     let passes = store.passes(from, to, None).await.unwrap();
@@ -457,6 +489,35 @@ async fn new_fixes_make_their_hours_stale_and_passes_replace_them() {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// Regression: chunks were listed by hour and device, so with a city live (every device's
+/// hour stale again within seconds) the devices first seen were matched round after round and
+/// the others' fixes waited without bound.
+#[tokio::test]
+async fn a_device_that_sends_often_does_not_starve_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(5));
+    store.write_batch(vec![fixes("sw-1", &[30])]).await.unwrap();
+    let first = store.stale_chunks(10).await.unwrap();
+    pause().await;
+    store.write_batch(vec![fixes("sw-2", &[30])]).await.unwrap();
+    store
+        .put_passes(first[0].clone(), Vec::new(), &TimeZone::UTC)
+        .await
+        .unwrap();
+    pause().await;
+    store.write_batch(vec![fixes("sw-1", &[31])]).await.unwrap();
+    let next = store.stale_chunks(1).await.unwrap();
+    assert_eq!(next[0].device_id, "sw-2", "it has waited longer: {next:?}");
+    let both = store.stale_chunks(10).await.unwrap();
+    assert_eq!(
+        both.iter()
+            .map(|c| c.device_id.as_str())
+            .collect::<Vec<_>>(),
+        ["sw-2", "sw-1"]
+    );
 }
 
 #[tokio::test]
@@ -1147,6 +1208,8 @@ async fn one_vehicles_passes_are_the_fleets_of_that_vehicle() {
         kind: DeviceKind::Sweeper,
         start: t(hour),
         version: 1,
+        stale_since: None,
+        listed_at: Timestamp::now(),
     };
     for (device, hour, starts) in [
         (
