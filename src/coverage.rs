@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cleanfleet_coverage::{
@@ -79,6 +79,9 @@ const MAX_CHUNK_FIXES: u32 = 48_000;
 const CHUNKS_PER_LOOK: u32 = 64;
 /// Stale segments' days taken from the store per look.
 const SEGMENT_DAYS_PER_LOOK: u32 = 4096;
+/// Longest chunks are matched, while any are stale, before the segments' and vehicles' days
+/// their passes changed are stored.
+const DAY_ROWS_AFTER: Duration = Duration::from_secs(5);
 /// Stale vehicles' days taken from the store per look (each reads that vehicle's day).
 const VEHICLE_DAYS_PER_LOOK: u32 = 128;
 
@@ -309,6 +312,8 @@ pub async fn run(
         // When the fixes of the chunks computed since the day rows were last current were
         // stored: their lag ends once those rows are.
         let mut waiting_for_days: Vec<Timestamp> = Vec::new();
+        // When the day rows changed since they were last current are due.
+        let mut rows_due: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             let Some(backlog) = retry
                 .call("coverage_backlog", || store.coverage_backlog())
@@ -331,26 +336,33 @@ pub async fn run(
                         .as_secs_f64()
                         .max(0.0)
                 }));
-            // The passes stored in the last round change their segments' and vehicles' days:
-            // those are stored before more chunks are taken, so day reports follow the
-            // passes closely.
-            if backlog.stale_segment_days > 0 {
-                if stage.store_segment_days().await?.is_none() {
-                    break;
+            // The passes stored change their segments' and vehicles' days. Those are stored
+            // once no chunk is stale, or once chunks have been matched for DAY_ROWS_AFTER
+            // since the first change: a day's row is read from all its passes, so with a
+            // city live (every chunk stale again within seconds) storing them after every
+            // look would read each busy segment's day again and again.
+            let days_stale = backlog.stale_segment_days > 0 || backlog.stale_vehicle_days > 0;
+            if days_stale {
+                let due = *rows_due.get_or_insert_with(|| Instant::now() + DAY_ROWS_AFTER);
+                if backlog.stale_chunks == 0 || Instant::now() >= due {
+                    let stored = if backlog.stale_segment_days > 0 {
+                        stage.store_segment_days().await?
+                    } else {
+                        stage.store_vehicle_days().await?
+                    };
+                    if stored.is_none() {
+                        break;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if backlog.stale_vehicle_days > 0 {
-                if stage.store_vehicle_days().await?.is_none() {
-                    break;
+            } else {
+                rows_due = None;
+                let now = Timestamp::now();
+                for since in waiting_for_days.drain(..) {
+                    metrics
+                        .lag
+                        .observe(now.duration_since(since).as_secs_f64().max(0.0));
                 }
-                continue;
-            }
-            let now = Timestamp::now();
-            for since in waiting_for_days.drain(..) {
-                metrics
-                    .lag
-                    .observe(now.duration_since(since).as_secs_f64().max(0.0));
             }
             let Some(chunks) = retry
                 .call("stale_chunks", || store.stale_chunks(CHUNKS_PER_LOOK))

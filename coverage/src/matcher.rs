@@ -191,6 +191,14 @@ impl MatchConfig {
         if self.max_candidates == 0 {
             return Err("max_candidates must be at least 1".into());
         }
+        // The stage matches each hour with this much of its neighbours: a longer silence could
+        // not be bridged across an hour, and an hour without fixes could hold passes.
+        if self.max_gap_s > crate::chunk::CONTEXT_S {
+            return Err(format!(
+                "max_gap_s must be at most {} (the context each hour is matched with)",
+                crate::chunk::CONTEXT_S
+            ));
+        }
         Ok(())
     }
 

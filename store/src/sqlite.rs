@@ -472,7 +472,8 @@ fn insert_body(
             // Replacing fixes too: their row has the new delivery's source.
             let mut times_ms = Vec::new();
             let mut conflicts = Vec::new();
-            let mut stale_hours = std::collections::BTreeSet::new();
+            // Hours whose own fixes change, and hours that hold them as context.
+            let (mut own_hours, mut context_hours) = (BTreeSet::new(), BTreeSet::new());
             let mut insert = |f: &Fix| {
                 stmt.execute(params![
                     key,
@@ -499,8 +500,9 @@ fn insert_body(
                     n += 1;
                     let t = ms(f.time);
                     times_ms.push(t);
-                    for around in [t - COVERAGE_CONTEXT_MS, t, t + COVERAGE_CONTEXT_MS] {
-                        stale_hours.insert(around.div_euclid(COVERAGE_CHUNK_MS));
+                    own_hours.insert(t.div_euclid(COVERAGE_CHUNK_MS));
+                    for around in [t - COVERAGE_CONTEXT_MS, t + COVERAGE_CONTEXT_MS] {
+                        context_hours.insert(around.div_euclid(COVERAGE_CHUNK_MS));
                     }
                 } else {
                     // A redelivery is the same fix again; another place is a conflict. Of
@@ -528,8 +530,9 @@ fn insert_body(
                         insert(f)?;
                         let t = ms(f.time);
                         times_ms.push(t);
-                        for around in [t - COVERAGE_CONTEXT_MS, t, t + COVERAGE_CONTEXT_MS] {
-                            stale_hours.insert(around.div_euclid(COVERAGE_CHUNK_MS));
+                        own_hours.insert(t.div_euclid(COVERAGE_CHUNK_MS));
+                        for around in [t - COVERAGE_CONTEXT_MS, t + COVERAGE_CONTEXT_MS] {
+                            context_hours.insert(around.div_euclid(COVERAGE_CHUNK_MS));
                         }
                         conflicts.push((stored, apart_m));
                     } else {
@@ -537,6 +540,7 @@ fn insert_body(
                     }
                 }
             }
+            let stored_ms = ms(Timestamp::now());
             let mut stale = tx.prepare_cached(
                 "INSERT INTO coverage_chunks (device_key, hour, version, computed_version,
                      stale_since_ms)
@@ -545,9 +549,20 @@ fn insert_body(
                      stale_since_ms = CASE WHEN version = computed_version
                          THEN excluded.stale_since_ms ELSE stale_since_ms END",
             )?;
-            let stored_ms = ms(Timestamp::now());
-            for hour in stale_hours {
+            for hour in &own_hours {
                 stale.execute(params![key, hour, stored_ms])?;
+            }
+            // An hour without fixes of its own has no passes (no pass spans a whole hour of
+            // silence): context alone makes only a chunk that exists stale. A live vehicle
+            // thus does not make the next hour's chunk in the last minutes of each hour.
+            let mut stale_context = tx.prepare_cached(
+                "UPDATE coverage_chunks SET version = version + 1,
+                     stale_since_ms = CASE WHEN version = computed_version
+                         THEN ?3 ELSE stale_since_ms END
+                 WHERE device_key = ?1 AND hour = ?2",
+            )?;
+            for hour in context_hours.difference(&own_hours) {
+                stale_context.execute(params![key, hour, stored_ms])?;
             }
             return Ok(Inserted {
                 records: n,

@@ -32,11 +32,16 @@ fn accepted(topic: &str, payload: &str) -> IngestItem {
 }
 
 fn fixes(device: &str, minutes: &[u32]) -> IngestItem {
+    fixes_in(device, 7, minutes)
+}
+
+/// A sweeper's fixes at `minutes` of `hour` on 2026-11-21 (UTC).
+fn fixes_in(device: &str, hour: u32, minutes: &[u32]) -> IngestItem {
     let fixes: Vec<String> = minutes
         .iter()
         .map(|m| {
             format!(
-                r#"{{"time":"2026-11-21T07:{m:02}:00Z","seq":{m},"lat":32.0{m:02},"lon":120.9,"speed_kmh":6,"work":{{"brush":true}}}}"#
+                r#"{{"time":"2026-11-21T{hour:02}:{m:02}:00Z","seq":{m},"lat":32.0{m:02},"lon":120.9,"speed_kmh":6,"work":{{"brush":true}}}}"#
             )
         })
         .collect();
@@ -385,10 +390,12 @@ fn pass(device: &str, start: &str, segment: u32) -> PassRecord {
 async fn new_fixes_make_their_hours_stale_and_passes_replace_them() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    // 07:01–07:03 touch hour 07 only; 07:55 is within 10 min of 08:00 and touches 08 too.
-    let before = Timestamp::now();
+    // 07:01–07:03 are context of hour 06, which has fixes of its own (06:58); 07:55 is
+    // context of 08:00, which has none yet.
+    // The store keeps milliseconds.
+    let before = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
     store
-        .write_batch(vec![fixes("sw-1", &[1, 2, 3])])
+        .write_batch(vec![fixes_in("sw-1", 6, &[58]), fixes("sw-1", &[1, 2, 3])])
         .await
         .unwrap();
     let stored = Timestamp::now();
@@ -398,11 +405,7 @@ async fn new_fixes_make_their_hours_stale_and_passes_replace_them() {
         (before..=stored).contains(&waiting_since),
         "{before} ≤ {waiting_since} ≤ {stored}"
     );
-    assert_eq!(
-        stale.len(),
-        2,
-        "07:01 is context of the hour before: {stale:?}"
-    );
+    assert_eq!(stale.len(), 2, "hours 06 and 07: {stale:?}");
     assert_eq!(
         store.coverage_backlog().await.unwrap(),
         CoverageBacklog {
@@ -477,13 +480,31 @@ async fn new_fixes_make_their_hours_stale_and_passes_replace_them() {
     let passes = store.passes(from, to, None).await.unwrap();
     assert_eq!(passes.len(), 1);
     assert_eq!(passes[0].segment, 6);
+    let stale_hours = || async {
+        let chunks = store.stale_chunks(10).await.unwrap();
+        chunks.iter().map(|c| c.start).collect::<Vec<_>>()
+    };
     store.write_batch(vec![fixes("sw-1", &[55])]).await.unwrap();
-    assert!(store
-        .stale_chunks(10)
+    assert!(
+        !stale_hours().await.contains(&t("2026-11-21T08:00:00Z")),
+        "an hour without fixes of its own has no passes to compute"
+    );
+    store
+        .write_batch(vec![fixes_in("sw-1", 8, &[2])])
         .await
-        .unwrap()
-        .iter()
-        .any(|c| c.start == t("2026-11-21T08:00:00Z")));
+        .unwrap();
+    let eight = store.stale_chunks(10).await.unwrap();
+    let eight = eight.iter().find(|c| c.start == t("2026-11-21T08:00:00Z"));
+    store
+        .put_passes(eight.unwrap().clone(), Vec::new(), &TimeZone::UTC)
+        .await
+        .unwrap();
+    assert!(!stale_hours().await.contains(&t("2026-11-21T08:00:00Z")));
+    store.write_batch(vec![fixes("sw-1", &[56])]).await.unwrap();
+    assert!(
+        stale_hours().await.contains(&t("2026-11-21T08:00:00Z")),
+        "now that it has fixes, 07:56 is its context"
+    );
     assert!(store
         .passes(from, to, Some("sw-2".into()))
         .await
