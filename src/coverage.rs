@@ -79,7 +79,7 @@ const MAX_CHUNK_FIXES: u32 = 48_000;
 const CHUNKS_PER_LOOK: u32 = 64;
 /// Stale segments' days taken from the store per look.
 const SEGMENT_DAYS_PER_LOOK: u32 = 4096;
-/// Longest chunks are matched, while any are stale, before the segments' and vehicles' days
+/// How long chunks are matched, while any are stale, before the segments' and vehicles' days
 /// their passes changed are stored.
 const DAY_ROWS_AFTER: Duration = Duration::from_secs(5);
 /// Stale vehicles' days taken from the store per look (each reads that vehicle's day).
