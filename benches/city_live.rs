@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use cleanfleet::config::Config;
 use cleanfleet::{Parts, Stack};
 use cleanfleet_identity::Role;
-use cleanfleet_roads::{RoadNetwork, Zones};
+use cleanfleet_roads::Zones;
 use cleanfleet_sim::FleetMix;
-use common::{env_or, memory_mib, quadrants};
+use common::{env_or, memory_mib, quadrants, roads_from_args};
 use jiff::{SignedDuration, Timestamp};
 use tokio_util::sync::CancellationToken;
 
@@ -161,11 +161,7 @@ struct Look {
 
 #[tokio::main]
 async fn main() {
-    let roads = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let network = Arc::new(match &roads {
-        Some(path) => RoadNetwork::from_file(path, false).expect("roads"),
-        None => RoadNetwork::demo(),
-    });
+    let (roads, network) = roads_from_args();
     let vehicles: u32 = env_or("BENCH_VEHICLES", "100").parse().unwrap();
     let backfill_min: i64 = env_or("BENCH_BACKFILL_MIN", "0").parse().unwrap();
     let warmup_min: f64 = env_or("BENCH_WARMUP_MIN", "2").parse().unwrap();

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use cleanfleet::config::Config;
 use cleanfleet::{Parts, Stack};
 use cleanfleet_model::{decode, Limits};
-use cleanfleet_roads::{RoadNetwork, Zones};
+use cleanfleet_roads::Zones;
 use cleanfleet_sim::{Fleet, FleetMix, SimConfig};
 use cleanfleet_store::{CoverageChunk, Delivery, IngestItem, Store, COVERAGE_CHUNK_MS};
-use common::{bounds, env_or, memory_mib, quadrants};
+use common::{bounds, env_or, memory_mib, quadrants, roads_from_args};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan};
@@ -34,11 +34,7 @@ fn quarter_start(date: Date) -> Date {
 
 #[tokio::main]
 async fn main() {
-    let roads = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let network = Arc::new(match &roads {
-        Some(path) => RoadNetwork::from_file(path, false).expect("roads"),
-        None => RoadNetwork::demo(),
-    });
+    let (roads, network) = roads_from_args();
     let vehicles: u32 = env_or("BENCH_VEHICLES", "100").parse().unwrap();
     let hours: i64 = env_or("BENCH_HOURS", "8").parse().unwrap();
     let requests: usize = env_or("BENCH_REQUESTS", "50").parse().unwrap();

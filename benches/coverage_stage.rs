@@ -7,28 +7,23 @@
 //! Environment: BENCH_VEHICLES (default 24), BENCH_HOURS (default 2), BENCH_WORKERS (a
 //! comma-separated list, default `1,2`).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cleanfleet::coverage::{CoverageConfig, CoverageMetrics};
 use cleanfleet_model::{decode, Limits};
-use cleanfleet_roads::{RoadNetwork, Zones};
+use cleanfleet_roads::Zones;
 use cleanfleet_sim::{Fleet, FleetMix, SimConfig};
 use cleanfleet_store::{Delivery, IngestItem, SqliteConfig, SqliteStore, Store};
+use common::{env_or, roads_from_args};
 use jiff::{SignedDuration, Timestamp};
 use tokio_util::sync::CancellationToken;
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
 #[tokio::main]
 async fn main() {
-    let roads = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let network = Arc::new(match &roads {
-        Some(path) => RoadNetwork::from_file(path, false).expect("roads"),
-        None => RoadNetwork::demo(),
-    });
+    let (roads, network) = roads_from_args();
     let vehicles: u32 = env_or("BENCH_VEHICLES", "24").parse().unwrap();
     let hours: i64 = env_or("BENCH_HOURS", "2").parse().unwrap();
     let workers: Vec<usize> = env_or("BENCH_WORKERS", "1,2")

@@ -2,7 +2,20 @@
 
 #![allow(dead_code)]
 
+use std::sync::Arc;
+
 use cleanfleet_roads::{RoadNetwork, ZoneConfig};
+
+/// The road network named by the first argument (`.osm.pbf` or `.geojson`), or the demo
+/// town; with its path.
+pub fn roads_from_args() -> (Option<String>, Arc<RoadNetwork>) {
+    let roads = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let network = Arc::new(match &roads {
+        Some(path) => RoadNetwork::from_file(path, false).expect("roads"),
+        None => RoadNetwork::demo(),
+    });
+    (roads, network)
+}
 
 /// The environment variable `name`, or `default`.
 pub fn env_or(name: &str, default: &str) -> String {
