@@ -62,8 +62,8 @@ pub struct MatchConfig {
     /// Beyond this many σ the emission cost grows linearly, not quadratically (Huber), so
     /// that a multipath jump cannot drag the match to another road. Default 3.
     pub robust_sigmas: f64,
-    /// Roads farther than this from a fix are not candidates; a fix with none is left
-    /// unmatched. Default 50.
+    /// Roads farther than this from a fix, and than `outlier_sigmas` of its expected error,
+    /// are not candidates; a fix with none is left unmatched. Default 50.
     pub search_radius_m: f64,
     /// Nearest segments kept per fix. Default 8.
     pub max_candidates: usize,
@@ -509,12 +509,16 @@ impl<'n> Matcher<'n> {
     /// returns how many.
     fn states_for(&mut self, lattice: &mut Lattice, o: &Observation, p: [f64; 2]) -> usize {
         let mut candidates = std::mem::take(&mut self.candidates);
-        self.index.candidates(
-            p,
-            self.config.search_radius_m,
-            self.config.max_candidates,
-            &mut candidates,
-        );
+        // A road is a candidate as far from the fix as its own expected error still makes it
+        // an inlier (`outlier_sigmas`), not only within the fixed radius: at HDOP 12 (σ 30 m)
+        // a fix 60 m from its road is an ordinary 2 σ error, and with no candidate it would
+        // be dropped and the trace lose its road for as long as the error lasts.
+        let radius_m = self
+            .config
+            .search_radius_m
+            .max(self.config.outlier_sigmas * self.errors.error_m(o));
+        self.index
+            .candidates(p, radius_m, self.config.max_candidates, &mut candidates);
         let before = lattice.states.len();
         for c in &candidates {
             let segment = &self.network.segments()[c.segment as usize];

@@ -548,3 +548,39 @@ fn a_u_turn_in_a_silence_is_not_a_loop_round_the_block() {
         matched.traversals
     );
 }
+
+/// Regression (issue 10, σ 20 m): a fix is searched for roads as far as its own expected
+/// error makes an inlier. At HDOP 12 (σ 30 m) fixes 60 m off their road for 40 s had only
+/// the road 30 m beyond them as a candidate, so the match had to leave its road for it.
+#[test]
+fn a_road_within_the_fixes_own_error_stays_a_candidate() {
+    // Two east-west roads 90 m apart, joined at both ends.
+    let net = network(
+        &[(0.0, 0.0), (600.0, 0.0), (0.0, 90.0), (600.0, 90.0)],
+        &[(0, 1, false), (2, 3, false), (0, 2, false), (1, 3, false)],
+    );
+    let (mut fixes, _) = drive(&net, &[full(&net, 0, true)], 2.0, 3.0, 7);
+    let plane = Plane::new(ORIGIN.0, ORIGIN.1);
+    for (i, f) in fixes.iter_mut().enumerate() {
+        f.hdop = Some(12.0);
+        if (100..140).contains(&i) {
+            let [x, y] = plane.to_xy((f.lon, f.lat));
+            (f.lon, f.lat) = plane.to_lon_lat([x, y + 60.0]);
+        }
+    }
+    let matched = Matcher::new(&net, MatchConfig::default()).match_trace(&fixes);
+    // None of them is placed on the other road (a fix farther than the search radius from
+    // its drive may be left unplaced), and the drive along the road is not broken.
+    let wrong = (100..140)
+        .filter(|&i| matched.points[i].is_some_and(|m| m.segment != 0))
+        .count();
+    assert_eq!(wrong, 0, "{wrong} of 40 displaced fixes on another road");
+    let driven_m: f64 = matched
+        .traversals
+        .iter()
+        .filter(|t| t.segment == 0 && t.forward)
+        .map(|t| t.to_m - t.from_m)
+        .sum();
+    assert!(driven_m > 0.95 * 600.0, "{driven_m} m of the road driven");
+    assert_legs_connect(&net, &matched);
+}
