@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
@@ -28,8 +29,9 @@ const MAX_CONNECT_BYTES: usize = 64 * 1024;
 /// A client that asks for no keep-alive is still closed after this long without a packet.
 const IDLE_WITHOUT_KEEP_ALIVE: Duration = Duration::from_secs(600);
 /// While a publish waits for room, at most this much of the client's next packets is read
-/// ahead (to find and answer its pings); then reading stops.
-const HOLD_BYTES: usize = 1024 * 1024;
+/// ahead (to find and answer its pings), and only while the broker's `read_ahead_bytes`
+/// are not spent; then reading stops.
+const READ_AHEAD_PER_CONNECTION_BYTES: usize = 64 * 1024;
 /// Outgoing packets are written in pieces of about this size.
 const WRITE_CHUNK_BYTES: usize = 256 * 1024;
 
@@ -327,6 +329,16 @@ struct Link<'a> {
     held_bytes: usize,
 }
 
+/// A connection that ends with packets still held gives their bytes back to the budget.
+impl Drop for Link<'_> {
+    fn drop(&mut self) {
+        let held = self.held_bytes;
+        if held > 0 {
+            self.release_held(held);
+        }
+    }
+}
+
 /// Why writing stopped.
 enum WriteStop {
     Failed,
@@ -346,7 +358,7 @@ impl Link<'_> {
         let mut outgoing = Vec::new();
         loop {
             if let Some(packet) = self.held.pop_front() {
-                self.held_bytes -= packet.size();
+                self.release_held(packet.size());
                 if let Some(end) = self.handle(packet).await {
                     return end;
                 }
@@ -602,8 +614,29 @@ impl Link<'_> {
         None
     }
 
+    fn may_read_ahead(&self) -> bool {
+        self.held_bytes < READ_AHEAD_PER_CONNECTION_BYTES
+            && self.shared.read_ahead.load(Ordering::Relaxed) < self.shared.config.read_ahead_bytes
+    }
+
+    fn hold(&mut self, packet: Packet) {
+        let size = packet.size();
+        self.held_bytes += size;
+        self.held.push_back(packet);
+        let total = self.shared.read_ahead.fetch_add(size, Ordering::Relaxed) + size;
+        self.shared.metrics.read_ahead_bytes.set(total as i64);
+    }
+
+    fn release_held(&mut self, size: usize) {
+        self.held_bytes -= size;
+        let total = self.shared.read_ahead.fetch_sub(size, Ordering::Relaxed) - size;
+        self.shared.metrics.read_ahead_bytes.set(total as i64);
+    }
+
     /// Until `room` is signalled: answers pings, settles acknowledgements, holds other
-    /// packets (up to [`HOLD_BYTES`]). `Some` when the connection ends meanwhile.
+    /// packets (while [`Link::may_read_ahead`]: the budget is checked before a packet is
+    /// read, so each waiting connection may pass it by one packet). `Some` when the
+    /// connection ends meanwhile.
     async fn wait_for_room(
         &mut self,
         mut room: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
@@ -618,7 +651,7 @@ impl Link<'_> {
                 _ = self.kick.cancelled() => return Some(self.closed("kicked", End::Kicked)),
                 _ = &mut room => return None,
                 packet = read_packet(&mut self.reader, &mut self.buf, self.max_packet),
-                    if self.held_bytes < HOLD_BYTES =>
+                    if self.may_read_ahead() =>
                 {
                     match packet {
                         Ok(Packet::PingReq) => {
@@ -627,10 +660,7 @@ impl Link<'_> {
                             }
                         }
                         Ok(Packet::PubAck(ack)) => self.settle(ack.pkid),
-                        Ok(other) => {
-                            self.held_bytes += other.size();
-                            self.held.push_back(other);
-                        }
+                        Ok(other) => self.hold(other),
                         Err(e) => return Some(self.read_failed(e)),
                     }
                 }

@@ -27,6 +27,7 @@ mod tls;
 pub mod topic;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,6 +76,11 @@ pub struct BrokerConfig {
     pub session_queue_bytes: usize,
     /// The same over all sessions. Default 268435456 (256 MiB).
     pub total_queue_bytes: usize,
+    /// While publishers wait for room, the broker reads a little of each one's later packets
+    /// ahead (to answer its pings); this is the budget for that over all connections, at
+    /// most 64 KiB of it per connection. When it is spent, waiting connections are not read
+    /// at all. Default 33554432 (32 MiB).
+    pub read_ahead_bytes: usize,
     /// A connection that has not sent CONNECT by then is closed. Default 10 s.
     pub connect_timeout_s: u64,
     /// Live connections' credentials are checked again this often. Default 60 s.
@@ -93,6 +99,7 @@ impl Default for BrokerConfig {
             max_inflight: 100,
             session_queue_bytes: 64 * 1024 * 1024,
             total_queue_bytes: 256 * 1024 * 1024,
+            read_ahead_bytes: 32 * 1024 * 1024,
             connect_timeout_s: 10,
             recheck_credentials_s: 60,
             tls: None,
@@ -108,6 +115,7 @@ impl BrokerConfig {
             ("max_inflight", self.max_inflight),
             ("session_queue_bytes", self.session_queue_bytes),
             ("total_queue_bytes", self.total_queue_bytes),
+            ("read_ahead_bytes", self.read_ahead_bytes),
             ("connect_timeout_s", self.connect_timeout_s as usize),
             ("recheck_credentials_s", self.recheck_credentials_s as usize),
         ];
@@ -139,6 +147,8 @@ struct Shared {
     router: Mutex<Router>,
     /// Signalled whenever queue bytes are freed: waiting publishers try again.
     room: Notify,
+    /// Bytes of packets read ahead from waiting publishers, over all connections.
+    read_ahead: AtomicUsize,
     authenticator: Arc<dyn Authenticator>,
     metrics: BrokerMetrics,
     shutdown: CancellationToken,
@@ -205,6 +215,12 @@ impl BrokerHandle {
         }
     }
 
+    /// Bytes of packets read ahead from publishers waiting for room: at most
+    /// `read_ahead_bytes` plus one packet per waiting connection.
+    pub fn read_ahead_bytes(&self) -> usize {
+        self.shared.read_ahead.load(Ordering::Relaxed)
+    }
+
     /// Bytes queued or in flight to subscribers.
     pub fn queued_bytes(&self) -> usize {
         self.shared
@@ -246,6 +262,7 @@ pub async fn start(
             max_inflight: config.max_inflight,
         })),
         room: Notify::new(),
+        read_ahead: AtomicUsize::new(0),
         authenticator,
         metrics: BrokerMetrics::register(registry)?,
         shutdown: CancellationToken::new(),

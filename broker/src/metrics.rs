@@ -6,6 +6,7 @@ pub struct BrokerMetrics {
     pub connections: IntGauge,
     pub sessions: IntGauge,
     pub queued_bytes: IntGauge,
+    pub read_ahead_bytes: IntGauge,
     /// Connections closed before or at CONNECT, by reason.
     pub connections_refused: IntCounterVec,
     /// Live connections closed by the broker, by reason.
@@ -34,6 +35,10 @@ impl BrokerMetrics {
             queued_bytes: IntGauge::new(
                 "cleanfleet_broker_queued_bytes",
                 "Bytes (topic + payload) queued or in flight to subscribers",
+            )?,
+            read_ahead_bytes: IntGauge::new(
+                "cleanfleet_broker_read_ahead_bytes",
+                "Bytes of packets read ahead from publishers waiting for room",
             )?,
             connections_refused: by_reason(
                 "cleanfleet_broker_connections_refused_total",
@@ -75,6 +80,7 @@ impl BrokerMetrics {
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.sessions.clone()))?;
         registry.register(Box::new(m.queued_bytes.clone()))?;
+        registry.register(Box::new(m.read_ahead_bytes.clone()))?;
         registry.register(Box::new(m.connections_refused.clone()))?;
         registry.register(Box::new(m.connections_closed.clone()))?;
         registry.register(Box::new(m.publishes_refused.clone()))?;

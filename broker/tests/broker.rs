@@ -377,6 +377,84 @@ async fn a_waiting_publisher_is_still_answered_its_pings() {
     assert!(pongs >= 3, "{pongs} pings answered in 5 s");
 }
 
+/// Publishers held back by a full queue are read ahead (for their pings) only within the
+/// broker-wide `read_ahead_bytes`: a city's devices waiting at once cannot each make the
+/// broker buffer their backlog (regression: 1 MiB per connection, unbounded in total).
+#[tokio::test]
+async fn waiting_publishers_are_read_ahead_within_one_budget() {
+    const DEVICES: usize = 30;
+    const MESSAGES: usize = 60;
+    const PAYLOAD: usize = 900;
+    let config = BrokerConfig {
+        max_payload_bytes: 1024,
+        session_queue_bytes: 4 * 1024,
+        total_queue_bytes: 4 * 1024,
+        read_ahead_bytes: 16 * 1024,
+        ..BrokerConfig::default()
+    };
+    let budget = config.read_ahead_bytes;
+    let (broker, logins) = broker(config).await;
+    let (ingest, ingest_loop) = subscribed_ingest(&broker).await;
+    ingest.disconnect().await.unwrap();
+    drop(ingest_loop);
+    let mut devices = Vec::new();
+    for d in 0..DEVICES {
+        let id = format!("sw-w{d}");
+        logins.add(&id, Role::Device(DeviceKind::Sweeper));
+        let (device, mut device_loop) = connected(&broker, &id).await;
+        let topic = format!("cleanfleet/v1/sweeper/{id}/fixes");
+        devices.push(tokio::spawn(async move {
+            for i in 0..MESSAGES {
+                let mut payload = format!("{d:03}{i:03}").into_bytes();
+                payload.resize(PAYLOAD, b' ');
+                device
+                    .publish(&topic, QoS::AtLeastOnce, false, payload)
+                    .await
+                    .unwrap();
+            }
+            let acked = acks(&mut device_loop, MESSAGES, Duration::from_secs(20)).await;
+            (acked, device, device_loop)
+        }));
+    }
+    // Every device has sent its backlog (30 × 54 KB) while the queue is full.
+    let mut most = 0;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        most = most.max(broker.read_ahead_bytes());
+    }
+    // One packet: topic + payload + headers.
+    let packet = PAYLOAD + 64;
+    assert!(
+        most > 0,
+        "nothing read ahead: the pings of waiting devices go unanswered"
+    );
+    assert!(
+        most <= budget + DEVICES * packet,
+        "{most} bytes read ahead for a budget of {budget}"
+    );
+    // Ingest is back: every message arrives, the read-ahead is given back.
+    let (_ingest, mut ingest_loop) = connected(&broker, INGEST).await;
+    let got = receive(
+        &mut ingest_loop,
+        DEVICES * MESSAGES,
+        Duration::from_secs(10),
+    )
+    .await;
+    let mut ids: Vec<String> = got
+        .iter()
+        .map(|p| String::from_utf8(p[..6].to_vec()).unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), DEVICES * MESSAGES);
+    for device in devices {
+        let ((acked, failed), _device, _loop) = device.await.unwrap();
+        assert!(!failed);
+        assert_eq!(acked, MESSAGES);
+    }
+    assert_eq!(broker.read_ahead_bytes(), 0);
+}
+
 /// A certificate authority that issues certificates for tests.
 struct Pki {
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
