@@ -152,6 +152,42 @@ fn disk_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
+/// Bytes of the store's pages in use (its file less the pages freed, as by fixes moved into
+/// blocks, which later writes reuse) and its write-ahead log.
+fn store_bytes_in_use(db: &std::path::Path) -> u64 {
+    let wal = std::fs::metadata(db.with_extension("sqlite-wal")).map_or(0, |m| m.len());
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("the store file");
+    let pragma = |name: &str| -> u64 {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+            .expect("a page count") as u64
+    };
+    (pragma("page_count") - pragma("freelist_count")) * pragma("page_size") + wal
+}
+
+/// How the fixes are kept: compacted into blocks (and what a fix costs there) or as rows.
+fn print_fix_storage(db: &std::path::Path) {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("the store file");
+    let (in_blocks, block_bytes, blocks): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT coalesce(sum(fixes), 0), coalesce(sum(length(block)), 0), count(*)
+             FROM fix_blocks",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("the blocks");
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM fixes", [], |r| r.get(0))
+        .expect("the rows");
+    println!(
+        "fixes: {in_blocks} in {blocks} blocks ({:.1} bytes a fix in them), {rows} as rows",
+        block_bytes as f64 / in_blocks.max(1) as f64
+    );
+}
+
 /// What a row reports, from two looks at the process.
 struct Look {
     at: Instant,
@@ -237,7 +273,7 @@ async fn main() {
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(warmup_min * 60.0)).await;
     println!(
-        "| UTC | fixes stored/s | fixes matched/s | lag p50 s | lag p99 s | oldest waiting s (max) | stale chunks | CPU % sim / matchers / rest | RSS MiB | bytes/fix |"
+        "| UTC | fixes stored/s | fixes matched/s | lag p50 s | lag p99 s | oldest waiting s (max) | stale chunks | CPU % sim / matchers / rest | RSS MiB | bytes/fix on disk (in use) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let first = look().await;
@@ -254,7 +290,14 @@ async fn main() {
         }
         let now = look().await;
         max_waiting = max_waiting.max(waiting);
-        print_row(&last, &now, waiting, vehicles, dir.path());
+        print_row(
+            &last,
+            &now,
+            waiting,
+            vehicles,
+            dir.path(),
+            stack.store.path(),
+        );
         last = now;
         rows += 1;
     }
@@ -264,9 +307,17 @@ async fn main() {
         first.at.duration_since(started).as_secs_f64() / 60.0
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    print_row(&first, &last, max_waiting, vehicles, dir.path());
+    print_row(
+        &first,
+        &last,
+        max_waiting,
+        vehicles,
+        dir.path(),
+        stack.store.path(),
+    );
     let (_, peak) = memory_mib();
     println!("peak RSS {peak:.0} MiB");
+    print_fix_storage(stack.store.path());
     let lag_total = last.scrape.get(&format!("{LAG}_count"));
     let lag_sum = last.scrape.get(&format!("{LAG}_sum"));
     println!(
@@ -282,7 +333,14 @@ async fn main() {
     stack.stop().await.unwrap();
 }
 
-fn print_row(from: &Look, to: &Look, waiting_max_s: f64, vehicles: u32, dir: &std::path::Path) {
+fn print_row(
+    from: &Look,
+    to: &Look,
+    waiting_max_s: f64,
+    vehicles: u32,
+    dir: &std::path::Path,
+    db: &std::path::Path,
+) {
     let dt = to.at.duration_since(from.at).as_secs_f64();
     let rate = |name: &str| (to.scrape.get(name) - from.scrape.get(name)) / dt;
     let lag = |q| {
@@ -301,7 +359,7 @@ fn print_row(from: &Look, to: &Look, waiting_max_s: f64, vehicles: u32, dir: &st
     let fixes = to.scrape.get("cleanfleet_ingest_fixes_total");
     let (rss, _) = memory_mib();
     println!(
-        "| {} | {:.0} | {:.0} | {} | {} | {:.0} | {:.0} | {sim:.0} / {matchers:.0} / {:.0} ({:.1} % per 100 vehicles without the simulator) | {rss:.0} | {:.0} |",
+        "| {} | {:.0} | {:.0} | {} | {} | {:.0} | {:.0} | {sim:.0} / {matchers:.0} / {:.0} ({:.1} % per 100 vehicles without the simulator) | {rss:.0} | {:.0} ({:.0}) |",
         Timestamp::now().round(jiff::Unit::Second).unwrap(),
         rate("cleanfleet_ingest_fixes_total"),
         rate("cleanfleet_coverage_fixes_total"),
@@ -312,5 +370,6 @@ fn print_row(from: &Look, to: &Look, waiting_max_s: f64, vehicles: u32, dir: &st
         process - sim - matchers,
         (process - sim) * 100.0 / f64::from(vehicles.max(1)),
         disk_bytes(dir) as f64 / fixes.max(1.0),
+        store_bytes_in_use(db) as f64 / fixes.max(1.0),
     );
 }

@@ -423,6 +423,12 @@ async fn run_ingest(
         clock.clone(),
         shutdown.clone(),
     ));
+    let compaction = tokio::spawn(compaction_loop(
+        store.clone(),
+        metrics.clone(),
+        clock.clone(),
+        shutdown.clone(),
+    ));
     let summary = cleanfleet_ingest::run(
         config.ingest,
         config.broker,
@@ -433,6 +439,7 @@ async fn run_ingest(
     )
     .await;
     retention.abort();
+    compaction.abort();
     let summary = summary?;
     info!(
         committed = summary.messages_committed,
@@ -440,6 +447,37 @@ async fn run_ingest(
         "ingest stopped"
     );
     Ok(())
+}
+
+/// Device-hours compacted in one transaction: about 60,000 fixes, so that ingest's commits
+/// wait for it briefly.
+const COMPACT_HOURS_PER_COMMIT: u32 = 16;
+
+/// Compacts settled fixes (`Store::compact`) every minute, until none is left.
+async fn compaction_loop(
+    store: Arc<SqliteStore>,
+    metrics: IngestMetrics,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        while !shutdown.is_cancelled() {
+            match store.compact(clock.now(), COMPACT_HOURS_PER_COMMIT).await {
+                Ok(0) => break,
+                Ok(fixes) => metrics.fixes_compacted.inc_by(fixes),
+                Err(e) => {
+                    metrics.store_errors.inc();
+                    warn!(error = %e, "compacting fixes failed");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Delete device data older than the retention period, hourly.

@@ -22,6 +22,7 @@ pub struct IngestMetrics {
     pub broker_sessions_lost: IntCounter,
     pub broker_connected: IntGauge,
     pub store_errors: IntCounter,
+    pub fixes_compacted: IntCounter,
 }
 
 impl IngestMetrics {
@@ -105,6 +106,10 @@ impl IngestMetrics {
                 "cleanfleet_ingest_store_errors_total",
                 "Failed batch commits (retried; nothing is acked until one succeeds)",
             )?,
+            fixes_compacted: IntCounter::new(
+                "cleanfleet_ingest_fixes_compacted_total",
+                "Fixes of settled device-hours moved into compressed blocks",
+            )?,
         };
         registry.register(Box::new(m.accepted_messages.clone()))?;
         registry.register(Box::new(m.rejected_messages.clone()))?;
@@ -120,6 +125,7 @@ impl IngestMetrics {
         registry.register(Box::new(m.broker_sessions_lost.clone()))?;
         registry.register(Box::new(m.broker_connected.clone()))?;
         registry.register(Box::new(m.store_errors.clone()))?;
+        registry.register(Box::new(m.fixes_compacted.clone()))?;
         // Every bounded label value exists from the start, so dashboards show zeros, not gaps.
         for reason in RejectReason::ALL {
             m.rejected_messages.with_label_values(&[reason.as_str()]);

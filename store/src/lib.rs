@@ -44,6 +44,10 @@ pub enum StoreError {
     Worker(String),
     #[error("the store is closed")]
     Closed,
+    /// Stored data that cannot be read back (a damaged file, or one written by a build
+    /// that encoded it differently).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
     /// The record exists already (a credential for the same username, revoked or not).
     #[error("{0}")]
     Conflict(String),
@@ -193,6 +197,13 @@ pub struct StoreStats {
 }
 
 pub use cleanfleet_model::{COVERAGE_CHUNK_MS, COVERAGE_CONTEXT_MS};
+
+/// How long after its hour ended a device-hour's fixes stay rows: the hour and the context
+/// the coverage stage reads with it are read and rewritten most while they are recent.
+pub const COMPACT_AFTER: SignedDuration = SignedDuration::from_mins(15);
+/// How long a device-hour must have taken no message before it is compacted: a device
+/// that backfills an hour is still sending it.
+pub const COMPACT_WHEN_QUIET: SignedDuration = SignedDuration::from_mins(2);
 
 /// How far the coverage stage has got: passes are a function of the stored fixes once it
 /// has caught up.
@@ -501,6 +512,11 @@ pub trait Store: Send + Sync + 'static {
     async fn stats(&self) -> Result<StoreStats, StoreError>;
     /// Delete device data whose device time is before `before`; returns rows deleted.
     async fn prune(&self, before: Timestamp) -> Result<u64, StoreError>;
+    /// Moves settled device data into its compact form, at most `limit` device-hours of it
+    /// (SQLite: the fixes of an hour that ended [`COMPACT_AFTER`] before `now` and took no
+    /// message for [`COMPACT_WHEN_QUIET`], into one compressed block); returns the fixes
+    /// moved. Readers see the same records before and after.
+    async fn compact(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError>;
     /// Records the road network coverage is computed on; when it differs from the last one,
     /// forgets every pass and segment's and vehicle's day and makes every chunk stale.
     /// Returns whether it did.

@@ -3,6 +3,8 @@
 //! All SQLite calls run on Tokio's blocking threads, never on the async workers.
 
 mod credentials;
+mod fix_block;
+mod fixes;
 mod provenance;
 mod schema;
 
@@ -24,8 +26,8 @@ use serde::Deserialize;
 use crate::{
     CoverageBacklog, CoverageChunk, DeadLetter, DeadLetterQuery, DeviceQuery, DeviceSummary,
     IngestItem, PassRecord, SegmentDayRecord, StaleSegmentDay, StaleVehicleDay, Store, StoreError,
-    StoreStats, StoredSample, VehicleDayRecord, WriteReport, COVERAGE_CHUNK_MS,
-    COVERAGE_CONTEXT_MS,
+    StoreStats, StoredSample, VehicleDayRecord, WriteReport, COMPACT_AFTER, COMPACT_WHEN_QUIET,
+    COVERAGE_CHUNK_MS, COVERAGE_CONTEXT_MS,
 };
 
 /// SQLite's `synchronous` setting. `full` survives power loss after a commit; `normal` survives
@@ -92,6 +94,8 @@ struct Inner {
     closed: std::sync::atomic::AtomicBool,
     /// Taken only under the writer's lock.
     sources: Mutex<provenance::SourceCache>,
+    /// Taken only under the writer's lock.
+    open_hours: Mutex<fixes::OpenHours>,
     /// Signalled after a commit that stored fixes (made coverage chunks stale).
     coverage_work: tokio::sync::Notify,
 }
@@ -136,6 +140,7 @@ impl SqliteStore {
                 idle_readers: Mutex::new(Vec::new()),
                 closed: Default::default(),
                 sources: Default::default(),
+                open_hours: Default::default(),
                 coverage_work: tokio::sync::Notify::new(),
             }),
         })
@@ -247,6 +252,7 @@ fn status_time(message: &Decoded, received: Timestamp) -> Option<(Timestamp, Dev
 fn write_items(
     tx: &Transaction,
     sources: &mut provenance::BatchSources,
+    hours: &mut fixes::BatchHours,
     caps: &DeadLetterCaps,
     items: &[IngestItem],
 ) -> Result<WriteReport, StoreError> {
@@ -261,7 +267,7 @@ fn write_items(
                 let key = upsert_device(tx, message, *received)?;
                 let source =
                     sources.source(tx, delivery, &message.device_id, message.kind, *received)?;
-                let inserted = insert_body(tx, key, source, message, *received)?;
+                let inserted = insert_body(tx, hours, key, source, message, *received)?;
                 for time_ms in &inserted.times_ms {
                     sources.note_day(tx, key, *time_ms, source)?;
                 }
@@ -452,6 +458,7 @@ fn upsert_device(tx: &Transaction, m: &Decoded, received: Timestamp) -> Result<i
 /// Insert the records of one message.
 fn insert_body(
     tx: &Transaction,
+    open_hours: &mut fixes::BatchHours,
     key: i64,
     source: i64,
     m: &Decoded,
@@ -468,6 +475,12 @@ fn insert_body(
                      ?17)
                  ON CONFLICT DO NOTHING",
             )?;
+            // The hours the fixes fall in take rows (a compacted one opens again) before any
+            // fix is checked against what is stored.
+            let hours: BTreeSet<i64> = fixes.iter().map(|f| fixes::hour_of(ms(f.time))).collect();
+            for hour in hours {
+                open_hours.open(tx, key, hour, rec)?;
+            }
             let mut n = 0;
             // Replacing fixes too: their row has the new delivery's source.
             let mut times_ms = Vec::new();
@@ -757,13 +770,7 @@ fn summarize(conn: &Connection, key: i64, row: DeviceRow) -> Result<DeviceSummar
     };
     match row.kind {
         k if k.reports_fixes() => {
-            summary.latest_fix = conn
-                .prepare_cached(&format!(
-                    "SELECT {FIX_COLUMNS} FROM fixes WHERE device_key = ?1
-                     ORDER BY time_ms DESC LIMIT 1"
-                ))?
-                .query_row([key], fix_from_row)
-                .optional()?;
+            summary.latest_fix = fixes::newest(conn, key)?.map(|f| f.fix);
         }
         DeviceKind::Bin => {
             summary.latest_bin_reading = conn
@@ -903,10 +910,19 @@ impl Store for SqliteStore {
             let mut cache = inner.sources.lock().expect("source cache lock poisoned");
             let tx = write_transaction(conn)?;
             let mut sources = cache.begin(&tx)?;
-            let report = write_items(&tx, &mut sources, &inner.config.dead_letter_caps, &items)?;
+            let mut open_hours = inner.open_hours.lock().expect("open hours lock poisoned");
+            let mut hours = open_hours.begin(&tx)?;
+            let report = write_items(
+                &tx,
+                &mut sources,
+                &mut hours,
+                &inner.config.dead_letter_caps,
+                &items,
+            )?;
             let outcome = sources.finish();
             tx.commit()?;
             cache.committed(outcome);
+            open_hours.committed(hours);
             if report.fixes_inserted > 0 {
                 // One permit is kept when nobody waits: a wake-up is never lost.
                 inner.coverage_work.notify_one();
@@ -976,16 +992,17 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Fix>, StoreError> {
         let device_id = device_id.to_owned();
         self.with_reader(move |conn| {
-            let fixes = conn
-                .prepare_cached(&format!(
-                    "SELECT {FIX_COLUMNS} FROM fixes
-                     WHERE device_key = (SELECT device_key FROM devices WHERE device_id = ?1)
-                       AND time_ms >= ?2 AND time_ms < ?3
-                     ORDER BY time_ms LIMIT ?4"
-                ))?
-                .query_map(params![device_id, ms(from), ms(to), limit], fix_from_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(fixes)
+            let key: Option<i64> = conn
+                .prepare_cached("SELECT device_key FROM devices WHERE device_id = ?1")?
+                .query_row([&device_id], |r| r.get(0))
+                .optional()?;
+            let Some(key) = key else {
+                return Ok(Vec::new());
+            };
+            Ok(fixes::between(conn, key, ms(from), ms(to), limit as usize)?
+                .into_iter()
+                .map(|f| f.fix)
+                .collect())
         })
         .await
     }
@@ -1044,13 +1061,10 @@ impl Store for SqliteStore {
                 .unwrap_or((0, 0));
             let (dead_letter_bytes, dead_letters_not_kept) =
                 (dead_letter_bytes as u64, dead_letters_not_kept as u64);
-            let (oldest, newest): (Option<i64>, Option<i64>) =
-                conn.query_row("SELECT min(time_ms), max(time_ms) FROM fixes", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
+            let (fix_count, oldest, newest) = fixes::census(conn)?;
             Ok(StoreStats {
                 devices: count(conn, "devices")?,
-                fixes: count(conn, "fixes")?,
+                fixes: fix_count,
                 bin_readings: count(conn, "bin_readings")?,
                 toilet_readings: count(conn, "toilet_readings")?,
                 weighbridge_tickets: count(conn, "weighbridge_tickets")?,
@@ -1093,8 +1107,8 @@ impl Store for SqliteStore {
                 "DELETE FROM device_day_sources WHERE day < ?1",
                 [provenance::utc_day(ms(before))],
             )?;
+            deleted += fixes::prune(&tx, ms(before))?;
             for (table, column) in [
-                ("fixes", "time_ms"),
                 ("bin_readings", "time_ms"),
                 ("toilet_readings", "time_ms"),
                 ("status_changes", "time_ms"),
@@ -1121,6 +1135,21 @@ impl Store for SqliteStore {
             )?;
             tx.commit()?;
             Ok(deleted)
+        })
+        .await
+    }
+
+    async fn compact(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        self.with_writer(move |conn| {
+            let tx = write_transaction(conn)?;
+            let done = fixes::compact(
+                &tx,
+                ms(now - COMPACT_AFTER),
+                ms(now - COMPACT_WHEN_QUIET),
+                limit,
+            )?;
+            tx.commit()?;
+            Ok(done.fixes)
         })
         .await
     }
@@ -1277,15 +1306,13 @@ impl Store for SqliteStore {
             let any = conn
                 .prepare_cached(
                     "SELECT EXISTS (SELECT 1 FROM devices d WHERE
-                       EXISTS (SELECT 1 FROM fixes WHERE device_key = d.device_key
-                               AND time_ms >= ?1 AND time_ms < ?2)
-                       OR EXISTS (SELECT 1 FROM bin_readings WHERE device_key = d.device_key
+                       EXISTS (SELECT 1 FROM bin_readings WHERE device_key = d.device_key
                                AND time_ms >= ?1 AND time_ms < ?2)
                        OR EXISTS (SELECT 1 FROM toilet_readings WHERE device_key = d.device_key
                                AND time_ms >= ?1 AND time_ms < ?2))",
                 )?
                 .query_row(params![ms(from), ms(to)], |r| r.get(0))?;
-            Ok(any)
+            Ok(any || fixes::any_between(conn, ms(from), ms(to))?)
         })
         .await
     }

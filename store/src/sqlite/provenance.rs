@@ -10,7 +10,7 @@ use cleanfleet_model::{DeviceKind, Stream};
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
-use super::{ms, ts, SqliteStore};
+use super::{fixes, ms, ts, SqliteStore};
 use crate::{Delivery, ProvenanceStore, Source, SourceRun, StoreError, Trust};
 
 const DAY_MS: i64 = 86_400_000;
@@ -202,9 +202,9 @@ pub(super) fn source_from_row(r: &Row, at: usize) -> rusqlite::Result<Source> {
     })
 }
 
-/// The tables of device records, each with its stream and the column of its device time.
-const RECORD_TABLES: [(&str, Stream, &str); 6] = [
-    ("fixes", Stream::Fixes, "time_ms"),
+/// The tables of device records besides fixes (`fixes` keeps those), each with its stream
+/// and the column of its device time.
+const RECORD_TABLES: [(&str, Stream, &str); 5] = [
     ("bin_readings", Stream::Reading, "time_ms"),
     ("toilet_readings", Stream::Reading, "time_ms"),
     ("weighbridge_tickets", Stream::Ticket, "time_out_ms"),
@@ -218,37 +218,67 @@ fn runs(
     from: Timestamp,
     to: Timestamp,
 ) -> Result<Vec<SourceRun>, StoreError> {
-    let mut out: Vec<SourceRun> = Vec::new();
-    let mut sources: HashMap<i64, Source> = HashMap::new();
+    let mut runs = Runs {
+        conn,
+        out: Vec::new(),
+        sources: HashMap::new(),
+    };
+    let fixes = fixes::between(conn, device_key, ms(from), ms(to), usize::MAX)?;
+    runs.add(
+        Stream::Fixes,
+        fixes.iter().map(|f| Ok((ms(f.fix.time), f.source_key))),
+    )?;
     for (table, stream, time) in RECORD_TABLES {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {time}, source_key FROM {table}
              WHERE device_key = ?1 AND {time} >= ?2 AND {time} < ?3
              ORDER BY {time}"
         ))?;
-        let mut rows = stmt.query(params![device_key, ms(from), ms(to)])?;
+        let records = stmt.query_map(params![device_key, ms(from), ms(to)], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        runs.add(stream, records.map(|r| r.map_err(StoreError::from)))?;
+    }
+    Ok(runs.out)
+}
+
+/// Runs of records of one source, stream by stream.
+struct Runs<'c> {
+    conn: &'c Connection,
+    out: Vec<SourceRun>,
+    sources: HashMap<i64, Source>,
+}
+
+impl Runs<'_> {
+    /// Adds one stream's records, (device time, source key) in time order.
+    fn add(
+        &mut self,
+        stream: Stream,
+        records: impl Iterator<Item = Result<(i64, i64), StoreError>>,
+    ) -> Result<(), StoreError> {
         let mut current: Option<SourceRun> = None;
-        while let Some(row) = rows.next()? {
-            let (at, key): (i64, i64) = (row.get(0)?, row.get(1)?);
+        for record in records {
+            let (at, key) = record?;
             match &mut current {
                 Some(run) if run.source.id == key => {
                     run.last = ts(at);
                     run.records += 1;
                 }
                 _ => {
-                    let source = match sources.entry(key) {
+                    let source = match self.sources.entry(key) {
                         std::collections::hash_map::Entry::Occupied(known) => known.get().clone(),
                         std::collections::hash_map::Entry::Vacant(new) => new
                             .insert(
-                                conn.prepare_cached(&format!(
-                                    "SELECT {SOURCE_COLUMNS} FROM sources src
-                                     WHERE source_key = ?1"
-                                ))?
-                                .query_row([key], |r| source_from_row(r, 0))?,
+                                self.conn
+                                    .prepare_cached(&format!(
+                                        "SELECT {SOURCE_COLUMNS} FROM sources src
+                                         WHERE source_key = ?1"
+                                    ))?
+                                    .query_row([key], |r| source_from_row(r, 0))?,
                             )
                             .clone(),
                     };
-                    out.extend(current.take());
+                    self.out.extend(current.take());
                     current = Some(SourceRun {
                         stream: stream.as_str().to_owned(),
                         first: ts(at),
@@ -259,9 +289,9 @@ fn runs(
                 }
             }
         }
-        out.extend(current);
+        self.out.extend(current);
+        Ok(())
     }
-    Ok(out)
 }
 
 #[async_trait]

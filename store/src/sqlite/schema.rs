@@ -312,6 +312,36 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE coverage_chunks ADD COLUMN stale_since_ms INTEGER;
     "#,
+    // 9: compacted fixes. A device-hour's fixes are rows of `fixes` while it is listed in
+    // `open_fix_hours` (with the receive time of its latest message), and one compressed
+    // block of `fix_blocks` (`sqlite::fix_block`, first and last device time beside it) once
+    // compacted; never both. `fix_compactions` counts the transactions that closed or deleted
+    // open hours (writers cache which hours are open until it changes). The fixes stored
+    // before are open hours.
+    r#"
+    CREATE TABLE fix_blocks (
+        device_key INTEGER NOT NULL,
+        hour       INTEGER NOT NULL,
+        fixes      INTEGER NOT NULL,
+        first_ms   INTEGER NOT NULL,
+        last_ms    INTEGER NOT NULL,
+        block      BLOB NOT NULL,
+        PRIMARY KEY (device_key, hour)
+    );
+    CREATE INDEX fix_blocks_by_hour ON fix_blocks (hour);
+    CREATE TABLE open_fix_hours (
+        device_key  INTEGER NOT NULL,
+        hour        INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (device_key, hour)
+    ) WITHOUT ROWID;
+    CREATE INDEX open_fix_hours_by_hour ON open_fix_hours (hour);
+    CREATE TABLE fix_compactions (generation INTEGER NOT NULL);
+    INSERT INTO fix_compactions VALUES (0);
+    INSERT INTO open_fix_hours (device_key, hour, received_ms)
+        SELECT device_key, time_ms / 3600000, max(received_ms) FROM fixes
+        WHERE time_ms >= 0 GROUP BY device_key, time_ms / 3600000;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -1602,3 +1602,226 @@ async fn changed_passes_make_their_vehicles_local_days_stale_until_computed() {
         .unwrap()
         .is_empty());
 }
+
+/// What a reader can see of the fixes of 2026-11-21.
+async fn what_readers_see(store: &SqliteStore) -> impl PartialEq + std::fmt::Debug {
+    let day = (t("2026-11-21T00:00:00Z"), t("2026-11-22T00:00:00Z"));
+    let mut tracks = Vec::new();
+    for (device, from, to, limit) in [
+        ("sw-1", day.0, day.1, 100),
+        ("sw-1", day.0, day.1, 4),
+        (
+            "sw-1",
+            t("2026-11-21T06:10:00Z"),
+            t("2026-11-21T07:00:00Z"),
+            100,
+        ),
+        ("sw-2", day.0, day.1, 100),
+    ] {
+        tracks.push(store.track(device, from, to, limit).await.unwrap());
+    }
+    let devices = store
+        .devices(DeviceQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let stats = store.stats().await.unwrap();
+    let provenance = store.provenance("sw-1", day.0, day.1).await.unwrap();
+    let mut received = Vec::new();
+    for (from, to) in [
+        ("2026-11-21T06:00:00Z", "2026-11-21T06:05:00Z"),
+        ("2026-11-21T06:01:00Z", "2026-11-21T06:09:00Z"),
+        ("2026-11-21T06:01:00Z", "2026-11-21T06:10:01Z"),
+    ] {
+        received.push(store.received_any(t(from), t(to)).await.unwrap());
+    }
+    (tracks, devices, stats, provenance, received)
+}
+
+fn fix_rows(store: &SqliteStore) -> i64 {
+    let conn = Connection::open(store.path()).unwrap();
+    conn.query_row("SELECT count(*) FROM fixes", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn compacted_hours_read_back_as_they_were_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .write_batch(vec![
+            fixes_in("sw-1", 5, &[0, 10, 59]),
+            fixes_in("sw-1", 6, &[0, 10, 59]),
+            fixes_in("sw-1", 7, &[0, 10, 59]),
+            fixes_in("sw-2", 7, &[5]),
+        ])
+        .await
+        .unwrap();
+    let before = what_readers_see(&store).await;
+    // Received at 08:00: at 08:10 hours 5 and 6 ended more than 15 min ago, 7 did not.
+    assert_eq!(
+        store.compact(t("2026-11-21T08:10:00Z"), 100).await.unwrap(),
+        6
+    );
+    assert_eq!(fix_rows(&store), 4);
+    assert_eq!(what_readers_see(&store).await, before);
+    assert_eq!(
+        store.compact(t("2026-11-21T09:00:00Z"), 1).await.unwrap(),
+        3
+    );
+    assert_eq!(
+        store.compact(t("2026-11-21T09:00:00Z"), 100).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.compact(t("2026-11-21T09:00:00Z"), 100).await.unwrap(),
+        0
+    );
+    assert_eq!(fix_rows(&store), 0);
+    assert_eq!(what_readers_see(&store).await, before);
+    store.close().await.unwrap();
+    let reopened = open(&dir);
+    assert_eq!(what_readers_see(&reopened).await, before);
+}
+
+#[tokio::test]
+async fn an_hour_still_taking_messages_is_not_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .write_batch(vec![fixes_in("sw-1", 6, &[0, 10])])
+        .await
+        .unwrap();
+    // The hour ended long ago, but its last message came a minute ago: a backfill.
+    assert_eq!(
+        store.compact(t("2026-11-21T08:01:00Z"), 100).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store.compact(t("2026-11-21T08:03:00Z"), 100).await.unwrap(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_message_for_a_compacted_hour_opens_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .write_batch(vec![fixes_in("sw-1", 6, &[0, 1, 2])])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.compact(t("2026-11-21T09:00:00Z"), 100).await.unwrap(),
+        3
+    );
+    let redelivered = store
+        .write_batch(vec![fixes_in("sw-1", 6, &[1])])
+        .await
+        .unwrap();
+    assert_eq!(
+        (redelivered.fixes_inserted, redelivered.duplicate_records),
+        (0, 1)
+    );
+    let elsewhere = store
+        .write_batch(vec![accepted(
+            "cleanfleet/v1/sweeper/sw-1/fixes",
+            r#"{"fixes":[{"time":"2026-11-21T06:01:00Z","lat":32.5,"lon":120.9}]}"#,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.conflicting_fixes, 1);
+    let late = store
+        .write_batch(vec![fixes_in("sw-1", 6, &[3])])
+        .await
+        .unwrap();
+    assert_eq!(late.fixes_inserted, 1);
+    let day = (t("2026-11-21T00:00:00Z"), t("2026-11-22T00:00:00Z"));
+    let track = store.track("sw-1", day.0, day.1, 100).await.unwrap();
+    let minutes: Vec<(i8, f64)> = track
+        .iter()
+        .map(|f| (f.time.to_zoned(TimeZone::UTC).minute(), f.lat))
+        .collect();
+    assert_eq!(minutes, [(0, 32.0), (1, 32.001), (2, 32.002), (3, 32.003)]);
+    // The whole hour is compacted again, with the late fix.
+    assert_eq!(
+        store.compact(t("2026-11-21T09:00:00Z"), 100).await.unwrap(),
+        4
+    );
+    assert_eq!(store.track("sw-1", day.0, day.1, 100).await.unwrap(), track);
+    assert_eq!(store.stats().await.unwrap().fixes, 4);
+}
+
+#[tokio::test]
+async fn prune_cuts_through_a_compacted_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .write_batch(vec![
+            fixes_in("sw-1", 5, &[0]),
+            fixes_in("sw-1", 6, &[0, 20, 40]),
+            fixes_in("sw-1", 7, &[0]),
+            fixes_in("sw-2", 6, &[0, 10]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.compact(t("2026-11-21T09:00:00Z"), 100).await.unwrap(),
+        7
+    );
+    assert_eq!(store.prune(t("2026-11-21T06:30:00Z")).await.unwrap(), 5);
+    let whole_day = (t("2026-11-21T00:00:00Z"), t("2026-11-22T00:00:00Z"));
+    let sw2 = store.track("sw-2", whole_day.0, whole_day.1, 100).await;
+    assert!(sw2.unwrap().is_empty());
+    let day = (t("2026-11-21T00:00:00Z"), t("2026-11-22T00:00:00Z"));
+    let times: Vec<Timestamp> = store
+        .track("sw-1", day.0, day.1, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.time)
+        .collect();
+    assert_eq!(
+        times,
+        [t("2026-11-21T06:40:00Z"), t("2026-11-21T07:00:00Z")]
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.fixes, stats.oldest_fix),
+        (2, Some(t("2026-11-21T06:40:00Z")))
+    );
+}
+
+#[tokio::test]
+async fn a_compaction_by_another_process_reopens_the_hour_for_this_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = open(&dir);
+    let other = open(&dir);
+    ingest
+        .write_batch(vec![fixes_in("sw-1", 6, &[0, 1])])
+        .await
+        .unwrap();
+    assert_eq!(
+        other.compact(t("2026-11-21T09:00:00Z"), 100).await.unwrap(),
+        2
+    );
+    // `ingest` knew the hour open; the compaction it did not do tells it otherwise.
+    let late = ingest
+        .write_batch(vec![fixes_in("sw-1", 6, &[1, 2])])
+        .await
+        .unwrap();
+    assert_eq!((late.fixes_inserted, late.duplicate_records), (1, 1));
+    assert_eq!(fix_rows(&ingest), 3);
+    let day = (t("2026-11-21T00:00:00Z"), t("2026-11-22T00:00:00Z"));
+    assert_eq!(
+        ingest.track("sw-1", day.0, day.1, 100).await.unwrap().len(),
+        3
+    );
+    assert_eq!(
+        other.compact(t("2026-11-21T09:00:00Z"), 100).await.unwrap(),
+        3
+    );
+    assert_eq!(ingest.stats().await.unwrap().fixes, 3);
+}
