@@ -69,7 +69,8 @@ pub struct BrokerConfig {
     /// A larger PUBLISH closes the connection (counted, logged). Default 1048576 (1 MiB);
     /// ingest itself dead-letters anything above `[ingest] max_payload_bytes`.
     pub max_payload_bytes: usize,
-    /// QoS 1 messages sent to one subscriber and not yet acknowledged. Default 100.
+    /// QoS 1 messages sent to one subscriber and not yet acknowledged. Ingest acknowledges a
+    /// batch after its commit, so this bounds its commit batches. Default 1000.
     pub max_inflight: usize,
     /// Bytes (topic + payload) queued or in flight for one session before its publishers
     /// wait. Default 67108864 (64 MiB).
@@ -96,7 +97,7 @@ impl Default for BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
             max_connections: 10_100,
             max_payload_bytes: 1024 * 1024,
-            max_inflight: 100,
+            max_inflight: 1000,
             session_queue_bytes: 64 * 1024 * 1024,
             total_queue_bytes: 256 * 1024 * 1024,
             read_ahead_bytes: 32 * 1024 * 1024,
