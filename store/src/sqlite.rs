@@ -467,14 +467,6 @@ fn insert_body(
     let rec = ms(received);
     let inserted = match &m.body {
         Body::Fixes(fixes) => {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO fixes (device_key, time_ms, seq, lat, lon, speed_kmh, heading_deg,
-                     hdop, satellites, work_flags, water_tank_ratio, load_kg, odometer_m,
-                     lifter_cycles, sos, received_ms, source_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17)
-                 ON CONFLICT DO NOTHING",
-            )?;
             // The hours the fixes fall in take rows (a compacted one opens again) before any
             // fix is checked against what is stored.
             let hours: BTreeSet<i64> = fixes.iter().map(|f| fixes::hour_of(ms(f.time))).collect();
@@ -487,29 +479,9 @@ fn insert_body(
             let mut conflicts = Vec::new();
             // Hours whose own fixes change, and hours that hold them as context.
             let (mut own_hours, mut context_hours) = (BTreeSet::new(), BTreeSet::new());
-            let mut insert = |f: &Fix| {
-                stmt.execute(params![
-                    key,
-                    ms(f.time),
-                    f.seq.map(|s| s as i64),
-                    f.lat,
-                    f.lon,
-                    f.speed_kmh,
-                    f.heading_deg,
-                    f.hdop,
-                    f.satellites,
-                    work_flags(&f.work),
-                    f.water_tank_ratio,
-                    f.load_kg,
-                    f.odometer_m,
-                    f.lifter_cycles.map(|c| c as i64),
-                    f.sos,
-                    rec,
-                    source
-                ])
-            };
+            let insert = |f: &Fix| fixes::insert_row(tx, key, f, rec, source);
             for f in fixes {
-                if insert(f)? > 0 {
+                if insert(f)? {
                     n += 1;
                     let t = ms(f.time);
                     times_ms.push(t);

@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::fix_block::{self, StoredFix};
+use cleanfleet_model::Fix;
+
 use super::{fix_from_row, ms, FIX_COLUMNS};
 use crate::{StoreError, COVERAGE_CHUNK_MS};
 
@@ -37,34 +39,43 @@ fn stored_fix_from_row(r: &Row) -> rusqlite::Result<StoredFix> {
     })
 }
 
-fn insert_row(tx: &Transaction, key: i64, f: &StoredFix) -> Result<(), StoreError> {
-    let fix = &f.fix;
-    tx.prepare_cached(
-        "INSERT INTO fixes (device_key, time_ms, seq, lat, lon, speed_kmh, heading_deg,
-             hdop, satellites, work_flags, water_tank_ratio, load_kg, odometer_m,
-             lifter_cycles, sos, received_ms, source_key)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-    )?
-    .execute(params![
-        key,
-        ms(fix.time),
-        fix.seq.map(|s| s as i64),
-        fix.lat,
-        fix.lon,
-        fix.speed_kmh,
-        fix.heading_deg,
-        fix.hdop,
-        fix.satellites,
-        super::work_flags(&fix.work),
-        fix.water_tank_ratio,
-        fix.load_kg,
-        fix.odometer_m,
-        fix.lifter_cycles.map(|c| c as i64),
-        fix.sos,
-        f.received_ms,
-        f.source_key
-    ])?;
-    Ok(())
+/// Stores a fix as a row unless its device time has one; returns whether it did.
+pub(super) fn insert_row(
+    tx: &Transaction,
+    key: i64,
+    fix: &Fix,
+    received_ms: i64,
+    source_key: i64,
+) -> Result<bool, StoreError> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO fixes (device_key, time_ms, seq, lat, lon, speed_kmh, heading_deg,
+                 hdop, satellites, work_flags, water_tank_ratio, load_kg, odometer_m,
+                 lifter_cycles, sos, received_ms, source_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                 ?17)
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            key,
+            ms(fix.time),
+            fix.seq.map(|s| s as i64),
+            fix.lat,
+            fix.lon,
+            fix.speed_kmh,
+            fix.heading_deg,
+            fix.hdop,
+            fix.satellites,
+            super::work_flags(&fix.work),
+            fix.water_tank_ratio,
+            fix.load_kg,
+            fix.odometer_m,
+            fix.lifter_cycles.map(|c| c as i64),
+            fix.sos,
+            received_ms,
+            source_key
+        ])?;
+    Ok(inserted > 0)
 }
 
 /// Makes a device-hour open for new fixes, `received_ms` the time it took the latest: a
@@ -78,7 +89,7 @@ fn open_hour(tx: &Transaction, key: i64, hour: i64, received_ms: i64) -> Result<
         .optional()?;
     if let Some(block) = block {
         for f in fix_block::decode(&block)? {
-            insert_row(tx, key, &f)?;
+            insert_row(tx, key, &f.fix, f.received_ms, f.source_key)?;
         }
     }
     tx.prepare_cached(
