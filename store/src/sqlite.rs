@@ -1114,14 +1114,14 @@ impl Store for SqliteStore {
     async fn compact(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
         self.with_writer(move |conn| {
             let tx = write_transaction(conn)?;
-            let done = fixes::compact(
+            let moved = fixes::compact(
                 &tx,
                 ms(now - COMPACT_AFTER),
                 ms(now - COMPACT_WHEN_QUIET),
                 limit,
             )?;
             tx.commit()?;
-            Ok(done.fixes)
+            Ok(moved)
         })
         .await
     }

@@ -12,9 +12,9 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
-use super::fix_block::{self, StoredFix};
 use cleanfleet_model::Fix;
 
+use super::fix_block::{self, StoredFix};
 use super::{fix_from_row, ms, FIX_COLUMNS};
 use crate::{StoreError, COVERAGE_CHUNK_MS};
 
@@ -104,6 +104,11 @@ fn open_hour(tx: &Transaction, key: i64, hour: i64, received_ms: i64) -> Result<
 /// after `COMPACT_WHEN_QUIET` without a message, give or take this.
 const RECEIVED_REFRESH_MS: i64 = 30_000;
 
+/// Open hours the writer remembers at most: a process that stores fixes and never sees a
+/// compaction (nothing compacts, or only it stores) forgets them all beyond this rather than
+/// grow; forgetting costs one look per hour again.
+const MAX_KNOWN_OPEN_HOURS: usize = 100_000;
+
 /// The device-hours the writer knows to be open, and the receive time it last recorded for
 /// each, as of the store's compaction generation it read: a message for one of them costs no
 /// statement. Any compaction or pruning (by any process) bumps the generation and so empties
@@ -125,7 +130,7 @@ impl OpenHours {
         let generation: i64 =
             tx.query_row("SELECT generation FROM fix_compactions", [], |r| r.get(0))?;
         let mut known = std::mem::take(&mut self.known);
-        if generation != self.generation {
+        if generation != self.generation || known.len() > MAX_KNOWN_OPEN_HOURS {
             known.clear();
         }
         Ok(BatchHours { generation, known })
@@ -157,7 +162,7 @@ impl BatchHours {
     }
 }
 
-/// Every reader's cache of open hours is stale after this.
+/// Every writer's [`OpenHours`] is stale after this.
 fn bump_generation(tx: &Transaction) -> Result<(), StoreError> {
     tx.execute("UPDATE fix_compactions SET generation = generation + 1", [])?;
     Ok(())
@@ -299,21 +304,14 @@ pub(super) fn census(conn: &Connection) -> Result<(u64, Option<i64>, Option<i64>
     Ok(((rows + in_blocks) as u64, oldest, newest))
 }
 
-/// What one compaction did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Compaction {
-    pub hours: u64,
-    pub fixes: u64,
-}
-
 /// Moves the rows of at most `limit` device-hours that ended by `ended_by_ms` and took no fix
-/// since `quiet_since_ms` into blocks.
+/// since `quiet_since_ms` into blocks; returns the fixes moved.
 pub(super) fn compact(
     tx: &Transaction,
     ended_by_ms: i64,
     quiet_since_ms: i64,
     limit: u32,
-) -> Result<Compaction, StoreError> {
+) -> Result<u64, StoreError> {
     let hours: Vec<(i64, i64)> = tx
         .prepare_cached(
             "SELECT device_key, hour FROM open_fix_hours
@@ -324,7 +322,7 @@ pub(super) fn compact(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?
         .collect::<Result<_, _>>()?;
-    let mut done = Compaction::default();
+    let mut moved = 0;
     if !hours.is_empty() {
         bump_generation(tx)?;
     }
@@ -355,10 +353,9 @@ pub(super) fn compact(
             "DELETE FROM fixes WHERE device_key = ?1 AND time_ms >= ?2 AND time_ms < ?3",
         )?
         .execute(params![key, from_ms, to_ms])?;
-        done.hours += 1;
-        done.fixes += rows.len() as u64;
+        moved += rows.len() as u64;
     }
-    Ok(done)
+    Ok(moved)
 }
 
 /// Deletes the fixes with a device time before `before_ms`; returns how many.
