@@ -8,7 +8,10 @@
 //!
 //! `cargo bench --bench city_reports [-- ROADS.osm.pbf]` (figures in docs/benchmarks.md).
 //! Environment: BENCH_VEHICLES (default 100), BENCH_HOURS (default 8), BENCH_REQUESTS
-//! (default 50).
+//! (default 50), BENCH_ONLY (ask only the endpoints whose path contains it), BENCH_DATA_DIR
+//! (a directory to keep the store in: a later run with the same directory and settings asks
+//! the endpoints again without building the quarter anew; a store from before a migration
+//! is migrated when opened).
 
 mod common;
 
@@ -21,7 +24,9 @@ use cleanfleet::{Parts, Stack};
 use cleanfleet_model::{decode, Limits};
 use cleanfleet_roads::Zones;
 use cleanfleet_sim::{Fleet, FleetMix, SimConfig};
-use cleanfleet_store::{CoverageChunk, Delivery, IngestItem, Store, COVERAGE_CHUNK_MS};
+use cleanfleet_store::{
+    CoverageChunk, Delivery, IngestItem, SqliteStore, Store, COVERAGE_CHUNK_MS,
+};
 use common::{bounds, env_or, memory_mib, quadrants, roads_from_args};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -78,9 +83,13 @@ async fn main() {
         roads.as_deref().unwrap_or("the demo town"),
     );
 
-    let dir = tempfile::tempdir().unwrap();
+    let temporary = tempfile::tempdir().unwrap();
+    let data_dir = std::env::var_os("BENCH_DATA_DIR")
+        .map_or_else(|| temporary.path().to_path_buf(), std::path::PathBuf::from);
+    // Written once the quarter is stored, so that an interrupted build is not taken as one.
+    let built = data_dir.join(format!("city_reports-{vehicles}x{hours}h-{first}.built"));
     let mut config = Config::default();
-    config.data_dir.0 = dir.path().to_path_buf();
+    config.data_dir.0 = data_dir.clone();
     config.api.listen = "127.0.0.1:0".parse().unwrap();
     config.store.synchronous = cleanfleet_store::Synchronous::Normal;
     config.coverage.time_zone = "UTC".into();
@@ -102,97 +111,15 @@ async fn main() {
     let stack = Stack::start_with(config, parts, Some((network.clone(), zones.clone())))
         .await
         .expect("the stack");
-    let store = stack.store.clone();
-    let caught_up = || async {
-        loop {
-            if store.coverage_backlog().await.unwrap().is_current() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let store = &*stack.store;
 
-    // The day itself, simulated and stored 10 minutes at a time, matched by the stage.
-    let clock = Instant::now();
-    let mut stored = 0;
-    let mut until = start;
-    while until < end {
-        until = (until + SignedDuration::from_mins(10)).min(end);
-        let mut messages = fleet.step_until(until);
-        if until == end {
-            messages.extend(fleet.flush());
-        }
-        let received = until + SignedDuration::from_mins(1);
-        let items: Vec<IngestItem> = messages
-            .iter()
-            .map(|m| accepted(&m.topic, &m.payload, received))
-            .collect();
-        stored += items.len();
-        for batch in items.chunks(200) {
-            store.write_batch(batch.to_vec()).await.unwrap();
-        }
+    if built.exists() {
+        println!("the quarter as stored before in {}", data_dir.display());
+    } else {
+        build_quarter(store, &mut fleet, (start, end), days, &accepted).await;
+        std::fs::write(&built, b"").unwrap();
     }
-    caught_up().await;
-    let (from, to) = cleanfleet_reports::day_bounds(&utc, last).unwrap();
-    let passes = store.passes(from, to, None).await.unwrap();
-    println!(
-        "the day: {stored} messages simulated, stored and matched into {} passes in {:.1} s",
-        passes.len(),
-        clock.elapsed().as_secs_f64()
-    );
-
-    // The same passes on every other day, a chunk at a time; a bin reading a day.
-    let clock = Instant::now();
-    let mut chunks: BTreeMap<(String, i64), Vec<_>> = BTreeMap::new();
-    for p in passes {
-        let hour = p.start.as_millisecond().div_euclid(COVERAGE_CHUNK_MS);
-        chunks
-            .entry((p.device_id.clone(), hour))
-            .or_default()
-            .push(p);
-    }
-    let kinds: BTreeMap<String, _> = fleet
-        .devices()
-        .iter()
-        .map(|d| (d.id.clone(), d.kind))
-        .collect();
-    for back in 1..days {
-        let shift = SignedDuration::from_hours(24 * back);
-        for ((device_id, hour), passes) in &chunks {
-            let chunk = CoverageChunk {
-                device_id: device_id.clone(),
-                kind: kinds[device_id],
-                start: Timestamp::from_millisecond(hour * COVERAGE_CHUNK_MS).unwrap() - shift,
-                version: 0,
-                stale_since: None,
-                listed_at: Timestamp::now(),
-            };
-            let shifted = passes
-                .iter()
-                .map(|p| cleanfleet_store::PassRecord {
-                    start: p.start - shift,
-                    end: p.end - shift,
-                    ..p.clone()
-                })
-                .collect();
-            store.put_passes(chunk, shifted, &utc).await.unwrap();
-        }
-        let noon = start - shift + SignedDuration::from_hours(4);
-        let reading = format!(r#"{{"time":"{noon}","fill_ratio":0.4}}"#);
-        let item = accepted(
-            "cleanfleet/v1/bin/bin-bench/reading",
-            reading.as_bytes(),
-            noon + SignedDuration::from_secs(1),
-        );
-        store.write_batch(vec![item]).await.unwrap();
-    }
-    caught_up().await;
-    println!(
-        "{} more days stored and their segments' and vehicles' days materialised in {:.1} s",
-        days - 1,
-        clock.elapsed().as_secs_f64()
-    );
-
+    caught_up(store).await;
     let api = stack.api_addr.expect("the API");
     let client = reqwest::Client::new();
     let vehicle = &devices[0];
@@ -246,7 +173,8 @@ async fn main() {
         "{:<10}  {:>8}  {:>8}  {:>8}  {:>9}  endpoint",
         "range", "p50 ms", "p99 ms", "max ms", "bytes"
     );
-    for (range, path) in &endpoints {
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    for (range, path) in endpoints.iter().filter(|(_, path)| path.contains(&only)) {
         let mut times = Vec::with_capacity(requests);
         let mut bytes = 0;
         for _ in 0..requests {
@@ -280,4 +208,103 @@ async fn main() {
     let (rss, peak) = memory_mib();
     println!("resident after: {rss:.0} MiB, peak during the requests {peak:.0} MiB");
     stack.stop().await.unwrap();
+}
+
+/// Until the coverage stage has matched everything stored.
+async fn caught_up(store: &SqliteStore) {
+    while !store.coverage_backlog().await.unwrap().is_current() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The last day simulated, stored 10 minutes at a time and matched by the stage; its passes
+/// then stored again on every other day of the quarter, with a bin reading a day.
+async fn build_quarter(
+    store: &SqliteStore,
+    fleet: &mut Fleet,
+    (start, end): (Timestamp, Timestamp),
+    days: i64,
+    accepted: &impl Fn(&str, &[u8], Timestamp) -> IngestItem,
+) {
+    let utc = TimeZone::UTC;
+    let last = start.to_zoned(utc.clone()).date();
+    let clock = Instant::now();
+    let mut stored = 0;
+    let mut until = start;
+    while until < end {
+        until = (until + SignedDuration::from_mins(10)).min(end);
+        let mut messages = fleet.step_until(until);
+        if until == end {
+            messages.extend(fleet.flush());
+        }
+        let received = until + SignedDuration::from_mins(1);
+        let items: Vec<IngestItem> = messages
+            .iter()
+            .map(|m| accepted(&m.topic, &m.payload, received))
+            .collect();
+        stored += items.len();
+        for batch in items.chunks(200) {
+            store.write_batch(batch.to_vec()).await.unwrap();
+        }
+    }
+    caught_up(store).await;
+    let (from, to) = cleanfleet_reports::day_bounds(&utc, last).unwrap();
+    let passes = store.passes(from, to, None).await.unwrap();
+    println!(
+        "the day: {stored} messages simulated, stored and matched into {} passes in {:.1} s",
+        passes.len(),
+        clock.elapsed().as_secs_f64()
+    );
+
+    // The same passes on every other day, a chunk at a time; a bin reading a day.
+    let clock = Instant::now();
+    let mut chunks: BTreeMap<(String, i64), Vec<_>> = BTreeMap::new();
+    for p in passes {
+        let hour = p.start.as_millisecond().div_euclid(COVERAGE_CHUNK_MS);
+        chunks
+            .entry((p.device_id.clone(), hour))
+            .or_default()
+            .push(p);
+    }
+    let kinds: BTreeMap<String, _> = fleet
+        .devices()
+        .iter()
+        .map(|d| (d.id.clone(), d.kind))
+        .collect();
+    for back in 1..days {
+        let shift = SignedDuration::from_hours(24 * back);
+        for ((device_id, hour), passes) in &chunks {
+            let chunk = CoverageChunk {
+                device_id: device_id.clone(),
+                kind: kinds[device_id],
+                start: Timestamp::from_millisecond(hour * COVERAGE_CHUNK_MS).unwrap() - shift,
+                version: 0,
+                stale_since: None,
+                listed_at: Timestamp::now(),
+            };
+            let shifted = passes
+                .iter()
+                .map(|p| cleanfleet_store::PassRecord {
+                    start: p.start - shift,
+                    end: p.end - shift,
+                    ..p.clone()
+                })
+                .collect();
+            store.put_passes(chunk, shifted, &utc).await.unwrap();
+        }
+        let noon = start - shift + SignedDuration::from_hours(4);
+        let reading = format!(r#"{{"time":"{noon}","fill_ratio":0.4}}"#);
+        let item = accepted(
+            "cleanfleet/v1/bin/bin-bench/reading",
+            reading.as_bytes(),
+            noon + SignedDuration::from_secs(1),
+        );
+        store.write_batch(vec![item]).await.unwrap();
+    }
+    caught_up(store).await;
+    println!(
+        "{} more days stored and their segments' and vehicles' days materialised in {:.1} s",
+        days - 1,
+        clock.elapsed().as_secs_f64()
+    );
 }

@@ -137,13 +137,13 @@ async fn main() {
         end.to_zoned(jiff::tz::TimeZone::UTC).date(),
     );
     let (found, best) =
-        best_of_5(|| async { store.segment_days(first, last).await.unwrap().len() }).await;
+        best_of_5(|| async { store.segment_days(first, last, None).await.unwrap().len() }).await;
     println!(
         "segments' days of {first}..={last}: {found} in {:.1} ms",
         best * 1000.0
     );
     let (found, best) =
-        best_of_5(|| async { store.vehicle_days(first, last, true).await.unwrap().len() }).await;
+        best_of_5(|| async { store.vehicle_days(first, last).await.unwrap().len() }).await;
     println!(
         "vehicles' days of {first}..={last}: {found} in {:.1} ms",
         best * 1000.0

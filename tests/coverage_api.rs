@@ -53,11 +53,11 @@ async fn days_are_their_passes(
                 cleanfleet_reports::segment_day(&network, rules, date, s, &of_segment)
             })
             .collect();
-        let stored = store.segment_days(date, date).await.unwrap();
+        let stored = store.segment_days(date, date, None).await.unwrap();
         assert_eq!(stored, expected, "{date}");
         segment_days.extend(stored);
         let expected = cleanfleet_reports::vehicle_day_rows(&network, &zones, date, &passes);
-        let mut stored = store.vehicle_days(date, date, true).await.unwrap();
+        let mut stored = store.vehicle_days(date, date).await.unwrap();
         // The store's device order is its own.
         stored.sort_by(|a, b| {
             (&a.device_id, &a.section, &a.road_class).cmp(&(

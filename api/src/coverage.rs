@@ -112,7 +112,7 @@ pub(crate) async fn day_status(
 ) -> Result<(Date, DayStatus), ApiError> {
     let ctx = context(state)?;
     let (date, _, _) = day(state, ctx, date)?;
-    let rows = state.store.segment_days(date, date).await?;
+    let rows = state.store.segment_days(date, date, None).await?;
     Ok((date, DayStatus::from_rows(&DayStatus::idle(ctx), &rows)))
 }
 
@@ -307,7 +307,7 @@ pub(crate) async fn coverage_vehicles(
     let viewer = viewer.as_deref();
     let vehicles = match scope.row_filter() {
         Some(in_scope) => {
-            let rows = state.store.vehicle_days(date, date, true).await?;
+            let rows = state.store.vehicle_days(date, date).await?;
             vehicle_days(rows.iter().filter(|r| {
                 let section = section_of_row(&ctx.zones, r);
                 in_scope(section, &r.road_class)
@@ -404,7 +404,7 @@ pub(crate) async fn coverage_daily(
         );
     }
     // One day's statuses at a time: a quarter of a city's segments is never held at once.
-    let rows = state.store.segment_days(first, last).await?;
+    let rows = state.store.segment_days(first, last, None).await?;
     let idle = DayStatus::idle(ctx);
     let days = dates.into_iter().map(|date| {
         let from = rows.partition_point(|r| r.day < date);

@@ -15,9 +15,9 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use cleanfleet_reports::{
-    assess_period, contractor_segments, failed_sample_features, inspected_segments,
-    road_inspections, sample_of, sample_view, CoverageContext, DayState, InspectionView,
-    PeriodAssessment, PeriodDay, SampleView, Scope, CLEANING_LOOKBACK,
+    assess_period, assessment_reads, failed_sample_features, inspected_segments, road_inspections,
+    sample_of, sample_view, CoverageContext, DayState, InspectionView, PeriodAssessment, PeriodDay,
+    PeriodRecords, SampleView, Scope, CLEANING_LOOKBACK,
 };
 
 use crate::coverage::{answers_known_until, context, day, day_status, DayParams, OneDay};
@@ -456,7 +456,7 @@ pub(crate) async fn assess_contractor(
     first: jiff::civil::Date,
     end: jiff::civil::Date,
 ) -> Result<PeriodAssessment, ApiError> {
-    contractor_segments(ctx, contractor)?;
+    let (segments, sections) = assessment_reads(ctx, contractor)?;
     let today = state.clock.now().to_zoned(ctx.time_zone.clone()).date();
     let mut days = Vec::new();
     let mut date = first;
@@ -484,12 +484,16 @@ pub(crate) async fn assess_contractor(
         .yesterday()
         .map_err(|e| ApiError::invalid("month", e.to_string()))?;
     let (_, _, to) = day(state, ctx, Some(last))?;
-    let segment_rows = state.store.segment_days(first, last).await?;
-    let vehicle_rows = state.store.vehicle_days(first, last, false).await?;
-    let samples: Vec<(Sample, Placement)> = state
-        .store
-        .samples(from, to)
-        .await?
+    // The reads are independent: at once, each on a reader of its own.
+    let store = &state.store;
+    let (segment_rows, overspeed_rows, on_its_streets, samples, alerts) = tokio::try_join!(
+        async { Ok(store.segment_days(first, last, Some(segments)).await?) },
+        async { Ok(store.overspeed_days(first, last).await?) },
+        async { Ok(store.devices_with_passes_in(first, last, sections).await?) },
+        async { Ok(store.samples(from, to).await?) },
+        crate::bins::alerts_between(state, ctx, from, to, Some(contractor)),
+    )?;
+    let samples: Vec<(Sample, Placement)> = samples
         .into_iter()
         .filter_map(|stored| {
             let s = stored.sample;
@@ -497,20 +501,21 @@ pub(crate) async fn assess_contractor(
             Some((sample_of(stored.device_id, s), p))
         })
         .collect();
-    let late_alerts: Vec<cleanfleet_inspection::overflow::OverflowAlert> =
-        crate::bins::alerts_between(state, ctx, from, to, Some(contractor))
-            .await?
-            .into_iter()
-            .filter(|a| a.in_time == Some(false))
-            .collect();
+    let late_alerts: Vec<cleanfleet_inspection::overflow::OverflowAlert> = alerts
+        .into_iter()
+        .filter(|a| a.in_time == Some(false))
+        .collect();
     let period = assess_period(
         ctx,
         contractor,
         &days,
-        &segment_rows,
-        &vehicle_rows,
-        &samples,
-        &late_alerts,
+        PeriodRecords {
+            segment_days: &segment_rows,
+            overspeed_days: &overspeed_rows,
+            on_its_streets: &on_its_streets,
+            samples: &samples,
+            late_alerts: &late_alerts,
+        },
     )?;
     let sources = state
         .provenance

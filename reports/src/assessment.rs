@@ -9,15 +9,13 @@ use cleanfleet_coverage::CoverageSummary;
 use cleanfleet_inspection::assessment::{assess, DayCoverage, DayRecord, FailedCheck};
 use cleanfleet_inspection::overflow::OverflowAlert;
 use cleanfleet_inspection::{road_results, Placement, RoadResult, Sample};
-use cleanfleet_store::{SegmentDayRecord, Source, VehicleDayRecord};
+use cleanfleet_store::{OverspeedDayRecord, SegmentDayRecord, Source};
 use jiff::civil::Date;
 use jiff::Timestamp;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{
-    may_see_work_in, merged_runs, section_of_row, CoverageContext, DayStatus, ReportError,
-};
+use crate::{may_see_work_in, merged_runs, CoverageContext, DayStatus, ReportError};
 
 /// What is known of a day of the period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +59,25 @@ pub fn contractor_segments(
     Ok(members)
 }
 
+/// What a contractor's assessment reads of the stored days: the days of its sections'
+/// segments, and who worked in which of its sections (by section id); not found when it has
+/// no sections. (It also reads every vehicle's day with overspeed work: a device it owns
+/// answers for its overspeed work everywhere.)
+pub fn assessment_reads(
+    ctx: &CoverageContext,
+    contractor: &str,
+) -> Result<(Vec<u32>, Vec<String>), ReportError> {
+    let segments = contractor_segments(ctx, contractor)?;
+    let sections = ctx
+        .zones
+        .sections()
+        .iter()
+        .filter(|z| z.contractor.as_deref() == Some(contractor))
+        .map(|z| z.id.clone())
+        .collect();
+    Ok((segments.into_iter().collect(), sections))
+}
+
 /// The rows of `date` among `rows` in day order.
 fn of_day<T>(rows: &[T], day: impl Fn(&T) -> Date, date: Date) -> &[T] {
     let first = rows.partition_point(|r| day(r) < date);
@@ -68,9 +85,23 @@ fn of_day<T>(rows: &[T], day: impl Fn(&T) -> Date, date: Date) -> &[T] {
     &rows[first..end]
 }
 
-/// `contractor`'s assessment over `days` from the period's stored segments' and vehicles'
-/// days (each in day order, as the store returns them), placed `samples` and
-/// `late_alerts` (overflows it answered late). Roads are judged once on all their points; the
+/// What a contractor's assessment over a period rests on, as the store gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct PeriodRecords<'a> {
+    /// The period's stored segments' days (at least those of its segments), in day order.
+    pub segment_days: &'a [SegmentDayRecord],
+    /// The period's vehicles' days with overspeed work, in day order.
+    pub overspeed_days: &'a [OverspeedDayRecord],
+    /// The devices with passes in its sections on the period's days.
+    pub on_its_streets: &'a [String],
+    /// Inspectors' samples, placed.
+    pub samples: &'a [(Sample, Placement)],
+    /// Overflows it answered late.
+    pub late_alerts: &'a [OverflowAlert],
+}
+
+/// `contractor`'s assessment over `days` from `records` of the period ([`assessment_reads`]
+/// names what to read). Roads are judged once on all their points; the
 /// contractor answers for those with a point in its sections, for its share of the points.
 /// Its evidence names every device the numbers rest on and what of theirs is used, without
 /// sources yet ([`PeriodAssessment::with_sources`]).
@@ -78,22 +109,26 @@ pub fn assess_period(
     ctx: &CoverageContext,
     contractor: &str,
     days: &[PeriodDay],
-    segment_rows: &[SegmentDayRecord],
-    vehicle_rows: &[VehicleDayRecord],
-    samples: &[(Sample, Placement)],
-    late_alerts: &[OverflowAlert],
+    records: PeriodRecords,
 ) -> Result<PeriodAssessment, ReportError> {
+    let PeriodRecords {
+        segment_days: segment_rows,
+        overspeed_days: overspeed_rows,
+        on_its_streets,
+        samples,
+        late_alerts,
+    } = records;
     let members = contractor_segments(ctx, contractor)?;
     debug_assert!(segment_rows.is_sorted_by_key(|r| r.day));
-    debug_assert!(vehicle_rows.is_sorted_by_key(|r| r.day));
+    debug_assert!(overspeed_rows.is_sorted_by_key(|r| r.day));
     let results: Vec<RoadResult> =
         road_results(&ctx.network, &ctx.inspection, &ctx.time_zone, samples)
             .into_iter()
             .filter(|r| r.points_on(|s| members.contains(&s)) > 0)
             .collect();
-    let section = |r: &VehicleDayRecord| section_of_row(&ctx.zones, r);
-    let theirs = |r: &VehicleDayRecord| {
-        may_see_work_in(&ctx.zones, Some(contractor), &r.device_id, section(r))
+    let theirs = |r: &OverspeedDayRecord| {
+        let section = r.section.as_deref().and_then(|id| ctx.zones.section(id));
+        may_see_work_in(&ctx.zones, Some(contractor), &r.device_id, section)
     };
     let idle = DayStatus::idle(ctx);
     let mut records_of_days = Vec::with_capacity(days.len());
@@ -114,13 +149,11 @@ pub fn assess_period(
         });
         // Each device's runs of overspeed work the contractor answers for, across sections.
         let mut runs: BTreeMap<&str, Vec<(Timestamp, Timestamp)>> = BTreeMap::new();
-        for r in of_day(vehicle_rows, |r| r.day, day.date)
+        for r in of_day(overspeed_rows, |r| r.day, day.date)
             .iter()
             .filter(|r| theirs(r))
         {
-            runs.entry(&r.device_id)
-                .or_default()
-                .extend(&r.overspeed_runs);
+            runs.entry(&r.device_id).or_default().extend(&r.runs);
         }
         let (start, stop) = (day.start, day.end);
         let date = day.date.to_string();
@@ -156,12 +189,12 @@ pub fn assess_period(
     // The devices whose records the numbers rest on, and what of theirs is used: passes on
     // the contractor's streets, and overspeed work it answers for.
     let mut uses: BTreeMap<&str, BTreeSet<&'static str>> = BTreeMap::new();
-    for r in vehicle_rows {
-        let on_its_streets =
-            r.passes > 0 && section(r).is_some_and(|z| z.contractor.as_deref() == Some(contractor));
-        if on_its_streets || (!r.overspeed_runs.is_empty() && theirs(r)) {
-            uses.entry(&r.device_id).or_default().insert("passes");
-        }
+    let overspeeding = overspeed_rows.iter().filter(|r| theirs(r));
+    for device in on_its_streets
+        .iter()
+        .chain(overspeeding.map(|r| &r.device_id))
+    {
+        uses.entry(device).or_default().insert("passes");
     }
     for (sample, _) in samples.iter().filter(|(s, _)| {
         results
@@ -262,7 +295,7 @@ mod tests {
     /// Three days: one over with data, one over without, today. The contractor's own truck
     /// worked too fast on another contractor's street on the first: that is its overspeed
     /// work (one event), and the truck is evidence; another contractor's valid pass there is
-    /// neither. Only credentials and tokens make evidence verified.
+    /// neither. For the street's contractor both trucks are evidence, the overspeed is not its. Only credentials and tokens make evidence verified.
     #[test]
     fn a_period_judges_days_with_data_and_names_its_evidence() {
         let ctx = demo_context(None);
@@ -298,19 +331,55 @@ mod tests {
             pass("sw-02", None, 7200),
         ];
         let (segment_rows, vehicle_rows) = rows_of_day(&ctx, date, &records);
+        // What the store gives for what `assessment_reads` names: its segments' days, the
+        // vehicles' days with overspeed work, who worked in its sections.
         let assess = |contractor| {
+            let (segments, sections) = assessment_reads(&ctx, contractor)?;
+            let segment_rows: Vec<_> = segment_rows
+                .iter()
+                .filter(|r| segments.contains(&r.segment))
+                .cloned()
+                .collect();
+            let overspeed_rows: Vec<_> = vehicle_rows
+                .iter()
+                .filter(|r| !r.overspeed_runs.is_empty())
+                .map(|r| OverspeedDayRecord {
+                    day: r.day,
+                    device_id: r.device_id.clone(),
+                    section: r.section.clone(),
+                    runs: r.overspeed_runs.clone(),
+                })
+                .collect();
+            let on_its_streets: BTreeSet<String> = vehicle_rows
+                .iter()
+                .filter(|r| {
+                    r.passes > 0 && r.section.as_ref().is_some_and(|s| sections.contains(s))
+                })
+                .map(|r| r.device_id.clone())
+                .collect();
             assess_period(
                 &ctx,
                 contractor,
                 &days,
-                &segment_rows,
-                &vehicle_rows,
-                &[],
-                &[],
+                PeriodRecords {
+                    segment_days: &segment_rows,
+                    overspeed_days: &overspeed_rows,
+                    on_its_streets: &on_its_streets.into_iter().collect::<Vec<_>>(),
+                    samples: &[],
+                    late_alerts: &[],
+                },
             )
         };
         let period = assess("acme-cleaning").unwrap();
         assert_eq!((period.days_assessed, period.days_judged), (3, 1));
+        // The street's own contractor: both worked there; acme's overspeed is acme's.
+        let green = assess("green-city").unwrap();
+        assert_eq!(green.evidence_devices(), ["sw-01", "sw-02"]);
+        assert!(!green
+            .assessment
+            .deductions
+            .iter()
+            .any(|d| d.kind == "overspeed_work"));
         assert_eq!(period.days_without_data, ["2027-01-16"]);
         assert_eq!(period.in_progress.as_deref(), Some("2027-01-17"));
         let overspeed: Vec<_> = period

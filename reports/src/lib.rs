@@ -15,7 +15,8 @@ mod vehicles;
 
 pub use access::{may_see, may_see_work, may_see_work_in, restrict};
 pub use assessment::{
-    assess_period, contractor_segments, DayState, DeviceEvidence, PeriodAssessment, PeriodDay,
+    assess_period, assessment_reads, DayState, DeviceEvidence, PeriodAssessment, PeriodDay,
+    PeriodRecords,
 };
 pub use context::CoverageContext;
 pub use coverage::{

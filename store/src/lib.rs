@@ -271,7 +271,7 @@ pub struct VehicleDayRecord {
     pub device_id: String,
     /// The section of the segments driven; `None`: outside every section.
     pub section: Option<String>,
-    /// Their road class: `I`, `II`, `III` or `IV`; empty when summed over classes.
+    /// Their road class: `I`, `II`, `III` or `IV`.
     pub road_class: String,
     /// Every traversal matched to the road, tools on or off.
     pub passes: u32,
@@ -288,6 +288,18 @@ pub struct VehicleDayRecord {
     /// Runs of overspeed work among its passes here, as (start of the first pass, end of the
     /// last), by start.
     pub overspeed_runs: Vec<(Timestamp, Timestamp)>,
+}
+
+/// The runs of overspeed work of a stored vehicle's day in one section on one class of road
+/// ([`VehicleDayRecord`]'s, without its sums).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverspeedDayRecord {
+    pub day: Date,
+    pub device_id: String,
+    /// `None`: outside every section.
+    pub section: Option<String>,
+    /// Never empty.
+    pub runs: Vec<(Timestamp, Timestamp)>,
 }
 
 /// A vehicle's day whose passes changed since its rows were stored; `version` is what its
@@ -558,11 +570,13 @@ pub trait Store: Send + Sync + 'static {
         rows: Vec<SegmentDayRecord>,
         computed: Vec<StaleSegmentDay>,
     ) -> Result<(), StoreError>;
-    /// The stored segments' days of `first..=last`, by day and segment.
+    /// The stored segments' days of `first..=last`, by day and segment; with `segments`,
+    /// only theirs.
     async fn segment_days(
         &self,
         first: Date,
         last: Date,
+        segments: Option<Vec<u32>>,
     ) -> Result<Vec<SegmentDayRecord>, StoreError>;
     /// Records the sections vehicles' days are cut by (an identity of the city's zones); when
     /// it differs from the last one, forgets every vehicle's day and makes each (local day in
@@ -582,15 +596,27 @@ pub trait Store: Send + Sync + 'static {
         computed: Vec<StaleVehicleDay>,
     ) -> Result<(), StoreError>;
     /// The stored vehicles' days of `first..=last`, by day, device (in the store's order),
-    /// section (outside every section first) and road class; without `by_road_class`, one
-    /// row per day, device and section, summed over classes (`road_class` empty, runs of
-    /// overspeed work one after another, by class).
+    /// section (outside every section first) and road class.
     async fn vehicle_days(
         &self,
         first: Date,
         last: Date,
-        by_road_class: bool,
     ) -> Result<Vec<VehicleDayRecord>, StoreError>;
+    /// The runs of overspeed work of the stored vehicles' days of `first..=last` that have
+    /// some, in the order of [`Store::vehicle_days`].
+    async fn overspeed_days(
+        &self,
+        first: Date,
+        last: Date,
+    ) -> Result<Vec<OverspeedDayRecord>, StoreError>;
+    /// The devices with passes in one of `sections` (by id) on a day of `first..=last`, by
+    /// id.
+    async fn devices_with_passes_in(
+        &self,
+        first: Date,
+        last: Date,
+        sections: Vec<String>,
+    ) -> Result<Vec<String>, StoreError>;
     /// Passes starting in `from..to`, of one device or all, by start time.
     async fn passes(
         &self,

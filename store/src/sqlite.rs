@@ -8,7 +8,7 @@ mod fixes;
 mod provenance;
 mod schema;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -25,9 +25,9 @@ use serde::Deserialize;
 
 use crate::{
     CoverageBacklog, CoverageChunk, DeadLetter, DeadLetterQuery, DeviceQuery, DeviceSummary,
-    IngestItem, PassRecord, SegmentDayRecord, StaleSegmentDay, StaleVehicleDay, Store, StoreError,
-    StoreStats, StoredSample, VehicleDayRecord, WriteReport, COMPACT_AFTER, COMPACT_WHEN_QUIET,
-    COVERAGE_CHUNK_MS, COVERAGE_CONTEXT_MS,
+    IngestItem, OverspeedDayRecord, PassRecord, SegmentDayRecord, StaleSegmentDay, StaleVehicleDay,
+    Store, StoreError, StoreStats, StoredSample, VehicleDayRecord, WriteReport, COMPACT_AFTER,
+    COMPACT_WHEN_QUIET, COVERAGE_CHUNK_MS, COVERAGE_CONTEXT_MS,
 };
 
 /// SQLite's `synchronous` setting. `full` survives power loss after a commit; `normal` survives
@@ -813,6 +813,15 @@ fn device_row(r: &Row) -> rusqlite::Result<(i64, DeviceRow)> {
 const PASS_COLUMNS: &str = "d.device_id, p.segment, p.forward, p.from_m, p.to_m, p.start_ms,
     p.end_ms, p.work, p.invalid, p.max_speed_kmh";
 
+/// One segment's passes that start in a range, with their order within their chunk: read
+/// from `passes_by_segment` alone (migration 10).
+fn segment_passes_sql() -> String {
+    format!(
+        "SELECT {PASS_COLUMNS}, p.n FROM passes p JOIN devices d USING (device_key)
+         WHERE p.segment = ?1 AND p.start_ms >= ?2 AND p.start_ms < ?3"
+    )
+}
+
 fn pass_row(r: &Row) -> rusqlite::Result<PassRecord> {
     Ok(PassRecord {
         device_id: r.get(0)?,
@@ -829,11 +838,39 @@ fn pass_row(r: &Row) -> rusqlite::Result<PassRecord> {
 }
 
 /// A local day stored as `YYYY-MM-DD`.
+/// A text column, borrowed from the row.
+fn text_column<'r>(r: &'r Row, column: usize) -> rusqlite::Result<&'r str> {
+    Ok(r.get_ref(column)?.as_str()?)
+}
+
 fn date_column(r: &Row, column: usize) -> rusqlite::Result<Date> {
-    let text: String = r.get(column)?;
+    parse_date(text_column(r, column)?, column)
+}
+
+fn parse_date(text: &str, column: usize) -> rusqlite::Result<Date> {
     text.parse().map_err(|e: jiff::Error| {
         rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, e.into())
     })
+}
+
+/// A day column of rows in day order, parsed once per day.
+#[derive(Default)]
+struct DayColumn {
+    last: Option<(String, Date)>,
+}
+
+impl DayColumn {
+    fn get(&mut self, r: &Row, column: usize) -> rusqlite::Result<Date> {
+        let text = text_column(r, column)?;
+        match &self.last {
+            Some((last, day)) if last == text => Ok(*day),
+            _ => {
+                let day = parse_date(text, column)?;
+                self.last = Some((text.to_owned(), day));
+                Ok(day)
+            }
+        }
+    }
 }
 
 /// Makes the device's `days` stale: its passes there changed.
@@ -854,16 +891,57 @@ fn mark_vehicle_days_stale(
 
 /// Runs of overspeed work as stored (a JSON array of `[start_ms, end_ms]`), of one or more
 /// rows: an array of such arrays.
+/// The section column of a vehicle's day (empty: outside every section).
+fn section_column(r: &Row, column: usize) -> rusqlite::Result<Option<String>> {
+    let section = text_column(r, column)?;
+    Ok((!section.is_empty()).then(|| section.to_owned()))
+}
+
+/// Every device's id by its key, read once for a query of many rows instead of a join.
+struct DeviceIds(HashMap<i64, String>);
+
+fn device_ids(conn: &Connection) -> Result<DeviceIds, StoreError> {
+    Ok(DeviceIds(
+        conn.prepare_cached("SELECT device_key, device_id FROM devices")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?,
+    ))
+}
+
+impl DeviceIds {
+    fn of(&self, device_key: i64) -> Result<String, StoreError> {
+        self.0
+            .get(&device_key)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt(format!("no device with key {device_key}")))
+    }
+}
+
+/// Vehicles' days with overspeed work in a range of days.
+fn overspeed_days_sql() -> String {
+    format!(
+        "SELECT day, device_key, section, overspeed_runs FROM vehicle_days
+         WHERE day >= ?1 AND day <= ?2 AND overspeed_runs != '{NO_RUNS}'
+         ORDER BY day, device_key, section, road_class"
+    )
+}
+
+/// The devices with passes in a section on a range of days.
+const DEVICES_IN_SECTION_SQL: &str = "SELECT DISTINCT device_key FROM vehicle_days
+     WHERE section = ?1 AND day >= ?2 AND day <= ?3 AND passes > 0";
+
+/// How a vehicle's day without overspeed work stores its runs.
+const NO_RUNS: &str = "[]";
+
 fn runs_column(r: &Row, column: usize) -> rusqlite::Result<Vec<(Timestamp, Timestamp)>> {
-    let text: String = r.get(column)?;
-    let rows: Vec<Vec<(i64, i64)>> = serde_json::from_str(&text).map_err(|e| {
+    let text = text_column(r, column)?;
+    if text == NO_RUNS {
+        return Ok(Vec::new());
+    }
+    let runs: Vec<(i64, i64)> = serde_json::from_str(text).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, e.into())
     })?;
-    Ok(rows
-        .into_iter()
-        .flatten()
-        .map(|(a, b)| (ts(a), ts(b)))
-        .collect())
+    Ok(runs.into_iter().map(|(a, b)| (ts(a), ts(b))).collect())
 }
 
 fn count(conn: &Connection, table: &str) -> Result<u64, StoreError> {
@@ -1426,10 +1504,7 @@ impl Store for SqliteStore {
         to: Timestamp,
     ) -> Result<Vec<PassRecord>, StoreError> {
         self.with_reader(move |conn| {
-            let mut select = conn.prepare_cached(&format!(
-                "SELECT {PASS_COLUMNS}, p.n FROM passes p JOIN devices d USING (device_key)
-                 WHERE p.segment = ?1 AND p.start_ms >= ?2 AND p.start_ms < ?3"
-            ))?;
+            let mut select = conn.prepare_cached(&segment_passes_sql())?;
             let mut passes = Vec::new();
             for segment in segments {
                 let rows = select.query_map(params![segment, ms(from), ms(to)], |r| {
@@ -1502,30 +1577,37 @@ impl Store for SqliteStore {
         &self,
         first: Date,
         last: Date,
+        segments: Option<Vec<u32>>,
     ) -> Result<Vec<SegmentDayRecord>, StoreError> {
         self.with_reader(move |conn| {
-            let rows = conn
-                .prepare_cached(
-                    "SELECT day, segment, covered, mechanised, deep_cleaned, covered_ratio,
-                         missed, working_passes, valid_passes, valid_mileage_m
-                     FROM segment_days WHERE day >= ?1 AND day <= ?2 ORDER BY day, segment",
-                )?
-                .query_map(params![first.to_string(), last.to_string()], |r| {
-                    Ok(SegmentDayRecord {
-                        day: date_column(r, 0)?,
-                        segment: r.get(1)?,
-                        covered: r.get(2)?,
-                        mechanised: r.get(3)?,
-                        deep_cleaned: r.get(4)?,
-                        covered_ratio: r.get(5)?,
-                        missed: r.get(6)?,
-                        working_passes: r.get(7)?,
-                        valid_passes: r.get(8)?,
-                        valid_mileage_m: r.get(9)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+            let wanted = segments.map(|segments| segments.into_iter().collect::<HashSet<u32>>());
+            let mut select = conn.prepare_cached(
+                "SELECT day, segment, covered, mechanised, deep_cleaned, covered_ratio,
+                     missed, working_passes, valid_passes, valid_mileage_m
+                 FROM segment_days WHERE day >= ?1 AND day <= ?2 ORDER BY day, segment",
+            )?;
+            let mut rows = select.query(params![first.to_string(), last.to_string()])?;
+            let mut days = DayColumn::default();
+            let mut records = Vec::new();
+            while let Some(r) = rows.next()? {
+                let segment: u32 = r.get(1)?;
+                if wanted.as_ref().is_some_and(|w| !w.contains(&segment)) {
+                    continue;
+                }
+                records.push(SegmentDayRecord {
+                    day: days.get(r, 0)?,
+                    segment,
+                    covered: r.get(2)?,
+                    mechanised: r.get(3)?,
+                    deep_cleaned: r.get(4)?,
+                    covered_ratio: r.get(5)?,
+                    missed: r.get(6)?,
+                    working_passes: r.get(7)?,
+                    valid_passes: r.get(8)?,
+                    valid_mileage_m: r.get(9)?,
+                });
+            }
+            Ok(records)
         })
         .await
     }
@@ -1679,51 +1761,86 @@ impl Store for SqliteStore {
         &self,
         first: Date,
         last: Date,
-        by_road_class: bool,
     ) -> Result<Vec<VehicleDayRecord>, StoreError> {
         self.with_reader(move |conn| {
-            // In the primary key's order: no sort. Summed over classes, the runs of each
-            // class's row are concatenated into one array of arrays.
-            let sql = if by_road_class {
-                "SELECT v.day, d.device_id, v.section, v.road_class, v.passes,
-                     v.working_passes, v.valid_passes, v.mileage_m, v.working_mileage_m,
-                     v.valid_mileage_m, v.working_s, v.max_working_speed_kmh,
-                     '[' || v.overspeed_runs || ']'
-                 FROM vehicle_days v JOIN devices d USING (device_key)
-                 WHERE v.day >= ?1 AND v.day <= ?2
-                 ORDER BY v.day, v.device_key, v.section, v.road_class"
-            } else {
-                "SELECT v.day, d.device_id, v.section, '', sum(v.passes),
-                     sum(v.working_passes), sum(v.valid_passes), sum(v.mileage_m),
-                     sum(v.working_mileage_m), sum(v.valid_mileage_m), sum(v.working_s),
-                     max(v.max_working_speed_kmh), '[' || group_concat(v.overspeed_runs) || ']'
-                 FROM vehicle_days v JOIN devices d USING (device_key)
-                 WHERE v.day >= ?1 AND v.day <= ?2
-                 GROUP BY v.day, v.device_key, v.section
-                 ORDER BY v.day, v.device_key, v.section"
-            };
-            let rows = conn
-                .prepare_cached(sql)?
-                .query_map(params![first.to_string(), last.to_string()], |r| {
-                    let section: String = r.get(2)?;
-                    Ok(VehicleDayRecord {
-                        day: date_column(r, 0)?,
-                        device_id: r.get(1)?,
-                        section: (!section.is_empty()).then_some(section),
-                        road_class: r.get(3)?,
-                        passes: r.get(4)?,
-                        working_passes: r.get(5)?,
-                        valid_passes: r.get(6)?,
-                        mileage_m: r.get(7)?,
-                        working_mileage_m: r.get(8)?,
-                        valid_mileage_m: r.get(9)?,
-                        working_s: r.get(10)?,
-                        max_working_speed_kmh: r.get(11)?,
-                        overspeed_runs: runs_column(r, 12)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+            let device_ids = device_ids(conn)?;
+            // In the primary key's order: no sort.
+            let mut select = conn.prepare_cached(
+                "SELECT day, device_key, section, road_class, passes, working_passes,
+                     valid_passes, mileage_m, working_mileage_m, valid_mileage_m, working_s,
+                     max_working_speed_kmh, overspeed_runs
+                 FROM vehicle_days WHERE day >= ?1 AND day <= ?2
+                 ORDER BY day, device_key, section, road_class",
+            )?;
+            let mut rows = select.query(params![first.to_string(), last.to_string()])?;
+            let mut days = DayColumn::default();
+            let mut records = Vec::new();
+            while let Some(r) = rows.next()? {
+                records.push(VehicleDayRecord {
+                    day: days.get(r, 0)?,
+                    device_id: device_ids.of(r.get(1)?)?,
+                    section: section_column(r, 2)?,
+                    road_class: r.get(3)?,
+                    passes: r.get(4)?,
+                    working_passes: r.get(5)?,
+                    valid_passes: r.get(6)?,
+                    mileage_m: r.get(7)?,
+                    working_mileage_m: r.get(8)?,
+                    valid_mileage_m: r.get(9)?,
+                    working_s: r.get(10)?,
+                    max_working_speed_kmh: r.get(11)?,
+                    overspeed_runs: runs_column(r, 12)?,
+                });
+            }
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn overspeed_days(
+        &self,
+        first: Date,
+        last: Date,
+    ) -> Result<Vec<OverspeedDayRecord>, StoreError> {
+        self.with_reader(move |conn| {
+            let device_ids = device_ids(conn)?;
+            // From the partial index `vehicle_days_overspeeding` alone (migration 10).
+            let mut select = conn.prepare_cached(&overspeed_days_sql())?;
+            let mut rows = select.query(params![first.to_string(), last.to_string()])?;
+            let mut days = DayColumn::default();
+            let mut records = Vec::new();
+            while let Some(r) = rows.next()? {
+                records.push(OverspeedDayRecord {
+                    day: days.get(r, 0)?,
+                    device_id: device_ids.of(r.get(1)?)?,
+                    section: section_column(r, 2)?,
+                    runs: runs_column(r, 3)?,
+                });
+            }
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn devices_with_passes_in(
+        &self,
+        first: Date,
+        last: Date,
+        sections: Vec<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        self.with_reader(move |conn| {
+            let device_ids = device_ids(conn)?;
+            // A range of the index `vehicle_days_by_section` per section (migration 10).
+            let mut select = conn.prepare_cached(DEVICES_IN_SECTION_SQL)?;
+            let mut devices = BTreeSet::new();
+            for section in sections.iter().filter(|s| !s.is_empty()) {
+                let mut rows =
+                    select.query(params![section, first.to_string(), last.to_string()])?;
+                while let Some(r) = rows.next()? {
+                    devices.insert(device_ids.of(r.get(0)?)?);
+                }
+            }
+            Ok(devices.into_iter().collect())
         })
         .await
     }

@@ -1349,13 +1349,18 @@ async fn changed_passes_make_their_segments_local_days_stale_until_computed() {
     );
     assert_eq!(
         store
-            .segment_days(date("2026-11-20"), date("2026-11-22"))
+            .segment_days(date("2026-11-20"), date("2026-11-22"), None)
             .await
             .unwrap(),
         [row("2026-11-21", 3)]
     );
     assert!(store
-        .segment_days(date("2026-11-22"), date("2026-11-30"))
+        .segment_days(date("2026-11-20"), date("2026-11-22"), Some(vec![4, 5]))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .segment_days(date("2026-11-22"), date("2026-11-30"), None)
         .await
         .unwrap()
         .is_empty());
@@ -1368,14 +1373,14 @@ async fn changed_passes_make_their_segments_local_days_stale_until_computed() {
     store.prune(t("2026-11-23T12:00:00Z")).await.unwrap();
     assert_eq!(
         store
-            .segment_days(date("2026-11-01"), date("2026-11-30"))
+            .segment_days(date("2026-11-01"), date("2026-11-30"), Some(vec![3, 4]))
             .await
             .unwrap(),
         [row("2026-11-22", 4)]
     );
     store.use_coverage_network("another").await.unwrap();
     assert!(store
-        .segment_days(date("2026-11-01"), date("2026-11-30"))
+        .segment_days(date("2026-11-01"), date("2026-11-30"), None)
         .await
         .unwrap()
         .is_empty());
@@ -1471,7 +1476,7 @@ async fn changed_passes_make_their_vehicles_local_days_stale_until_computed() {
     assert!(store.stale_vehicle_days(10).await.unwrap().is_empty());
     assert_eq!(
         store
-            .vehicle_days(date("2026-11-20"), date("2026-11-22"), true)
+            .vehicle_days(date("2026-11-20"), date("2026-11-22"))
             .await
             .unwrap(),
         [row("2026-11-21", Some("S2"))]
@@ -1485,7 +1490,7 @@ async fn changed_passes_make_their_vehicles_local_days_stale_until_computed() {
         .unwrap();
     assert_eq!(
         store
-            .vehicle_days(date("2026-11-21"), date("2026-11-21"), true)
+            .vehicle_days(date("2026-11-21"), date("2026-11-21"))
             .await
             .unwrap(),
         [
@@ -1495,55 +1500,65 @@ async fn changed_passes_make_their_vehicles_local_days_stale_until_computed() {
         ]
     );
 
-    // Summed over road classes: one row per section.
-    let on_class = |class: &str, speed, run: (&str, &str)| VehicleDayRecord {
+    // Another day's rows, by section and class: those with overspeed work, and who worked
+    // in which sections.
+    let on_class = |section: Option<&str>, class: &str, overspeeding: bool| VehicleDayRecord {
+        section: section.map(str::to_owned),
         road_class: class.into(),
-        max_working_speed_kmh: speed,
-        overspeed_runs: vec![(t(run.0), t(run.1))],
-        ..row("2026-11-21", Some("S1"))
+        overspeed_runs: if overspeeding {
+            vec![(t("2026-11-21T08:00:00Z"), t("2026-11-21T08:01:00Z"))]
+        } else {
+            Vec::new()
+        },
+        ..row("2026-11-21", None)
     };
+    let rows = [
+        on_class(None, "III", false),
+        on_class(None, "IV", true),
+        on_class(Some("S1"), "I", false),
+        on_class(Some("S2"), "II", false),
+        on_class(Some("S3"), "II", true),
+    ];
     store
         .put_vehicle_days(
-            vec![
-                on_class(
-                    "I",
-                    Some(9.0),
-                    ("2026-11-21T08:00:00Z", "2026-11-21T08:01:00Z"),
-                ),
-                on_class(
-                    "III",
-                    None,
-                    ("2026-11-21T09:00:00Z", "2026-11-21T09:01:00Z"),
-                ),
-            ],
-            Vec::new(),
+            rows.to_vec(),
+            vec![StaleVehicleDay {
+                day: date("2026-11-21"),
+                device_id: "sw-1".into(),
+                version: 0,
+            }],
         )
         .await
         .unwrap();
-    let summed = store
-        .vehicle_days(date("2026-11-21"), date("2026-11-21"), false)
+    let day = date("2026-11-21");
+    assert_eq!(store.vehicle_days(day, day).await.unwrap(), rows);
+    assert_eq!(
+        store.overspeed_days(day, day).await.unwrap(),
+        [&rows[1], &rows[4]].map(|r| OverspeedDayRecord {
+            day,
+            device_id: "sw-1".into(),
+            section: r.section.clone(),
+            runs: r.overspeed_runs.clone(),
+        })
+    );
+    let devices_in = |first: &str, last: &str, sections: &[&str]| {
+        let sections = sections.iter().map(|s| s.to_string()).collect();
+        store.devices_with_passes_in(date(first), date(last), sections)
+    };
+    assert_eq!(
+        devices_in("2026-11-21", "2026-11-21", &["S1", "S9"])
+            .await
+            .unwrap(),
+        ["sw-1"]
+    );
+    assert!(devices_in("2026-11-21", "2026-11-21", &["S9"])
         .await
-        .unwrap();
-    let s1 = summed
-        .iter()
-        .find(|r| r.section.as_deref() == Some("S1"))
-        .unwrap();
-    assert_eq!(summed.len(), 3, "{summed:?}");
-    assert_eq!(
-        (s1.road_class.as_str(), s1.passes, s1.mileage_m),
-        ("", 6, 600.0)
-    );
-    assert_eq!(s1.max_working_speed_kmh, Some(9.0));
-    let mut runs = s1.overspeed_runs.clone();
-    runs.sort();
-    assert_eq!(
-        runs,
-        [
-            (t("2026-11-21T07:20:00Z"), t("2026-11-21T07:21:00Z")),
-            (t("2026-11-21T08:00:00Z"), t("2026-11-21T08:01:00Z")),
-            (t("2026-11-21T09:00:00Z"), t("2026-11-21T09:01:00Z"))
-        ]
-    );
+        .unwrap()
+        .is_empty());
+    assert!(devices_in("2026-11-22", "2026-11-30", &["S1"])
+        .await
+        .unwrap()
+        .is_empty());
 
     // Other sections: every day with passes is stale again and its rows are gone; the same
     // sections change nothing.
@@ -1556,7 +1571,7 @@ async fn changed_passes_make_their_vehicles_local_days_stale_until_computed() {
         [(date("2026-11-21"), "sw-1".to_owned())]
     );
     assert!(store
-        .vehicle_days(date("2026-11-01"), date("2026-11-30"), true)
+        .vehicle_days(date("2026-11-01"), date("2026-11-30"))
         .await
         .unwrap()
         .is_empty());
@@ -1583,7 +1598,7 @@ async fn changed_passes_make_their_vehicles_local_days_stale_until_computed() {
         .unwrap();
     store.prune(t("2026-11-23T12:00:00Z")).await.unwrap();
     assert!(store
-        .vehicle_days(date("2026-11-01"), date("2026-11-30"), true)
+        .vehicle_days(date("2026-11-01"), date("2026-11-30"))
         .await
         .unwrap()
         .is_empty());
@@ -1597,7 +1612,7 @@ async fn changed_passes_make_their_vehicles_local_days_stale_until_computed() {
         .unwrap();
     store.use_coverage_network("another").await.unwrap();
     assert!(store
-        .vehicle_days(date("2026-11-01"), date("2026-11-30"), true)
+        .vehicle_days(date("2026-11-01"), date("2026-11-30"))
         .await
         .unwrap()
         .is_empty());
@@ -1824,4 +1839,47 @@ async fn a_compaction_by_another_process_reopens_the_hour_for_this_one() {
         3
     );
     assert_eq!(ingest.stats().await.unwrap().fixes, 3);
+}
+
+/// A segment's passes, vehicles' days with overspeed work and who worked in a section are
+/// each read from one index alone, not looked up row by row in their table, and unsorted
+/// (the devices of a section are few: they are told apart in a temporary tree).
+#[tokio::test]
+async fn report_reads_use_their_covering_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let conn = Connection::open(store.path()).unwrap();
+    let reads: [(String, &[&dyn rusqlite::ToSql], &str); 3] = [
+        (segment_passes_sql(), params![7, 0, 1], "passes_by_segment"),
+        (
+            overspeed_days_sql(),
+            params!["2026-11-01", "2026-11-30"],
+            "vehicle_days_overspeeding",
+        ),
+        (
+            DEVICES_IN_SECTION_SQL.to_owned(),
+            params!["S1", "2026-11-01", "2026-11-30"],
+            "vehicle_days_by_section",
+        ),
+    ];
+    for (sql, params, index) in reads {
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(params, |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let covering = format!("USING COVERING INDEX {index}");
+        assert!(
+            plan.iter().any(|step| step.contains(&covering)),
+            "{sql}: {plan:?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|step| step.contains("TEMP B-TREE FOR ORDER BY")),
+            "{sql}: {plan:?}"
+        );
+    }
 }
