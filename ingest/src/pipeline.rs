@@ -19,6 +19,10 @@ const HARD_MAX_PACKET_BYTES: usize = 16 * 1024 * 1024;
 /// was: kept whole, 600 unique junk messages of 1 MB filled 150 MB of dead letters.
 const OVERSIZE_KEPT_BYTES: usize = 4 * 1024;
 
+/// Decoded batches waiting for the commit in progress: the decoder keeps taking what arrives
+/// (small batches when it keeps up) and the next commit takes them together.
+const DECODED_BATCHES: usize = 16;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestSummary {
     pub messages_committed: u64,
@@ -57,8 +61,8 @@ pub async fn run(
     let (committed_tx, committed_rx) = mpsc::unbounded_channel();
 
     info!(url = %broker.url, client_id = %config.client_id, filter = %config.topic_filter, "ingest starting");
-    let batcher = Batcher {
-        store,
+    let (decoded_tx, decoded_rx) = mpsc::channel(DECODED_BATCHES);
+    let decoder = Decoder {
         metrics: metrics.clone(),
         clock,
         limits: config.limits(),
@@ -67,10 +71,16 @@ pub async fn run(
             binds_logins: broker.binds_logins,
         }),
         batch_max_messages: config.batch_max_messages.max(1),
+    };
+    let committer = Committer {
+        store,
+        metrics: metrics.clone(),
+        batch_max_messages: config.batch_max_messages.max(1),
         shutdown: shutdown.clone(),
         committed: committed_tx,
     };
-    let batcher = tokio::spawn(batcher.run(rx));
+    let decoder = tokio::spawn(decoder.run(rx, decoded_tx));
+    let committer = tokio::spawn(committer.run(decoded_rx));
     let pump = EventPump {
         eventloop,
         client,
@@ -81,9 +91,12 @@ pub async fn run(
         acked: 0,
     };
     let acked = pump.run(shutdown, committed_rx).await;
-    let mut summary = batcher
+    let mut summary = committer
         .await
-        .unwrap_or_else(|e| panic!("ingest batch task panicked: {e}"))?;
+        .unwrap_or_else(|e| panic!("ingest commit task panicked: {e}"))?;
+    decoder
+        .await
+        .unwrap_or_else(|e| panic!("ingest decode task panicked: {e}"));
     summary.messages_acked = acked;
     info!(
         committed = summary.messages_committed,
@@ -93,7 +106,7 @@ pub async fn run(
     Ok(summary)
 }
 
-/// Drives the MQTT event loop: forwards publishes to the batcher, acks committed batches,
+/// Drives the MQTT event loop: forwards publishes to the decoder, acks committed batches,
 /// (re)subscribes, and reconnects with backoff.
 struct EventPump {
     eventloop: EventLoop,
@@ -108,7 +121,7 @@ struct EventPump {
 }
 
 impl EventPump {
-    /// Returns the number of messages acked, once the batcher has finished and the last acks
+    /// Returns the number of messages acked, once the committer has finished and the last acks
     /// and a DISCONNECT have gone out.
     async fn run(
         mut self,
@@ -124,7 +137,7 @@ impl EventPump {
                         self.ack(batch);
                         continue;
                     }
-                    // The batcher has finished: everything it committed is acked.
+                    // The committer has finished: everything it committed is acked.
                     None => break,
                 },
                 _ = shutdown.cancelled(), if self.tx.is_some() => {
@@ -245,48 +258,88 @@ impl EventPump {
     }
 }
 
-/// Validates and commits batches of received messages, then hands them back for acking.
-struct Batcher {
-    store: Arc<dyn Store>,
+/// Validates received messages into what the store keeps, while the batch before commits:
+/// decoding and committing overlap.
+struct Decoder {
     metrics: IngestMetrics,
     clock: Arc<dyn Clock>,
     limits: Limits,
     /// What every message's provenance is recorded from.
     delivery: Arc<Delivery>,
     batch_max_messages: usize,
+}
+
+/// Received messages and what the store keeps of each, in the same order.
+struct Decoded {
+    received: Vec<Received>,
+    items: Vec<IngestItem>,
+}
+
+impl Decoder {
+    /// Runs until the queue is closed and empty, or the committer has stopped.
+    async fn run(self, mut rx: mpsc::Receiver<Received>, decoded: mpsc::Sender<Decoded>) {
+        let mut batch: Vec<Received> = Vec::with_capacity(self.batch_max_messages);
+        while rx.recv_many(&mut batch, self.batch_max_messages).await > 0 {
+            self.metrics.queue_depth.set(rx.len() as i64);
+            let items = batch
+                .iter()
+                .map(|r| classify(&r.publish, self.clock.now(), &self.limits, &self.delivery))
+                .collect();
+            let received =
+                std::mem::replace(&mut batch, Vec::with_capacity(self.batch_max_messages));
+            if decoded.send(Decoded { received, items }).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Commits decoded messages, then hands them back for acking.
+struct Committer {
+    store: Arc<dyn Store>,
+    metrics: IngestMetrics,
+    batch_max_messages: usize,
     shutdown: CancellationToken,
     committed: mpsc::UnboundedSender<Vec<Received>>,
 }
 
-impl Batcher {
-    /// Runs until the queue is closed and empty.
-    async fn run(self, mut rx: mpsc::Receiver<Received>) -> Result<IngestSummary, IngestError> {
+impl Committer {
+    /// Runs until the decoder has finished and everything it decoded is committed.
+    async fn run(self, mut decoded: mpsc::Receiver<Decoded>) -> Result<IngestSummary, IngestError> {
         let metrics = &self.metrics;
         let mut summary = IngestSummary::default();
-        let mut batch: Vec<Received> = Vec::with_capacity(self.batch_max_messages);
-        // Group commit: take whatever has arrived (at least one message). While one batch
-        // commits, the next accumulates, so batches grow with load without a linger timer,
-        // which would only stall a broker that holds back deliveries until we ack.
-        while rx.recv_many(&mut batch, self.batch_max_messages).await > 0 {
-            metrics.queue_depth.set(rx.len() as i64);
+        let mut carried: Option<Decoded> = None;
+        // Group commit: whatever was decoded while the previous batch committed (at least
+        // one message, at most `batch_max_messages`), so batches grow with load without a
+        // linger timer, which would only stall a broker that holds back deliveries until we
+        // ack.
+        loop {
+            let Some(mut batch) = (match carried.take() {
+                Some(batch) => Some(batch),
+                None => decoded.recv().await,
+            }) else {
+                break;
+            };
+            while let Ok(more) = decoded.try_recv() {
+                if batch.received.len() + more.received.len() > self.batch_max_messages {
+                    carried = Some(more);
+                    break;
+                }
+                batch.received.extend(more.received);
+                batch.items.extend(more.items);
+            }
             let started = Instant::now();
-            let items: Vec<IngestItem> = batch
-                .iter()
-                .map(|r| classify(&r.publish, self.clock.now(), &self.limits, &self.delivery))
-                .collect();
-            let span = tracing::debug_span!("commit", messages = items.len());
-            commit(&*self.store, &items, metrics, &self.shutdown)
+            let span = tracing::debug_span!("commit", messages = batch.items.len());
+            commit(&*self.store, &batch.items, metrics, &self.shutdown)
                 .instrument(span)
                 .await?;
             metrics
                 .commit_duration
                 .observe(started.elapsed().as_secs_f64());
-            metrics.batch_size.observe(batch.len() as f64);
-            count_outcomes(&items, metrics);
-            summary.messages_committed += batch.len() as u64;
-            let durable =
-                std::mem::replace(&mut batch, Vec::with_capacity(self.batch_max_messages));
-            if self.committed.send(durable).is_err() {
+            metrics.batch_size.observe(batch.received.len() as f64);
+            count_outcomes(&batch.items, metrics);
+            summary.messages_committed += batch.received.len() as u64;
+            if self.committed.send(batch.received).is_err() {
                 break;
             }
         }

@@ -837,12 +837,12 @@ fn pass_row(r: &Row) -> rusqlite::Result<PassRecord> {
     })
 }
 
-/// A local day stored as `YYYY-MM-DD`.
 /// A text column, borrowed from the row.
 fn text_column<'r>(r: &'r Row, column: usize) -> rusqlite::Result<&'r str> {
     Ok(r.get_ref(column)?.as_str()?)
 }
 
+/// A local day stored as `YYYY-MM-DD`.
 fn date_column(r: &Row, column: usize) -> rusqlite::Result<Date> {
     parse_date(text_column(r, column)?, column)
 }

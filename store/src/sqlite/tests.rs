@@ -1883,3 +1883,36 @@ async fn report_reads_use_their_covering_indexes() {
         );
     }
 }
+
+/// Passes of several segments come by start, then device id (not the order devices were first
+/// seen in), then their order in the chunk.
+#[tokio::test]
+async fn segment_passes_come_by_start_then_device_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let utc = TimeZone::UTC;
+    store.write_batch(vec![fixes("sw-b", &[20])]).await.unwrap();
+    store.write_batch(vec![fixes("sw-a", &[20])]).await.unwrap();
+    for chunk in store.stale_chunks(10).await.unwrap() {
+        let device = chunk.device_id.clone();
+        let mut passes = vec![pass(&device, "2026-11-21T07:20:00Z", 3)];
+        if device == "sw-b" {
+            passes.insert(0, pass(&device, "2026-11-21T07:05:00Z", 4));
+            passes.push(pass(&device, "2026-11-21T07:20:00Z", 4));
+        }
+        store.put_passes(chunk, passes, &utc).await.unwrap();
+    }
+    let (from, to) = (t("2026-11-21T00:00:00Z"), t("2026-11-22T00:00:00Z"));
+    let got = store.segment_passes(vec![4, 3], from, to).await.unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|p| (p.start, p.device_id.as_str(), p.segment))
+            .collect::<Vec<_>>(),
+        [
+            (t("2026-11-21T07:05:00Z"), "sw-b", 4),
+            (t("2026-11-21T07:20:00Z"), "sw-a", 3),
+            (t("2026-11-21T07:20:00Z"), "sw-b", 3),
+            (t("2026-11-21T07:20:00Z"), "sw-b", 4),
+        ]
+    );
+}
