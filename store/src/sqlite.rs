@@ -813,15 +813,6 @@ fn device_row(r: &Row) -> rusqlite::Result<(i64, DeviceRow)> {
 const PASS_COLUMNS: &str = "d.device_id, p.segment, p.forward, p.from_m, p.to_m, p.start_ms,
     p.end_ms, p.work, p.invalid, p.max_speed_kmh";
 
-/// One segment's passes that start in a range, with their order within their chunk: read
-/// from `passes_by_segment` alone (migration 10).
-fn segment_passes_sql() -> String {
-    format!(
-        "SELECT {PASS_COLUMNS}, p.n FROM passes p JOIN devices d USING (device_key)
-         WHERE p.segment = ?1 AND p.start_ms >= ?2 AND p.start_ms < ?3"
-    )
-}
-
 fn pass_row(r: &Row) -> rusqlite::Result<PassRecord> {
     Ok(PassRecord {
         device_id: r.get(0)?,
@@ -1504,7 +1495,10 @@ impl Store for SqliteStore {
         to: Timestamp,
     ) -> Result<Vec<PassRecord>, StoreError> {
         self.with_reader(move |conn| {
-            let mut select = conn.prepare_cached(&segment_passes_sql())?;
+            let mut select = conn.prepare_cached(&format!(
+                "SELECT {PASS_COLUMNS}, p.n FROM passes p JOIN devices d USING (device_key)
+                 WHERE p.segment = ?1 AND p.start_ms >= ?2 AND p.start_ms < ?3"
+            ))?;
             let mut passes = Vec::new();
             for segment in segments {
                 let rows = select.query_map(params![segment, ms(from), ms(to)], |r| {

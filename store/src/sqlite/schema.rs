@@ -342,16 +342,11 @@ const MIGRATIONS: &[&str] = &[
         SELECT device_key, time_ms / 3600000, max(received_ms) FROM fixes
         WHERE time_ms >= 0 GROUP BY device_key, time_ms / 3600000;
     "#,
-    // 10: `passes_by_segment` holds every column a pass is read with (the primary key's
-    // columns are in every index entry of a WITHOUT ROWID table), so that reading a
-    // segment's passes of a day (the coverage stage's day rows, a report's scope cut through
-    // sections) does not look each pass up again in `passes`. A contractor's assessment
-    // reads of vehicles' days which devices worked in its sections and the days with
-    // overspeed work, each from an index of its own, not all of a quarter's rows.
+    // 10: a contractor's assessment reads of vehicles' days which devices worked in its
+    // sections and the days with overspeed work, each from an index of its own (the primary
+    // key's columns are in every entry of a WITHOUT ROWID table's index), not all of a
+    // quarter's rows.
     r#"
-    DROP INDEX passes_by_segment;
-    CREATE INDEX passes_by_segment ON passes
-        (segment, start_ms, forward, from_m, to_m, end_ms, work, invalid, max_speed_kmh);
     CREATE INDEX vehicle_days_by_section ON vehicle_days (section, day, device_key, passes);
     CREATE INDEX vehicle_days_overspeeding ON vehicle_days (day, device_key, section,
         road_class, overspeed_runs) WHERE overspeed_runs != '[]';

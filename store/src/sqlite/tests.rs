@@ -1841,16 +1841,15 @@ async fn a_compaction_by_another_process_reopens_the_hour_for_this_one() {
     assert_eq!(ingest.stats().await.unwrap().fixes, 3);
 }
 
-/// A segment's passes, vehicles' days with overspeed work and who worked in a section are
-/// each read from one index alone, not looked up row by row in their table, and unsorted
-/// (the devices of a section are few: they are told apart in a temporary tree).
+/// Vehicles' days with overspeed work and who worked in a section are each read from one
+/// index alone, not looked up row by row in their table, and unsorted (the devices of a
+/// section are few: they are told apart in a temporary tree).
 #[tokio::test]
 async fn report_reads_use_their_covering_indexes() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let conn = Connection::open(store.path()).unwrap();
-    let reads: [(String, &[&dyn rusqlite::ToSql], &str); 3] = [
-        (segment_passes_sql(), params![7, 0, 1], "passes_by_segment"),
+    let reads: [(String, &[&dyn rusqlite::ToSql], &str); 2] = [
         (
             overspeed_days_sql(),
             params!["2026-11-01", "2026-11-30"],
