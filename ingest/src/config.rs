@@ -15,8 +15,9 @@ pub struct IngestConfig {
     /// Most messages committed in one store transaction: a batch is whatever has arrived
     /// while the previous one committed, up to this. Default 512.
     pub batch_max_messages: usize,
-    /// Messages received but not yet committed; when full, ingest stops reading from the
-    /// broker. Default 4096.
+    /// Messages received but not yet decoded; when full, ingest stops reading from the
+    /// broker. Default 4096. (At most `batch_max_messages` more wait decoded, and as many
+    /// are being committed.)
     pub queue_capacity: usize,
     /// Larger payloads are dead-lettered as `oversize_payload`. Default 262144 (256 KiB).
     pub max_payload_bytes: usize,

@@ -19,8 +19,9 @@ const HARD_MAX_PACKET_BYTES: usize = 16 * 1024 * 1024;
 /// was: kept whole, 600 unique junk messages of 1 MB filled 150 MB of dead letters.
 const OVERSIZE_KEPT_BYTES: usize = 4 * 1024;
 
-/// Decoded batches waiting for the commit in progress: the decoder keeps taking what arrives
-/// (small batches when it keeps up) and the next commit takes them together.
+/// Decoded batches waiting for the commit in progress, each of at most this share of
+/// `batch_max_messages`: the decoder keeps taking what arrives and the next commit takes
+/// them together, and what waits decoded is at most one commit's worth.
 const DECODED_BATCHES: usize = 16;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,6 +63,7 @@ pub async fn run(
 
     info!(url = %broker.url, client_id = %config.client_id, filter = %config.topic_filter, "ingest starting");
     let (decoded_tx, decoded_rx) = mpsc::channel(DECODED_BATCHES);
+    let batch_max_messages = config.batch_max_messages.max(1);
     let decoder = Decoder {
         metrics: metrics.clone(),
         clock,
@@ -70,12 +72,12 @@ pub async fn run(
             broker: broker.url.clone(),
             binds_logins: broker.binds_logins,
         }),
-        batch_max_messages: config.batch_max_messages.max(1),
+        decode_max_messages: batch_max_messages.div_ceil(DECODED_BATCHES),
     };
     let committer = Committer {
         store,
         metrics: metrics.clone(),
-        batch_max_messages: config.batch_max_messages.max(1),
+        batch_max_messages,
         shutdown: shutdown.clone(),
         committed: committed_tx,
     };
@@ -266,7 +268,7 @@ struct Decoder {
     limits: Limits,
     /// What every message's provenance is recorded from.
     delivery: Arc<Delivery>,
-    batch_max_messages: usize,
+    decode_max_messages: usize,
 }
 
 /// Received messages and what the store keeps of each, in the same order.
@@ -278,15 +280,15 @@ struct Decoded {
 impl Decoder {
     /// Runs until the queue is closed and empty, or the committer has stopped.
     async fn run(self, mut rx: mpsc::Receiver<Received>, decoded: mpsc::Sender<Decoded>) {
-        let mut batch: Vec<Received> = Vec::with_capacity(self.batch_max_messages);
-        while rx.recv_many(&mut batch, self.batch_max_messages).await > 0 {
+        let mut batch: Vec<Received> = Vec::with_capacity(self.decode_max_messages);
+        while rx.recv_many(&mut batch, self.decode_max_messages).await > 0 {
             self.metrics.queue_depth.set(rx.len() as i64);
             let items = batch
                 .iter()
                 .map(|r| classify(&r.publish, self.clock.now(), &self.limits, &self.delivery))
                 .collect();
             let received =
-                std::mem::replace(&mut batch, Vec::with_capacity(self.batch_max_messages));
+                std::mem::replace(&mut batch, Vec::with_capacity(self.decode_max_messages));
             if decoded.send(Decoded { received, items }).await.is_err() {
                 break;
             }

@@ -295,7 +295,8 @@ mod tests {
     /// Three days: one over with data, one over without, today. The contractor's own truck
     /// worked too fast on another contractor's street on the first: that is its overspeed
     /// work (one event), and the truck is evidence; another contractor's valid pass there is
-    /// neither. For the street's contractor both trucks are evidence, the overspeed is not its. Only credentials and tokens make evidence verified.
+    /// neither. For the street's contractor both trucks are evidence, the overspeed is not
+    /// its. Only credentials and tokens make evidence verified.
     #[test]
     fn a_period_judges_days_with_data_and_names_its_evidence() {
         let ctx = demo_context(None);
