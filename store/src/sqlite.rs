@@ -880,8 +880,6 @@ fn mark_vehicle_days_stale(
     Ok(())
 }
 
-/// Runs of overspeed work as stored (a JSON array of `[start_ms, end_ms]`), of one or more
-/// rows: an array of such arrays.
 /// The section column of a vehicle's day (empty: outside every section).
 fn section_column(r: &Row, column: usize) -> rusqlite::Result<Option<String>> {
     let section = text_column(r, column)?;
@@ -924,6 +922,7 @@ const DEVICES_IN_SECTION_SQL: &str = "SELECT DISTINCT device_key FROM vehicle_da
 /// How a vehicle's day without overspeed work stores its runs.
 const NO_RUNS: &str = "[]";
 
+/// Runs of overspeed work as stored: a JSON array of `[start_ms, end_ms]`.
 fn runs_column(r: &Row, column: usize) -> rusqlite::Result<Vec<(Timestamp, Timestamp)>> {
     let text = text_column(r, column)?;
     if text == NO_RUNS {
