@@ -9,6 +9,7 @@ use cleanfleet_coverage::CoverageSummary;
 use cleanfleet_inspection::assessment::{assess, DayCoverage, DayRecord, FailedCheck};
 use cleanfleet_inspection::overflow::OverflowAlert;
 use cleanfleet_inspection::{road_results, Placement, RoadResult, Sample};
+use cleanfleet_roads::Zone;
 use cleanfleet_store::{OverspeedDayRecord, SegmentDayRecord, Source};
 use jiff::civil::Date;
 use jiff::Timestamp;
@@ -38,16 +39,23 @@ pub struct PeriodDay {
     pub state: DayState,
 }
 
+/// `contractor`'s sections among the city's.
+fn contractor_sections<'a>(
+    ctx: &'a CoverageContext,
+    contractor: &'a str,
+) -> impl Iterator<Item = &'a Zone> {
+    ctx.zones
+        .sections()
+        .iter()
+        .filter(move |z| z.contractor.as_deref() == Some(contractor))
+}
+
 /// The segments of `contractor`'s sections; not found when it has none.
 pub fn contractor_segments(
     ctx: &CoverageContext,
     contractor: &str,
 ) -> Result<HashSet<u32>, ReportError> {
-    let members: HashSet<u32> = ctx
-        .zones
-        .sections()
-        .iter()
-        .filter(|z| z.contractor.as_deref() == Some(contractor))
+    let members: HashSet<u32> = contractor_sections(ctx, contractor)
         .flat_map(|z| z.segments.iter().copied())
         .collect();
     if members.is_empty() {
@@ -68,11 +76,7 @@ pub fn assessment_reads(
     contractor: &str,
 ) -> Result<(Vec<u32>, Vec<String>), ReportError> {
     let segments = contractor_segments(ctx, contractor)?;
-    let sections = ctx
-        .zones
-        .sections()
-        .iter()
-        .filter(|z| z.contractor.as_deref() == Some(contractor))
+    let sections = contractor_sections(ctx, contractor)
         .map(|z| z.id.clone())
         .collect();
     Ok((segments.into_iter().collect(), sections))
