@@ -15,6 +15,10 @@
 
 mod common;
 
+use cleanfleet_store::{
+    CoverageChunk, CoverageQueue, Delivery, IngestItem, IngestSink, PassReads, SqliteStore,
+    COVERAGE_CHUNK_MS,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,9 +28,6 @@ use cleanfleet::{Parts, Stack};
 use cleanfleet_model::{decode, Limits};
 use cleanfleet_roads::Zones;
 use cleanfleet_sim::{Fleet, FleetMix, SimConfig};
-use cleanfleet_store::{
-    CoverageChunk, Delivery, IngestItem, SqliteStore, Store, COVERAGE_CHUNK_MS,
-};
 use common::{bounds, env_or, memory_mib, quadrants, roads_from_args};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;

@@ -9,6 +9,7 @@
 
 mod common;
 
+use cleanfleet_store::{Delivery, IngestItem, IngestSink, SqliteConfig, SqliteStore, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,6 @@ use cleanfleet::coverage::{CoverageConfig, CoverageMetrics};
 use cleanfleet_model::{decode, Limits};
 use cleanfleet_roads::Zones;
 use cleanfleet_sim::{Fleet, FleetMix, SimConfig};
-use cleanfleet_store::{Delivery, IngestItem, SqliteConfig, SqliteStore, Store};
 use common::{env_or, roads_from_args};
 use jiff::{SignedDuration, Timestamp};
 use tokio_util::sync::CancellationToken;

@@ -5,11 +5,11 @@
 //! `cargo bench --bench ingest_throughput` (figures in docs/benchmarks.md).
 //! Environment: BENCH_FIXES (total fixes, default 400000), BENCH_CLIENTS (default 4).
 
+use cleanfleet_store::DeviceReads;
 use std::time::{Duration, Instant};
 
 use cleanfleet::config::Config;
 use cleanfleet::{Parts, Stack};
-use cleanfleet_store::Store;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 fn env_or(name: &str, default: u64) -> u64 {

@@ -1,3 +1,4 @@
+use cleanfleet_store::Maintenance;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -5,7 +6,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cleanfleet::config::Config;
 use cleanfleet::{Parts, Stack};
-use cleanfleet_store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 

@@ -1,3 +1,4 @@
+use cleanfleet_store::{Maintenance, SqliteConfig, SqliteStore};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -8,7 +9,6 @@ use cleanfleet_api::ApiState;
 use cleanfleet_ingest::IngestMetrics;
 use cleanfleet_model::{Clock, SystemClock};
 use cleanfleet_roads::{RoadNetwork, ZoneKind, Zones};
-use cleanfleet_store::{SqliteConfig, SqliteStore, Store};
 use jiff::SignedDuration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -3,9 +3,9 @@
 
 mod common;
 
+use cleanfleet_store::DeviceReads;
 use std::time::Duration;
 
-use cleanfleet_store::Store;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,13 +5,13 @@
 
 mod common;
 
+use cleanfleet_store::{DeviceReads, IngestItem, IngestSink, PassReads, Store};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cleanfleet::{Parts, Stack};
 use cleanfleet_model::{decode, Limits};
 use cleanfleet_roads::RoadNetwork;
-use cleanfleet_store::{IngestItem, Store};
 use common::*;
 use jiff::{SignedDuration, Timestamp};
 use tokio_util::sync::CancellationToken;

@@ -5,13 +5,13 @@
 
 mod common;
 
+use cleanfleet_store::{DeviceReads, SqliteConfig, SqliteStore};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cleanfleet_store::{SqliteConfig, SqliteStore, Store};
 use common::*;
 
 const MESSAGES: u64 = 600;

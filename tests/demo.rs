@@ -3,12 +3,12 @@
 
 mod common;
 
+use cleanfleet_store::{DeviceReads, SqliteConfig, SqliteStore};
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cleanfleet_store::{SqliteConfig, SqliteStore, Store};
 use common::*;
 
 fn free_addr() -> SocketAddr {

@@ -5,10 +5,10 @@
 
 mod common;
 
+use cleanfleet_store::{CredentialStore, DeviceReads, ProvenanceStore, Trust};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cleanfleet_store::{CredentialStore, ProvenanceStore, Store, Trust};
 use common::*;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode,

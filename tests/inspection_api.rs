@@ -4,12 +4,12 @@
 
 mod common;
 
+use cleanfleet_store::{CoverageQueue, DeviceReads};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cleanfleet::{Parts, Stack};
 use cleanfleet_roads::{RoadClass, RoadNetwork};
-use cleanfleet_store::Store;
 use common::*;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;

@@ -4,11 +4,11 @@
 
 mod common;
 
+use cleanfleet_store::DeviceReads;
 use std::collections::HashSet;
 use std::time::Duration;
 
 use cleanfleet_roads::RoadNetwork;
-use cleanfleet_store::Store;
 use common::*;
 use tokio_util::sync::CancellationToken;
 

@@ -6,12 +6,12 @@
 
 mod common;
 
+use cleanfleet_store::{CoverageQueue, DeviceReads, PassReads, SqliteConfig, SqliteStore};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cleanfleet_store::{SqliteConfig, SqliteStore, Store};
 use common::*;
 
 const DEVICES: u64 = 12;

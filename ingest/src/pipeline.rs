@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cleanfleet_model::{decode, Clock, Limits, RejectReason};
-use cleanfleet_store::{Delivery, IngestItem, Store, StoreError};
+use cleanfleet_store::{Delivery, IngestItem, IngestSink, StoreError};
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -41,7 +41,7 @@ struct Received {
 pub async fn run(
     config: IngestConfig,
     broker: BrokerConfig,
-    store: Arc<dyn Store>,
+    store: Arc<dyn IngestSink>,
     metrics: IngestMetrics,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
@@ -298,7 +298,7 @@ impl Decoder {
 
 /// Commits decoded messages, then hands them back for acking.
 struct Committer {
-    store: Arc<dyn Store>,
+    store: Arc<dyn IngestSink>,
     metrics: IngestMetrics,
     batch_max_messages: usize,
     shutdown: CancellationToken,
@@ -351,7 +351,7 @@ impl Committer {
 
 /// Commit one batch, retrying on failure: its messages stay unacked until it succeeds.
 async fn commit(
-    store: &dyn Store,
+    store: &dyn IngestSink,
     items: &[IngestItem],
     metrics: &IngestMetrics,
     shutdown: &CancellationToken,

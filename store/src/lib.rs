@@ -1,11 +1,18 @@
 //! The store: where accepted device data and dead letters are kept durably.
 //!
-//! [`Store`] is the seam between ingestion / the API and a backend. The embedded default is
-//! [`SqliteStore`]; a server backend (InfluxDB) implements the same trait, so callers do not
-//! change. **A `write_batch` that returned `Ok` is durable**: ingestion acknowledges MQTT
-//! messages only after it. **Writes are idempotent**: a record is keyed by device and device
-//! time (or ticket / sample id), so a redelivered or retransmitted message is stored once.
+//! The seam between the stages and a backend is one small trait per role: [`IngestSink`]
+//! (ingestion), [`DeviceReads`], [`Readings`], [`CoverageQueue`] and [`PassReads`] (the coverage
+//! stage's work and its passes), [`DayRecords`] (materialised days), [`Maintenance`],
+//! [`ProvenanceStore`], [`CredentialStore`]; [`Store`] is a backend with all of them. A caller
+//! takes the roles it uses. The embedded default is [`SqliteStore`]; a server backend
+//! (InfluxDB for telemetry, PostgreSQL for state) implements the same traits and passes the
+//! same conformance suite (module `conformance`), so callers do not change.
+//! **A `write_batch` that returned `Ok` is durable**: ingestion acknowledges MQTT messages only
+//! after it. **Writes are idempotent**: a record is keyed by device and device time (or ticket
+//! / sample id), so a redelivered or retransmitted message is stored once.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod credentials;
 mod sqlite;
 
@@ -31,8 +38,12 @@ pub enum StoreError {
     /// busy, locked or restarting): the same call may succeed later.
     #[error("the store is busy: {0}")]
     Busy(String),
-    #[error("sqlite: {0}")]
-    Sqlite(rusqlite::Error),
+    /// Any other failure of the backend, named (`sqlite`, ...) with its own error.
+    #[error("{backend}: {source}")]
+    Backend {
+        backend: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -57,17 +68,6 @@ impl StoreError {
     /// Whether the same call may succeed if tried again later.
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Busy(_))
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-                StoreError::Busy(e.to_string())
-            }
-            _ => StoreError::Sqlite(e),
-        }
     }
 }
 
@@ -506,10 +506,16 @@ pub trait CredentialStore: Send + Sync + 'static {
     async fn revoke_credential(&self, username: &str, at: Timestamp) -> Result<bool, StoreError>;
 }
 
+/// The store's role for ingestion: device data in, durably.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait IngestSink: Send + Sync + 'static {
     /// Write one batch atomically and durably; idempotent per record.
     async fn write_batch(&self, items: Vec<IngestItem>) -> Result<WriteReport, StoreError>;
+}
+
+/// The store's role for what devices sent: their state, tracks and dead letters.
+#[async_trait]
+pub trait DeviceReads: Send + Sync + 'static {
     async fn devices(&self, query: DeviceQuery) -> Result<Vec<DeviceSummary>, StoreError>;
     async fn device(&self, device_id: &str) -> Result<Option<DeviceSummary>, StoreError>;
     /// Fixes of one device with `from <= time < to`, in device-time order, at most `limit`.
@@ -522,13 +528,38 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Fix>, StoreError>;
     async fn dead_letters(&self, query: DeadLetterQuery) -> Result<Vec<DeadLetter>, StoreError>;
     async fn stats(&self) -> Result<StoreStats, StoreError>;
-    /// Delete device data whose device time is before `before`; returns rows deleted.
-    async fn prune(&self, before: Timestamp) -> Result<u64, StoreError>;
-    /// Moves settled device data into its compact form, at most `limit` device-hours of it
-    /// (SQLite: the fixes of an hour that ended [`COMPACT_AFTER`] before `now` and took no
-    /// message for [`COMPACT_WHEN_QUIET`], into one compressed block); returns the fixes
-    /// moved. Readers see the same records before and after.
-    async fn compact(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError>;
+    /// Whether any device sent a fix or reading timed in `from..to`: the platform was
+    /// receiving then.
+    async fn received_any(&self, from: Timestamp, to: Timestamp) -> Result<bool, StoreError>;
+}
+
+/// The store's role for readings the reports use: inspectors' samples and bins' fill.
+#[async_trait]
+pub trait Readings: Send + Sync + 'static {
+    /// Inspectors' samples taken in `from..to`, by time, with the device that sent each.
+    async fn samples(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<StoredSample>, StoreError>;
+    /// Smart bins' readings taken in `from..to`, by bin and time, each with its bin's id;
+    /// each bin's from its last reading at or below `emptied_fill_ratio` before `from` (looked
+    /// for back to `from - lookback`), so that an overflow open at `from` is seen whole.
+    async fn bin_readings(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        emptied_fill_ratio: f64,
+        lookback: SignedDuration,
+    ) -> Result<Vec<BinReading>, StoreError>;
+    /// Whether a device already sent a sample with this id.
+    async fn sample_exists(&self, device_id: &str, sample_id: &str) -> Result<bool, StoreError>;
+}
+
+/// The store's role for the coverage stage's work: which device-hours are stale, and
+/// their passes replaced.
+#[async_trait]
+pub trait CoverageQueue: Send + Sync + 'static {
     /// Records the road network coverage is computed on; when it differs from the last one,
     /// forgets every pass and segment's and vehicle's day and makes every chunk stale.
     /// Returns whether it did.
@@ -552,16 +583,34 @@ pub trait Store: Send + Sync + 'static {
         passes: Vec<PassRecord>,
         time_zone: &TimeZone,
     ) -> Result<(), StoreError>;
-    /// Stale segments' days, oldest day first.
-    async fn stale_segment_days(&self, limit: u32) -> Result<Vec<StaleSegmentDay>, StoreError>;
+}
+
+/// The store's role for reading passes.
+#[async_trait]
+pub trait PassReads: Send + Sync + 'static {
+    /// Passes starting in `from..to`, of one device or all, by start time.
+    async fn passes(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        device_id: Option<String>,
+    ) -> Result<Vec<PassRecord>, StoreError>;
     /// Passes of `segments` starting in `from..to`, by start time (then device, then order
-    /// in the chunk, as [`Store::passes`]).
+    /// in the chunk, as [`PassReads::passes`]).
     async fn segment_passes(
         &self,
         segments: Vec<u32>,
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<PassRecord>, StoreError>;
+}
+
+/// The store's role for materialised days: each segment's and vehicle's day, stale until
+/// computed from its passes.
+#[async_trait]
+pub trait DayRecords: Send + Sync + 'static {
+    /// Stale segments' days, oldest day first.
+    async fn stale_segment_days(&self, limit: u32) -> Result<Vec<StaleSegmentDay>, StoreError>;
     /// Stores the status of segments' days computed for `computed` (a row per segment's day
     /// with passes; a stale one without is left with none) and makes each fresh unless its
     /// passes changed again since its version.
@@ -603,7 +652,7 @@ pub trait Store: Send + Sync + 'static {
         last: Date,
     ) -> Result<Vec<VehicleDayRecord>, StoreError>;
     /// The runs of overspeed work of the stored vehicles' days of `first..=last` that have
-    /// some, in the order of [`Store::vehicle_days`].
+    /// some, in the order of [`DayRecords::vehicle_days`].
     async fn overspeed_days(
         &self,
         first: Date,
@@ -617,36 +666,50 @@ pub trait Store: Send + Sync + 'static {
         last: Date,
         sections: Vec<String>,
     ) -> Result<Vec<String>, StoreError>;
-    /// Passes starting in `from..to`, of one device or all, by start time.
-    async fn passes(
-        &self,
-        from: Timestamp,
-        to: Timestamp,
-        device_id: Option<String>,
-    ) -> Result<Vec<PassRecord>, StoreError>;
-    /// Inspectors' samples taken in `from..to`, by time, with the device that sent each.
-    async fn samples(
-        &self,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<StoredSample>, StoreError>;
-    /// Smart bins' readings taken in `from..to`, by bin and time, each with its bin's id;
-    /// each bin's from its last reading at or below `emptied_fill_ratio` before `from` (looked
-    /// for back to `from - lookback`), so that an overflow open at `from` is seen whole.
-    async fn bin_readings(
-        &self,
-        from: Timestamp,
-        to: Timestamp,
-        emptied_fill_ratio: f64,
-        lookback: SignedDuration,
-    ) -> Result<Vec<BinReading>, StoreError>;
-    /// Whether any device sent a fix or reading timed in `from..to`: the platform was
-    /// receiving then.
-    async fn received_any(&self, from: Timestamp, to: Timestamp) -> Result<bool, StoreError>;
-    /// Whether a device already sent a sample with this id.
-    async fn sample_exists(&self, device_id: &str, sample_id: &str) -> Result<bool, StoreError>;
+}
+
+/// The store's role for upkeep: retention, compaction, liveness and shutdown.
+#[async_trait]
+pub trait Maintenance: Send + Sync + 'static {
+    /// Delete device data whose device time is before `before`; returns rows deleted.
+    async fn prune(&self, before: Timestamp) -> Result<u64, StoreError>;
+    /// Moves settled device data into its compact form, at most `limit` device-hours of it
+    /// (SQLite: the fixes of an hour that ended [`COMPACT_AFTER`] before `now` and took no
+    /// message for [`COMPACT_WHEN_QUIET`], into one compressed block); returns the fixes
+    /// moved. Readers see the same records before and after.
+    async fn compact(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError>;
     /// Cheap liveness check for readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Flush everything to the backing files and refuse further writes.
     async fn close(&self) -> Result<(), StoreError>;
+}
+
+/// A whole backend: every role. Callers that need one role take that trait (`Arc<dyn
+/// IngestSink>`, ...); a deployment may serve the roles from different backends (telemetry
+/// in one, state in another) behind one `Store`. Every backend passes the `conformance`
+/// suite.
+pub trait Store:
+    IngestSink
+    + DeviceReads
+    + Readings
+    + CoverageQueue
+    + PassReads
+    + DayRecords
+    + Maintenance
+    + ProvenanceStore
+    + CredentialStore
+{
+}
+
+impl<T> Store for T where
+    T: IngestSink
+        + DeviceReads
+        + Readings
+        + CoverageQueue
+        + PassReads
+        + DayRecords
+        + Maintenance
+        + ProvenanceStore
+        + CredentialStore
+{
 }

@@ -24,10 +24,11 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde::Deserialize;
 
 use crate::{
-    CoverageBacklog, CoverageChunk, DeadLetter, DeadLetterQuery, DeviceQuery, DeviceSummary,
-    IngestItem, OverspeedDayRecord, PassRecord, SegmentDayRecord, StaleSegmentDay, StaleVehicleDay,
-    Store, StoreError, StoreStats, StoredSample, VehicleDayRecord, WriteReport, COMPACT_AFTER,
-    COMPACT_WHEN_QUIET, COVERAGE_CHUNK_MS, COVERAGE_CONTEXT_MS,
+    CoverageBacklog, CoverageChunk, CoverageQueue, DayRecords, DeadLetter, DeadLetterQuery,
+    DeviceQuery, DeviceReads, DeviceSummary, IngestItem, IngestSink, Maintenance,
+    OverspeedDayRecord, PassReads, PassRecord, Readings, SegmentDayRecord, StaleSegmentDay,
+    StaleVehicleDay, StoreError, StoreStats, StoredSample, VehicleDayRecord, WriteReport,
+    COMPACT_AFTER, COMPACT_WHEN_QUIET, COVERAGE_CHUNK_MS, COVERAGE_CONTEXT_MS,
 };
 
 /// SQLite's `synchronous` setting. `full` survives power loss after a commit; `normal` survives
@@ -942,8 +943,22 @@ fn count(conn: &Connection, table: &str) -> Result<u64, StoreError> {
     )
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Busy(e.to_string())
+            }
+            _ => StoreError::Backend {
+                backend: "sqlite",
+                source: Box::new(e),
+            },
+        }
+    }
+}
+
 #[async_trait]
-impl Store for SqliteStore {
+impl IngestSink for SqliteStore {
     async fn write_batch(&self, items: Vec<IngestItem>) -> Result<WriteReport, StoreError> {
         let inner = self.inner.clone();
         self.with_writer(move |conn| {
@@ -971,11 +986,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn coverage_work(&self) {
-        self.inner.coverage_work.notified().await
-    }
-
+#[async_trait]
+impl DeviceReads for SqliteStore {
     async fn devices(&self, query: DeviceQuery) -> Result<Vec<DeviceSummary>, StoreError> {
         self.with_reader(move |conn| {
             let kinds: Vec<&str> = query.kinds.iter().map(|k| k.as_str()).collect();
@@ -1121,152 +1135,26 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn prune(&self, before: Timestamp) -> Result<u64, StoreError> {
-        self.with_writer(move |conn| {
-            let tx = write_transaction(conn)?;
-            let mut deleted = 0;
-            let hour = ms(before).div_euclid(COVERAGE_CHUNK_MS);
-            deleted += tx.execute("DELETE FROM passes WHERE hour < ?1", [hour])? as u64;
-            tx.execute("DELETE FROM coverage_chunks WHERE hour < ?1", [hour])?;
-            // Days before the UTC day before `before` are over in every time zone.
-            let over = before
-                .to_zoned(TimeZone::UTC)
-                .date()
-                .yesterday()
-                .map_or_else(|_| String::new(), |d| d.to_string());
-            for table in [
-                "segment_days",
-                "stale_segment_days",
-                "vehicle_days",
-                "stale_vehicle_days",
-            ] {
-                tx.execute(&format!("DELETE FROM {table} WHERE day < ?1"), [&over])?;
-            }
-            // A day partly kept keeps its index entries.
-            tx.execute(
-                "DELETE FROM device_day_sources WHERE day < ?1",
-                [provenance::utc_day(ms(before))],
-            )?;
-            deleted += fixes::prune(&tx, ms(before))?;
-            for (table, column) in [
-                ("bin_readings", "time_ms"),
-                ("toilet_readings", "time_ms"),
-                ("status_changes", "time_ms"),
-                ("inspection_samples", "time_ms"),
-                ("weighbridge_tickets", "time_out_ms"),
-                ("dead_letters", "last_received_ms"),
-            ] {
-                deleted += tx.execute(
-                    &format!("DELETE FROM {table} WHERE {column} < ?1"),
-                    [ms(before)],
-                )? as u64;
-            }
-            // What the dead letters left take, by scope; what was not kept stays counted.
-            tx.execute_batch(
-                "UPDATE dead_letter_usage SET bytes = 0;
-                 INSERT INTO dead_letter_usage (scope, bytes, not_kept, not_kept_bytes)
-                     SELECT 'device:' || device_id, sum(kept_bytes), 0, 0 FROM dead_letters
-                     WHERE true GROUP BY device_id
-                     ON CONFLICT (scope) DO UPDATE SET bytes = excluded.bytes;
-                 INSERT INTO dead_letter_usage (scope, bytes, not_kept, not_kept_bytes)
-                     SELECT 'total', coalesce(sum(kept_bytes), 0), 0, 0 FROM dead_letters
-                     WHERE true
-                     ON CONFLICT (scope) DO UPDATE SET bytes = excluded.bytes;",
-            )?;
-            tx.commit()?;
-            Ok(deleted)
-        })
-        .await
-    }
-
-    async fn compact(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
-        self.with_writer(move |conn| {
-            let tx = write_transaction(conn)?;
-            let moved = fixes::compact(
-                &tx,
-                ms(now - COMPACT_AFTER),
-                ms(now - COMPACT_WHEN_QUIET),
-                limit,
-            )?;
-            tx.commit()?;
-            Ok(moved)
-        })
-        .await
-    }
-
-    async fn use_coverage_network(&self, network_id: &str) -> Result<bool, StoreError> {
-        let network_id = network_id.to_owned();
-        self.with_writer(move |conn| {
-            let tx = write_transaction(conn)?;
-            let current: Option<String> = tx
-                .query_row(
-                    "SELECT value FROM coverage_meta WHERE key = 'network'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let changed = current.as_deref() != Some(network_id.as_str());
-            if changed {
-                tx.execute("DELETE FROM passes", [])?;
-                for table in [
-                    "segment_days",
-                    "stale_segment_days",
-                    "vehicle_days",
-                    "stale_vehicle_days",
-                ] {
-                    tx.execute(&format!("DELETE FROM {table}"), [])?;
-                }
-                // A version no computation can have: every chunk is stale.
-                tx.execute(
-                    "UPDATE coverage_chunks SET computed_version = -1,
-                         stale_since_ms = coalesce(stale_since_ms, ?1)",
-                    [ms(Timestamp::now())],
-                )?;
-                tx.execute(
-                    "INSERT INTO coverage_meta (key, value) VALUES ('network', ?1)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    [&network_id],
-                )?;
-            }
-            tx.commit()?;
-            Ok(changed && current.is_some())
-        })
-        .await
-    }
-
-    async fn stale_chunks(&self, limit: u32) -> Result<Vec<CoverageChunk>, StoreError> {
+    async fn received_any(&self, from: Timestamp, to: Timestamp) -> Result<bool, StoreError> {
         self.with_reader(move |conn| {
-            let listed_at = ts(ms(Timestamp::now()));
-            let chunks = conn
+            // Device by device, each a primary-key range; stops at the first that reported.
+            let any = conn
                 .prepare_cached(
-                    "SELECT d.device_id, d.kind, c.hour, c.version, c.stale_since_ms
-                     FROM coverage_chunks c JOIN devices d USING (device_key)
-                     WHERE c.version <> c.computed_version
-                     ORDER BY c.stale_since_ms, c.hour, c.device_key LIMIT ?1",
+                    "SELECT EXISTS (SELECT 1 FROM devices d WHERE
+                       EXISTS (SELECT 1 FROM bin_readings WHERE device_key = d.device_key
+                               AND time_ms >= ?1 AND time_ms < ?2)
+                       OR EXISTS (SELECT 1 FROM toilet_readings WHERE device_key = d.device_key
+                               AND time_ms >= ?1 AND time_ms < ?2))",
                 )?
-                .query_map([limit], |r| {
-                    let kind: String = r.get(1)?;
-                    Ok(CoverageChunk {
-                        device_id: r.get(0)?,
-                        kind: kind.parse().map_err(|_| {
-                            rusqlite::Error::InvalidColumnType(
-                                1,
-                                "kind".into(),
-                                rusqlite::types::Type::Text,
-                            )
-                        })?,
-                        start: ts(r.get::<_, i64>(2)? * COVERAGE_CHUNK_MS),
-                        version: r.get(3)?,
-                        stale_since: r.get::<_, Option<i64>>(4)?.map(ts),
-                        listed_at,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(chunks)
+                .query_row(params![ms(from), ms(to)], |r| r.get(0))?;
+            Ok(any || fixes::any_between(conn, ms(from), ms(to))?)
         })
         .await
     }
+}
 
+#[async_trait]
+impl Readings for SqliteStore {
     async fn samples(
         &self,
         from: Timestamp,
@@ -1340,23 +1228,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn received_any(&self, from: Timestamp, to: Timestamp) -> Result<bool, StoreError> {
-        self.with_reader(move |conn| {
-            // Device by device, each a primary-key range; stops at the first that reported.
-            let any = conn
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM devices d WHERE
-                       EXISTS (SELECT 1 FROM bin_readings WHERE device_key = d.device_key
-                               AND time_ms >= ?1 AND time_ms < ?2)
-                       OR EXISTS (SELECT 1 FROM toilet_readings WHERE device_key = d.device_key
-                               AND time_ms >= ?1 AND time_ms < ?2))",
-                )?
-                .query_row(params![ms(from), ms(to)], |r| r.get(0))?;
-            Ok(any || fixes::any_between(conn, ms(from), ms(to))?)
-        })
-        .await
-    }
-
     async fn sample_exists(&self, device_id: &str, sample_id: &str) -> Result<bool, StoreError> {
         let (device_id, sample_id) = (device_id.to_owned(), sample_id.to_owned());
         self.with_reader(move |conn| {
@@ -1368,6 +1239,86 @@ impl Store for SqliteStore {
                 .exists(params![device_id, sample_id])?)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl CoverageQueue for SqliteStore {
+    async fn use_coverage_network(&self, network_id: &str) -> Result<bool, StoreError> {
+        let network_id = network_id.to_owned();
+        self.with_writer(move |conn| {
+            let tx = write_transaction(conn)?;
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM coverage_meta WHERE key = 'network'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let changed = current.as_deref() != Some(network_id.as_str());
+            if changed {
+                tx.execute("DELETE FROM passes", [])?;
+                for table in [
+                    "segment_days",
+                    "stale_segment_days",
+                    "vehicle_days",
+                    "stale_vehicle_days",
+                ] {
+                    tx.execute(&format!("DELETE FROM {table}"), [])?;
+                }
+                // A version no computation can have: every chunk is stale.
+                tx.execute(
+                    "UPDATE coverage_chunks SET computed_version = -1,
+                         stale_since_ms = coalesce(stale_since_ms, ?1)",
+                    [ms(Timestamp::now())],
+                )?;
+                tx.execute(
+                    "INSERT INTO coverage_meta (key, value) VALUES ('network', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [&network_id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(changed && current.is_some())
+        })
+        .await
+    }
+
+    async fn stale_chunks(&self, limit: u32) -> Result<Vec<CoverageChunk>, StoreError> {
+        self.with_reader(move |conn| {
+            let listed_at = ts(ms(Timestamp::now()));
+            let chunks = conn
+                .prepare_cached(
+                    "SELECT d.device_id, d.kind, c.hour, c.version, c.stale_since_ms
+                     FROM coverage_chunks c JOIN devices d USING (device_key)
+                     WHERE c.version <> c.computed_version
+                     ORDER BY c.stale_since_ms, c.hour, c.device_key LIMIT ?1",
+                )?
+                .query_map([limit], |r| {
+                    let kind: String = r.get(1)?;
+                    Ok(CoverageChunk {
+                        device_id: r.get(0)?,
+                        kind: kind.parse().map_err(|_| {
+                            rusqlite::Error::InvalidColumnType(
+                                1,
+                                "kind".into(),
+                                rusqlite::types::Type::Text,
+                            )
+                        })?,
+                        start: ts(r.get::<_, i64>(2)? * COVERAGE_CHUNK_MS),
+                        version: r.get(3)?,
+                        stale_since: r.get::<_, Option<i64>>(4)?.map(ts),
+                        listed_at,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(chunks)
+        })
+        .await
+    }
+
+    async fn coverage_work(&self) {
+        self.inner.coverage_work.notified().await
     }
 
     async fn coverage_backlog(&self) -> Result<CoverageBacklog, StoreError> {
@@ -1466,23 +1417,48 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn stale_segment_days(&self, limit: u32) -> Result<Vec<StaleSegmentDay>, StoreError> {
+#[async_trait]
+impl PassReads for SqliteStore {
+    async fn passes(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        device_id: Option<String>,
+    ) -> Result<Vec<PassRecord>, StoreError> {
         self.with_reader(move |conn| {
-            let stale = conn
-                .prepare_cached(
-                    "SELECT day, segment, version FROM stale_segment_days
-                     ORDER BY day, segment LIMIT ?1",
-                )?
-                .query_map([limit], |r| {
-                    Ok(StaleSegmentDay {
-                        day: date_column(r, 0)?,
-                        segment: r.get(1)?,
-                        version: r.get(2)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(stale)
+            let passes = match device_id {
+                // One device's: a range of the primary key (its chunks' hours; a pass starts
+                // in its chunk's hour, the hour either side is margin), not the whole fleet's.
+                Some(device_id) => conn
+                    .prepare_cached(&format!(
+                        "SELECT {PASS_COLUMNS} FROM devices d JOIN passes p USING (device_key)
+                         WHERE d.device_id = ?3 AND p.hour >= ?4 AND p.hour <= ?5
+                           AND p.start_ms >= ?1 AND p.start_ms < ?2
+                         ORDER BY p.start_ms, p.n"
+                    ))?
+                    .query_map(
+                        params![
+                            ms(from),
+                            ms(to),
+                            device_id,
+                            ms(from).div_euclid(COVERAGE_CHUNK_MS) - 1,
+                            ms(to).div_euclid(COVERAGE_CHUNK_MS) + 1
+                        ],
+                        pass_row,
+                    )?
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => conn
+                    .prepare_cached(&format!(
+                        "SELECT {PASS_COLUMNS} FROM passes p JOIN devices d USING (device_key)
+                         WHERE p.start_ms >= ?1 AND p.start_ms < ?2
+                         ORDER BY p.start_ms, d.device_id, p.n"
+                    ))?
+                    .query_map(params![ms(from), ms(to)], pass_row)?
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            Ok(passes)
         })
         .await
     }
@@ -1511,6 +1487,29 @@ impl Store for SqliteStore {
                 (a.start, &a.device_id, an).cmp(&(b.start, &b.device_id, bn))
             });
             Ok(passes.into_iter().map(|(p, _)| p).collect())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DayRecords for SqliteStore {
+    async fn stale_segment_days(&self, limit: u32) -> Result<Vec<StaleSegmentDay>, StoreError> {
+        self.with_reader(move |conn| {
+            let stale = conn
+                .prepare_cached(
+                    "SELECT day, segment, version FROM stale_segment_days
+                     ORDER BY day, segment LIMIT ?1",
+                )?
+                .query_map([limit], |r| {
+                    Ok(StaleSegmentDay {
+                        day: date_column(r, 0)?,
+                        segment: r.get(1)?,
+                        version: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(stale)
         })
         .await
     }
@@ -1837,45 +1836,79 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn passes(
-        &self,
-        from: Timestamp,
-        to: Timestamp,
-        device_id: Option<String>,
-    ) -> Result<Vec<PassRecord>, StoreError> {
-        self.with_reader(move |conn| {
-            let passes = match device_id {
-                // One device's: a range of the primary key (its chunks' hours; a pass starts
-                // in its chunk's hour, the hour either side is margin), not the whole fleet's.
-                Some(device_id) => conn
-                    .prepare_cached(&format!(
-                        "SELECT {PASS_COLUMNS} FROM devices d JOIN passes p USING (device_key)
-                         WHERE d.device_id = ?3 AND p.hour >= ?4 AND p.hour <= ?5
-                           AND p.start_ms >= ?1 AND p.start_ms < ?2
-                         ORDER BY p.start_ms, p.n"
-                    ))?
-                    .query_map(
-                        params![
-                            ms(from),
-                            ms(to),
-                            device_id,
-                            ms(from).div_euclid(COVERAGE_CHUNK_MS) - 1,
-                            ms(to).div_euclid(COVERAGE_CHUNK_MS) + 1
-                        ],
-                        pass_row,
-                    )?
-                    .collect::<Result<Vec<_>, _>>()?,
-                None => conn
-                    .prepare_cached(&format!(
-                        "SELECT {PASS_COLUMNS} FROM passes p JOIN devices d USING (device_key)
-                         WHERE p.start_ms >= ?1 AND p.start_ms < ?2
-                         ORDER BY p.start_ms, d.device_id, p.n"
-                    ))?
-                    .query_map(params![ms(from), ms(to)], pass_row)?
-                    .collect::<Result<Vec<_>, _>>()?,
-            };
-            Ok(passes)
+#[async_trait]
+impl Maintenance for SqliteStore {
+    async fn prune(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.with_writer(move |conn| {
+            let tx = write_transaction(conn)?;
+            let mut deleted = 0;
+            let hour = ms(before).div_euclid(COVERAGE_CHUNK_MS);
+            deleted += tx.execute("DELETE FROM passes WHERE hour < ?1", [hour])? as u64;
+            tx.execute("DELETE FROM coverage_chunks WHERE hour < ?1", [hour])?;
+            // Days before the UTC day before `before` are over in every time zone.
+            let over = before
+                .to_zoned(TimeZone::UTC)
+                .date()
+                .yesterday()
+                .map_or_else(|_| String::new(), |d| d.to_string());
+            for table in [
+                "segment_days",
+                "stale_segment_days",
+                "vehicle_days",
+                "stale_vehicle_days",
+            ] {
+                tx.execute(&format!("DELETE FROM {table} WHERE day < ?1"), [&over])?;
+            }
+            // A day partly kept keeps its index entries.
+            tx.execute(
+                "DELETE FROM device_day_sources WHERE day < ?1",
+                [provenance::utc_day(ms(before))],
+            )?;
+            deleted += fixes::prune(&tx, ms(before))?;
+            for (table, column) in [
+                ("bin_readings", "time_ms"),
+                ("toilet_readings", "time_ms"),
+                ("status_changes", "time_ms"),
+                ("inspection_samples", "time_ms"),
+                ("weighbridge_tickets", "time_out_ms"),
+                ("dead_letters", "last_received_ms"),
+            ] {
+                deleted += tx.execute(
+                    &format!("DELETE FROM {table} WHERE {column} < ?1"),
+                    [ms(before)],
+                )? as u64;
+            }
+            // What the dead letters left take, by scope; what was not kept stays counted.
+            tx.execute_batch(
+                "UPDATE dead_letter_usage SET bytes = 0;
+                 INSERT INTO dead_letter_usage (scope, bytes, not_kept, not_kept_bytes)
+                     SELECT 'device:' || device_id, sum(kept_bytes), 0, 0 FROM dead_letters
+                     WHERE true GROUP BY device_id
+                     ON CONFLICT (scope) DO UPDATE SET bytes = excluded.bytes;
+                 INSERT INTO dead_letter_usage (scope, bytes, not_kept, not_kept_bytes)
+                     SELECT 'total', coalesce(sum(kept_bytes), 0), 0, 0 FROM dead_letters
+                     WHERE true
+                     ON CONFLICT (scope) DO UPDATE SET bytes = excluded.bytes;",
+            )?;
+            tx.commit()?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn compact(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        self.with_writer(move |conn| {
+            let tx = write_transaction(conn)?;
+            let moved = fixes::compact(
+                &tx,
+                ms(now - COMPACT_AFTER),
+                ms(now - COMPACT_WHEN_QUIET),
+                limit,
+            )?;
+            tx.commit()?;
+            Ok(moved)
         })
         .await
     }
