@@ -661,8 +661,8 @@ fn record(device_id: &str, p: &Pass) -> PassRecord {
         to_m: p.to_m,
         start: at(p.start_s),
         end: at(p.end_s),
-        work: p.work.as_str().to_owned(),
-        invalid: p.invalid.map(|r| r.as_str().to_owned()),
+        work: p.work,
+        invalid: p.invalid,
         max_speed_kmh: p.max_speed_kmh,
     }
 }

@@ -6,6 +6,7 @@
 mod message;
 mod topic;
 mod validate;
+mod work;
 
 pub use message::{
     apart_m, BinReading, DeviceState, DeviceStatus, Fix, FixBatch, InspectionSample, ToiletReading,
@@ -13,6 +14,7 @@ pub use message::{
 };
 pub use topic::{is_valid_device_id, DeviceKind, Stream, Topic, TOPIC_PREFIX};
 pub use validate::{decode, Body, Decoded, Limits, RejectReason, Rejection};
+pub use work::{InvalidReason, WorkType};
 
 /// Coverage is computed in chunks of one device's fixes over one hour of device time.
 pub const COVERAGE_CHUNK_MS: i64 = 3_600_000;

@@ -293,6 +293,7 @@ mod tests {
     use super::*;
     use crate::context::tests::{demo_context, street_of};
     use crate::days::tests::rows_of_day;
+    use cleanfleet_coverage::{InvalidReason, WorkType};
     use cleanfleet_store::{PassRecord, Trust};
     use jiff::SignedDuration;
 
@@ -318,7 +319,7 @@ mod tests {
             })
             .collect();
         let green_street = street_of(&ctx, "green-city").id;
-        let pass = |device: &str, invalid: Option<&str>, at_s: i64| PassRecord {
+        let pass = |device: &str, invalid: Option<InvalidReason>, at_s: i64| PassRecord {
             device_id: device.into(),
             segment: green_street,
             forward: true,
@@ -326,13 +327,13 @@ mod tests {
             to_m: 50.0,
             start: start + SignedDuration::from_secs(at_s),
             end: start + SignedDuration::from_secs(at_s + 10),
-            work: "sweep".into(),
-            invalid: invalid.map(str::to_owned),
+            work: WorkType::Sweep,
+            invalid,
             max_speed_kmh: 14.0,
         };
         let records = [
-            pass("sw-01", Some("overspeed"), 3600),
-            pass("sw-01", Some("overspeed"), 3630),
+            pass("sw-01", Some(InvalidReason::Overspeed), 3600),
+            pass("sw-01", Some(InvalidReason::Overspeed), 3630),
             pass("sw-02", None, 7200),
         ];
         let (segment_rows, vehicle_rows) = rows_of_day(&ctx, date, &records);

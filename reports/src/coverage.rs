@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use cleanfleet_coverage::{CoverageSummary, InvalidReason, Pass, SegmentStatus, WorkType};
+use cleanfleet_coverage::{CoverageSummary, Pass, SegmentStatus};
 use cleanfleet_roads::{RoadNetwork, Segment, Zone};
 use cleanfleet_store::PassRecord;
 use jiff::civil::Date;
@@ -32,21 +32,16 @@ pub fn engine_passes(network: &RoadNetwork, records: &[PassRecord]) -> Vec<Pass>
     records
         .iter()
         .filter(|r| (r.segment as usize) < network.segments().len())
-        .filter_map(|r| {
-            Some(Pass {
-                segment: r.segment,
-                forward: r.forward,
-                from_m: r.from_m,
-                to_m: r.to_m,
-                start_s: seconds(r.start),
-                end_s: seconds(r.end),
-                work: WorkType::parse(&r.work)?,
-                invalid: match &r.invalid {
-                    Some(reason) => Some(InvalidReason::parse(reason)?),
-                    None => None,
-                },
-                max_speed_kmh: r.max_speed_kmh,
-            })
+        .map(|r| Pass {
+            segment: r.segment,
+            forward: r.forward,
+            from_m: r.from_m,
+            to_m: r.to_m,
+            start_s: seconds(r.start),
+            end_s: seconds(r.end),
+            work: r.work,
+            invalid: r.invalid,
+            max_speed_kmh: r.max_speed_kmh,
         })
         .collect()
 }

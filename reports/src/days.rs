@@ -45,7 +45,7 @@ impl SegmentWork {
 
 /// With the tools on (every pass but a `tool_off` one).
 pub(crate) fn is_working(r: &PassRecord) -> bool {
-    r.invalid.as_deref() != Some(InvalidReason::ToolOff.as_str())
+    r.invalid != Some(InvalidReason::ToolOff)
 }
 
 /// Every segment's status and work on one day, in segment order.
@@ -181,6 +181,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::context::tests::demo_context;
+    use cleanfleet_coverage::WorkType;
 
     /// The segments' and vehicles' rows the coverage stage stores for `day` from its passes.
     pub(crate) fn rows_of_day(
@@ -206,8 +207,18 @@ pub(crate) mod tests {
         (segment_rows, vehicle_rows)
     }
 
-    const WORK: [&str; 4] = ["sweep", "wash_sweep", "flush", "sprinkle"];
-    const INVALID: [Option<&str>; 4] = [None, None, Some("overspeed"), Some("tool_off")];
+    const WORK: [WorkType; 4] = [
+        WorkType::Sweep,
+        WorkType::WashSweep,
+        WorkType::Flush,
+        WorkType::Sprinkle,
+    ];
+    const INVALID: [Option<InvalidReason>; 4] = [
+        None,
+        None,
+        Some(InvalidReason::Overspeed),
+        Some(InvalidReason::ToolOff),
+    ];
 
     /// A pass of the demo town from drawn numbers: on a segment, a stretch of it, some time
     /// of a day, some work, valid or not.
@@ -236,8 +247,8 @@ pub(crate) mod tests {
             to_m: b,
             start,
             end: start + jiff::SignedDuration::from_secs_f64((b - a) / 1.5),
-            work: WORK[work % WORK.len()].into(),
-            invalid: INVALID[invalid % INVALID.len()].map(str::to_owned),
+            work: WORK[work % WORK.len()],
+            invalid: INVALID[invalid % INVALID.len()],
             max_speed_kmh: 6.0,
         }
     }

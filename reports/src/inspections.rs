@@ -319,6 +319,7 @@ pub fn failed_sample_features(
 mod tests {
     use super::*;
     use crate::context::tests::{demo_context, street_of};
+    use cleanfleet_coverage::WorkType;
     use cleanfleet_inspection::place;
     use cleanfleet_store::Trust;
 
@@ -359,7 +360,7 @@ mod tests {
             to_m: segment.length_m,
             start: time - SignedDuration::from_hours(2),
             end: time - SignedDuration::from_hours(2) + SignedDuration::from_mins(5),
-            work: "sweep".into(),
+            work: WorkType::Sweep,
             invalid: None,
             max_speed_kmh: 6.0,
         };

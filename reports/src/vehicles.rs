@@ -167,7 +167,7 @@ pub fn overspeed_runs<'a>(
     merged_runs(
         passes
             .into_iter()
-            .filter(|p| p.invalid.as_deref() == Some(InvalidReason::Overspeed.as_str()))
+            .filter(|p| p.invalid == Some(InvalidReason::Overspeed))
             .map(|p| (p.start, p.end))
             .collect(),
     )
@@ -197,6 +197,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::context::tests::demo_context;
     use crate::{may_see_work, CoverageContext, Scope, ScopeSpec};
+    use cleanfleet_coverage::WorkType;
     use cleanfleet_roads::RoadClass;
 
     const DAY: Date = Date::constant(2027, 1, 15);
@@ -221,8 +222,8 @@ pub(crate) mod tests {
             start,
             // 6 km/h: 100 m a minute.
             end: start + jiff::SignedDuration::from_secs_f64(length_m / 100.0 * 60.0),
-            work: "sweep".into(),
-            invalid: invalid.map(|r| r.as_str().to_owned()),
+            work: WorkType::Sweep,
+            invalid,
             max_speed_kmh,
         }
     }
@@ -270,7 +271,7 @@ pub(crate) mod tests {
                     if let Some(z) = ctx.zones.section_of(p.segment) {
                         sections.insert(z.id.clone());
                     }
-                    if p.invalid.as_deref() == Some("overspeed") {
+                    if p.invalid == Some(InvalidReason::Overspeed) {
                         let continues = last_overspeed.is_some_and(|l| {
                             p.start.duration_since(l.end).as_secs_f64() <= OVERSPEED_EVENT_GAP_S
                         });

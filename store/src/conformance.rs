@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use cleanfleet_model::{decode, DeviceKind, DeviceState, Limits, RejectReason};
+use cleanfleet_model::{decode, DeviceKind, DeviceState, Limits, RejectReason, WorkType};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -430,7 +430,7 @@ pub fn pass(device: &str, start: &str, segment: u32) -> PassRecord {
         to_m: 100.0,
         start: t(start),
         end: t(start) + jiff::SignedDuration::from_secs(60),
-        work: "sweep".into(),
+        work: WorkType::Sweep,
         invalid: None,
         max_speed_kmh: 6.0,
     }

@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use cleanfleet_identity::Role;
 use cleanfleet_model::{
-    BinReading, Decoded, DeviceKind, DeviceState, Fix, InspectionSample, RejectReason,
-    ToiletReading,
+    BinReading, Decoded, DeviceKind, DeviceState, Fix, InspectionSample, InvalidReason,
+    RejectReason, ToiletReading, WorkType,
 };
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -351,11 +351,10 @@ pub struct PassRecord {
     pub start: Timestamp,
     /// When it was at `to_m`.
     pub end: Timestamp,
-    /// `sweep`, `wash_sweep`, `flush`, `sprinkle` or `manual`.
-    pub work: String,
-    /// `tool_off`, `overspeed`, `poor_gps` or `too_short`; absent when the pass counts.
+    pub work: WorkType,
+    /// Why the pass does not count; absent when it counts.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub invalid: Option<String>,
+    pub invalid: Option<InvalidReason>,
     /// The highest speed reported (or, without one, driven) during the pass, km/h.
     pub max_speed_kmh: f64,
 }

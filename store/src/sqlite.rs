@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use cleanfleet_model::{
     is_valid_device_id, BinReading, Body, Decoded, DeviceKind, DeviceState, Fix, FixBatch,
-    InspectionSample, RejectReason, ToiletReading, WorkState, SAME_PLACE_M, TOPIC_PREFIX,
+    InspectionSample, InvalidReason, RejectReason, ToiletReading, WorkState, WorkType,
+    SAME_PLACE_M, TOPIC_PREFIX,
 };
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -823,9 +824,24 @@ fn pass_row(r: &Row) -> rusqlite::Result<PassRecord> {
         to_m: r.get(4)?,
         start: ts(r.get(5)?),
         end: ts(r.get(6)?),
-        work: r.get(7)?,
-        invalid: r.get(8)?,
+        work: named_column(r, 7, WorkType::parse)?,
+        invalid: match r.get_ref(8)? {
+            rusqlite::types::ValueRef::Null => None,
+            _ => Some(named_column(r, 8, InvalidReason::parse)?),
+        },
         max_speed_kmh: r.get(9)?,
+    })
+}
+
+/// A text column holding one of an enum's names (`parse` gives `None` for others).
+fn named_column<T>(r: &Row, column: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text = text_column(r, column)?;
+    parse(text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            format!("unknown name {text:?}").into(),
+        )
     })
 }
 
@@ -1398,8 +1414,8 @@ impl CoverageQueue for SqliteStore {
                         p.to_m,
                         ms(p.start),
                         ms(p.end),
-                        p.work,
-                        p.invalid,
+                        p.work.as_str(),
+                        p.invalid.map(InvalidReason::as_str),
                         p.max_speed_kmh
                     ])?;
                 }
