@@ -263,7 +263,7 @@ async fn build_quarter(
     for p in passes {
         let hour = p.start.as_millisecond().div_euclid(COVERAGE_CHUNK_MS);
         chunks
-            .entry((p.device_id.clone(), hour))
+            .entry((p.device_id.to_string(), hour))
             .or_default()
             .push(p);
     }

@@ -13,7 +13,7 @@ use cleanfleet_coverage::{
     in_time_order, match_track, match_window, parse_track, CoverageRules, FixState, MatchConfig,
     Matcher, Observation, Pass, SectionPlan, TrackError, TrackFormat, WorkType,
 };
-use cleanfleet_model::Fix;
+use cleanfleet_model::{DeviceId, Fix};
 use cleanfleet_reports::{day_bounds, segment_day, vehicle_day_rows};
 use cleanfleet_roads::{RoadNetwork, Zones};
 use cleanfleet_store::{
@@ -634,6 +634,7 @@ fn chunk_passes(
     let observations: Vec<Observation> = fixes.iter().map(Observation::from_fix).collect();
     let states: Vec<FixState> = fixes.iter().map(|f| FixState::from_fix(f, work)).collect();
     let window = seconds(chunk.start)..seconds(chunk.end());
+    let device_id = DeviceId::from(chunk.device_id.as_str());
     match_window(
         network,
         matcher,
@@ -645,16 +646,16 @@ fn chunk_passes(
     )
     .1
     .iter()
-    .map(|p| record(&chunk.device_id, p))
+    .map(|p| record(&device_id, p))
     .collect()
 }
 
-fn record(device_id: &str, p: &Pass) -> PassRecord {
+fn record(device_id: &DeviceId, p: &Pass) -> PassRecord {
     let at = |s: f64| {
         Timestamp::from_millisecond((s * 1000.0).round() as i64).unwrap_or(Timestamp::UNIX_EPOCH)
     };
     PassRecord {
-        device_id: device_id.to_owned(),
+        device_id: device_id.clone(),
         segment: p.segment,
         forward: p.forward,
         from_m: p.from_m,

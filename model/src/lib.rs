@@ -3,11 +3,13 @@
 //!
 //! Everything here is pure: no I/O, no clock. Callers pass the receive time in.
 
+mod ids;
 mod message;
 mod topic;
 mod validate;
 mod work;
 
+pub use ids::DeviceId;
 pub use message::{
     apart_m, BinReading, DeviceState, DeviceStatus, Fix, FixBatch, InspectionSample, ToiletReading,
     WeighbridgeTicket, WorkState, SAME_PLACE_M,

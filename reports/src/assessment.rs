@@ -196,7 +196,8 @@ pub fn assess_period(
     let overspeeding = overspeed_rows.iter().filter(|r| theirs(r));
     for device in on_its_streets
         .iter()
-        .chain(overspeeding.map(|r| &r.device_id))
+        .map(String::as_str)
+        .chain(overspeeding.map(|r| r.device_id.as_str()))
     {
         uses.entry(device).or_default().insert("passes");
     }
@@ -361,7 +362,7 @@ mod tests {
                 .filter(|r| {
                     r.passes > 0 && r.section.as_ref().is_some_and(|s| sections.contains(s))
                 })
-                .map(|r| r.device_id.clone())
+                .map(|r| r.device_id.to_string())
                 .collect();
             assess_period(
                 &ctx,

@@ -240,7 +240,7 @@ pub(crate) mod tests {
         let (a, b) = (a.min(b) * s.length_m, a.max(b) * s.length_m);
         let start = Timestamp::from_second(1_800_000_000 + start_s).unwrap();
         PassRecord {
-            device_id: format!("sw-{device:02}"),
+            device_id: format!("sw-{device:02}").into(),
             segment: s.id,
             forward,
             from_m: a,

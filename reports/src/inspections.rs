@@ -214,7 +214,7 @@ pub fn road_inspections(
         .iter()
         .zip(engine_passes(&ctx.network, records))
         .map(|(r, pass)| DevicePass {
-            device_id: r.device_id.clone(),
+            device_id: r.device_id.to_string(),
             pass,
         })
         .collect();

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use cleanfleet_coverage::InvalidReason;
+use cleanfleet_model::DeviceId;
 use cleanfleet_roads::{RoadNetwork, Zone, Zones};
 use cleanfleet_store::{PassRecord, VehicleDayRecord};
 use jiff::civil::Date;
@@ -51,13 +52,13 @@ pub fn vehicle_day_rows(
     day: Date,
     passes: &[PassRecord],
 ) -> Vec<VehicleDayRecord> {
-    let mut groups: BTreeMap<(&str, Option<&str>, &str), Vec<&PassRecord>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&DeviceId, Option<&str>, &str), Vec<&PassRecord>> = BTreeMap::new();
     for p in passes {
         let Some(segment) = network.segments().get(p.segment as usize) else {
             continue;
         };
         let section = zones.section_of(p.segment).map(|z| z.id.as_str());
-        let key = (p.device_id.as_str(), section, segment.class.as_str());
+        let key = (&p.device_id, section, segment.class.as_str());
         groups.entry(key).or_default().push(p);
     }
     groups
@@ -67,7 +68,7 @@ pub fn vehicle_day_rows(
             passes.sort_by_key(|p| (p.start, p.end));
             let mut row = VehicleDayRecord {
                 day,
-                device_id: device_id.to_owned(),
+                device_id: device_id.clone(),
                 section: section.map(str::to_owned),
                 road_class: road_class.to_owned(),
                 passes: 0,

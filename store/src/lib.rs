@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use cleanfleet_identity::Role;
 use cleanfleet_model::{
-    BinReading, Decoded, DeviceKind, DeviceState, Fix, InspectionSample, InvalidReason,
+    BinReading, Decoded, DeviceId, DeviceKind, DeviceState, Fix, InspectionSample, InvalidReason,
     RejectReason, ToiletReading, WorkType,
 };
 use jiff::civil::Date;
@@ -268,7 +268,7 @@ pub struct StaleSegmentDay {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VehicleDayRecord {
     pub day: Date,
-    pub device_id: String,
+    pub device_id: DeviceId,
     /// The section of the segments driven; `None`: outside every section.
     pub section: Option<String>,
     /// Their road class: `I`, `II`, `III` or `IV`.
@@ -295,7 +295,7 @@ pub struct VehicleDayRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OverspeedDayRecord {
     pub day: Date,
-    pub device_id: String,
+    pub device_id: DeviceId,
     /// `None`: outside every section.
     pub section: Option<String>,
     /// Never empty.
@@ -337,7 +337,8 @@ impl CoverageChunk {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct PassRecord {
     /// The vehicle (or crew wearable) that drove it.
-    pub device_id: String,
+    #[schema(value_type = String)]
+    pub device_id: DeviceId,
     /// The road segment (`/api/v1/segments/{id}`).
     pub segment: u32,
     /// Driven from the segment's `from_node` to its `to_node`; `false`: the other way.

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use cleanfleet_model::{
-    is_valid_device_id, BinReading, Body, Decoded, DeviceKind, DeviceState, Fix, FixBatch,
-    InspectionSample, InvalidReason, RejectReason, ToiletReading, WorkState, WorkType,
+    is_valid_device_id, BinReading, Body, Decoded, DeviceId, DeviceKind, DeviceState, Fix,
+    FixBatch, InspectionSample, InvalidReason, RejectReason, ToiletReading, WorkState, WorkType,
     SAME_PLACE_M, TOPIC_PREFIX,
 };
 use jiff::civil::Date;
@@ -811,13 +811,13 @@ fn device_row(r: &Row) -> rusqlite::Result<(i64, DeviceRow)> {
     ))
 }
 
-/// A pass's columns as [`pass_row`] reads them (`p`: passes, `d`: devices).
-const PASS_COLUMNS: &str = "d.device_id, p.segment, p.forward, p.from_m, p.to_m, p.start_ms,
+/// A pass's columns as [`pass_row`] reads them (`p`: passes).
+const PASS_COLUMNS: &str = "p.device_key, p.segment, p.forward, p.from_m, p.to_m, p.start_ms,
     p.end_ms, p.work, p.invalid, p.max_speed_kmh";
 
-fn pass_row(r: &Row) -> rusqlite::Result<PassRecord> {
+fn pass_row(r: &Row, devices: &DeviceIds) -> rusqlite::Result<PassRecord> {
     Ok(PassRecord {
-        device_id: r.get(0)?,
+        device_id: devices.of_column(r, 0)?,
         segment: r.get(1)?,
         forward: r.get(2)?,
         from_m: r.get(3)?,
@@ -904,22 +904,34 @@ fn section_column(r: &Row, column: usize) -> rusqlite::Result<Option<String>> {
 }
 
 /// Every device's id by its key, read once for a query of many rows instead of a join.
-struct DeviceIds(HashMap<i64, String>);
+struct DeviceIds(HashMap<i64, DeviceId>);
 
 fn device_ids(conn: &Connection) -> Result<DeviceIds, StoreError> {
     Ok(DeviceIds(
         conn.prepare_cached("SELECT device_key, device_id FROM devices")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, String>(1)?.into())))?
             .collect::<Result<_, _>>()?,
     ))
 }
 
 impl DeviceIds {
-    fn of(&self, device_key: i64) -> Result<String, StoreError> {
+    fn of(&self, device_key: i64) -> Result<DeviceId, StoreError> {
         self.0
             .get(&device_key)
             .cloned()
             .ok_or_else(|| StoreError::Corrupt(format!("no device with key {device_key}")))
+    }
+
+    /// The id of the device whose key is in `column`.
+    fn of_column(&self, r: &Row, column: usize) -> rusqlite::Result<DeviceId> {
+        let device_key = r.get(column)?;
+        self.0.get(&device_key).cloned().ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                column,
+                rusqlite::types::Type::Integer,
+                format!("no device with key {device_key}").into(),
+            )
+        })
     }
 }
 
@@ -1444,6 +1456,8 @@ impl PassReads for SqliteStore {
         device_id: Option<String>,
     ) -> Result<Vec<PassRecord>, StoreError> {
         self.with_reader(move |conn| {
+            let devices = device_ids(conn)?;
+            let pass_row = |r: &Row| pass_row(r, &devices);
             let passes = match device_id {
                 // One device's: a range of the primary key (its chunks' hours; a pass starts
                 // in its chunk's hour, the hour either side is margin), not the whole fleet's.
@@ -1486,14 +1500,15 @@ impl PassReads for SqliteStore {
         to: Timestamp,
     ) -> Result<Vec<PassRecord>, StoreError> {
         self.with_reader(move |conn| {
+            let devices = device_ids(conn)?;
             let mut select = conn.prepare_cached(&format!(
-                "SELECT {PASS_COLUMNS}, p.n FROM passes p JOIN devices d USING (device_key)
+                "SELECT {PASS_COLUMNS}, p.n FROM passes p
                  WHERE p.segment = ?1 AND p.start_ms >= ?2 AND p.start_ms < ?3"
             ))?;
             let mut passes = Vec::new();
             for segment in segments {
                 let rows = select.query_map(params![segment, ms(from), ms(to)], |r| {
-                    Ok((pass_row(r)?, r.get::<_, i64>(10)?))
+                    Ok((pass_row(r, &devices)?, r.get::<_, i64>(10)?))
                 })?;
                 for row in rows {
                     passes.push(row?);
@@ -1848,7 +1863,7 @@ impl DayRecords for SqliteStore {
                     devices.insert(device_ids.of(r.get(0)?)?);
                 }
             }
-            Ok(devices.into_iter().collect())
+            Ok(devices.into_iter().map(String::from).collect())
         })
         .await
     }
