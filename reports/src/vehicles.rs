@@ -183,8 +183,8 @@ pub fn vehicle_days<'a>(rows: impl IntoIterator<Item = &'a VehicleDayRecord>) ->
                     day.max_working_speed_kmh =
                         Some(day.max_working_speed_kmh.unwrap_or(0.0).max(max));
                 }
-                if let Some(section) = r.section.as_ref().filter(|_| r.working_passes > 0) {
-                    sections.insert(section.clone());
+                if let Some(section) = r.section.as_deref().filter(|_| r.working_passes > 0) {
+                    sections.insert(section);
                 }
             }
             day.overspeed_events = merged_runs(
@@ -195,7 +195,7 @@ pub fn vehicle_days<'a>(rows: impl IntoIterator<Item = &'a VehicleDayRecord>) ->
             .len();
             day.mean_working_speed_kmh =
                 (working_s > 0.0).then(|| day.working_mileage_m / working_s * 3.6);
-            day.sections = sections.into_iter().collect();
+            day.sections = sections.into_iter().map(str::to_owned).collect();
             day
         })
         .collect()
