@@ -14,7 +14,7 @@ use cleanfleet_coverage::{
     Matcher, Observation, Pass, SectionPlan, TrackError, TrackFormat, WorkType,
 };
 use cleanfleet_model::{DeviceId, Fix};
-use cleanfleet_reports::{day_bounds, segment_day, vehicle_day_rows, vehicle_segment_day_rows};
+use cleanfleet_reports::{day_bounds, segment_day, vehicle_day_rows};
 use cleanfleet_roads::{RoadNetwork, Zones};
 use cleanfleet_store::{
     CoverageChunk, PassRecord, StaleSegmentDay, Store, StoreError, COVERAGE_CONTEXT_MS,
@@ -546,16 +546,10 @@ impl Stage<'_> {
             days.push((s.day, passes));
         }
         let (network, zones) = (self.network.clone(), self.zones.clone());
-        let (rows, segment_rows) = tokio::task::spawn_blocking(move || {
-            let rows: Vec<_> = days
-                .iter()
+        let rows = tokio::task::spawn_blocking(move || {
+            days.iter()
                 .flat_map(|(day, passes)| vehicle_day_rows(&network, &zones, *day, passes))
-                .collect();
-            let segment_rows: Vec<_> = days
-                .iter()
-                .flat_map(|(day, passes)| vehicle_segment_day_rows(&network, &zones, *day, passes))
-                .collect();
-            (rows, segment_rows)
+                .collect::<Vec<_>>()
         })
         .await
         .context("a vehicle-day computation failed")?;
@@ -563,8 +557,7 @@ impl Stage<'_> {
         let Some(()) = self
             .retry
             .call("put_vehicle_days", || {
-                self.store
-                    .put_vehicle_days(rows.clone(), segment_rows.clone(), stale.clone())
+                self.store.put_vehicle_days(rows.clone(), stale.clone())
             })
             .await?
         else {

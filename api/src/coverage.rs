@@ -11,9 +11,9 @@ use axum::Extension;
 use axum::Json;
 use cleanfleet_reports::{
     daily_coverage, day_bounds, day_coverage, may_see, may_see_work, may_see_work_in, restrict,
-    section_days, section_of_row, segment_feature, status_features_json, vehicle_days, zone_list,
-    CoverageContext, DailyCoverage, DayCoverage, DayStatus, Scope, ScopeSpec, SectionDay,
-    VehicleDay, ZoneList, MAX_RANGE_DAYS,
+    section_days, section_of_row, segment_feature, status_features_json, vehicle_day_rows,
+    vehicle_days, zone_list, CoverageContext, DailyCoverage, DayCoverage, DayStatus, Scope,
+    ScopeSpec, SectionDay, VehicleDay, ZoneList, MAX_RANGE_DAYS,
 };
 use cleanfleet_roads::RoadClass;
 use cleanfleet_store::{CoverageBacklog, PassRecord};
@@ -303,7 +303,7 @@ pub(crate) async fn coverage_vehicles(
         viewer,
     }: OneDay,
 ) -> Result<Json<VehicleDayList>, ApiError> {
-    let (date, _, _) = day(&state, &ctx, params.date)?;
+    let (date, from, to) = day(&state, &ctx, params.date)?;
     let viewer = viewer.as_deref();
     let vehicles = match scope.row_filter() {
         Some(in_scope) => {
@@ -314,8 +314,8 @@ pub(crate) async fn coverage_vehicles(
                     && may_see_work_in(&ctx.zones, viewer, &r.device_id, section)
             }))
         }
-        // A scope that cuts through sections (a grid cell, a polygon): the rows of its
-        // segments.
+        // A scope that cuts through sections (a grid cell, a polygon): the rows of the day's
+        // passes on its segments.
         None => {
             let segments: Vec<u32> = ctx
                 .network
@@ -324,12 +324,9 @@ pub(crate) async fn coverage_vehicles(
                 .filter(|s| scope.contains(s))
                 .map(|s| s.id)
                 .collect();
-            let rows = state.store.vehicle_segment_days(date, segments).await?;
-            vehicle_days(
-                rows.iter()
-                    .filter(|r| may_see_work(&ctx.zones, viewer, &r.work.device_id, r.segment))
-                    .map(|r| &r.work),
-            )
+            let mut records = state.store.segment_passes(segments, from, to).await?;
+            records.retain(|r| may_see_work(&ctx.zones, viewer, &r.device_id, r.segment));
+            vehicle_days(&vehicle_day_rows(&ctx.network, &ctx.zones, date, &records))
         }
     };
     Ok(Json(VehicleDayList {

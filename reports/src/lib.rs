@@ -32,6 +32,6 @@ pub use inspections::{
 };
 pub use scope::{Scope, ScopeSpec};
 pub use vehicles::{
-    merged_runs, overspeed_runs, section_of_row, vehicle_day_rows, vehicle_days,
-    vehicle_segment_day_rows, VehicleDay, OVERSPEED_EVENT_GAP_S,
+    merged_runs, overspeed_runs, section_of_row, vehicle_day_rows, vehicle_days, VehicleDay,
+    OVERSPEED_EVENT_GAP_S,
 };

@@ -1,15 +1,14 @@
 //! Vehicles' days: what each vehicle (or crew wearable) drove and worked on a day. The
 //! coverage stage stores a vehicle's day, one row per section it drove in
-//! ([`vehicle_day_rows`]) and one per segment ([`vehicle_segment_day_rows`]), whenever its
-//! passes of the day change; reports add up the rows a scope and a viewer select
-//! ([`vehicle_days`]), never the passes.
+//! ([`vehicle_day_rows`]), whenever its passes of the day change; reports add up the rows a
+//! scope and a viewer select ([`vehicle_days`]), never the passes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use cleanfleet_coverage::InvalidReason;
 use cleanfleet_model::DeviceId;
 use cleanfleet_roads::{RoadNetwork, Zone, Zones};
-use cleanfleet_store::{PassRecord, VehicleDayRecord, VehicleSegmentDayRecord};
+use cleanfleet_store::{PassRecord, VehicleDayRecord};
 use jiff::civil::Date;
 use jiff::Timestamp;
 use serde::Serialize;
@@ -64,88 +63,47 @@ pub fn vehicle_day_rows(
     }
     groups
         .into_iter()
-        .map(|((device_id, section, road_class), passes)| {
-            work_row(day, device_id, section, road_class, passes)
-        })
-        .collect()
-}
-
-/// The rows of `day` per device and segment, from passes of that day (as
-/// [`vehicle_day_rows`]): by device, then segment. Summed over a scope's segments, they are
-/// the scope's rows from its passes.
-pub fn vehicle_segment_day_rows(
-    network: &RoadNetwork,
-    zones: &Zones,
-    day: Date,
-    passes: &[PassRecord],
-) -> Vec<VehicleSegmentDayRecord> {
-    let mut groups: BTreeMap<(&DeviceId, u32), Vec<&PassRecord>> = BTreeMap::new();
-    for p in passes {
-        if network.segments().get(p.segment as usize).is_some() {
-            groups.entry((&p.device_id, p.segment)).or_default().push(p);
-        }
-    }
-    groups
-        .into_iter()
-        .map(|((device_id, segment), passes)| VehicleSegmentDayRecord {
-            segment,
-            work: work_row(
+        .map(|((device_id, section, road_class), mut passes)| {
+            // Sums in time order, whatever order the passes came in.
+            passes.sort_by_key(|p| (p.start, p.end));
+            let mut row = VehicleDayRecord {
                 day,
-                device_id,
-                zones.section_of(segment).map(|z| z.id.as_str()),
-                network.segments()[segment as usize].class.as_str(),
-                passes,
-            ),
+                device_id: device_id.clone(),
+                section: section.map(str::to_owned),
+                road_class: road_class.to_owned(),
+                passes: 0,
+                working_passes: 0,
+                valid_passes: 0,
+                mileage_m: 0.0,
+                working_mileage_m: 0.0,
+                valid_mileage_m: 0.0,
+                working_s: 0.0,
+                max_working_speed_kmh: None,
+                overspeed_runs: overspeed_runs(passes.iter().copied()),
+            };
+            for p in &passes {
+                let length_m = p.to_m - p.from_m;
+                row.passes += 1;
+                row.mileage_m += length_m;
+                if !is_working(p) {
+                    continue;
+                }
+                row.working_passes += 1;
+                row.working_mileage_m += length_m;
+                row.working_s += p.end.duration_since(p.start).as_secs_f64();
+                row.max_working_speed_kmh = Some(
+                    row.max_working_speed_kmh
+                        .unwrap_or(0.0)
+                        .max(p.max_speed_kmh),
+                );
+                if p.invalid.is_none() {
+                    row.valid_passes += 1;
+                    row.valid_mileage_m += length_m;
+                }
+            }
+            row
         })
         .collect()
-}
-
-/// One device's work in one place on `day`: the sums of its `passes` there.
-fn work_row(
-    day: Date,
-    device_id: &DeviceId,
-    section: Option<&str>,
-    road_class: &str,
-    mut passes: Vec<&PassRecord>,
-) -> VehicleDayRecord {
-    // Sums in time order, whatever order the passes came in.
-    passes.sort_by_key(|p| (p.start, p.end));
-    let mut row = VehicleDayRecord {
-        day,
-        device_id: device_id.clone(),
-        section: section.map(str::to_owned),
-        road_class: road_class.to_owned(),
-        passes: 0,
-        working_passes: 0,
-        valid_passes: 0,
-        mileage_m: 0.0,
-        working_mileage_m: 0.0,
-        valid_mileage_m: 0.0,
-        working_s: 0.0,
-        max_working_speed_kmh: None,
-        overspeed_runs: overspeed_runs(passes.iter().copied()),
-    };
-    for p in &passes {
-        let length_m = p.to_m - p.from_m;
-        row.passes += 1;
-        row.mileage_m += length_m;
-        if !is_working(p) {
-            continue;
-        }
-        row.working_passes += 1;
-        row.working_mileage_m += length_m;
-        row.working_s += p.end.duration_since(p.start).as_secs_f64();
-        row.max_working_speed_kmh = Some(
-            row.max_working_speed_kmh
-                .unwrap_or(0.0)
-                .max(p.max_speed_kmh),
-        );
-        if p.invalid.is_none() {
-            row.valid_passes += 1;
-            row.valid_mileage_m += length_m;
-        }
-    }
-    row
 }
 
 /// The section a vehicle's row is of, among the city's `zones` (`None`: outside every
@@ -499,56 +457,6 @@ pub(crate) mod tests {
                     });
                     assert_same(&vehicle_days(selected), &expected)?;
                 }
-            }
-        }
-
-        /// For any set of segments (a grid cell's, a polygon's) and every viewer, the
-        /// segments' rows add up to what the day's passes on them give, pass by pass.
-        #[test]
-        fn segment_rows_add_up_to_their_passes(
-            drawn in prop::collection::vec(
-                (0usize..3, 0usize..40, 1.0f64..300.0, 0i64..200, 0usize..3, 4.0f64..20.0),
-                0..80,
-            ),
-            chosen in prop::collection::vec(any::<bool>(), 40),
-        ) {
-            const DEVICES: [&str; 3] = ["sw-01", "sw-02", "fl-01"];
-            const INVALID: [Option<InvalidReason>; 3] =
-                [None, Some(InvalidReason::Overspeed), Some(InvalidReason::ToolOff)];
-            let ctx = demo_context(None);
-            let segments = ctx.network.segments();
-            let mut clock = [0i64; 3];
-            let passes: Vec<PassRecord> = drawn
-                .into_iter()
-                .map(|(device, segment, length_m, pause_s, invalid, speed)| {
-                    let p = pass(
-                        DEVICES[device],
-                        segments[segment % segments.len()].id,
-                        clock[device] + pause_s,
-                        length_m,
-                        INVALID[invalid],
-                        speed,
-                    );
-                    clock[device] = p.end.as_second() - 1_800_000_000 + 1;
-                    p
-                })
-                .collect();
-            let rows = vehicle_segment_day_rows(&ctx.network, &ctx.zones, DAY, &passes);
-            let in_set = |segment: u32| chosen[segment as usize % chosen.len()];
-            let mut viewers: Vec<Option<&str>> = vec![None];
-            viewers.extend(ctx.zones.sections().iter().map(|z| z.contractor.as_deref()));
-            for &viewer in &viewers {
-                let selected = rows
-                    .iter()
-                    .filter(|r| {
-                        in_set(r.segment)
-                            && may_see_work(&ctx.zones, viewer, &r.work.device_id, r.segment)
-                    })
-                    .map(|r| &r.work);
-                let expected = from_passes(&ctx, &passes, |p| {
-                    in_set(p.segment) && may_see_work(&ctx.zones, viewer, &p.device_id, p.segment)
-                });
-                assert_same(&vehicle_days(selected), &expected)?;
             }
         }
     }

@@ -18,7 +18,6 @@ use crate::{
     DeadLetterQuery, Delivery, DeviceQuery, DeviceReads, IngestItem, IngestSink, Maintenance,
     OverspeedDayRecord, PassReads, PassRecord, ProvenanceStore, Readings, SegmentDayRecord,
     SourceRun, StaleVehicleDay, Store, StoreError, Trust, VehicleDayRecord,
-    VehicleSegmentDayRecord,
 };
 
 /// A backend under test. Each test takes a fresh one (an empty store of its own); `open`
@@ -61,7 +60,6 @@ macro_rules! store_conformance_suite {
             prune_cuts_through_a_compacted_hour,
             segment_passes_come_by_start_then_device_id,
             compaction_changes_nothing_readers_see,
-            vehicles_segment_rows_are_replaced_with_their_day,
         );
     };
     (@each $fresh:path; $($test:ident),+ $(,)?) => {
@@ -1381,7 +1379,6 @@ pub async fn changed_passes_make_their_vehicles_local_days_stale_until_computed<
     store
         .put_vehicle_days(
             vec![row("2026-11-21", Some("S1")), row("2026-11-21", None)],
-            Vec::new(),
             vec![stale[0].clone()],
         )
         .await
@@ -1392,7 +1389,7 @@ pub async fn changed_passes_make_their_vehicles_local_days_stale_until_computed<
     // Computed for the current versions: fresh; rows replace the day's, outside every section
     // first; the 22nd lost its pass and has none.
     store
-        .put_vehicle_days(vec![row("2026-11-21", Some("S2"))], Vec::new(), again)
+        .put_vehicle_days(vec![row("2026-11-21", Some("S2"))], again)
         .await
         .unwrap();
     assert!(store.stale_vehicle_days(10).await.unwrap().is_empty());
@@ -1406,7 +1403,6 @@ pub async fn changed_passes_make_their_vehicles_local_days_stale_until_computed<
     store
         .put_vehicle_days(
             vec![row("2026-11-21", Some("S1")), row("2026-11-21", None)],
-            Vec::new(),
             Vec::new(),
         )
         .await
@@ -1445,7 +1441,6 @@ pub async fn changed_passes_make_their_vehicles_local_days_stale_until_computed<
     store
         .put_vehicle_days(
             rows.to_vec(),
-            Vec::new(),
             vec![StaleVehicleDay {
                 day: date("2026-11-21"),
                 device_id: "sw-1".into(),
@@ -1501,7 +1496,7 @@ pub async fn changed_passes_make_their_vehicles_local_days_stale_until_computed<
         .is_empty());
     let stale = store.stale_vehicle_days(10).await.unwrap();
     store
-        .put_vehicle_days(vec![row("2026-11-21", None)], Vec::new(), stale)
+        .put_vehicle_days(vec![row("2026-11-21", None)], stale)
         .await
         .unwrap();
     assert!(!store
@@ -1517,7 +1512,7 @@ pub async fn changed_passes_make_their_vehicles_local_days_stale_until_computed<
 
     // Another network forgets them; pruning drops the days that are over everywhere.
     store
-        .put_vehicle_days(vec![row("2026-11-21", None)], Vec::new(), Vec::new())
+        .put_vehicle_days(vec![row("2026-11-21", None)], Vec::new())
         .await
         .unwrap();
     store.prune(t("2026-11-23T12:00:00Z")).await.unwrap();
@@ -1531,7 +1526,7 @@ pub async fn changed_passes_make_their_vehicles_local_days_stale_until_computed<
         0
     );
     store
-        .put_vehicle_days(vec![row("2026-11-23", None)], Vec::new(), Vec::new())
+        .put_vehicle_days(vec![row("2026-11-23", None)], Vec::new())
         .await
         .unwrap();
     store.use_coverage_network("another").await.unwrap();
@@ -1717,111 +1712,4 @@ pub async fn compaction_changes_nothing_readers_see<B: Backend>(fresh: impl Fn()
     store.close().await.unwrap();
     drop(store);
     assert_eq!(what_readers_see(&backend.open()).await, before);
-}
-
-/// A vehicle's rows per segment are replaced with its day's rows, read by segment in the
-/// order asked, and forgotten with the day's other rows.
-pub async fn vehicles_segment_rows_are_replaced_with_their_day<B: Backend>(fresh: impl Fn() -> B) {
-    let backend = fresh();
-    let store = backend.open();
-    let date = |s: &str| s.parse::<Date>().unwrap();
-    let day = date("2026-11-21");
-    store
-        .write_batch(vec![fixes("sw-1", &[20]), fixes("sw-2", &[20])])
-        .await
-        .unwrap();
-    let on = |device: &str, segment: u32, passes: u32, day: Date| VehicleSegmentDayRecord {
-        segment,
-        work: VehicleDayRecord {
-            day,
-            device_id: device.into(),
-            section: (segment == 3).then(|| "S1".to_owned()),
-            road_class: "III".into(),
-            passes,
-            working_passes: passes,
-            valid_passes: passes,
-            mileage_m: 50.0 * passes as f64,
-            working_mileage_m: 50.0 * passes as f64,
-            valid_mileage_m: 50.0 * passes as f64,
-            working_s: 30.0 * passes as f64,
-            max_working_speed_kmh: Some(6.5),
-            overspeed_runs: if passes > 1 {
-                vec![(t("2026-11-21T07:20:00Z"), t("2026-11-21T07:21:00Z"))]
-            } else {
-                Vec::new()
-            },
-        },
-    };
-    let computed = |device: &str| StaleVehicleDay {
-        day,
-        device_id: device.into(),
-        version: 0,
-    };
-    let read = |segments: &[u32]| store.vehicle_segment_days(day, segments.to_vec());
-    store
-        .put_vehicle_days(
-            Vec::new(),
-            vec![on("sw-1", 3, 1, day), on("sw-1", 4, 2, day)],
-            vec![computed("sw-1")],
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        read(&[4, 3, 9]).await.unwrap(),
-        [on("sw-1", 4, 2, day), on("sw-1", 3, 1, day)]
-    );
-    // Computed again: segment 3 changed, segment 4 no longer driven; another vehicle's row
-    // is stored beside them, and another day's is not read.
-    store
-        .put_vehicle_days(
-            Vec::new(),
-            vec![on("sw-1", 3, 2, day), on("sw-2", 3, 1, day)],
-            vec![computed("sw-1")],
-        )
-        .await
-        .unwrap();
-    store
-        .put_vehicle_days(
-            Vec::new(),
-            vec![on("sw-2", 3, 5, date("2026-11-22"))],
-            Vec::new(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        read(&[3, 4]).await.unwrap(),
-        [on("sw-1", 3, 2, day), on("sw-2", 3, 1, day)]
-    );
-    // Computed with no passes left: gone; the same rows again change nothing.
-    store
-        .put_vehicle_days(Vec::new(), Vec::new(), vec![computed("sw-2")])
-        .await
-        .unwrap();
-    store
-        .put_vehicle_days(
-            Vec::new(),
-            vec![on("sw-1", 3, 2, day)],
-            vec![computed("sw-1")],
-        )
-        .await
-        .unwrap();
-    assert_eq!(read(&[3]).await.unwrap(), [on("sw-1", 3, 2, day)]);
-    // Other sections, another network and pruning forget them, as the day's other rows.
-    let shanghai = TimeZone::get("Asia/Shanghai").unwrap();
-    store
-        .use_vehicle_day_sections("zones-a", &shanghai)
-        .await
-        .unwrap();
-    store
-        .use_vehicle_day_sections("zones-b", &shanghai)
-        .await
-        .unwrap();
-    assert!(read(&[3]).await.unwrap().is_empty());
-    let put_again = || store.put_vehicle_days(Vec::new(), vec![on("sw-1", 3, 2, day)], Vec::new());
-    put_again().await.unwrap();
-    store.use_coverage_network("another").await.unwrap();
-    assert!(read(&[3]).await.unwrap().is_empty());
-    put_again().await.unwrap();
-    store.prune(t("2026-11-23T12:00:00Z")).await.unwrap();
-    assert!(read(&[3]).await.unwrap().is_empty());
 }

@@ -290,16 +290,6 @@ pub struct VehicleDayRecord {
     pub overspeed_runs: Vec<(Timestamp, Timestamp)>,
 }
 
-/// A vehicle's work on one segment on a local day: [`VehicleDayRecord`]'s sums over its
-/// passes on that segment, with the segment's section and class. Stored beside the section
-/// rows so that a scope cutting through sections (a grid cell, a polygon) reads a row per
-/// segment and vehicle, not the passes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VehicleSegmentDayRecord {
-    pub segment: u32,
-    pub work: VehicleDayRecord,
-}
-
 /// The runs of overspeed work of a stored vehicle's day in one section on one class of road
 /// ([`VehicleDayRecord`]'s, without its sums).
 #[derive(Debug, Clone, PartialEq)]
@@ -647,13 +637,11 @@ pub trait DayRecords: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Stale vehicles' days, oldest day first.
     async fn stale_vehicle_days(&self, limit: u32) -> Result<Vec<StaleVehicleDay>, StoreError>;
-    /// Replaces the rows of each vehicle's day `computed` with those of `rows` and
-    /// `segment_rows` for it (none: no passes) and makes each fresh unless its passes changed
-    /// again since its version. Rows of other days are stored beside what is there.
+    /// Replaces the rows of each vehicle's day `computed` with those of `rows` for it (none:
+    /// no passes) and makes each fresh unless its passes changed again since its version.
     async fn put_vehicle_days(
         &self,
         rows: Vec<VehicleDayRecord>,
-        segment_rows: Vec<VehicleSegmentDayRecord>,
         computed: Vec<StaleVehicleDay>,
     ) -> Result<(), StoreError>;
     /// The stored vehicles' days of `first..=last`, by day, device (in the store's order),
@@ -663,13 +651,6 @@ pub trait DayRecords: Send + Sync + 'static {
         first: Date,
         last: Date,
     ) -> Result<Vec<VehicleDayRecord>, StoreError>;
-    /// The stored vehicles' rows of `day` on `segments`, by segment (in the order given), then
-    /// device (in the store's order).
-    async fn vehicle_segment_days(
-        &self,
-        day: Date,
-        segments: Vec<u32>,
-    ) -> Result<Vec<VehicleSegmentDayRecord>, StoreError>;
     /// The runs of overspeed work of the stored vehicles' days of `first..=last` that have
     /// some, in the order of [`DayRecords::vehicle_days`].
     async fn overspeed_days(

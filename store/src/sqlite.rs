@@ -28,9 +28,8 @@ use crate::{
     CoverageBacklog, CoverageChunk, CoverageQueue, DayRecords, DeadLetter, DeadLetterQuery,
     DeviceQuery, DeviceReads, DeviceSummary, IngestItem, IngestSink, Maintenance,
     OverspeedDayRecord, PassReads, PassRecord, Readings, SegmentDayRecord, StaleSegmentDay,
-    StaleVehicleDay, StoreError, StoreStats, StoredSample, VehicleDayRecord,
-    VehicleSegmentDayRecord, WriteReport, COMPACT_AFTER, COMPACT_WHEN_QUIET, COVERAGE_CHUNK_MS,
-    COVERAGE_CONTEXT_MS,
+    StaleVehicleDay, StoreError, StoreStats, StoredSample, VehicleDayRecord, WriteReport,
+    COMPACT_AFTER, COMPACT_WHEN_QUIET, COVERAGE_CHUNK_MS, COVERAGE_CONTEXT_MS,
 };
 
 /// SQLite's `synchronous` setting. `full` survives power loss after a commit; `normal` survives
@@ -904,62 +903,6 @@ fn section_column(r: &Row, column: usize) -> rusqlite::Result<Option<String>> {
     Ok((!section.is_empty()).then(|| section.to_owned()))
 }
 
-/// A vehicle's work as `vehicle_days` and `vehicle_segment_days` store it, after its place.
-const WORK_COLUMNS: &str = "passes, working_passes, valid_passes, mileage_m, working_mileage_m,
-    valid_mileage_m, working_s, max_working_speed_kmh, overspeed_runs";
-const WORK_UPDATE: &str = "passes = excluded.passes, working_passes = excluded.working_passes,
-    valid_passes = excluded.valid_passes, mileage_m = excluded.mileage_m,
-    working_mileage_m = excluded.working_mileage_m, valid_mileage_m = excluded.valid_mileage_m,
-    working_s = excluded.working_s, max_working_speed_kmh = excluded.max_working_speed_kmh,
-    overspeed_runs = excluded.overspeed_runs";
-
-/// [`WORK_COLUMNS`]' values.
-type StoredWork = (u32, u32, u32, f64, f64, f64, f64, Option<f64>, String);
-
-fn stored_work(r: &VehicleDayRecord) -> StoredWork {
-    let runs: Vec<(i64, i64)> = r
-        .overspeed_runs
-        .iter()
-        .map(|&(a, b)| (ms(a), ms(b)))
-        .collect();
-    (
-        r.passes,
-        r.working_passes,
-        r.valid_passes,
-        r.mileage_m,
-        r.working_mileage_m,
-        r.valid_mileage_m,
-        r.working_s,
-        r.max_working_speed_kmh,
-        serde_json::to_string(&runs).expect("numbers serialise"),
-    )
-}
-
-/// A vehicle's row whose section, road class and then [`WORK_COLUMNS`] start at `section`.
-fn vehicle_work_row(
-    r: &Row,
-    day: Date,
-    device_id: DeviceId,
-    section: usize,
-) -> rusqlite::Result<VehicleDayRecord> {
-    let work = section + 2;
-    Ok(VehicleDayRecord {
-        day,
-        device_id,
-        section: section_column(r, section)?,
-        road_class: r.get(section + 1)?,
-        passes: r.get(work)?,
-        working_passes: r.get(work + 1)?,
-        valid_passes: r.get(work + 2)?,
-        mileage_m: r.get(work + 3)?,
-        working_mileage_m: r.get(work + 4)?,
-        valid_mileage_m: r.get(work + 5)?,
-        working_s: r.get(work + 6)?,
-        max_working_speed_kmh: r.get(work + 7)?,
-        overspeed_runs: runs_column(r, work + 8)?,
-    })
-}
-
 /// Every device's id by its key, read once for a query of many rows instead of a join.
 struct DeviceIds(HashMap<i64, DeviceId>);
 
@@ -1347,7 +1290,6 @@ impl CoverageQueue for SqliteStore {
                     "segment_days",
                     "stale_segment_days",
                     "vehicle_days",
-                    "vehicle_segment_days",
                     "stale_vehicle_days",
                 ] {
                     tx.execute(&format!("DELETE FROM {table}"), [])?;
@@ -1711,7 +1653,6 @@ impl DayRecords for SqliteStore {
             let changed = current.as_deref() != Some(sections_id.as_str());
             if changed {
                 tx.execute("DELETE FROM vehicle_days", [])?;
-                tx.execute("DELETE FROM vehicle_segment_days", [])?;
                 // Each device's hours that passes start in, and the local days they touch.
                 let mut days: BTreeMap<i64, BTreeSet<Date>> = BTreeMap::new();
                 {
@@ -1767,7 +1708,6 @@ impl DayRecords for SqliteStore {
     async fn put_vehicle_days(
         &self,
         rows: Vec<VehicleDayRecord>,
-        segment_rows: Vec<VehicleSegmentDayRecord>,
         computed: Vec<StaleVehicleDay>,
     ) -> Result<(), StoreError> {
         self.with_writer(move |conn| {
@@ -1780,7 +1720,6 @@ impl DayRecords for SqliteStore {
                     .iter()
                     .map(|c| c.device_id.as_str())
                     .chain(rows.iter().map(|r| r.device_id.as_str()))
-                    .chain(segment_rows.iter().map(|r| r.work.device_id.as_str()))
                 {
                     if !keys.contains_key(device) {
                         keys.insert(device, key_of.query_row([device], |r| r.get(0))?);
@@ -1798,87 +1737,41 @@ impl DayRecords for SqliteStore {
                     forget.execute(params![c.day.to_string(), key])?;
                     fresh.execute(params![c.day.to_string(), key, c.version])?;
                 }
-                let mut insert = tx.prepare_cached(&format!(
-                    "INSERT INTO vehicle_days (day, device_key, section, road_class,
-                         {WORK_COLUMNS})
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO vehicle_days (day, device_key, section, road_class, passes,
+                         working_passes, valid_passes, mileage_m, working_mileage_m,
+                         valid_mileage_m, working_s, max_working_speed_kmh, overspeed_runs)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                      ON CONFLICT (day, device_key, section, road_class) DO UPDATE SET
-                         {WORK_UPDATE}"
-                ))?;
+                         passes = excluded.passes, working_passes = excluded.working_passes,
+                         valid_passes = excluded.valid_passes, mileage_m = excluded.mileage_m,
+                         working_mileage_m = excluded.working_mileage_m,
+                         valid_mileage_m = excluded.valid_mileage_m,
+                         working_s = excluded.working_s,
+                         max_working_speed_kmh = excluded.max_working_speed_kmh,
+                         overspeed_runs = excluded.overspeed_runs",
+                )?;
                 for r in &rows {
-                    let w = stored_work(r);
+                    let runs: Vec<(i64, i64)> = r
+                        .overspeed_runs
+                        .iter()
+                        .map(|&(a, b)| (ms(a), ms(b)))
+                        .collect();
                     insert.execute(params![
                         r.day.to_string(),
                         keys[r.device_id.as_str()],
                         r.section.as_deref().unwrap_or(""),
                         r.road_class,
-                        w.0,
-                        w.1,
-                        w.2,
-                        w.3,
-                        w.4,
-                        w.5,
-                        w.6,
-                        w.7,
-                        w.8,
+                        r.passes,
+                        r.working_passes,
+                        r.valid_passes,
+                        r.mileage_m,
+                        r.working_mileage_m,
+                        r.valid_mileage_m,
+                        r.working_s,
+                        r.max_working_speed_kmh,
+                        serde_json::to_string(&runs).expect("numbers serialise"),
                     ])?;
-                }
-                // A segment's row is written only when it changed: a live vehicle's day is
-                // stored again every few seconds, and changes on the few segments it is on.
-                let mut stored_rows = tx.prepare_cached(&format!(
-                    "SELECT segment, section, road_class, {WORK_COLUMNS}
-                     FROM vehicle_segment_days WHERE day = ?1 AND device_key = ?2"
-                ))?;
-                let mut stored: HashMap<(String, i64, u32), (String, String, StoredWork)> =
-                    HashMap::new();
-                for c in &computed {
-                    let (day, key) = (c.day.to_string(), keys[c.device_id.as_str()]);
-                    let mut found = stored_rows.query(params![day, key])?;
-                    while let Some(r) = found.next()? {
-                        let work = (
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                            r.get(6)?,
-                            r.get(7)?,
-                            r.get(8)?,
-                            r.get(9)?,
-                            r.get(10)?,
-                            r.get(11)?,
-                        );
-                        stored.insert((day.clone(), key, r.get(0)?), (r.get(1)?, r.get(2)?, work));
-                    }
-                }
-                let mut upsert = tx.prepare_cached(&format!(
-                    "INSERT INTO vehicle_segment_days (day, segment, device_key, section,
-                         road_class, {WORK_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-                     ON CONFLICT (day, segment, device_key) DO UPDATE SET
-                         section = excluded.section, road_class = excluded.road_class,
-                         {WORK_UPDATE}"
-                ))?;
-                for r in &segment_rows {
-                    let (day, key) = (r.work.day.to_string(), keys[r.work.device_id.as_str()]);
-                    let row = (
-                        r.work.section.clone().unwrap_or_default(),
-                        r.work.road_class.clone(),
-                        stored_work(&r.work),
-                    );
-                    if stored.remove(&(day.clone(), key, r.segment)).as_ref() == Some(&row) {
-                        continue;
-                    }
-                    let (section, road_class, w) = row;
-                    upsert.execute(params![
-                        day, r.segment, key, section, road_class, w.0, w.1, w.2, w.3, w.4, w.5,
-                        w.6, w.7, w.8,
-                    ])?;
-                }
-                let mut vanished = tx.prepare_cached(
-                    "DELETE FROM vehicle_segment_days
-                     WHERE day = ?1 AND segment = ?2 AND device_key = ?3",
-                )?;
-                for (day, key, segment) in stored.into_keys() {
-                    vanished.execute(params![day, segment, key])?;
                 }
             }
             tx.commit()?;
@@ -1895,46 +1788,32 @@ impl DayRecords for SqliteStore {
         self.with_reader(move |conn| {
             let device_ids = device_ids(conn)?;
             // In the primary key's order: no sort.
-            let mut select = conn.prepare_cached(&format!(
-                "SELECT day, device_key, section, road_class, {WORK_COLUMNS}
+            let mut select = conn.prepare_cached(
+                "SELECT day, device_key, section, road_class, passes, working_passes,
+                     valid_passes, mileage_m, working_mileage_m, valid_mileage_m, working_s,
+                     max_working_speed_kmh, overspeed_runs
                  FROM vehicle_days WHERE day >= ?1 AND day <= ?2
-                 ORDER BY day, device_key, section, road_class"
-            ))?;
+                 ORDER BY day, device_key, section, road_class",
+            )?;
             let mut rows = select.query(params![first.to_string(), last.to_string()])?;
             let mut days = DayColumn::default();
             let mut records = Vec::new();
             while let Some(r) = rows.next()? {
-                records.push(vehicle_work_row(
-                    r,
-                    days.get(r, 0)?,
-                    device_ids.of(r.get(1)?)?,
-                    2,
-                )?);
-            }
-            Ok(records)
-        })
-        .await
-    }
-
-    async fn vehicle_segment_days(
-        &self,
-        day: Date,
-        segments: Vec<u32>,
-    ) -> Result<Vec<VehicleSegmentDayRecord>, StoreError> {
-        self.with_reader(move |conn| {
-            let device_ids = device_ids(conn)?;
-            let mut select = conn.prepare_cached(&format!(
-                "SELECT device_key, section, road_class, {WORK_COLUMNS}
-                 FROM vehicle_segment_days WHERE day = ?1 AND segment = ?2"
-            ))?;
-            let day_text = day.to_string();
-            let mut records = Vec::new();
-            for segment in segments {
-                let mut rows = select.query(params![day_text, segment])?;
-                while let Some(r) = rows.next()? {
-                    let work = vehicle_work_row(r, day, device_ids.of(r.get(0)?)?, 1)?;
-                    records.push(VehicleSegmentDayRecord { segment, work });
-                }
+                records.push(VehicleDayRecord {
+                    day: days.get(r, 0)?,
+                    device_id: device_ids.of(r.get(1)?)?,
+                    section: section_column(r, 2)?,
+                    road_class: r.get(3)?,
+                    passes: r.get(4)?,
+                    working_passes: r.get(5)?,
+                    valid_passes: r.get(6)?,
+                    mileage_m: r.get(7)?,
+                    working_mileage_m: r.get(8)?,
+                    valid_mileage_m: r.get(9)?,
+                    working_s: r.get(10)?,
+                    max_working_speed_kmh: r.get(11)?,
+                    overspeed_runs: runs_column(r, 12)?,
+                });
             }
             Ok(records)
         })
@@ -2009,7 +1888,6 @@ impl Maintenance for SqliteStore {
                 "segment_days",
                 "stale_segment_days",
                 "vehicle_days",
-                "vehicle_segment_days",
                 "stale_vehicle_days",
             ] {
                 tx.execute(&format!("DELETE FROM {table} WHERE day < ?1"), [&over])?;

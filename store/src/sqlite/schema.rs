@@ -351,31 +351,6 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX vehicle_days_overspeeding ON vehicle_days (day, device_key, section,
         road_class, overspeed_runs) WHERE overspeed_runs != '[]';
     "#,
-    // 11: vehicles' work per segment and day (`vehicle_days`' columns, by segment), for the
-    // scopes that cut through sections. Every vehicle's day stored before is stale, so that
-    // the coverage stage stores its segments' rows too.
-    r#"
-    CREATE TABLE vehicle_segment_days (
-        day                   TEXT NOT NULL,
-        segment               INTEGER NOT NULL,
-        device_key            INTEGER NOT NULL,
-        section               TEXT NOT NULL,
-        road_class            TEXT NOT NULL,
-        passes                INTEGER NOT NULL,
-        working_passes        INTEGER NOT NULL,
-        valid_passes          INTEGER NOT NULL,
-        mileage_m             REAL NOT NULL,
-        working_mileage_m     REAL NOT NULL,
-        valid_mileage_m       REAL NOT NULL,
-        working_s             REAL NOT NULL,
-        max_working_speed_kmh REAL,
-        overspeed_runs        TEXT NOT NULL,
-        PRIMARY KEY (day, segment, device_key)
-    ) WITHOUT ROWID;
-    CREATE INDEX vehicle_segment_days_by_device ON vehicle_segment_days (day, device_key);
-    INSERT OR IGNORE INTO stale_vehicle_days (day, device_key, version)
-        SELECT DISTINCT day, device_key, 1 FROM vehicle_days;
-    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
