@@ -915,6 +915,18 @@ fn device_ids(conn: &Connection) -> Result<DeviceIds, StoreError> {
 }
 
 impl DeviceIds {
+    /// The id of one device alone (none if it is unknown).
+    fn one(conn: &Connection, device_id: &str) -> Result<DeviceIds, StoreError> {
+        Ok(DeviceIds(
+            conn.prepare_cached("SELECT device_key FROM devices WHERE device_id = ?1")?
+                .query_row([device_id], |r| r.get(0))
+                .optional()?
+                .map(|key| (key, DeviceId::from(device_id)))
+                .into_iter()
+                .collect(),
+        ))
+    }
+
     fn of(&self, device_key: i64) -> Result<DeviceId, StoreError> {
         self.0
             .get(&device_key)
@@ -1456,7 +1468,12 @@ impl PassReads for SqliteStore {
         device_id: Option<String>,
     ) -> Result<Vec<PassRecord>, StoreError> {
         self.with_reader(move |conn| {
-            let devices = device_ids(conn)?;
+            // One device's passes need its id alone, not the fleet's (the coverage stage reads
+            // a vehicle's day at a time).
+            let devices = match &device_id {
+                Some(id) => DeviceIds::one(conn, id)?,
+                None => device_ids(conn)?,
+            };
             let pass_row = |r: &Row| pass_row(r, &devices);
             let passes = match device_id {
                 // One device's: a range of the primary key (its chunks' hours; a pass starts
