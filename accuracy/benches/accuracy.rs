@@ -141,6 +141,8 @@ fn main() -> ExitCode {
             let (mut match_s, mut stage_s) = (0.0, 0.0);
             // Ours against the truth the fixes saw (`seen_status`).
             let (mut seen_covered, mut seen_deep) = (Share::default(), Share::default());
+            // Truly deep-cleaned length we miss that the seen truth also has deep-cleaned.
+            let mut seen_deep_missed_m = 0.0;
             for &seed in &args.seeds {
                 let config = GenConfig {
                     seed,
@@ -158,8 +160,17 @@ fn main() -> ExitCode {
                 let (passes, stats) = our_passes(network, &runs, &match_config, &rules);
                 let statuses = segment_status(network, &passes, &rules);
                 let seen = seen_status(network, &runs, &rules, SEEN_GAP_S);
-                for ((segment, ours), seen) in network.segments().iter().zip(&statuses).zip(&seen) {
+                for (((segment, ours), seen), truth) in network
+                    .segments()
+                    .iter()
+                    .zip(&statuses)
+                    .zip(&seen)
+                    .zip(&truth)
+                {
                     let length_m = segment.length_m;
+                    if truth.deep_cleaned && seen.deep_cleaned && !ours.deep_cleaned {
+                        seen_deep_missed_m += length_m;
+                    }
                     for (share, ours, seen) in [
                         (&mut seen_covered, ours.covered, seen.covered),
                         (&mut seen_deep, ours.deep_cleaned, seen.deep_cleaned),
@@ -245,6 +256,18 @@ fn main() -> ExitCode {
                 s.twice_band_violations,
                 matched as f64 / stage_s,
                 missed.join(", ")
+            );
+            let deep_missed: Vec<String> = s
+                .deep_missed_by_cause
+                .iter()
+                .map(|(c, m)| format!("{c:?} {:.2} km", m / 1000.0))
+                .collect();
+            println!(
+                "{:<16} {:>4}   truly deep-cleaned but missed: {} (the fixes saw {:.2} km of it deep-cleaned)",
+                "",
+                "",
+                deep_missed.join(", "),
+                seen_deep_missed_m / 1000.0
             );
         }
     }

@@ -17,5 +17,5 @@ pub mod truth;
 
 pub use gen::{generate, FleetMix, GenConfig, GenFix, TruthStretch, VehicleRun};
 pub use pipeline::{our_passes, PipelineStats};
-pub use score::{score, PrecisionRecall, Score, Share, VehicleMileage};
+pub use score::{score, DeepMiss, PrecisionRecall, Score, Share, VehicleMileage};
 pub use truth::{seen_status, true_status, SegmentTruth};

@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use cleanfleet_coverage::{CoverageRules, MissReason, Pass, SegmentStatus};
+use cleanfleet_coverage::{segment_status, CoverageRules, MissReason, Pass, SegmentStatus};
 use cleanfleet_roads::{RoadClass, RoadNetwork};
 
 use crate::gen::VehicleRun;
@@ -99,8 +99,30 @@ pub struct Score {
     pub twice_band_violations: usize,
     /// Truly covered length that cleanfleet missed, by the reason it gives.
     pub missed_by_reason: Vec<(MissReason, f64)>,
+    /// Truly deep-cleaned length that cleanfleet missed, by what its passes lack.
+    pub deep_missed_by_cause: Vec<(DeepMiss, f64)>,
     /// Per run, in order.
     pub mileage: Vec<VehicleMileage>,
+}
+
+/// Why a truly deep-cleaned segment is not deep-cleaned by cleanfleet's passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeepMiss {
+    /// Its valid first work (the flush) covers too little of it.
+    FirstShort,
+    /// Its valid second work (the sweep) covers too little of it.
+    ThenShort,
+    /// Both.
+    BothShort,
+    /// Each covers enough, but not enough of the same places in the right order and time.
+    NotPaired,
+}
+
+fn add_by<K: PartialEq>(totals: &mut Vec<(K, f64)>, key: K, m: f64) {
+    match totals.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, total)) => *total += m,
+        None => totals.push((key, m)),
+    }
 }
 
 impl Share {
@@ -135,12 +157,14 @@ impl Score {
         self.implied_speed_violation_m += other.implied_speed_violation_m;
         self.twice_band_violations += other.twice_band_violations;
         for (reason, m) in other.missed_by_reason {
-            match self.missed_by_reason.iter_mut().find(|(r, _)| *r == reason) {
-                Some((_, total)) => *total += m,
-                None => self.missed_by_reason.push((reason, m)),
-            }
+            add_by(&mut self.missed_by_reason, reason, m);
         }
         self.missed_by_reason.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (cause, m) in other.deep_missed_by_cause {
+            add_by(&mut self.deep_missed_by_cause, cause, m);
+        }
+        self.deep_missed_by_cause
+            .sort_by(|a, b| b.1.total_cmp(&a.1));
         self.mileage.extend(other.mileage);
     }
 
@@ -190,10 +214,7 @@ pub fn score(
         covered_pr.add(ours.covered, real.covered, length_m);
         if real.covered {
             if let Some(reason) = ours.missed {
-                match missed_by_reason.iter_mut().find(|(r, _)| *r == reason) {
-                    Some((_, m)) => *m += length_m,
-                    None => missed_by_reason.push((reason, length_m)),
-                }
+                add_by(&mut missed_by_reason, reason, length_m);
             }
         }
         deep_pr.add(ours.deep_cleaned, real.deep_cleaned, length_m);
@@ -221,6 +242,7 @@ pub fn score(
         })
         .count();
     missed_by_reason.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let deep_missed_by_cause = deep_misses(network, truth, statuses, passes, rules);
     let mileage = runs
         .iter()
         .zip(vehicle_passes)
@@ -251,8 +273,44 @@ pub fn score(
         implied_speed_violation_m: implausible.iter().fold(0.0, |m, p| m + p.length_m()),
         twice_band_violations,
         missed_by_reason,
+        deep_missed_by_cause,
         mileage,
     }
+}
+
+/// Truly deep-cleaned length that `statuses` miss, by [`DeepMiss`]: each of the deep rule's
+/// works is judged as if it alone covered streets.
+fn deep_misses(
+    network: &RoadNetwork,
+    truth: &[SegmentTruth],
+    statuses: &[SegmentStatus],
+    passes: &[Pass],
+    rules: &CoverageRules,
+) -> Vec<(DeepMiss, f64)> {
+    let covering = |works: &[cleanfleet_coverage::WorkType]| {
+        let alone = CoverageRules {
+            covering_work: works.to_vec(),
+            ..rules.clone()
+        };
+        segment_status(network, passes, &alone)
+    };
+    let first = covering(&rules.deep_clean.first);
+    let then = covering(&rules.deep_clean.then);
+    let mut out = Vec::new();
+    for (i, segment) in network.segments().iter().enumerate() {
+        if !truth[i].deep_cleaned || statuses[i].deep_cleaned {
+            continue;
+        }
+        let cause = match (first[i].covered, then[i].covered) {
+            (false, false) => DeepMiss::BothShort,
+            (false, true) => DeepMiss::FirstShort,
+            (true, false) => DeepMiss::ThenShort,
+            (true, true) => DeepMiss::NotPaired,
+        };
+        add_by(&mut out, cause, segment.length_m);
+    }
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
 }
 
 #[cfg(test)]

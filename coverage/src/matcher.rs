@@ -82,6 +82,11 @@ pub struct MatchConfig {
     pub min_move_sigmas: f64,
     /// ... unless this long has passed since the last decoded fix. Default 30.
     pub max_skip_s: f64,
+    /// Fixes are taken for outliers (`outlier_cost`) for at most this long in a row; while
+    /// they are, also fixes no road near the held place can reach in time (a multipath
+    /// episode thrown onto another road). Beyond, the trace breaks at the next such fix.
+    /// Default 30.
+    pub max_outlier_s: f64,
     /// Routes implying a faster drive are impossible. Default 130.
     pub max_speed_kmh: f64,
     /// Across a longer silence the route is not inferred: the trace breaks. Default 180.
@@ -181,6 +186,7 @@ impl MatchConfig {
             ("min_move_m", self.min_move_m),
             ("min_move_sigmas", self.min_move_sigmas),
             ("max_skip_s", self.max_skip_s),
+            ("max_outlier_s", self.max_outlier_s),
             ("reverse_tolerance_m", self.reverse_tolerance_m),
             ("reverse_sigmas", self.reverse_sigmas),
             ("u_turn_cost", self.u_turn_cost),
@@ -227,6 +233,7 @@ impl Default for MatchConfig {
             min_move_m: 10.0,
             min_move_sigmas: 2.0,
             max_skip_s: 30.0,
+            max_outlier_s: 30.0,
             max_speed_kmh: 130.0,
             max_gap_s: 180.0,
             reverse_tolerance_m: 20.0,
@@ -298,8 +305,15 @@ struct State {
     forward: bool,
     offset_m: f64,
     distance_m: f64,
-    /// The fix is an outlier: the vehicle is held where the state before put it.
-    held: bool,
+    /// The fix is an outlier: the vehicle is held where the state before put it, since
+    /// the time of the last fix that placed it there.
+    held_since_s: Option<f64>,
+}
+
+impl State {
+    fn held(&self) -> bool {
+        self.held_since_s.is_some()
+    }
 }
 
 /// A decoded step of the Viterbi lattice.
@@ -527,7 +541,7 @@ impl<'n> Matcher<'n> {
                     continue;
                 }
                 let state = State {
-                    held: false,
+                    held_since_s: None,
                     segment: c.segment,
                     forward,
                     offset_m: if forward {
@@ -610,7 +624,23 @@ impl<'n> Matcher<'n> {
                 }
             }
         }
-        if best.iter().all(|b| !b.0.is_finite()) {
+        // Or the fix is an outlier (multipath): the vehicle stays where the likeliest state
+        // before put it, at a fixed cost, rather than driving out to the thrown fix and back
+        // — also when no candidate can be reached from there, for at most `max_outlier_s`: a
+        // thrown fix must not start a new run on the road it was thrown to (regression:
+        // `a_multipath_episode_does_not_strand_the_trace_on_the_road_it_was_thrown_to`).
+        let held = previous
+            .clone()
+            .filter(|&k| lattice.cost[k].is_finite())
+            .min_by(|&a, &b| lattice.cost[a].total_cmp(&lattice.cost[b]))
+            .map(|k| {
+                let since_s = lattice.states[k]
+                    .held_since_s
+                    .unwrap_or(observations[last].time_s);
+                (k, since_s)
+            })
+            .filter(|&(_, since_s)| o.time_s - since_s <= self.config.max_outlier_s);
+        if held.is_none() && best.iter().all(|b| !b.0.is_finite()) {
             lattice.states.truncate(start);
             lattice.emissions.truncate(start);
             return false;
@@ -619,25 +649,20 @@ impl<'n> Matcher<'n> {
             lattice.cost.push(cost + lattice.emissions[start + j]);
             lattice.back.push(back);
         }
-        // Or the fix is an outlier (multipath): the vehicle stays where the likeliest state
-        // before put it, at a fixed cost, rather than driving out to the thrown fix and back.
-        let held = previous
-            .clone()
-            .filter(|&k| lattice.cost[k].is_finite())
-            .min_by(|&a, &b| lattice.cost[a].total_cmp(&lattice.cost[b]))
-            .expect("a reachable state has a finite predecessor");
-        lattice.states.push(State {
-            held: true,
-            ..lattice.states[held]
-        });
-        lattice.emissions.push(self.config.outlier_cost);
-        lattice
-            .cost
-            .push(lattice.cost[held] + self.config.outlier_cost);
-        lattice.back.push(held as u32);
+        if let Some((k, since_s)) = held {
+            lattice.states.push(State {
+                held_since_s: Some(since_s),
+                ..lattice.states[k]
+            });
+            lattice.emissions.push(self.config.outlier_cost);
+            lattice
+                .cost
+                .push(lattice.cost[k] + self.config.outlier_cost);
+            lattice.back.push(k as u32);
+        }
         lattice.steps.push(Step {
             point: i,
-            states: start..start + n + 1,
+            states: start..lattice.states.len(),
         });
         true
     }
@@ -778,7 +803,7 @@ impl<'n> Matcher<'n> {
             reached.offset_m = arrived.to_m;
             self.place_skipped(point, next, &path, drive.length_m(), xy, &mut drive.fixes);
             drive.extend(&path);
-            if !to.held {
+            if !to.held() {
                 drive.fixes.push((next, drive.length_m()));
             }
         }
